@@ -1,0 +1,228 @@
+"""Score images with a detector (+ attribution heads): verdicts, probabilities, saliency overlays.
+
+python -m gta_jax.attribute --model PATH [--dct-stats DIR] [--json OUT.json] [--cam-dir DIR] \
+    IMAGE_OR_DIR...
+
+PATH is a release .h5 file (imported on the fly), a model bundle folder (`keras_import` output or a
+run's exported model), or a run workdir holding one in `model/`. Exit status: 0 when every image
+was scored, 1 when some could not be, 2 on usage errors.
+"""
+import argparse
+import dataclasses
+import functools
+import json
+import pathlib
+import sys
+
+import jax
+import numpy as np
+from PIL import Image
+
+from gta_jax import checkpoints
+from gta_jax import images as images_lib
+from gta_jax import keras_import
+from gta_jax import models
+from gta_jax import saliency
+from gta_jax import spectral
+
+THRESHOLD = 0.5  # the release's `0 if p < 0.5 else 1`
+BATCH_SIZE = 64
+
+
+class UsageError(Exception):
+  pass
+
+
+@dataclasses.dataclass
+class LoadedModel:
+  spec: checkpoints.ModelSpec
+  variables: dict
+  dct_mean: np.ndarray | None = None
+  dct_std: np.ndarray | None = None
+
+
+def load_model(path, dct_stats_dir=None) -> LoadedModel:
+  """A release .h5, a model bundle, or a run workdir with model/ -> LoadedModel."""
+  path = pathlib.Path(path)
+  if path.suffix.lower() == '.h5' and path.is_file():
+    try:
+      spec, variables = keras_import.import_h5(path)
+    except keras_import.ImportError_ as e:
+      raise UsageError(str(e)) from None
+    stats = None
+  elif checkpoints.is_model_bundle(path) or checkpoints.is_model_bundle(path / 'model'):
+    bundle = path if checkpoints.is_model_bundle(path) else path / 'model'
+    spec, variables, stats = checkpoints.load_model_bundle(bundle)
+  else:
+    raise UsageError(
+        f'--model {path}: expected a release .h5 file, a model bundle folder (with model.json, '
+        'written by `python -m gta_jax.keras_import` or by a training run), or a run workdir '
+        'holding one in model/.')
+  if dct_stats_dir:
+    stats = spectral.load_dct_stats(dct_stats_dir)
+  if spec.input_kind == 'dct':
+    if stats is None:
+      raise UsageError(f'{path} is a DCT model: pass --dct-stats DIR (mean.npy, std_dev.npy of its '
+                       'training set, e.g. the release\'s dataset/statistics/ganfp/dctnorm).')
+    if stats[0].shape != (spec.image_size, spec.image_size):
+      raise UsageError(f'DCT statistics are {stats[0].shape} but the model takes '
+                       f'{spec.image_size}x{spec.image_size} inputs.')
+    return LoadedModel(spec, variables, np.asarray(stats[0], np.float32),
+                       np.asarray(stats[1], np.float32))
+  return LoadedModel(spec, variables)
+
+
+def verdict(p_fake: float, p_heads: dict[str, float]) -> str:
+  """real | fake | attributed:<h> | multiple:<h1>,<h2> | contradiction:<h>[,<h2>]."""
+  claims = [name for name, p in p_heads.items() if p >= THRESHOLD]
+  if p_fake < THRESHOLD:
+    return f'contradiction:{",".join(claims)}' if claims else 'real'
+  if not claims:
+    return 'fake'
+  return f'attributed:{claims[0]}' if len(claims) == 1 else f'multiple:{",".join(claims)}'
+
+
+def prepare_input(model: LoadedModel, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
+  """[H, W, 3] uint8 -> (network input [H', W', C] float32, the image it shows, notes)."""
+  spec = model.spec
+  notes = []
+  if spec.input_kind == 'pixel':
+    if rgb.shape[:2] != (spec.image_size, spec.image_size):
+      notes.append(f'scored at {rgb.shape[1]}x{rgb.shape[0]}; model trained at '
+                   f'{spec.image_size}x{spec.image_size}')
+    return np.asarray(spectral.scale_pixels(rgb)), rgb, notes
+  size = spec.image_size
+  height, width = rgb.shape[:2]
+  if height < size or width < size:
+    raise images_lib.ImageReadError(
+        f'{width}x{height} is smaller than the DCT model\'s {size}x{size} input; DCT models need '
+        'their trained size')
+  if (height, width) != (size, size):
+    top, left = (height - size) // 2, (width - size) // 2
+    rgb = rgb[top:top + size, left:left + size]
+    notes.append(f'centre-cropped from {width}x{height} to {size}x{size}')
+  # Float64 host DCT, as the release's data_prep: bit-faithful inputs for the imported weights.
+  x = (spectral.log_dct_numpy(rgb) - model.dct_mean) / model.dct_std
+  return x[..., None].astype(np.float32), rgb, notes
+
+
+@functools.partial(jax.jit, static_argnames=('gap', 'num_heads', 'with_saliency'))
+def score_batch(variables, x, *, gap: bool, num_heads: int, with_saliency: bool):
+  """-> (p_fake [B], p_heads [K, B], saliency maps [1 + K, B, h, w] or None)."""
+  out = models.predict(variables, x, gap=gap, num_heads=num_heads)
+  p_fake = jax.nn.sigmoid(out.primary.logit)
+  p_heads = jax.nn.sigmoid(out.heads.logit) if num_heads else p_fake[None, :0]
+  maps = None
+  if with_saliency:
+    maps = [_saliency(out.primary.final_features, variables['primary']['params']['decision'], gap)]
+    if num_heads:
+      head_decisions = variables['heads']['params']['heads']['decision']
+      maps += list(jax.vmap(lambda f, d: _saliency(f, d, gap))(out.heads.final_features,
+                                                               head_decisions))
+    maps = jax.numpy.stack(maps)
+  return p_fake, p_heads, maps
+
+
+def _saliency(final_features, decision_params, gap: bool):
+  if gap:
+    return saliency.cam(final_features, decision_params['dense']['kernel'])
+  return saliency.grad_cam(final_features, decision_params, gap=False)
+
+
+def _error_record(path, message: str) -> dict:
+  return {'path': str(path), 'p_fake': None, 'p_heads': {}, 'verdict': 'error', 'error': message,
+          'notes': []}
+
+
+def attribute(model: LoadedModel, paths, cam_dir=None) -> list[dict]:
+  """Scores every image file; a file that cannot be scored gets an error record, never an abort."""
+  spec = model.spec
+  records: list[dict | None] = []
+  pending: dict[tuple, list] = {}  # input shape -> [(index, x, shown image, notes)]
+  for path in paths:
+    try:
+      rgb, notes = images_lib.read_rgb(path)
+      x, shown, more = prepare_input(model, rgb)
+    except images_lib.ImageReadError as e:
+      message = str(e) if str(path) in str(e) else f'{path}: {e}'
+      records.append(_error_record(path, message))
+      continue
+    pending.setdefault(x.shape, []).append((len(records), x, shown, notes + more))
+    records.append(None)
+
+  for items in pending.values():
+    for start in range(0, len(items), BATCH_SIZE):
+      chunk = items[start:start + BATCH_SIZE]
+      p_fake, p_heads, maps = jax.device_get(score_batch(
+          model.variables, np.stack([item[1] for item in chunk]), gap=spec.gap,
+          num_heads=len(spec.head_names), with_saliency=cam_dir is not None))
+      for row, (index, _, shown, notes) in enumerate(chunk):
+        heads = {name: float(p_heads[k, row]) for k, name in enumerate(spec.head_names)}
+        records[index] = {'path': str(paths[index]), 'p_fake': float(p_fake[row]),
+                          'p_heads': heads, 'verdict': verdict(float(p_fake[row]), heads),
+                          'error': None, 'notes': notes}
+        if cam_dir is not None:
+          _write_overlay(cam_dir, paths[index], shown, maps[:, row], records[index], spec)
+  return records
+
+
+def _write_overlay(cam_dir, path, shown: np.ndarray, maps: np.ndarray, record: dict, spec) -> None:
+  """One PNG per image: primary panel, then one per head, side by side (as the release)."""
+  background = shown if spec.gap else saliency.spectrum_image(shown)
+  p_fake = record['p_fake']
+  labels = [f'FAKE:{100 * p_fake:.1f}%' if p_fake >= THRESHOLD else f'REAL:{100 * (1 - p_fake):.1f}%']
+  labels += [f'{name}:{100 * p:.1f}%' for name, p in record['p_heads'].items()]
+  panels = [saliency.overlay(background, m, label) for m, label in zip(maps, labels)]
+  out = pathlib.Path(cam_dir) / (pathlib.Path(path).stem + '_cam.png')
+  out.parent.mkdir(parents=True, exist_ok=True)
+  Image.fromarray(np.concatenate(panels, axis=1)).save(out)
+
+
+def format_table(records: list[dict], head_names) -> str:
+  name_width = max([len('image')] + [len(pathlib.Path(r['path']).name) for r in records])
+  header = f'{"image":<{name_width}}  {"p_fake":>7}' + ''.join(f'  {h[:10]:>10}' for h in head_names)
+  lines = [header + '  verdict', '-' * (len(header) + 30)]
+  for r in records:
+    name = pathlib.Path(r['path']).name
+    if r['error']:
+      lines.append(f'{name:<{name_width}}  {"-":>7}' + ''.join(f'  {"-":>10}' for _ in head_names)
+                   + f'  ERROR: {r["error"]}')
+      continue
+    line = f'{name:<{name_width}}  {r["p_fake"]:7.4f}'
+    line += ''.join(f'  {r["p_heads"][h]:10.4f}' for h in head_names)
+    line += f'  {r["verdict"]}'
+    if r['notes']:
+      line += f'  ({"; ".join(r["notes"])})'
+    lines.append(line)
+  return '\n'.join(lines)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog='python -m gta_jax.attribute',
+                                   description='Detect and attribute GAN-generated images.')
+  parser.add_argument('--model', required=True, help='release .h5, model bundle, or run workdir')
+  parser.add_argument('--dct-stats', help='DCT statistics folder (mean.npy, std_dev.npy)')
+  parser.add_argument('--json', help='write one record per input file to this JSON file')
+  parser.add_argument('--cam-dir', help='write CAM / Grad-CAM overlays here')
+  parser.add_argument('inputs', nargs='+', metavar='IMAGE_OR_DIR')
+  args = parser.parse_args(argv)
+  try:
+    model = load_model(args.model, args.dct_stats)
+  except (UsageError, FileNotFoundError, ValueError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  paths = images_lib.list_images(args.inputs)
+  if not paths:
+    print(f'error: no image files found in {" ".join(args.inputs)}', file=sys.stderr)
+    return 2
+  records = attribute(model, paths, args.cam_dir)
+  print(format_table(records, model.spec.head_names))
+  failed = sum(r['error'] is not None for r in records)
+  print(f'\n{len(records) - failed} scored, {failed} failed')
+  if args.json:
+    pathlib.Path(args.json).write_text(json.dumps(records, indent=2) + '\n')
+  return 1 if failed else 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

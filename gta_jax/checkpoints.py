@@ -1,0 +1,102 @@
+"""Our on-disk model format ("model bundle") and content hashes, on Orbax.
+
+A model bundle is what every command that takes a model accepts (attribute, evaluation, training
+heads on top of a primary), whether it was imported from a release .h5 or exported by a run:
+
+  BUNDLE/
+    model.json    ModelSpec: input kind, image size, head names, provenance, primary digest
+    variables/    Orbax checkpoint of {'primary': {'params', 'batch_stats'},
+                                       'heads': {'params', 'batch_stats'}}  (heads: leading axis K)
+    dct_stats/    mean.npy, std_dev.npy, variance.npy (DCT models only)
+"""
+import dataclasses
+import hashlib
+import json
+import pathlib
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from gta_jax import spectral
+
+BUNDLE_FORMAT = 'gta_jax.model_bundle/1'
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  """What a bundle holds, enough to rebuild its modules and preprocess inputs."""
+  input_kind: str                 # 'pixel' (x/127.5 - 1, GAP heads) or 'dct' (log-DCT, Flatten heads)
+  image_size: int                 # trained size; DCT models need exactly this, pixel models any
+  head_names: tuple[str, ...] = ()
+  source: str = ''                # where the weights came from (file or run), for the record
+  primary_digest: str = ''        # tree_digest of the primary's variables
+
+  @property
+  def gap(self) -> bool:
+    return self.input_kind == 'pixel'
+
+  def to_json(self) -> dict:
+    return {'format': BUNDLE_FORMAT, **dataclasses.asdict(self), 'head_names': list(self.head_names)}
+
+  @classmethod
+  def from_json(cls, record: dict, path) -> 'ModelSpec':
+    if record.get('format') != BUNDLE_FORMAT:
+      raise ValueError(f'{path}: not a gta_jax model bundle (format {record.get("format")!r}, '
+                       f'expected {BUNDLE_FORMAT!r}).')
+    fields = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {k: v for k, v in record.items() if k in fields}
+    kwargs['head_names'] = tuple(kwargs.get('head_names', ()))
+    return cls(**kwargs)
+
+
+def tree_digest(tree) -> str:
+  """sha256 over every leaf's path, dtype, shape and bytes: identifies weights, not files."""
+  digest = hashlib.sha256()
+  for path, leaf in sorted(jax.tree_util.tree_flatten_with_path(tree)[0],
+                           key=lambda item: jax.tree_util.keystr(item[0])):
+    array = np.asarray(leaf)
+    digest.update(jax.tree_util.keystr(path).encode())
+    digest.update(f'{array.dtype}{array.shape}'.encode())
+    digest.update(np.ascontiguousarray(array).tobytes())
+  return digest.hexdigest()
+
+
+def is_model_bundle(path) -> bool:
+  return (pathlib.Path(path) / 'model.json').is_file()
+
+
+def save_model_bundle(directory, spec: ModelSpec, variables: dict,
+                      dct_stats: tuple[np.ndarray, np.ndarray] | None = None) -> ModelSpec:
+  """Writes a bundle; returns the spec with the primary's digest filled in."""
+  directory = pathlib.Path(directory).absolute()
+  if spec.input_kind == 'dct' and dct_stats is None:
+    raise ValueError('A DCT model bundle needs its DCT statistics (mean, std).')
+  spec = dataclasses.replace(spec, primary_digest=tree_digest(variables['primary']))
+  directory.mkdir(parents=True, exist_ok=True)
+  host_variables = jax.tree.map(np.asarray, variables)
+  with ocp.StandardCheckpointer() as checkpointer:
+    checkpointer.save(directory / 'variables', host_variables, force=True)
+  if dct_stats is not None:
+    mean, std = dct_stats
+    stats = spectral.DctStats(mean=mean, std=std, count=1)
+    stats.save(directory / 'dct_stats')
+  (directory / 'model.json').write_text(json.dumps(spec.to_json(), indent=2) + '\n')
+  return spec
+
+
+def load_model_bundle(directory):
+  """Reads a bundle -> (spec, variables, dct_stats or None)."""
+  directory = pathlib.Path(directory).absolute()
+  spec_file = directory / 'model.json'
+  if not spec_file.is_file():
+    raise FileNotFoundError(f'{directory} is not a model bundle: it has no model.json.')
+  spec = ModelSpec.from_json(json.loads(spec_file.read_text()), spec_file)
+  with ocp.StandardCheckpointer() as checkpointer:
+    variables = checkpointer.restore(directory / 'variables')
+  variables = jax.tree.map(np.asarray, variables)
+  if spec.primary_digest and tree_digest(variables['primary']) != spec.primary_digest:
+    raise ValueError(f'{directory}: the primary weights do not match the digest in model.json; '
+                     'the bundle was modified or is corrupt.')
+  dct_stats = spectral.load_dct_stats(directory / 'dct_stats') if spec.input_kind == 'dct' else None
+  return spec, variables, dct_stats

@@ -1,0 +1,99 @@
+"""Reading user images as 8-bit RGB, converting what a user would expect and refusing the rest.
+
+Every failure is an `ImageReadError` whose message names the file and the problem, so batch
+commands can record it and carry on.
+"""
+import pathlib
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps
+
+IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.webp', '.tif', '.tiff', '.gif')
+# Refuse images above this many pixels before decoding them (decompression bombs).
+MAX_PIXELS = 8192 * 8192
+
+
+class ImageReadError(ValueError):
+  pass
+
+
+def list_images(paths) -> list[pathlib.Path]:
+  """Files as given, folders expanded (recursively, sorted) to the image files inside them."""
+  found = []
+  for path in map(pathlib.Path, paths):
+    if path.is_dir():
+      found.extend(sorted(p for p in path.rglob('*')
+                          if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
+    else:
+      found.append(path)
+  return found
+
+
+def _to_rgb(image: Image.Image) -> tuple[np.ndarray, list[str]]:
+  notes = []
+  mode = image.mode
+  if mode in ('I;16', 'I;16B', 'I;16L', 'I;16N', 'I'):
+    # 16-bit greyscale: keep the top 8 bits (PIL's convert would clip everything above 255).
+    array = np.asarray(image).astype(np.int64)
+    top = 65535 if mode.startswith('I;16') or array.max() > 255 else 255
+    array = np.round(array.clip(0, top) * (255.0 / top)).astype(np.uint8)
+    notes.append(f'{mode} scaled to 8 bits')
+    return np.repeat(array[..., None], 3, axis=-1), notes
+  if mode == 'F':
+    raise ImageReadError('floating-point (mode F) images are not supported; save it as 8-bit')
+  if mode in ('RGBA', 'LA', 'PA') or (mode == 'P' and 'transparency' in image.info):
+    notes.append('alpha channel dropped')
+  if mode != 'RGB':
+    if mode not in ('L', 'P', 'RGBA', 'LA', 'PA', '1', 'CMYK', 'YCbCr', 'LAB', 'HSV', 'RGBX', 'La'):
+      raise ImageReadError(f'unsupported image mode {mode}')
+    if mode == 'P':
+      image = image.convert('RGBA')
+    if mode == 'CMYK':
+      notes.append('CMYK converted to RGB')
+    image = image.convert('RGB')
+  array = np.asarray(image)
+  if array.dtype != np.uint8:  # 16-bit-per-channel RGB decodes as such in some PIL versions
+    array = (array.astype(np.float64) / np.iinfo(array.dtype).max * 255).round().astype(np.uint8)
+    notes.append('16-bit channels scaled to 8 bits')
+  return array, notes
+
+
+def read_rgb(path) -> tuple[np.ndarray, list[str]]:
+  """-> ([H, W, 3] uint8, notes about conversions); EXIF orientation applied.
+
+  Raises ImageReadError for missing, empty, truncated, non-image, oversized or odd files.
+  """
+  path = pathlib.Path(path)
+  if not path.exists():
+    raise ImageReadError(f'{path}: no such file')
+  if not path.is_file():
+    raise ImageReadError(f'{path}: not a regular file')
+  if path.stat().st_size == 0:
+    raise ImageReadError(f'{path}: empty file (0 bytes)')
+  try:
+    with warnings.catch_warnings():
+      warnings.simplefilter('error', Image.DecompressionBombWarning)
+      with Image.open(path) as image:
+        width, height = image.size
+        if width * height > MAX_PIXELS:
+          raise ImageReadError(f'{path}: {width}x{height} is too large to be a dataset image '
+                               f'(over {MAX_PIXELS:,} pixels; possible decompression bomb)')
+        if width == 0 or height == 0:
+          raise ImageReadError(f'{path}: image has zero size')
+        image.load()
+        oriented = ImageOps.exif_transpose(image)
+        notes = ['EXIF orientation applied'] if oriented.size != image.size or (
+            image.getexif().get(0x0112, 1) not in (1, None)) else []
+        array, more = _to_rgb(oriented)
+        return array, notes + more
+  except ImageReadError as e:
+    if str(path) in str(e):
+      raise
+    raise ImageReadError(f'{path}: {e}') from None
+  except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+    raise ImageReadError(f'{path}: refused as a possible decompression bomb ({e})') from None
+  except Image.UnidentifiedImageError:
+    raise ImageReadError(f'{path}: not an image file PIL can read') from None
+  except (OSError, SyntaxError, ValueError) as e:
+    raise ImageReadError(f'{path}: corrupt or truncated image ({e})') from None

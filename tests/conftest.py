@@ -1,0 +1,17 @@
+"""Shared test set-up: the reference release files are optional (a user's clone has no ../shared)."""
+import os
+import pathlib
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / 'tests'))
+SHARED = pathlib.Path(os.environ.get('GTA_JAX_SHARED', ROOT.parent / 'shared'))
+RELEASE_WEIGHTS = SHARED / 'reference' / 'keras_weights'
+RELEASE_STATS = SHARED / 'reference' / 'dct_stats'
+
+requires_release = pytest.mark.skipif(
+    not RELEASE_WEIGHTS.is_dir(),
+    reason='release .h5 models not present (set GTA_JAX_SHARED to the folder holding reference/)')

@@ -1,0 +1,110 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gta_jax import models
+
+KEY = jax.random.key(0)
+
+
+@pytest.mark.parametrize('module, input_shape, expected', [
+    (models.Primary(gap=True), (1, 128, 128, 3), 27_261),
+    (models.Primary(gap=False), (1, 128, 128, 1), 35_367),
+    (models.Primary(gap=True), (1, 256, 256, 3), 27_261),   # GAP: size-independent (FacesHQ+)
+    (models.Primary(gap=False), (1, 256, 256, 1), 59_943),
+    (models.SecondaryHead(gap=True), (1, 32, 32, 16), 21_345),
+    (models.SecondaryHead(gap=False), (1, 32, 32, 16), 29_505),
+    (models.SecondaryHead(gap=False), (1, 64, 64, 16), 54_081),
+    (models.StackedHeads(4, gap=True), (1, 32, 32, 16), 4 * 21_345),
+    (models.GanDctConv(1), (1, 128, 128, 3), 38_885),
+    (models.GanDctConv(5), (1, 128, 128, 3), 169_961),
+    (models.GanDctConv(1), (1, 128, 128, 1), 38_831),
+    (models.GanfpPostpool(1), (1, 128, 128, 3), 308_513),
+    (models.GanfpPostpool(5), (1, 128, 128, 3), 309_029),
+    (models.GanfpPostpool(1), (1, 128, 128, 1), 308_441),
+])
+def test_parameter_counts_equal_release(module, input_shape, expected):
+  # eval_shape: shapes without compiling or running the initialisers.
+  variables = jax.eval_shape(lambda: models.init_variables(module, KEY, input_shape))
+  assert models.count_parameters(variables) == expected
+
+
+def test_primary_split_trainable_and_statistics():
+  variables = jax.eval_shape(lambda: models.init_variables(models.Primary(True), KEY, (1, 128, 128, 3)))
+  assert models.count_parameters(variables['params']) == 27_053
+  assert models.count_parameters(variables['batch_stats']) == 208
+
+
+def test_initialisation_is_release_normal_002_with_zero_biases():
+  params = jax.jit(models.GanfpPostpool(1).init)(KEY, jnp.zeros((1, 32, 32, 3)))["params"]
+  kernels = np.concatenate([np.ravel(p['kernel']) for p in params.values()])
+  biases = np.concatenate([np.ravel(p['bias']) for p in params.values()])
+  assert abs(kernels.std() - 0.02) < 0.001 and abs(kernels.mean()) < 0.001
+  assert not biases.any()
+
+
+def test_batchnorm_uses_keras_momentum_and_epsilon():
+  model = models.Primary(True)
+  variables = models.init_variables(model, KEY, (2, 32, 32, 3))
+  x = jax.random.normal(KEY, (8, 32, 32, 3)) * 3 + 1
+  _, updated = model.apply(variables, x, train=True, mutable=['batch_stats'])
+  # One step from mean 0: new = 0.99 * 0 + 0.01 * batch_mean.
+  conv1 = jax.nn.relu(jax.lax.conv_general_dilated(
+      x, variables['params']['conv_01']['kernel'], (1, 1), 'SAME',
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC')) + variables['params']['conv_01']['bias'])
+  conv2 = jax.lax.conv_general_dilated(
+      conv1, variables['params']['conv_02']['kernel'], (2, 2), 'SAME',
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC')) + variables['params']['conv_02']['bias']
+  np.testing.assert_allclose(updated['batch_stats']['bn_02']['mean'],
+                             0.01 * conv2.mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-7)
+  bn = models.batch_norm()
+  assert (bn.momentum, bn.epsilon) == (0.99, 1e-3)
+
+
+def test_pixel_primary_takes_any_input_size():
+  model = models.Primary(True)
+  variables = models.init_variables(model, KEY, (1, 128, 128, 3))
+  for shape in [(2, 96, 160, 3), (1, 129, 131, 3), (1, 64, 64, 3)]:
+    out = model.apply(variables, jnp.zeros(shape))
+    assert out.logit.shape == (shape[0],)
+    assert out.mid_features.shape[1:3] == (-(-shape[1] // 4), -(-shape[2] // 4))
+
+
+def test_stacked_heads_equal_separate_heads():
+  """The stacked module is K independent heads: slicing its variables gives each head exactly."""
+  stacked = models.StackedHeads(3, True)
+  variables = models.init_variables(stacked, KEY, (1, 16, 16, 16))
+  leaves = jax.tree.leaves(variables)
+  assert all(leaf.shape[0] == 3 for leaf in leaves)
+  # Heads are initialised independently (split rngs), not as copies.
+  kernel = variables['params']['heads']['conv_01']['kernel']
+  assert not np.allclose(kernel[0], kernel[1])
+  mid = jax.random.normal(jax.random.key(1), (4, 16, 16, 16))
+  out = stacked.apply(variables, mid)
+  assert out.logit.shape == (3, 4) and out.final_features.shape == (3, 4, 8, 8, 32)
+  for k in range(3):
+    single = jax.tree.map(lambda a: a[k], variables)
+    single = {'params': single['params']['heads'], 'batch_stats': single['batch_stats']['heads']}
+    np.testing.assert_allclose(models.SecondaryHead(True).apply(single, mid).logit, out.logit[k],
+                               rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('num_classes', [1, 5])
+def test_baseline_output_shapes(num_classes):
+  for model in (models.GanDctConv(num_classes), models.GanfpPostpool(num_classes)):
+    variables = models.init_variables(model, KEY, (1, 128, 128, 3))
+    out = model.apply(variables, jnp.zeros((2, 128, 128, 3)))
+    assert out.shape == ((2,) if num_classes == 1 else (2, num_classes))
+
+
+def test_predict_runs_primary_once_and_feeds_all_heads():
+  primary = models.init_variables(models.Primary(True), KEY, (1, 64, 64, 3))
+  heads = models.init_variables(models.StackedHeads(2, True), KEY, (1, 16, 16, 16))
+  x = jax.random.normal(KEY, (3, 64, 64, 3))
+  out = jax.jit(models.predict, static_argnames=('gap', 'num_heads'))(
+      {'primary': primary, 'heads': heads}, x, gap=True, num_heads=2)
+  direct = models.Primary(True).apply(primary, x)
+  np.testing.assert_allclose(out.primary.logit, direct.logit, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(out.heads.logit, models.StackedHeads(2, True).apply(
+      heads, direct.mid_features).logit, rtol=1e-5, atol=1e-6)
