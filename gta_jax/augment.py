@@ -1,0 +1,87 @@
+"""The paper's "laundering" perturbations, implementing its intent where the release is buggy.
+
+- blur: Gaussian, kernel 3/5/7/9, sigma from the kernel size as OpenCV computes it when sigma is 0
+  (0.3 * ((k - 1) * 0.5 - 1) + 0.8). The release passed cv2.BORDER_DEFAULT (= 4) as sigma, so its
+  sigma was always 4; `release_blur_sigma=True` reproduces that.
+- crop: an asymmetric crop of U[5, 20)% per axis, split randomly between the two sides, then a
+  bicubic resize back to the original size.
+- jpeg: a real encode at quality U[10, 75] (the release's encoder always used quality 95).
+- noise: i.i.d. Gaussian with std U[5, 20] on the 0-255 scale, clipped, truncated to uint8.
+
+`multi` applies each with p = 0.5 in the order blur -> crop -> jpeg -> noise; a single-kind mode
+(`blur`, `crop`, `jpeg`, `noise`) applies that kind to half of the images; `clean` does nothing.
+All draws come from a numpy Generator the caller derives from (seed, epoch, index), so a resumed
+run sees exactly the same images.
+"""
+import io
+
+import cv2
+import numpy as np
+from PIL import Image
+
+MODES = ('clean', 'multi', 'blur', 'crop', 'jpeg', 'noise')
+BLUR_KERNELS = (3, 5, 7, 9)
+
+
+def opencv_auto_sigma(kernel: int) -> float:
+  """The sigma OpenCV derives from a kernel size when given sigma <= 0."""
+  return 0.3 * ((kernel - 1) * 0.5 - 1) + 0.8
+
+
+def blur(image: np.ndarray, kernel: int, sigma: float | None = None) -> np.ndarray:
+  sigma = opencv_auto_sigma(kernel) if sigma is None else sigma
+  return cv2.GaussianBlur(image, (kernel, kernel), sigmaX=sigma, sigmaY=sigma,
+                          borderType=cv2.BORDER_REFLECT_101)
+
+
+def crop(image: np.ndarray, fraction: float, split_y: float, split_x: float) -> np.ndarray:
+  """Removes int(size * fraction) rows/cols per axis, `split` of them at the top/left; resizes back."""
+  height, width = image.shape[:2]
+  cut_y, cut_x = int(height * fraction), int(width * fraction)
+  top, left = int(cut_y * split_y), int(cut_x * split_x)
+  cropped = image[top:height - (cut_y - top), left:width - (cut_x - left)]
+  return cv2.resize(cropped, (width, height), interpolation=cv2.INTER_CUBIC)
+
+
+def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
+  buffer = io.BytesIO()
+  Image.fromarray(image).save(buffer, format='JPEG', quality=int(quality))
+  return np.asarray(Image.open(buffer).convert('RGB'))
+
+
+def noise(image: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarray:
+  noisy = image.astype(np.float64) + std * rng.standard_normal(image.shape)
+  return np.clip(noisy, 0, 255).astype(np.uint8)  # truncation, as the release
+
+
+def _apply(kind: str, image: np.ndarray, rng: np.random.Generator, release_blur_sigma: bool):
+  if kind == 'blur':
+    kernel = int(rng.choice(BLUR_KERNELS))
+    return blur(image, kernel, 4.0 if release_blur_sigma else None)
+  if kind == 'crop':
+    return crop(image, rng.uniform(0.05, 0.2), rng.uniform(), rng.uniform())
+  if kind == 'jpeg':
+    return jpeg(image, rng.integers(10, 76))
+  if kind == 'noise':
+    return noise(image, rng.uniform(5, 20), rng)
+  raise ValueError(kind)
+
+
+def augment(image: np.ndarray, mode: str, rng: np.random.Generator,
+            release_blur_sigma: bool = False) -> np.ndarray:
+  """[H, W, 3] uint8 -> [H, W, 3] uint8 perturbed per `mode` (see module docstring)."""
+  if mode == 'clean':
+    return image
+  if mode == 'multi':
+    for kind in ('blur', 'crop', 'jpeg', 'noise'):
+      if rng.uniform() < 0.5:
+        image = _apply(kind, image, rng, release_blur_sigma)
+    return image
+  if mode in MODES:
+    return _apply(mode, image, rng, release_blur_sigma) if rng.uniform() < 0.5 else image
+  raise ValueError(f'unknown augmentation mode {mode!r}; choose one of {", ".join(MODES)}.')
+
+
+def example_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+  """The generator for one example's draws: a function of (seed, epoch, index) only."""
+  return np.random.default_rng([seed, epoch, index])
