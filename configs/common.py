@@ -1,0 +1,71 @@
+"""Base config: every field any phase may override lives here.
+
+Fields set from the command line must be scalars or tuples (ml_collections cannot parse lists).
+"""
+import ml_collections
+
+SYNTHETIC_HEADS = ('tconv', 'nearest', 'bilinear', 'pixelshuffle')
+
+
+def get_config(arg: str = '') -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.name = 'common'              # default workdir: runs/<name>
+  config.seed = 2021
+  config.phase = 1                    # 1 detect clean, 2 detect augmented, 3 heads clean, 4 heads augmented
+  # Quickstart-style chains: a tuple of config files run in order into workdir/<phase name>.
+  config.chain = ()
+
+  config.data = ml_collections.ConfigDict()
+  config.data.name = 'synthetic_fingerprints'
+  config.data.config = 'default'      # TFDS builder config
+  config.data.data_dir = 'data/tfds'
+  config.data.train_mode = 'clean'    # clean | multi | blur | crop | jpeg | noise
+  config.data.release_blur_sigma = False  # True: the release's fixed sigma 4 (its bug)
+
+  config.model = ml_collections.ConfigDict()
+  config.model.arch = 'proposed'      # proposed | gandct | postpool
+  config.model.input = 'pixel'        # pixel | dct
+
+  config.heads = ()                   # one-vs-rest heads (phases III/IV), named by source
+
+  config.init = ml_collections.ConfigDict()
+  config.init.from_run = ''           # continue from this run's best weights (phases II and IV)
+  config.init.primary = ''            # frozen primary for heads: a phase-II workdir, bundle or .h5
+
+  config.optim = ml_collections.ConfigDict()
+  config.optim.learning_rate = 1e-3   # 1e-3 detection, 1e-4 attribution (the release)
+  config.optim.batch_size = 256
+  config.optim.max_epochs = 100
+  config.optim.patience = 5           # early stopping on validation loss
+  config.optim.b1 = 0.9
+  config.optim.b2 = 0.999
+  config.optim.eps = 1e-7             # Keras's Adam epsilon
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.batch_size = 256
+  config.eval.test_sets = ('clean', 'multi', 'jpeg', 'crop')
+
+  config.log_every_steps = 20
+  config.checkpoint_every_steps = 100
+  config.lock()
+  return config
+
+
+def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Shrinks a config to seconds on a CPU: the smoke dataset, tiny batches, two epochs."""
+  config.data.config = 'smoke'
+  config.optim.batch_size = 16
+  config.optim.max_epochs = 2
+  config.optim.patience = 2
+  config.eval.batch_size = 32
+  config.eval.test_sets = ('clean', 'jpeg')
+  config.log_every_steps = 5
+  config.checkpoint_every_steps = 5
+  return config
+
+
+def variant(config, arg: str):
+  """Applies the ':smoke' argument every config accepts."""
+  if arg not in ('', None, 'smoke'):
+    raise ValueError(f'unknown config argument {arg!r}; the only variant is ":smoke".')
+  return smoke(config) if arg == 'smoke' else config

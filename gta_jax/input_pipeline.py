@@ -1,0 +1,101 @@
+"""TFDS array_record data sources + grain -> numpy batches, with on-the-fly augmentation.
+
+Batches are dicts of numpy arrays: image [B, H, W, 3] uint8, label [B] int32 (real 0 / fake 1),
+source_id [B] int32, mask [B] bool (False on padding of a final partial evaluation batch).
+An example's augmentation draw depends only on (seed, epoch, position in the epoch), and the
+epoch's order only on (seed, epoch), so a run resumed mid-epoch sees exactly the same batches.
+"""
+import pathlib
+import sys
+
+import grain
+import numpy as np
+import tensorflow_datasets as tfds
+
+from gta_jax import augment
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+BUILTIN = 'synthetic_fingerprints'
+# Fixed seeds for the augmented test sets, so every model is scored on the same images.
+TEST_SET_SEEDS = {'clean': 0, 'multi': 1001, 'blur': 1002, 'crop': 1003, 'jpeg': 1004, 'noise': 1005}
+
+
+class DatasetNotPrepared(RuntimeError):
+  pass
+
+
+def _builder_class(name: str):
+  if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+  if name == BUILTIN:
+    from datasets.synthetic_fingerprints import synthetic_fingerprints_dataset_builder as module
+    return module.Builder
+  raise DatasetNotPrepared(
+      f'config.data.name={name!r}: no builder for this dataset in this version. Run on the '
+      f'built-in data instead with --config.data.name={BUILTIN} --config.data.config=default.')
+
+
+def load_builder(name: str, config: str, data_dir: str, prepare_builtin: bool = True):
+  """The dataset's TFDS builder, prepared. The built-in dataset is generated on first use."""
+  builder = _builder_class(name)(config=config, data_dir=data_dir)
+  if not builder.is_prepared():
+    if name != BUILTIN or not prepare_builtin:
+      raise DatasetNotPrepared(
+          f'Dataset {name}/{config} is not prepared in {data_dir}. Prepare it first, or run on '
+          f'the built-in data with --config.data.name={BUILTIN}.')
+    builder.download_and_prepare(file_format='array_record')
+  return builder
+
+
+def data_source(builder, split: str):
+  try:
+    return builder.as_data_source(split=split)
+  except (KeyError, ValueError) as e:
+    raise KeyError(f'{builder.name}/{builder.builder_config.name} has no split {split!r}; '
+                   f'it has {", ".join(builder.info.splits)}.') from e
+
+
+def _decode(record, seed: int, epoch: int, position: int, mode: str, release_blur_sigma: bool):
+  image = record['image']
+  if mode != 'clean':
+    image = augment.augment(image, mode, augment.example_rng(seed, epoch, position),
+                            release_blur_sigma)
+  return {'image': np.ascontiguousarray(image, np.uint8), 'label': np.int32(record['label']),
+          'source_id': np.int32(record['source_id']), 'mask': np.bool_(True)}
+
+
+def _pad_batch(examples, batch_size: int):
+  """Stacks a batch; pads a short final batch with masked copies so shapes stay static."""
+  batch = {key: np.stack([e[key] for e in examples]) for key in examples[0]}
+  missing = batch_size - len(examples)
+  if missing:
+    for key, value in batch.items():
+      pad = np.repeat(value[-1:], missing, axis=0)
+      batch[key] = np.concatenate([value, np.zeros_like(pad) if key == 'mask' else pad])
+  return batch
+
+
+def num_batches(source, batch_size: int, drop_remainder: bool) -> int:
+  return len(source) // batch_size if drop_remainder else -(-len(source) // batch_size)
+
+
+def batches(source, batch_size: int, *, seed: int, epoch: int = 0, mode: str = 'clean',
+            shuffle: bool = True, drop_remainder: bool = True, start_batch: int = 0,
+            release_blur_sigma: bool = False, num_threads: int = 2):
+  """Iterates numpy batches of one epoch of `source`, from batch `start_batch` on."""
+  dataset = grain.MapDataset.source(source)
+  if shuffle:
+    dataset = dataset.shuffle(seed=int(np.random.default_rng([seed, epoch]).integers(2**31)))
+  dataset = dataset.map_with_index(
+      lambda position, record: _decode(record, seed, epoch, position, mode, release_blur_sigma))
+  dataset = dataset.batch(batch_size, drop_remainder=drop_remainder,
+                          batch_fn=lambda examples: _pad_batch(examples, batch_size))
+  if start_batch:
+    dataset = dataset[start_batch:]
+  return iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
+                                                        prefetch_buffer_size=4)))
+
+
+def head_targets(source_id: np.ndarray, target_ids) -> np.ndarray:
+  """One-vs-rest view: [B] source ids -> [K, B] float32, 1 where the image comes from head k's source."""
+  return (np.asarray(source_id)[None, :] == np.asarray(target_ids)[:, None]).astype(np.float32)
