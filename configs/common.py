@@ -25,6 +25,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict()
   config.model.arch = 'proposed'      # proposed | gandct | postpool
   config.model.input = 'pixel'        # pixel | dct
+  # Keras's BatchNorm momentum. Its moving statistics need a few hundred steps to settle; runs
+  # with few steps per epoch (the built-in data) use a lower value.
+  config.model.bn_momentum = 0.99
 
   config.heads = ()                   # one-vs-rest heads (phases III/IV), named by source
 
@@ -56,6 +59,7 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   config.data.config = 'smoke'
   config.optim.batch_size = 16
   config.optim.max_epochs = 2
+  config.model.bn_momentum = 0.9
   config.optim.patience = 2
   config.eval.batch_size = 32
   config.eval.test_sets = ('clean', 'jpeg')

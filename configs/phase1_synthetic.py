@@ -9,7 +9,10 @@ def get_config(arg: str = ''):
   config = common.get_config()
   config.name = 'phase1_synthetic'
   config.phase = 1
-  config.optim.batch_size = 64
-  config.optim.max_epochs = 8
-  config.optim.patience = 3
+  # 3,000 training images: small batches and a faster BatchNorm average give the moving
+  # statistics enough steps to settle (GANFP's 390 steps per epoch need neither).
+  config.optim.batch_size = 32
+  config.model.bn_momentum = 0.9
+  config.optim.max_epochs = 6
+  config.optim.patience = 2
   return common.variant(config, arg)

@@ -23,13 +23,10 @@ MODES = ('clean', 'multi', 'blur', 'crop', 'jpeg', 'noise')
 BLUR_KERNELS = (3, 5, 7, 9)
 
 
-def opencv_auto_sigma(kernel: int) -> float:
-  """The sigma OpenCV derives from a kernel size when given sigma <= 0."""
-  return 0.3 * ((kernel - 1) * 0.5 - 1) + 0.8
-
-
 def blur(image: np.ndarray, kernel: int, sigma: float | None = None) -> np.ndarray:
-  sigma = opencv_auto_sigma(kernel) if sigma is None else sigma
+  """sigma None: OpenCV's automatic sigma (it passes 0 and lets OpenCV pick, which for k <= 7
+  also uses OpenCV's fixed small-kernel tables, exactly as the authors intended)."""
+  sigma = 0.0 if sigma is None else sigma
   return cv2.GaussianBlur(image, (kernel, kernel), sigmaX=sigma, sigmaY=sigma,
                           borderType=cv2.BORDER_REFLECT_101)
 

@@ -26,8 +26,8 @@ def conv(features: int, kernel: int, stride: int, name: str | None = None) -> nn
                  kernel_init=KERNEL_INIT, bias_init=nn.initializers.zeros, name=name)
 
 
-def batch_norm(name: str | None = None) -> nn.BatchNorm:
-  return nn.BatchNorm(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
+def batch_norm(name: str | None = None, momentum: float = BN_MOMENTUM) -> nn.BatchNorm:
+  return nn.BatchNorm(momentum=momentum, epsilon=BN_EPSILON, name=name)
 
 
 def dense(features: int, name: str | None = None) -> nn.Dense:
@@ -53,6 +53,8 @@ class PrimaryOutputs(NamedTuple):
 class Primary(nn.Module):
   """The real-vs-fake detector: six convs (3x3/s1 and 4x4/s2 alternating), BN on all but the first."""
   gap: bool = True  # True: pixel variant (GAP head); False: DCT variant (Flatten head)
+  # Moving-average momentum of the BatchNorm statistics (training only; Keras's 0.99 by default).
+  bn_momentum: float = BN_MOMENTUM
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> PrimaryOutputs:
@@ -61,7 +63,7 @@ class Primary(nn.Module):
     for i, (features, kernel, stride) in enumerate(
         [(8, 4, 2), (16, 3, 1), (16, 4, 2), (32, 3, 1), (32, 4, 2)], start=2):
       h = conv(features, kernel, stride, name=f'conv_{i:02d}')(h)
-      h = nn.relu(batch_norm(name=f'bn_{i:02d}')(h, use_running_average=not train))
+      h = nn.relu(batch_norm(f'bn_{i:02d}', self.bn_momentum)(h, use_running_average=not train))
       if i == 4:
         mid = h
     logit = DecisionLayer(self.gap, name='decision')(h)
@@ -76,13 +78,14 @@ class HeadOutputs(NamedTuple):
 class SecondaryHead(nn.Module):
   """One-vs-rest head for one generator: a trainable copy of primary block 3 on conv-4 features."""
   gap: bool = True
+  bn_momentum: float = BN_MOMENTUM
 
   @nn.compact
   def __call__(self, mid_features: jax.Array, train: bool = False) -> HeadOutputs:
     h = mid_features
     for i, (kernel, stride) in enumerate([(3, 1), (4, 2)], start=1):
       h = conv(32, kernel, stride, name=f'conv_{i:02d}')(h)
-      h = nn.relu(batch_norm(name=f'bn_{i:02d}')(h, use_running_average=not train))
+      h = nn.relu(batch_norm(f'bn_{i:02d}', self.bn_momentum)(h, use_running_average=not train))
     return HeadOutputs(DecisionLayer(self.gap, name='decision')(h), h)
 
 
@@ -93,13 +96,14 @@ class StackedHeads(nn.Module):
   """
   num_heads: int
   gap: bool = True
+  bn_momentum: float = BN_MOMENTUM
 
   @nn.compact
   def __call__(self, mid_features: jax.Array, train: bool = False) -> HeadOutputs:
     vmapped = nn.vmap(SecondaryHead, variable_axes={'params': 0, 'batch_stats': 0},
                       split_rngs={'params': True}, in_axes=(None, None), out_axes=0,
                       axis_size=self.num_heads)
-    return vmapped(self.gap, name='heads')(mid_features, train)
+    return vmapped(self.gap, self.bn_momentum, name='heads')(mid_features, train)
 
 
 class GanDctConv(nn.Module):

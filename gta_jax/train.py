@@ -58,12 +58,12 @@ def masked_bce(logits: jax.Array, targets: jax.Array, mask: jax.Array) -> jax.Ar
 
 
 def detection_train_step(state: TrainState, batch: dict, dct_stats, *, gap: bool, input_kind: str,
-                         optimizer):
+                         optimizer, bn_momentum: float = models.BN_MOMENTUM):
   """One Adam step of the primary on real(0)/fake(1) labels; BatchNorm statistics updated."""
   x = preprocess(batch['image'], input_kind, *dct_stats)
 
   def loss_fn(params):
-    out, updates = models.Primary(gap).apply(
+    out, updates = models.Primary(gap, bn_momentum).apply(
         {'params': params, 'batch_stats': state.batch_stats}, x, train=True,
         mutable=['batch_stats'])
     return masked_bce(out.logit, batch['label'].astype(jnp.float32), batch['mask']), (out, updates)
@@ -77,7 +77,8 @@ def detection_train_step(state: TrainState, batch: dict, dct_stats, *, gap: bool
 
 
 def heads_train_step(state: TrainState, primary_variables, batch: dict, targets: jax.Array,
-                     active: jax.Array, dct_stats, *, gap: bool, input_kind: str, optimizer):
+                     active: jax.Array, dct_stats, *, gap: bool, input_kind: str, optimizer,
+                     bn_momentum: float = models.BN_MOMENTUM):
   """One step of all K heads on frozen primary features; stopped heads (active=0) stay put.
 
   targets: [K, B] one-vs-rest labels. Each head's loss depends only on its own slice of the
@@ -89,7 +90,7 @@ def heads_train_step(state: TrainState, primary_variables, batch: dict, targets:
   num_heads = targets.shape[0]
 
   def loss_fn(params):
-    out, updates = models.StackedHeads(num_heads, gap).apply(
+    out, updates = models.StackedHeads(num_heads, gap, bn_momentum).apply(
         {'params': params, 'batch_stats': state.batch_stats}, mid, train=True,
         mutable=['batch_stats'])
     per_head = masked_bce(out.logit, targets, batch['mask'][None, :])
@@ -452,7 +453,8 @@ def _host_variables(state: TrainState) -> dict:
 
 
 def _make_step(run: Run, optimizer):
-  common = dict(gap=run.gap, input_kind=run.config.model.input, optimizer=optimizer)
+  common = dict(gap=run.gap, input_kind=run.config.model.input, optimizer=optimizer,
+                bn_momentum=run.config.model.bn_momentum)
   if run.is_heads:
     step = jax.jit(functools.partial(heads_train_step, **common), donate_argnums=0)
     head_ids = run.head_ids

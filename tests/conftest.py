@@ -15,3 +15,12 @@ RELEASE_STATS = SHARED / 'reference' / 'dct_stats'
 requires_release = pytest.mark.skipif(
     not RELEASE_WEIGHTS.is_dir(),
     reason='release .h5 models not present (set GTA_JAX_SHARED to the folder holding reference/)')
+
+
+@pytest.fixture(scope='session')
+def smoke_data_dir(tmp_path_factory):
+  """The built-in dataset's smoke config, generated once per test session (~30 s)."""
+  from gta_jax import input_pipeline
+  data_dir = tmp_path_factory.mktemp('tfds')
+  input_pipeline.load_builder(input_pipeline.BUILTIN, 'smoke', str(data_dir))
+  return str(data_dir)

@@ -1,0 +1,64 @@
+import cv2
+import numpy as np
+import pytest
+
+from gta_jax import augment
+
+RNG = np.random.default_rng(0)
+
+
+def _image(size=64):
+  y, x = np.mgrid[:size, :size]
+  smooth = np.stack([x * 3, y * 3, (x + y) * 2], -1) % 256
+  return np.clip(smooth + RNG.integers(0, 30, (size, size, 3)), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize('kernel', augment.BLUR_KERNELS)
+def test_blur_uses_opencv_automatic_sigma_for_the_kernel(kernel):
+  image = _image()
+  auto = cv2.GaussianBlur(image, (kernel, kernel), 0)  # OpenCV derives sigma from the kernel
+  np.testing.assert_array_equal(augment.blur(image, kernel), auto)
+  release = cv2.GaussianBlur(image, (kernel, kernel), 4)
+  np.testing.assert_array_equal(augment.blur(image, kernel, sigma=4.0), release)
+  if kernel < 9:
+    assert not np.array_equal(auto, release)  # the release's sigma-4 bug differs
+
+
+def test_crop_keeps_size_and_cuts_the_requested_sides():
+  image = _image(100)
+  out = augment.crop(image, 0.10, split_y=0.0, split_x=1.0)
+  assert out.shape == image.shape
+  # 10 rows all from the bottom, 10 columns all from the left, then bicubic back to 100x100.
+  expected = cv2.resize(image[0:90, 10:100], (100, 100), interpolation=cv2.INTER_CUBIC)
+  np.testing.assert_array_equal(out, expected)
+
+
+def test_jpeg_quality_is_really_applied():
+  image = _image()
+  error = {q: np.abs(augment.jpeg(image, q).astype(int) - image).mean() for q in (10, 75, 95)}
+  assert error[10] > 1.2 * error[75] > 1.2 * error[95] > 0
+  assert not np.array_equal(augment.jpeg(image, 10), augment.jpeg(image, 75))
+
+
+def test_noise_std_is_on_the_0_255_scale():
+  image = np.full((256, 256, 3), 128, np.uint8)
+  noisy = augment.noise(image, 12.0, np.random.default_rng(1))
+  assert abs(noisy.astype(float).std() - 12.0) < 0.3
+
+
+def test_multi_is_deterministic_per_example_and_applies_each_kind_half_the_time():
+  image = _image(32)
+  a = augment.augment(image, 'multi', augment.example_rng(5, 2, 17))
+  b = augment.augment(image, 'multi', augment.example_rng(5, 2, 17))
+  np.testing.assert_array_equal(a, b)
+  changed = [not np.array_equal(augment.augment(image, 'jpeg', augment.example_rng(0, 0, i)), image)
+             for i in range(200)]
+  assert 0.4 < np.mean(changed) < 0.6  # single-kind modes touch half of the images
+  untouched = [np.array_equal(augment.augment(image, 'multi', augment.example_rng(0, 0, i)), image)
+               for i in range(200)]
+  assert 0.02 < np.mean(untouched) < 0.12  # 1 - 0.5^4 = 93.75% get at least one perturbation
+
+
+def test_unknown_mode_is_named():
+  with pytest.raises(ValueError, match="'sharpen'"):
+    augment.augment(_image(8), 'sharpen', np.random.default_rng(0))

@@ -1,0 +1,208 @@
+"""Training: resume equality, the frozen shared primary, independent heads, and error paths."""
+import json
+import pathlib
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from gta_jax import checkpoints, models, train
+
+
+def _config(name, smoke_data_dir, **overrides):
+  config = train.load_config_file(str(ROOT / 'configs' / f'{name}.py'), 'smoke')
+  with config.unlocked():
+    config.data.data_dir = smoke_data_dir
+    for key, value in overrides.items():
+      target = config
+      *parents, leaf = key.split('.')
+      for parent in parents:
+        target = target[parent]
+      target[leaf] = value
+  return config
+
+
+def _bundle(workdir):
+  return checkpoints.load_model_bundle(pathlib.Path(workdir) / 'model')
+
+
+@pytest.fixture(scope='module')
+def quickstart(smoke_data_dir, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('quickstart')
+  config = _config('quickstart', smoke_data_dir)
+  results = train.train_and_evaluate(config, workdir)
+  return workdir, results
+
+
+def test_quickstart_runs_all_four_phases_and_evaluates(quickstart):
+  workdir, results = quickstart
+  assert set(results) == {'phase1_synthetic', 'phase2_synthetic', 'phase3_synthetic',
+                          'phase4_synthetic'}
+  for phase in results:
+    metrics = json.loads((workdir / phase / 'results' / 'metrics.json').read_text())
+    assert set(metrics) >= {'clean', 'jpeg'}
+    assert metrics['clean']['detection']['count'] == 120  # every test image scored
+    assert (workdir / phase / 'config.json').is_file()
+    assert (workdir / phase / 'metrics.jsonl').read_text().strip()
+    assert list((workdir / phase / 'tensorboard').iterdir())
+  heads = json.loads((workdir / 'phase3_synthetic' / 'results' / 'metrics.json').read_text())
+  assert set(heads['clean']['heads']) == {'tconv', 'nearest', 'bilinear', 'pixelshuffle'}
+  assert 'multiclass' in heads['clean'] and 'cross_seed' in heads
+  assert 0 <= heads['clean']['detection']['external_accuracy'] <= 1
+
+
+def test_phase2_starts_from_phase1_and_heads_never_touch_their_primary(quickstart):
+  workdir, _ = quickstart
+  _, phase2, _ = _bundle(workdir / 'phase2_synthetic')
+  for phase in ('phase3_synthetic', 'phase4_synthetic'):
+    spec, variables, _ = _bundle(workdir / phase)
+    recorded = json.loads((workdir / phase / 'primary.json').read_text())
+    assert recorded['digest'] == checkpoints.tree_digest(phase2['primary']) == spec.primary_digest
+    jax.tree.map(np.testing.assert_array_equal, variables['primary'], phase2['primary'])
+  # Phase IV continued from phase III's heads, so they moved but kept their structure.
+  _, p3, _ = _bundle(workdir / 'phase3_synthetic')
+  _, p4, _ = _bundle(workdir / 'phase4_synthetic')
+  assert jax.tree.structure(p3['heads']) == jax.tree.structure(p4['heads'])
+
+
+def test_rerunning_a_finished_run_is_a_no_op(quickstart, smoke_data_dir):
+  workdir, results = quickstart
+  before = (workdir / 'phase1_synthetic' / 'model' / 'model.json').stat().st_mtime_ns
+  again = train.train_and_evaluate(_config('quickstart', smoke_data_dir), workdir)
+  assert again == results
+  assert (workdir / 'phase1_synthetic' / 'model' / 'model.json').stat().st_mtime_ns == before
+
+
+def test_a_new_head_run_changes_no_existing_head_or_primary(quickstart, smoke_data_dir, tmp_path):
+  workdir, _ = quickstart
+  existing = {p: checkpoints.tree_digest(_bundle(workdir / p)[1])
+              for p in ('phase2_synthetic', 'phase3_synthetic')}
+  config = _config('phase3_synthetic', smoke_data_dir, heads=('bilinear',),
+                   **{'init.primary': str(workdir / 'phase2_synthetic'), 'optim.max_epochs': 1})
+  train.train_and_evaluate(config, tmp_path / 'new_head')
+  for phase, digest in existing.items():
+    assert checkpoints.tree_digest(_bundle(workdir / phase)[1]) == digest
+
+
+def test_head_run_refuses_a_different_primary(quickstart, smoke_data_dir, tmp_path):
+  workdir, _ = quickstart
+  config = _config('phase3_synthetic', smoke_data_dir, heads=('tconv',),
+                   **{'init.primary': str(workdir / 'phase2_synthetic'), 'optim.max_epochs': 1})
+  run_dir = tmp_path / 'heads'
+  (run_dir).mkdir()
+  (run_dir / 'primary.json').write_text(json.dumps({'path': 'elsewhere', 'digest': 'f' * 64}))
+  with pytest.raises(ValueError, match='different weights'):
+    train.train_and_evaluate(config, run_dir)
+
+
+def test_phase3_before_its_primary_names_the_config_to_run(smoke_data_dir, tmp_path):
+  config = _config('phase3_synthetic', smoke_data_dir,
+                   **{'init.primary': str(tmp_path / 'no_phase2_yet')})
+  with pytest.raises(FileNotFoundError, match='phase2_synthetic'):
+    train.train_and_evaluate(config, tmp_path / 'run')
+
+
+def _interrupt_at(monkeypatch, step_to_fail, exception):
+  """Makes the training step raise `exception` once the run reaches `step_to_fail`."""
+  original = train._make_step
+
+  def make_step(run, optimizer):
+    step = original(run, optimizer)
+
+    def failing(state, batch, active):
+      if int(state.step) == step_to_fail:
+        raise exception
+      return step(state, batch, active)
+    return failing
+
+  monkeypatch.setattr(train, '_make_step', make_step)
+
+
+@pytest.mark.parametrize('exception, resumes_from', [
+    (KeyboardInterrupt(), 22),      # Ctrl-C: saves the current step
+    (RuntimeError('killed'), 20),   # like kill -9: only the last periodic checkpoint survives
+])
+def test_interrupted_run_resumes_to_the_same_weights(smoke_data_dir, tmp_path, monkeypatch,
+                                                     exception, resumes_from):
+  config = _config('phase1_synthetic', smoke_data_dir, **{'data.train_mode': 'multi'})
+  reference = train.train_and_evaluate(config, tmp_path / 'straight')
+  _interrupt_at(monkeypatch, 22, exception)  # mid-epoch 2 (15 steps per epoch)
+  with pytest.raises(type(exception)):
+    train.train_and_evaluate(config, tmp_path / 'interrupted')
+  monkeypatch.undo()
+  from gta_jax import train as fresh  # same module; the patch is gone
+  steps = sorted(int(p.name) for p in (tmp_path / 'interrupted' / 'checkpoints').iterdir()
+                 if p.name.isdigit())
+  assert steps[-1] == resumes_from
+  resumed = fresh.train_and_evaluate(config, tmp_path / 'interrupted')
+  _, straight_vars, _ = _bundle(tmp_path / 'straight')
+  _, resumed_vars, _ = _bundle(tmp_path / 'interrupted')
+  jax.tree.map(np.testing.assert_array_equal, straight_vars, resumed_vars)
+  assert resumed == reference
+
+
+def test_joint_heads_step_equals_separate_single_head_steps():
+  """K heads trained together are K independent heads: same update as training each alone.
+
+  SGD, not Adam: a conv bias followed by BatchNorm has a true gradient of ~0, and Adam's
+  g / (|g| + eps) would blow summation-order noise up to +-lr. Adam is elementwise, so
+  independence of the gradients is what matters.
+  """
+  import optax
+  optimizer = optax.sgd(0.1)
+  gap = True
+  key = jax.random.key(0)
+  primary = models.init_variables(models.Primary(gap), key, (1, 32, 32, 3))
+  heads = models.init_variables(models.StackedHeads(2, gap), key, (1, 8, 8, 16))
+  batch = {'image': np.asarray(jax.random.randint(key, (8, 32, 32, 3), 0, 256), np.uint8),
+           'label': np.ones(8, np.int32), 'mask': np.ones(8, bool)}
+  targets = jnp.asarray(np.array([[1, 0, 1, 0, 1, 0, 1, 0], [0, 0, 1, 1, 0, 0, 1, 1]], np.float32))
+  stats = (np.zeros((), np.float32), np.ones((), np.float32))
+
+  def state_of(variables):
+    return train.TrainState(jnp.zeros((), jnp.int32), variables['params'], variables['batch_stats'],
+                            optimizer.init(variables['params']))
+
+  step = jax.jit(lambda s, t, a: train.heads_train_step(
+      s, primary, batch, t, a, stats, gap=gap, input_kind='pixel', optimizer=optimizer))
+  joint, _ = step(state_of(heads), targets, jnp.array([True, True]))
+  for k in range(2):
+    single = jax.tree.map(lambda a: a[k:k + 1], heads)
+    alone, _ = step(state_of(single), targets[k:k + 1], jnp.array([True]))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a[k], b[0], rtol=1e-5, atol=1e-7),
+                 joint.params, alone.params)
+  # A stopped head does not move at all.
+  frozen, _ = step(state_of(heads), targets, jnp.array([True, False]))
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(a[1], b[1]), frozen.params,
+               heads['params'])
+
+
+def test_non_finite_loss_stops_with_a_clear_error(smoke_data_dir, tmp_path, monkeypatch):
+  config = _config('phase1_synthetic', smoke_data_dir, log_every_steps=1)
+  original = train.masked_bce  # (NaN images would not do: XLA's ReLU maps NaN to 0)
+  monkeypatch.setattr(train, 'masked_bce', lambda *a: original(*a) * jnp.inf)
+  with pytest.raises(FloatingPointError, match='learning_rate'):
+    train.train_and_evaluate(config, tmp_path / 'nan')
+
+
+def test_every_config_loads_with_and_without_smoke():
+  for path in sorted((ROOT / 'configs').glob('*.py')):
+    if path.name in ('__init__.py', 'common.py'):
+      continue
+    for arg in ('', 'smoke'):
+      config = train.load_config_file(str(path), arg)
+      assert config.name, path
+      if arg == 'smoke':
+        assert config.data.config == 'smoke'
+
+
+def test_config_typo_is_a_one_line_error():
+  result = subprocess.run(
+      [sys.executable, 'launch.py', '--config=configs/phase1_synthetic.py:smoke',
+       '--config.optim.learning_rat=0.1'], cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert result.returncode != 0
+  assert 'learning_rat' in result.stderr and 'Traceback' not in result.stderr
