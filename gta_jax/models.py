@@ -7,6 +7,7 @@ statistics included, equal the released Keras models (tests/test_models.py).
 Images are NHWC float32: pixel models take x/127.5 - 1 ([B, H, W, 3]), DCT models the
 normalised log-DCT spectrum ([B, H, W, 1]).
 """
+import functools
 from typing import NamedTuple
 
 import flax.linen as nn
@@ -92,18 +93,136 @@ class SecondaryHead(nn.Module):
 class StackedHeads(nn.Module):
   """K secondary heads as one module: every parameter and batch statistic has a leading axis K.
 
-  All heads read the same primary features (computed once per batch); outputs are stacked on axis 0.
+  All heads read the same primary features (computed once per batch); outputs are stacked on
+  axis 0. Three exact formulations share one variable layout (the tests check that they give the
+  same outputs, statistics and gradients); BENCHMARKS.md has their speeds:
+  - 'unrolled' (default): K ordinary convs inside the one jitted step, BatchNorm and the
+    decision layers on the concatenated K*32 channels. Fastest on XLA CPU, where a conv over
+    vmapped weights or a grouped conv compiles to something several times slower.
+  - 'grouped': one conv with K*32 outputs, then one grouped conv (feature_group_count=K).
+  - 'vmap': `nn.vmap` of SecondaryHead over the head axis (the literal definition).
   """
   num_heads: int
   gap: bool = True
   bn_momentum: float = BN_MOMENTUM
+  formulation: str = 'unrolled'
 
   @nn.compact
   def __call__(self, mid_features: jax.Array, train: bool = False) -> HeadOutputs:
-    vmapped = nn.vmap(SecondaryHead, variable_axes={'params': 0, 'batch_stats': 0},
-                      split_rngs={'params': True}, in_axes=(None, None), out_axes=0,
-                      axis_size=self.num_heads)
-    return vmapped(self.gap, self.bn_momentum, name='heads')(mid_features, train)
+    if self.formulation == 'vmap':
+      vmapped = nn.vmap(SecondaryHead, variable_axes={'params': 0, 'batch_stats': 0},
+                        split_rngs={'params': True}, in_axes=(None, None), out_axes=0,
+                        axis_size=self.num_heads)
+      return vmapped(self.gap, self.bn_momentum, name='heads')(mid_features, train)
+    if self.formulation in ('unrolled', 'grouped'):
+      return _ConcatenatedHeads(self.num_heads, self.gap, self.bn_momentum,
+                                unroll=self.formulation == 'unrolled', name='heads')(
+          mid_features, train)
+    raise ValueError(f'unknown heads formulation {self.formulation!r}; '
+                     'use unrolled, grouped or vmap.')
+
+
+class _StackedConv(nn.Module):
+  """K same-shaped convs on concatenated channels: kernel [K, kh, kw, I, 32], bias [K, 32].
+
+  grouped=False: every head reads the same input; True: head k reads input channel block k.
+  unroll=True runs K ordinary convs (fastest on XLA CPU); False one concatenated / grouped conv.
+  """
+  num_heads: int
+  kernel_size: int
+  stride: int
+  grouped: bool
+  unroll: bool = True
+
+  @nn.compact
+  def __call__(self, x):
+    k, size = self.num_heads, self.kernel_size
+    in_features = x.shape[-1] // k if self.grouped else x.shape[-1]
+    kernel = self.param('kernel', KERNEL_INIT, (k, size, size, in_features, 32))
+    bias = self.param('bias', nn.initializers.zeros, (k, 32))
+    conv_fn = functools.partial(jax.lax.conv_general_dilated, window_strides=(self.stride,) * 2,
+                                padding='SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    if self.unroll:
+      inputs = jnp.split(x, k, axis=-1) if self.grouped else [x] * k
+      y = jnp.concatenate([conv_fn(inputs[i], kernel[i]) for i in range(k)], axis=-1)
+    else:
+      hwio = kernel.transpose(1, 2, 3, 0, 4).reshape(size, size, in_features, k * 32)
+      y = conv_fn(x, hwio, feature_group_count=k if self.grouped else 1)
+    return y + bias.reshape(-1)
+
+
+class _StackedBatchNorm(nn.Module):
+  """BatchNorm over K*32 channels with [K, 32] variables; the same arithmetic as nn.BatchNorm."""
+  num_heads: int
+  momentum: float
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    shape = (self.num_heads, 32)
+    scale = self.param('scale', nn.initializers.ones, shape).reshape(-1)
+    bias = self.param('bias', nn.initializers.zeros, shape).reshape(-1)
+    ra_mean = self.variable('batch_stats', 'mean', jnp.zeros, shape)
+    ra_var = self.variable('batch_stats', 'var', jnp.ones, shape)
+    if train:
+      mean = x.mean(axis=(0, 1, 2))
+      var = jnp.maximum(0.0, (x * x).mean(axis=(0, 1, 2)) - mean * mean)
+      if not self.is_initializing():
+        m = self.momentum
+        ra_mean.value = m * ra_mean.value + (1 - m) * mean.reshape(shape)
+        ra_var.value = m * ra_var.value + (1 - m) * var.reshape(shape)
+    else:
+      mean, var = ra_mean.value.reshape(-1), ra_var.value.reshape(-1)
+    return (x - mean) * (jax.lax.rsqrt(var + BN_EPSILON) * scale) + bias
+
+
+class _StackedDecision(nn.Module):
+  """K decision layers on [B, h, w, K*32] maps -> [K, B] logits (GAP or Flatten per head)."""
+  num_heads: int
+  gap: bool
+
+  @nn.compact
+  def __call__(self, features):
+    b, h, w, _ = features.shape
+    per_head = features.reshape(b, h, w, self.num_heads, 32)
+    in_features = 32 if self.gap else h * w * 32
+    dense = _DenseParams(self.num_heads, in_features, name='dense')
+    kernel, bias = dense()
+    if self.gap:
+      logits = jnp.einsum('bkc,kc->kb', per_head.mean(axis=(1, 2)), kernel[..., 0])
+    else:  # Keras flattens in (h, w, c) order
+      logits = jnp.einsum('bhwkc,khwc->kb', per_head, kernel[..., 0].reshape(-1, h, w, 32))
+    return logits + bias
+
+
+class _DenseParams(nn.Module):
+  num_heads: int
+  in_features: int
+
+  @nn.compact
+  def __call__(self):
+    kernel = self.param('kernel', KERNEL_INIT, (self.num_heads, self.in_features, 1))
+    bias = self.param('bias', nn.initializers.zeros, (self.num_heads, 1))
+    return kernel, bias
+
+
+class _ConcatenatedHeads(nn.Module):
+  """StackedHeads on concatenated channels; variables named and shaped as nn.vmap(SecondaryHead)'s."""
+  num_heads: int
+  gap: bool
+  bn_momentum: float
+  unroll: bool
+
+  @nn.compact
+  def __call__(self, mid_features, train: bool) -> HeadOutputs:
+    k = self.num_heads
+    h = _StackedConv(k, 3, 1, grouped=False, unroll=self.unroll, name='conv_01')(mid_features)
+    h = nn.relu(_StackedBatchNorm(k, self.bn_momentum, name='bn_01')(h, train))
+    h = _StackedConv(k, 4, 2, grouped=True, unroll=self.unroll, name='conv_02')(h)
+    h = nn.relu(_StackedBatchNorm(k, self.bn_momentum, name='bn_02')(h, train))
+    logits = _StackedDecision(k, self.gap, name='decision')(h)
+    b, hh, ww, _ = h.shape
+    final = h.reshape(b, hh, ww, k, 32).transpose(3, 0, 1, 2, 4)  # [K, B, h, w, 32]
+    return HeadOutputs(logits, final)
 
 
 class GanDctConv(nn.Module):

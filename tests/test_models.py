@@ -108,3 +108,35 @@ def test_predict_runs_primary_once_and_feeds_all_heads():
   np.testing.assert_allclose(out.primary.logit, direct.logit, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(out.heads.logit, models.StackedHeads(2, True).apply(
       heads, direct.mid_features).logit, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('gap', [True, False])
+@pytest.mark.parametrize('formulation', ['grouped', 'unrolled'])
+def test_heads_formulations_match_the_vmap_definition(gap, formulation):
+  """Same variables -> same outputs, batch statistics and gradients as nn.vmap(SecondaryHead)."""
+  reference = models.StackedHeads(3, gap, 0.9, 'vmap')
+  other = models.StackedHeads(3, gap, 0.9, formulation)
+  variables = reference.init(KEY, jnp.zeros((1, 8, 8, 16)))
+  assert jax.tree.map(jnp.shape, other.init(KEY, jnp.zeros((1, 8, 8, 16)))) == \
+      jax.tree.map(jnp.shape, variables)
+  variables = jax.tree.map(lambda a: a + 0.3 * jax.random.normal(KEY, a.shape), variables)
+  mid = jax.random.normal(jax.random.key(2), (4, 8, 8, 16))
+
+  def run(module, params):
+    out, updates = module.apply({'params': params, 'batch_stats': variables['batch_stats']}, mid,
+                                train=True, mutable=['batch_stats'])
+    return (out.logit ** 2).sum(), (out, updates)
+
+  (_, (out_r, upd_r)), grad_r = jax.value_and_grad(
+      lambda p: run(reference, p), has_aux=True)(variables['params'])
+  (_, (out_o, upd_o)), grad_o = jax.value_and_grad(
+      lambda p: run(other, p), has_aux=True)(variables['params'])
+  np.testing.assert_allclose(out_o.logit, out_r.logit, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(out_o.final_features, out_r.final_features, rtol=1e-5, atol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), upd_o, upd_r)
+  # Gradients agree to float precision relative to each leaf's scale (conv biases feeding
+  # BatchNorm have a true gradient of ~0, so only noise remains there).
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(
+      a, b, atol=1e-5 * max(1.0, float(jnp.abs(b).max()))), grad_o, grad_r)
+  inference = other.apply(variables, mid).logit
+  np.testing.assert_allclose(inference, reference.apply(variables, mid).logit, rtol=1e-5, atol=1e-5)
