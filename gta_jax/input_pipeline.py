@@ -24,25 +24,36 @@ class DatasetNotPrepared(RuntimeError):
   pass
 
 
-def _builder_class(name: str):
+DATASETS = (BUILTIN, 'ganfp', 'faceshq_plus')
+
+
+def builder_class(name: str):
+  """The TFDS Builder class of one of our datasets (they live in datasets/, beside gta_jax/)."""
   if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
   if name == BUILTIN:
     from datasets.synthetic_fingerprints import synthetic_fingerprints_dataset_builder as module
-    return module.Builder
-  raise DatasetNotPrepared(
-      f'config.data.name={name!r}: no builder for this dataset in this version. Run on the '
-      f'built-in data instead with --config.data.name={BUILTIN} --config.data.config=default.')
+  elif name == 'ganfp':
+    from datasets.ganfp import ganfp_dataset_builder as module
+  elif name == 'faceshq_plus':
+    from datasets.faceshq_plus import faceshq_plus_dataset_builder as module
+  else:
+    raise DatasetNotPrepared(f'config.data.name={name!r}: unknown dataset; choose one of '
+                             f'{", ".join(DATASETS)}.')
+  return module.Builder
 
 
 def load_builder(name: str, config: str, data_dir: str, prepare_builtin: bool = True):
   """The dataset's TFDS builder, prepared. The built-in dataset is generated on first use."""
-  builder = _builder_class(name)(config=config, data_dir=data_dir)
+  builder = builder_class(name)(config=config, data_dir=data_dir)
   if not builder.is_prepared():
     if name != BUILTIN or not prepare_builtin:
       raise DatasetNotPrepared(
-          f'Dataset {name}/{config} is not prepared in {data_dir}. Prepare it first, or run on '
-          f'the built-in data with --config.data.name={BUILTIN}.')
+          f'Dataset {name}/{config} is not prepared in {data_dir}. Build it from your folders '
+          f'(the release layout) with\n  python -m gta_jax.prepare --dataset {name} '
+          f'--manual-dir /path/to/{name} --config {config} --data-dir {data_dir}\nor run this '
+          f'phase on the built-in data instead: --config.data.name={BUILTIN} '
+          '--config.heads="(\'tconv\',)" (sources: tconv, nearest, bilinear, pixelshuffle).')
     builder.download_and_prepare(file_format='array_record')
   return builder
 

@@ -1,0 +1,48 @@
+"""FacesHQ+ (Faces-HQ + TPDNE StyleGAN2, with StarGANv2 as a test-only source) from user folders.
+
+manual_dir/
+  real/{real_celebahq,real_ffhq}/*                       1024 px (resized to 256) or 256 px
+  fake/{stylegan_tpdne,stylegan_100k,stylegan2_tpdne}/*
+  fake_testonly/starganv2_celebahq/*                     the external test split
+"""
+import numpy as np
+
+from datasets import folder_dataset
+from datasets.folder_dataset import Source
+
+SOURCES = (
+    Source('real/real_celebahq', 'real_celebahq', 0, 'real'),
+    Source('real/real_ffhq', 'real_ffhq', 0, 'real'),
+    Source('fake/stylegan_tpdne', 'stylegan_tpdne', 1, 'stylegan'),
+    Source('fake/stylegan_100k', 'stylegan_100k', 2, 'stylegan'),
+    Source('fake/stylegan2_tpdne', 'stylegan2_tpdne', 3, 'stylegan2'),
+    Source('fake_testonly/starganv2_celebahq', 'starganv2_celebahq', 5, 'starganv2', external=True),
+)
+IMAGE_SIZE = 256
+DEFAULT = folder_dataset.FolderConfig(name='default', description='7000/1000/2000 per source',
+                                      train_size=7000, validation_size=1000, test_size=2000)
+
+
+def prepare_image(rgb: np.ndarray, path) -> np.ndarray:
+  """Centre-crop to square, then skimage's default resize to 256 on float64, clip, truncate."""
+  del path
+  height, width = rgb.shape[:2]
+  side = min(height, width)
+  top, left = (height - side) // 2, (width - side) // 2
+  rgb = rgb[top:top + side, left:left + side]
+  if side != IMAGE_SIZE:
+    from skimage.transform import resize
+    rgb = np.clip(resize(rgb.astype(np.float64), (IMAGE_SIZE, IMAGE_SIZE)), 0, 255).astype(np.uint8)
+  return rgb
+
+
+class Builder(folder_dataset.FolderBuilder):
+  """FacesHQ+: CelebA-HQ and FFHQ vs StyleGAN (TPDNE, 100K faces) and StyleGAN2 (TPDNE)."""
+
+  MANUAL_DOWNLOAD_INSTRUCTIONS = __doc__
+  BUILDER_CONFIGS = [DEFAULT]
+  SOURCES = SOURCES
+  DEFAULT = DEFAULT
+  # Heads may be named by architecture where it is a single source.
+  EXTRA_SOURCE_IDS = {'real': 0, 'stylegan2': 3}
+  prepare_image = staticmethod(prepare_image)

@@ -1,0 +1,166 @@
+"""What the GANFP and FacesHQ+ builders share: the release's folder layout read from manual_dir.
+
+Within a source folder, files are ordered by the first number in their name (as the release's
+data_prep); the first train/validation/test counts form the splits. Counts are part of the builder
+config, named 'TRAIN-VAL-TEST' (e.g. '700-100-200'), so smaller folders build too.
+"""
+import dataclasses
+import io
+import re
+
+import numpy as np
+import tensorflow_datasets as tfds
+from etils import epath
+from PIL import Image
+
+from gta_jax import images as images_lib
+
+_FIRST_NUMBER = re.compile(r'\d+')
+_COUNTS = re.compile(r'^(\d+)-(\d+)-(\d+)$')
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+  folder: str          # relative to manual_dir, e.g. 'fake/progan_celeba'
+  name: str            # e.g. 'progan'
+  source_id: int       # the release's numbering; real sources are 0
+  architecture: str    # arch-level name ('stylegan' for both StyleGAN sources)
+  external: bool = False  # test-only source, its own split
+
+  @property
+  def label(self) -> int:
+    return 0 if self.source_id == 0 and not self.external else 1
+
+
+@dataclasses.dataclass
+class FolderConfig(tfds.core.BuilderConfig):
+  train_size: int = 0
+  validation_size: int = 0
+  test_size: int = 0
+
+
+def config_from_name(name: str, defaults: FolderConfig) -> FolderConfig:
+  """'default' or 'TRAIN-VAL-TEST' -> a builder config."""
+  if name in (None, '', 'default'):
+    return defaults
+  match = _COUNTS.match(name)
+  if not match:
+    raise ValueError(f'builder config {name!r}: use "default" or split counts "TRAIN-VAL-TEST", '
+                     'e.g. "700-100-200".')
+  train, validation, test = map(int, match.groups())
+  return FolderConfig(name=name, description=f'{train}/{validation}/{test} images per source',
+                      train_size=train, validation_size=validation, test_size=test)
+
+
+def sort_key(path) -> tuple:
+  """Order by the first number in the file name, as the release does (then by name)."""
+  match = _FIRST_NUMBER.search(path.stem)
+  return (int(match.group()) if match else float('inf'), path.name)
+
+
+def list_source(manual_dir: epath.Path, source: Source) -> list:
+  folder = manual_dir / source.folder
+  if not folder.is_dir():
+    raise FileNotFoundError(f'{folder}: missing source folder for {source.name}. Expected the '
+                            'release layout under manual_dir (see the builder docstring).')
+  files = [p for p in folder.iterdir() if p.suffix.lower() in images_lib.IMAGE_SUFFIXES]
+  return sorted(files, key=sort_key)
+
+
+def assign_splits(manual_dir, sources, config: FolderConfig) -> dict:
+  """-> {split: [(source, path), ...]}; a source with too few images is a clear error."""
+  splits = {'train': [], 'validation': [], 'test': [], 'test_external': []}
+  wanted = config.train_size + config.validation_size + config.test_size
+  for source in sources:
+    files = list_source(manual_dir, source)
+    if source.external:
+      splits['test_external'] += [(source, p) for p in files[:config.test_size or None]]
+      continue
+    if len(files) < wanted:
+      raise ValueError(
+          f'{manual_dir / source.folder}: {len(files)} images, but config {config.name!r} needs '
+          f'{wanted} ({config.train_size}/{config.validation_size}/{config.test_size}). Use a '
+          f'smaller config, e.g. --config.data.config='
+          f'{_fit(len(files), config)} (or add images).')
+    bounds = np.cumsum([0, config.train_size, config.validation_size, config.test_size])
+    for split, lo, hi in zip(('train', 'validation', 'test'), bounds[:-1], bounds[1:]):
+      splits[split] += [(source, p) for p in files[lo:hi]]
+  return {k: v for k, v in splits.items() if v}
+
+
+def _fit(available: int, config: FolderConfig) -> str:
+  total = config.train_size + config.validation_size + config.test_size
+  scale = available / total
+  return '-'.join(str(max(1, int(n * scale))) for n in (
+      config.train_size, config.validation_size, config.test_size))
+
+
+def features() -> tfds.features.FeaturesDict:
+  return tfds.features.FeaturesDict({
+      'image': tfds.features.Image(shape=(None, None, 3)),
+      'label': tfds.features.ClassLabel(names=['real', 'fake']),
+      'source': tfds.features.Text(),
+      'source_id': np.int32,
+      'architecture': tfds.features.Text(),
+      'index': np.int32,
+  })
+
+
+def generate_examples(items, prepare_image, skip_corrupt: bool, skipped: list):
+  """Yields examples; unreadable files are collected and reported together (or skipped)."""
+  bad = []
+  for index, (source, path) in enumerate(items):
+    try:
+      rgb, _ = images_lib.read_rgb(path)
+      rgb = prepare_image(rgb, path)
+    except images_lib.ImageReadError as e:
+      (skipped if skip_corrupt else bad).append(str(e))
+      continue
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format='PNG')
+    yield f'{source.name}_{path.name}', {
+        'image': buffer.getvalue(), 'label': source.label, 'source': source.name,
+        'source_id': source.source_id, 'architecture': source.architecture, 'index': index}
+  if bad:
+    listing = '\n  '.join(bad[:50]) + (f'\n  ... and {len(bad) - 50} more' if len(bad) > 50 else '')
+    raise ValueError(f'{len(bad)} unreadable image(s); nothing was written. Fix or remove them, '
+                     f'or build with skip_corrupt=True to leave them out:\n  {listing}')
+
+
+class FolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """Base of the folder builders: subclasses set SOURCES, DEFAULT, prepare_image and the docs.
+
+  Builder(config='700-100-200', skip_corrupt=True, data_dir=...) builds with other split counts
+  and leaves unreadable files out (listed in info.metadata['skipped_files']).
+  """
+
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'First release.'}
+  SOURCES: tuple = ()
+  DEFAULT: FolderConfig = None
+  EXTRA_SOURCE_IDS: dict = {}
+
+  def __init__(self, *, config=None, skip_corrupt: bool = False, **kwargs):
+    if isinstance(config, str) or config is None:
+      config = config_from_name(config, self.DEFAULT)
+    self._skip_corrupt = skip_corrupt
+    self._skipped = []
+    super().__init__(config=config, **kwargs)
+
+  @staticmethod
+  def prepare_image(rgb: np.ndarray, path) -> np.ndarray:
+    raise NotImplementedError
+
+  def _info(self):
+    ids = {s.name: s.source_id for s in self.SOURCES} | dict(self.EXTRA_SOURCE_IDS)
+    return tfds.core.DatasetInfo(builder=self, description=self.MANUAL_DOWNLOAD_INSTRUCTIONS,
+                                 features=features(),
+                                 metadata=tfds.core.MetadataDict(source_ids=ids, skipped_files=[]))
+
+  def _split_generators(self, dl_manager):
+    splits = assign_splits(dl_manager.manual_dir, self.SOURCES, self.builder_config)
+    return {name: self._generate_examples(items) for name, items in splits.items()}
+
+  def _generate_examples(self, items):
+    yield from generate_examples(items, self.prepare_image, self._skip_corrupt, self._skipped)
+    self.info.metadata['skipped_files'] = list(self._skipped)

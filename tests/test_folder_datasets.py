@@ -1,0 +1,86 @@
+"""GANFP and FacesHQ+ builders on their committed dummy_data (release layout, tiny images)."""
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from gta_jax import input_pipeline, prepare
+
+
+def _build(tmp_path, dataset, manual_dir, *extra):
+  data_dir = tmp_path / 'tfds'
+  code = prepare.main(['--dataset', dataset, '--manual-dir', str(manual_dir), '--config', '2-1-1',
+                       '--data-dir', str(data_dir), *extra])
+  return code, data_dir
+
+
+def _records(builder, split):
+  source = input_pipeline.data_source(builder, split)
+  return [source[i] for i in range(len(source))]
+
+
+def _text(value):
+  return value.decode() if isinstance(value, bytes) else value
+
+
+def test_ganfp_builds_with_release_crop_labels_and_numeric_order(tmp_path):
+  code, data_dir = _build(tmp_path, 'ganfp', ROOT / 'datasets/ganfp/dummy_data')
+  assert code == 0
+  builder = input_pipeline.load_builder('ganfp', '2-1-1', str(data_dir))
+  assert {k: v.num_examples for k, v in builder.info.splits.items()} == {
+      'train': 10, 'validation': 5, 'test': 5}
+  ids = dict(builder.info.metadata['source_ids'])
+  assert ids == {'real': 0, 'sngan': 1, 'progan': 2, 'mmdgan': 3, 'cramergan': 4}
+  for record in _records(builder, 'train'):
+    assert record['image'].shape == (128, 128, 3)  # CelebA 218x178 cropped, fakes as they are
+    assert record['label'] == (0 if _text(record['source']) == 'real' else 1)
+  # Files 1, 2, 9, 10: numeric order puts 9 in validation and 10 in test (not '10' < '2').
+  from PIL import Image
+  raw = np.asarray(Image.open(ROOT / 'datasets/ganfp/dummy_data/real/real_celeba/000010.png'))
+  test_real = [r for r in _records(builder, 'test') if r['source_id'] == 0]
+  np.testing.assert_array_equal(test_real[0]['image'], raw[57:185, 25:153])
+
+
+def test_faceshq_plus_resizes_to_256_and_keeps_the_external_source_apart(tmp_path):
+  code, data_dir = _build(tmp_path, 'faceshq_plus', ROOT / 'datasets/faceshq_plus/dummy_data')
+  assert code == 0
+  builder = input_pipeline.load_builder('faceshq_plus', '2-1-1', str(data_dir))
+  splits = {k: v.num_examples for k, v in builder.info.splits.items()}
+  assert splits == {'train': 10, 'validation': 5, 'test': 5, 'test_external': 1}
+  architectures = {_text(r['source']): _text(r['architecture']) for r in _records(builder, 'train')}
+  assert architectures['stylegan_tpdne'] == architectures['stylegan_100k'] == 'stylegan'
+  assert all(r['image'].shape == (256, 256, 3) for r in _records(builder, 'train'))
+  external = _records(builder, 'test_external')
+  assert external[0]['label'] == 1 and _text(external[0]['source']) == 'starganv2_celebahq'
+
+
+def test_too_few_images_names_the_source_and_a_config_that_fits(tmp_path, capsys):
+  code, _ = _build(tmp_path, 'ganfp', ROOT / 'datasets/ganfp/dummy_data')
+  code = prepare.main(['--dataset', 'ganfp', '--manual-dir', str(ROOT / 'datasets/ganfp/dummy_data'),
+                       '--config', '3-1-1', '--data-dir', str(tmp_path / 'other')])
+  assert code == 1
+  err = capsys.readouterr().err
+  assert 'real_celeba' in err and '4 images' in err and '--config.data.config=' in err
+
+
+def test_corrupt_files_stop_the_build_with_a_list_unless_skipped(tmp_path, capsys):
+  manual = tmp_path / 'ganfp'
+  shutil.copytree(ROOT / 'datasets/ganfp/dummy_data', manual)
+  (manual / 'fake/progan_celeba/ProGAN_00000002.png').write_bytes(b'\x89PNG broken')
+  code, _ = _build(tmp_path, 'ganfp', manual)
+  assert code == 1
+  assert 'ProGAN_00000002.png' in capsys.readouterr().err
+  code, data_dir = _build(tmp_path / 'skip', 'ganfp', manual, '--skip-corrupt')
+  assert code == 0
+  builder = input_pipeline.load_builder('ganfp', '2-1-1', str(data_dir))
+  assert builder.info.splits['train'].num_examples == 9
+  assert any('ProGAN_00000002.png' in s for s in builder.info.metadata['skipped_files'])
+
+
+def test_missing_folder_and_unprepared_dataset_say_what_to_do(tmp_path, capsys):
+  assert prepare.main(['--dataset', 'ganfp', '--manual-dir', str(tmp_path), '--config', '2-1-1',
+                       '--data-dir', str(tmp_path / 'd')]) == 1
+  assert 'real_celeba' in capsys.readouterr().err
+  with pytest.raises(input_pipeline.DatasetNotPrepared, match='gta_jax.prepare --dataset ganfp'):
+    input_pipeline.load_builder('ganfp', 'default', str(tmp_path / 'nothing'))
