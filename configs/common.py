@@ -55,9 +55,19 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
 
 
 def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Shrinks a config to seconds on a CPU: the smoke dataset, tiny batches, two epochs."""
-  config.data.config = 'smoke'
-  config.optim.batch_size = 16
+  """Shrinks a config to seconds on a CPU: the smoke dataset, tiny batches, two epochs.
+
+  On a folder dataset (GANFP, FacesHQ+) it expects the builder's dummy_data prepared as
+  '2-1-1' (python -m gta_jax.prepare --dataset ganfp --manual-dir datasets/ganfp/dummy_data
+  --config 2-1-1).
+  """
+  if config.data.name == 'synthetic_fingerprints':
+    config.data.config = 'smoke'
+    config.optim.batch_size = 16
+  else:
+    config.data.config = '2-1-1'
+    config.optim.batch_size = 4
+    config.eval.batch_size = 4
   config.optim.max_epochs = 2
   config.model.bn_momentum = 0.9
   config.optim.patience = 2
@@ -68,8 +78,54 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return config
 
 
-def variant(config, arg: str):
-  """Applies the ':smoke' argument every config accepts."""
-  if arg not in ('', None, 'smoke'):
-    raise ValueError(f'unknown config argument {arg!r}; the only variant is ":smoke".')
-  return smoke(config) if arg == 'smoke' else config
+def variant_tokens(arg: str | None, allowed=()) -> set[str]:
+  """'multiclass,smoke' -> {'multiclass', 'smoke'}; anything not allowed is a clear error."""
+  tokens = {t for t in (arg or '').split(',') if t}
+  unknown = tokens - set(allowed) - {'smoke'}
+  if unknown:
+    raise ValueError(f'unknown config argument(s) {", ".join(sorted(unknown))}; this config takes '
+                     f'{", ".join(sorted(set(allowed) | {"smoke"}))} (e.g. ":smoke").')
+  return tokens
+
+
+def variant(config, arg: str, allowed=()):
+  """Applies the ':smoke' argument every config accepts (after other variant tokens are used)."""
+  return smoke(config) if 'smoke' in variant_tokens(arg, allowed) else config
+
+
+def use_ganfp(config, input_kind: str = 'pixel'):
+  """GANFP as the release trains on it: 128 px, batch 256, patience 5, at most 100 epochs."""
+  config.data.name = 'ganfp'
+  config.data.config = 'default'
+  config.model.input = input_kind
+  config.optim.batch_size = 256
+  config.optim.patience = 5
+  config.optim.max_epochs = 100
+  return config
+
+
+def use_faceshq_plus(config):
+  """FacesHQ+ as the release: 256 px, batch 128, patience 10."""
+  config.data.name = 'faceshq_plus'
+  config.data.config = 'default'
+  config.optim.batch_size = 128
+  config.optim.patience = 10
+  config.optim.max_epochs = 100
+  return config
+
+
+def detection_phase(config, phase: int, name: str, previous_run: str = '', mode: str = 'clean'):
+  config.name, config.phase = name, phase
+  config.data.train_mode = mode
+  config.init.from_run = previous_run
+  config.optim.learning_rate = 1e-3
+  return config
+
+
+def heads_phase(config, phase: int, name: str, heads, primary_run: str = '',
+                previous_run: str = '', mode: str = 'clean'):
+  config.name, config.phase, config.heads = name, phase, tuple(heads)
+  config.data.train_mode = mode
+  config.init.primary, config.init.from_run = primary_run, previous_run
+  config.optim.learning_rate = 1e-4
+  return config

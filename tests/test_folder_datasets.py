@@ -84,3 +84,27 @@ def test_missing_folder_and_unprepared_dataset_say_what_to_do(tmp_path, capsys):
   assert 'real_celeba' in capsys.readouterr().err
   with pytest.raises(input_pipeline.DatasetNotPrepared, match='gta_jax.prepare --dataset ganfp'):
     input_pipeline.load_builder('ganfp', 'default', str(tmp_path / 'nothing'))
+
+
+def test_ganfp_phase_configs_run_on_dummy_data_pixel_and_dct(tmp_path):
+  """The paper's GANFP configs, shrunk by :smoke, train and evaluate end to end."""
+  from gta_jax import checkpoints, train
+  code, data_dir = _build(tmp_path, 'ganfp', ROOT / 'datasets/ganfp/dummy_data')
+  assert code == 0
+
+  def config(name, **init):
+    c = train.load_config_file(str(ROOT / 'configs' / f'{name}.py'), 'smoke')
+    with c.unlocked():
+      c.data.data_dir = str(data_dir)
+      for key, value in init.items():
+        c.init[key] = value
+    return c
+
+  runs = tmp_path / 'runs'
+  train.train_and_evaluate(config('phase1_ganfp'), runs / 'p1')
+  results = train.train_and_evaluate(config('phase3_progan', primary=str(runs / 'p1')), runs / 'p3')
+  assert set(results['clean']['heads']) == {'progan'}
+  dct = train.train_and_evaluate(config('phase1_ganfp_dct'), runs / 'p1_dct')
+  assert dct['clean']['detection']['count'] == 5
+  spec, _, (mean, std) = checkpoints.load_model_bundle(runs / 'p1_dct' / 'model')
+  assert spec.input_kind == 'dct' and mean.shape == (128, 128) and (std > 0).all()
