@@ -30,6 +30,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config.model.bn_momentum = 0.99
 
   config.heads = ()                   # one-vs-rest heads (phases III/IV), named by source
+  # Baselines only (model.arch gandct/postpool): detection, attribution (one-vs-rest on
+  # heads[0]) or multiclass (real + the sources in heads, softmax).
+  config.task = 'detection'
 
   config.init = ml_collections.ConfigDict()
   config.init.from_run = ''           # continue from this run's best weights (phases II and IV)

@@ -58,6 +58,9 @@ def load_model(path, dct_stats_dir=None) -> LoadedModel:
         f'--model {path}: expected a release .h5 file, a model bundle folder (with model.json, '
         'written by `python -m gta_jax.keras_import` or by a training run), or a run workdir '
         'holding one in model/.')
+  if spec.arch != 'proposed':
+    raise UsageError(f'{path} is a {spec.arch} baseline ({spec.task}); attribute scores the '
+                     'proposed detector and its heads. Evaluate baselines with their run.')
   if dct_stats_dir:
     stats = spectral.load_dct_stats(dct_stats_dir)
   if spec.input_kind == 'dct':

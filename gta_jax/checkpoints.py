@@ -31,6 +31,8 @@ class ModelSpec:
   head_names: tuple[str, ...] = ()
   source: str = ''                # where the weights came from (file or run), for the record
   primary_digest: str = ''        # tree_digest of the primary's variables
+  arch: str = 'proposed'          # proposed | gandct | postpool (baselines: variables['primary'])
+  task: str = 'detection'         # detection | heads | attribution | multiclass
 
   @property
   def gap(self) -> bool:

@@ -107,6 +107,42 @@ def heads_train_step(state: TrainState, primary_variables, batch: dict, targets:
       'loss': per_head, 'accuracy': accuracy}
 
 
+def baseline_train_step(state: TrainState, batch: dict, targets: jax.Array, dct_stats, *,
+                        module, input_kind: str, optimizer):
+  """One step of a baseline trained from scratch: sigmoid BCE (binary) or softmax CE (multiclass).
+
+  targets: [B] float 0/1 (binary) or int class index (multiclass).
+  """
+  x = preprocess(batch['image'], input_kind, *dct_stats)
+
+  def loss_fn(params):
+    logits = module.apply({'params': params}, x, train=True)
+    if logits.ndim == 1:
+      return masked_bce(logits, targets, batch['mask']), logits >= 0
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+    return (losses * batch['mask']).sum() / jnp.maximum(batch['mask'].sum(), 1), logits.argmax(-1)
+
+  (loss, predicted), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  changes, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  accuracy = _masked_mean(predicted == targets, batch['mask'])
+  return TrainState(state.step + 1, optax.apply_updates(state.params, changes), state.batch_stats,
+                    opt_state), {'loss': loss[None], 'accuracy': accuracy[None]}
+
+
+def baseline_predict_step(variables, unused, images, dct_stats, *, module, input_kind: str,
+                          task: str):
+  """-> (p_fake [B], p_heads [K, B]) for what a baseline outputs (NaN where it has no output)."""
+  del unused
+  logits = module.apply(variables, preprocess(images, input_kind, *dct_stats))
+  if task == 'multiclass':
+    probs = jax.nn.softmax(logits, axis=-1)
+    return 1 - probs[:, 0], probs[:, 1:].T
+  probs = jax.nn.sigmoid(logits)
+  if task == 'attribution':
+    return jnp.full_like(probs, jnp.nan), probs[None]
+  return probs, jnp.zeros((0, probs.shape[0]))
+
+
 def _select_heads(active: jax.Array, new, old):
   """Per-head choice between two trees whose leaves carry a leading head axis (scalars: new)."""
   def pick(a, b):
@@ -150,8 +186,38 @@ class Run:
   primary_record: dict | None = None
 
   @property
+  def is_baseline(self) -> bool:
+    return self.config.model.arch != 'proposed'
+
+  @property
   def is_heads(self) -> bool:
-    return bool(self.config.heads)
+    """The proposed model's secondary heads on a frozen primary (phases III/IV)."""
+    return bool(self.config.heads) and not self.is_baseline
+
+  @property
+  def task(self) -> str:
+    """detection | heads | attribution (baseline one-vs-rest) | multiclass (baseline)."""
+    if self.is_baseline:
+      return self.config.task
+    return 'heads' if self.config.heads else 'detection'
+
+  @property
+  def baseline_module(self):
+    num_classes = 1 + len(self.config.heads) if self.task == 'multiclass' else 1
+    module_class = {'gandct': models.GanDctConv, 'postpool': models.GanfpPostpool}.get(
+        self.config.model.arch)
+    if module_class is None:
+      raise ValueError(f'config.model.arch={self.config.model.arch!r}: choose proposed, gandct '
+                       'or postpool.')
+    return module_class(num_classes)
+
+  def baseline_targets(self, batch) -> np.ndarray:
+    if self.task == 'attribution':
+      return (batch['source_id'] == self.head_ids[0]).astype(np.float32)
+    if self.task == 'multiclass':
+      classes = np.asarray((0,) + self.head_ids)
+      return np.argmax(batch['source_id'][:, None] == classes[None, :], axis=1).astype(np.int32)
+    return batch['label'].astype(np.float32)
 
   @property
   def gap(self) -> bool:
@@ -212,6 +278,15 @@ def setup_run(config, workdir) -> Run:
     dct_stats = (np.zeros((), np.float32), np.ones((), np.float32))
   run = Run(config, workdir, builder, image_size, source_ids,
             tuple(source_ids[h] for h in config.heads), dct_stats)
+  if run.is_baseline:
+    if config.task not in ('detection', 'attribution', 'multiclass'):
+      raise ValueError(f'config.task={config.task!r}: choose detection, attribution or multiclass.')
+    if config.task == 'attribution' and len(config.heads) != 1:
+      raise ValueError('a one-vs-rest baseline needs exactly one source in config.heads, '
+                       f'got {config.heads}.')
+    if config.task == 'multiclass' and not config.heads:
+      raise ValueError('a multiclass baseline needs its fake classes in config.heads.')
+    run.baseline_module  # noqa: B018  (validates config.model.arch early)
   if run.is_heads:
     _attach_primary(run)
   return run
@@ -247,6 +322,11 @@ def _attach_primary(run: Run) -> None:
 
 def init_state(run: Run, optimizer) -> TrainState:
   key = jax.random.key(run.config.seed)
+  if run.is_baseline:
+    channels = 1 if run.config.model.input == 'dct' else 3
+    params = models.init_variables(run.baseline_module, key,
+                                   (1, run.image_size, run.image_size, channels))['params']
+    return TrainState(jnp.zeros((), jnp.int32), params, {}, optimizer.init(params))
   if run.is_heads:
     size = -(-run.image_size // 4)
     variables = models.init_variables(models.StackedHeads(len(run.config.heads), run.gap), key,
@@ -303,8 +383,16 @@ def evaluate_loss(run: Run, state_or_best, source, batch_size: int):
                                       drop_remainder=False):
     primary_vars, head_vars = _split_variables(run, state_or_best)
     p_fake, p_heads = predict(primary_vars, head_vars, batch['image'], run.dct_stats)
-    if run.is_heads:
-      targets = input_pipeline.head_targets(batch['source_id'], run.head_ids)
+    if run.task == 'multiclass':  # cross-entropy of the true class
+      probs = np.concatenate([1 - np.asarray(p_fake)[None], np.asarray(p_heads)])
+      true = np.take_along_axis(probs, run.baseline_targets(batch)[None], axis=0)
+      losses = -np.log(np.clip(true, 1e-7, 1)) * batch['mask'][None]
+      totals = losses.sum(-1) if totals is None else totals + losses.sum(-1)
+      count += int(batch['mask'].sum())
+      continue
+    if run.is_heads or run.task == 'attribution':
+      targets = (input_pipeline.head_targets(batch['source_id'], run.head_ids) if run.is_heads
+                 else run.baseline_targets(batch)[None])
       probs = np.asarray(p_heads)
     else:
       targets = batch['label'][None].astype(np.float32)
@@ -318,9 +406,11 @@ def evaluate_loss(run: Run, state_or_best, source, batch_size: int):
 
 
 def _split_variables(run: Run, variables: dict):
-  """A {'params', 'batch_stats'} tree being trained -> (primary vars, head vars)."""
+  """A {'params', 'batch_stats'} tree being trained -> (primary / baseline vars, head vars)."""
   if run.is_heads:
     return run.primary_variables, variables
+  if run.is_baseline:
+    return {'params': variables['params']}, None
   return variables, None
 
 
@@ -330,7 +420,15 @@ def _jitted_predict(gap: bool, input_kind: str, num_heads: int):
                                    num_heads=num_heads))
 
 
+@functools.lru_cache(maxsize=None)
+def _jitted_baseline_predict(module, input_kind: str, task: str):
+  return jax.jit(functools.partial(baseline_predict_step, module=module, input_kind=input_kind,
+                                   task=task))
+
+
 def _predict_fn(run: Run):
+  if run.is_baseline:
+    return _jitted_baseline_predict(run.baseline_module, run.config.model.input, run.task)
   return _jitted_predict(run.gap, run.config.model.input, len(run.config.heads))
 
 
@@ -453,6 +551,12 @@ def _host_variables(state: TrainState) -> dict:
 
 
 def _make_step(run: Run, optimizer):
+  if run.is_baseline:
+    step = jax.jit(functools.partial(baseline_train_step, module=run.baseline_module,
+                                     input_kind=run.config.model.input, optimizer=optimizer),
+                   donate_argnums=0)
+    return lambda state, batch, active: step(state, batch, run.baseline_targets(batch),
+                                             run.dct_stats)
   common = dict(gap=run.gap, input_kind=run.config.model.input, optimizer=optimizer,
                 bn_momentum=run.config.model.bn_momentum)
   if run.is_heads:
@@ -502,10 +606,13 @@ def export_best(run: Run, best: dict) -> None:
   best = jax.tree.map(np.asarray, best)
   if run.is_heads:
     variables = {'primary': run.primary_variables, 'heads': best}
+  elif run.is_baseline:
+    variables = {'primary': {'params': best['params']}}
   else:
     variables = {'primary': best}
   spec = checkpoints.ModelSpec(input_kind=run.config.model.input, image_size=run.image_size,
-                               head_names=tuple(run.config.heads), source=str(run.workdir))
+                               head_names=tuple(run.config.heads), source=str(run.workdir),
+                               arch=run.config.model.arch, task=run.task)
   dct = run.dct_stats if run.config.model.input == 'dct' else None
   checkpoints.save_model_bundle(run.workdir / 'model', spec, variables, dct)
 
@@ -540,13 +647,17 @@ def evaluate(run: Run, best: dict) -> dict:
     if 'test_external' in splits:
       external = score_split(run, best, input_pipeline.data_source(run.builder, 'test_external'),
                              mode, input_pipeline.TEST_SET_SEEDS[mode])
-      results[mode]['detection']['external_accuracy'] = float(np.mean(external['p_fake'] >= 0.5))
+      if 'detection' in results[mode]:
+        results[mode]['detection']['external_accuracy'] = float(
+            np.mean(external['p_fake'] >= 0.5))
       for k, name in enumerate(run.config.heads):
         results[mode]['heads'][name]['external_accuracy'] = float(
             np.mean(external['p_heads'][k] < 0.5))
-    log(f'test[{mode}]: detection acc {results[mode]["detection"]["accuracy"]:.4f}' + ''.join(
-        f', {name} F1 {m["f1"]:.3f}' for name, m in results[mode]['heads'].items()))
-  if run.is_heads and 'test_cross_seed' in splits:
+    detection = results[mode].get('detection')
+    parts = [f'detection acc {detection["accuracy"]:.4f}'] if detection else []
+    parts += [f'{name} F1 {m["f1"]:.3f}' for name, m in results[mode]['heads'].items()]
+    log(f'test[{mode}]: ' + ', '.join(parts))
+  if run.config.heads and 'test_cross_seed' in splits:
     scores = score_split(run, best, input_pipeline.data_source(run.builder, 'test_cross_seed'),
                          'clean', 0)
     results['cross_seed'] = {name: {'recall': float(np.mean(
@@ -556,13 +667,26 @@ def evaluate(run: Run, best: dict) -> dict:
 
 
 def metrics_for(run: Run, scores: dict) -> dict:
-  result = {'detection': metrics_lib.binary_metrics(scores['label'], scores['p_fake']), 'heads': {}}
+  """detection / per-head / multiclass metrics, for what the model outputs."""
+  result = {'heads': {}}
+  if run.task != 'attribution':  # a one-vs-rest baseline does no detection
+    result['detection'] = metrics_lib.binary_metrics(scores['label'], scores['p_fake'])
   for k, name in enumerate(run.config.heads):
     positives = scores['source_id'] == run.head_ids[k]
     head = metrics_lib.binary_metrics(positives, scores['p_heads'][k])
-    head['self_contradiction'] = metrics_lib.self_contradiction(scores['p_fake'],
-                                                                scores['p_heads'][k])
+    if run.is_heads:
+      head['self_contradiction'] = metrics_lib.self_contradiction(scores['p_fake'],
+                                                                  scores['p_heads'][k])
     result['heads'][name] = head
+  if run.task == 'multiclass':  # the baseline's softmax: highest class wins
+    classes = np.asarray((0,) + tuple(run.head_ids))
+    probs = np.concatenate([1 - scores['p_fake'][None], scores['p_heads']])
+    predicted = classes[probs.argmax(axis=0)]
+    result['multiclass'] = {
+        'accuracy': float(np.mean(predicted == scores['source_id'])),
+        'classes': classes.tolist(),
+        'confusion_matrix': metrics_lib.confusion_matrix(scores['source_id'], predicted,
+                                                         classes.tolist()).tolist()}
   if run.is_heads:
     predicted = metrics_lib.multiclass_predictions(scores['p_heads'], run.head_ids)
     claims = (scores['p_heads'] >= 0.5).sum(0)
