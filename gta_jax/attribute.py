@@ -137,7 +137,7 @@ def _error_record(path, message: str) -> dict:
           'notes': []}
 
 
-def attribute(model: LoadedModel, paths, cam_dir=None) -> list[dict]:
+def attribute(model: LoadedModel, paths, cam_dir=None, cam_scale: str = 'minmax') -> list[dict]:
   """Scores every image file; a file that cannot be scored gets an error record, never an abort."""
   spec = model.spec
   records: list[dict | None] = []
@@ -165,17 +165,19 @@ def attribute(model: LoadedModel, paths, cam_dir=None) -> list[dict]:
                           'p_heads': heads, 'verdict': verdict(float(p_fake[row]), heads),
                           'error': None, 'notes': notes}
         if cam_dir is not None:
-          _write_overlay(cam_dir, paths[index], shown, maps[:, row], records[index], spec)
+          _write_overlay(cam_dir, paths[index], shown, maps[:, row], records[index], spec,
+                         cam_scale)
   return records
 
 
-def _write_overlay(cam_dir, path, shown: np.ndarray, maps: np.ndarray, record: dict, spec) -> None:
+def _write_overlay(cam_dir, path, shown: np.ndarray, maps: np.ndarray, record: dict, spec,
+                   cam_scale: str) -> None:
   """One PNG per image: primary panel, then one per head, side by side (as the release)."""
   background = shown if spec.gap else saliency.spectrum_image(shown)
   p_fake = record['p_fake']
   labels = [f'FAKE:{100 * p_fake:.1f}%' if p_fake >= THRESHOLD else f'REAL:{100 * (1 - p_fake):.1f}%']
   labels += [f'{name}:{100 * p:.1f}%' for name, p in record['p_heads'].items()]
-  panels = [saliency.overlay(background, m, label) for m, label in zip(maps, labels)]
+  panels = [saliency.overlay(background, m, label, cam_scale) for m, label in zip(maps, labels)]
   out = pathlib.Path(cam_dir) / (pathlib.Path(path).stem + '_cam.png')
   out.parent.mkdir(parents=True, exist_ok=True)
   Image.fromarray(np.concatenate(panels, axis=1)).save(out)
@@ -207,6 +209,9 @@ def main(argv=None) -> int:
   parser.add_argument('--dct-stats', help='DCT statistics folder (mean.npy, std_dev.npy)')
   parser.add_argument('--json', help='write one record per input file to this JSON file')
   parser.add_argument('--cam-dir', help='write CAM / Grad-CAM overlays here')
+  parser.add_argument('--cam-scale', choices=saliency.CAM_SCALES, default='minmax',
+                      help='minmax: stretch each map to [0, 1] (default); release: values as they '
+                           'are, as the authors drew them')
   parser.add_argument('inputs', nargs='+', metavar='IMAGE_OR_DIR')
   args = parser.parse_args(argv)
   try:
@@ -218,7 +223,7 @@ def main(argv=None) -> int:
   if not paths:
     print(f'error: no image files found in {" ".join(args.inputs)}', file=sys.stderr)
     return 2
-  records = attribute(model, paths, args.cam_dir)
+  records = attribute(model, paths, args.cam_dir, args.cam_scale)
   print(format_table(records, model.spec.head_names))
   failed = sum(r['error'] is not None for r in records)
   print(f'\n{len(records) - failed} scored, {failed} failed')

@@ -52,24 +52,34 @@ def spectrum_image(image: np.ndarray) -> np.ndarray:
   return np.repeat(grey[..., None], 3, axis=-1)
 
 
-def overlay(image: np.ndarray, saliency: np.ndarray, label: str = '') -> np.ndarray:
+CAM_SCALES = ('minmax', 'release')
+
+
+def overlay(image: np.ndarray, saliency: np.ndarray, label: str = '',
+            scale: str = 'release') -> np.ndarray:
   """Blends a map onto an image as the release does: bilinear resize, uint8(clip(255*map)),
   Jet colour map, 0.5/0.5 blend; `label` is written in the top-left corner.
 
+  scale='release' uses the map's values as they are (the release's CAM often saturates);
+  'minmax' stretches each map to [0, 1] first, so where it is high is always visible.
   image: [H, W, 3] uint8 RGB; saliency: [h, w] float. Returns [H, W, 3] uint8 RGB.
   """
   height, width = image.shape[:2]
-  resized = cv2.resize(np.asarray(saliency, np.float32), (width, height),
-                       interpolation=cv2.INTER_LINEAR)
+  saliency = np.asarray(saliency, np.float32)
+  if scale == 'minmax':
+    low, high = float(saliency.min()), float(saliency.max())
+    saliency = (saliency - low) / (high - low) if high > low else np.zeros_like(saliency)
+  elif scale != 'release':
+    raise ValueError(f'unknown CAM scale {scale!r}; choose one of {", ".join(CAM_SCALES)}.')
+  resized = cv2.resize(saliency, (width, height), interpolation=cv2.INTER_LINEAR)
   heat = cv2.applyColorMap(np.clip(255 * resized, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)
   heat = cv2.cvtColor(heat, cv2.COLOR_BGR2RGB)
   blended = cv2.addWeighted(heat, 0.5, np.ascontiguousarray(image, np.uint8), 0.5, 0)
   if label:
-    scale = max(0.3, min(width, height) / 400)
-    thickness = max(1, int(round(scale * 2)))
-    origin = (3, int(14 * scale) + 3)
-    cv2.putText(blended, label, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness + 2,
-                cv2.LINE_AA)
-    cv2.putText(blended, label, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255),
+    font = max(0.3, min(width, height) / 400)
+    thickness = max(1, int(round(font * 2)))
+    (text_w, text_h), baseline = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font, thickness)
+    cv2.rectangle(blended, (0, 0), (text_w + 6, text_h + baseline + 6), (0, 0, 0), cv2.FILLED)
+    cv2.putText(blended, label, (3, text_h + 3), cv2.FONT_HERSHEY_SIMPLEX, font, (255, 255, 255),
                 thickness, cv2.LINE_AA)
   return blended

@@ -729,4 +729,26 @@ def run_chain(config, workdir: pathlib.Path) -> dict:
           phase.init[field] = str(workdir / value[len('runs/'):])
     log(f'--- {phase.name} -> {workdir / phase.name}')
     results[phase.name] = train_and_evaluate(phase, workdir / phase.name)
+  write_examples(config, workdir / 'examples')
   return results
+
+
+def write_examples(config, directory: pathlib.Path, per_source: int = 2) -> None:
+  """A few test images per source as PNG files, to try `python -m gta_jax.attribute` on."""
+  from PIL import Image
+  if directory.is_dir():
+    return
+  builder = input_pipeline.load_builder(config.data.name, config.data.config, config.data.data_dir)
+  directory.mkdir(parents=True)
+  for split in ('test', 'test_external'):
+    if split not in builder.info.splits:
+      continue
+    source = input_pipeline.data_source(builder, split)
+    written: dict[str, int] = {}
+    for index in range(len(source)):
+      record = source[index]
+      name = record['source'].decode() if isinstance(record['source'], bytes) else record['source']
+      if written.get(name, 0) < per_source:
+        Image.fromarray(record['image']).save(directory / f'{name}_{written.get(name, 0)}.png')
+        written[name] = written.get(name, 0) + 1
+  log(f'wrote example test images to {directory}')
