@@ -12,4 +12,6 @@ def get_config(arg: str = ''):
   config.data.train_mode = 'multi'
   config.init.from_run = 'runs/phase3_synthetic'
   config.init.primary = ''  # the primary phase III was built on
+  if arg != 'smoke':
+    config.optim.max_epochs = 4  # a short augmented fine-tune of the phase-III heads
   return config

@@ -19,8 +19,47 @@ def binary_metrics(labels: np.ndarray, scores: np.ndarray) -> dict:
   recall = tp / (tp + fn) if tp + fn else 0.0
   f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
   return {'accuracy': (tp + tn) / max(len(labels), 1), 'precision': precision, 'recall': recall,
-          'f1': f1, 'roc_auc': roc_auc(labels, scores), 'count': int(len(labels)),
-          'tp': tp, 'fp': fp, 'fn': fn, 'tn': tn}
+          'f1': f1, 'roc_auc': roc_auc(labels, scores), 'pr_auc': pr_auc(labels, scores),
+          'count': int(len(labels)), 'tp': tp, 'fp': fp, 'fn': fn, 'tn': tn}
+
+
+def pr_curve(labels: np.ndarray, scores: np.ndarray):
+  """-> (precision, recall) at every distinct threshold, highest threshold last, with the
+  (recall 0, precision 1) end point, as scikit-learn's precision_recall_curve."""
+  labels = np.asarray(labels).astype(bool)
+  scores = np.asarray(scores, np.float64)
+  order = np.argsort(-scores, kind='mergesort')
+  sorted_scores, sorted_labels = scores[order], labels[order]
+  last_of_each = np.r_[np.flatnonzero(np.diff(sorted_scores)), len(scores) - 1]
+  tps = np.cumsum(sorted_labels)[last_of_each]
+  fps = (last_of_each + 1) - tps
+  precision = tps / (tps + fps)
+  recall = tps / max(labels.sum(), 1)
+  # Stop once full recall is reached, then reverse to increasing thresholds (sklearn's order).
+  stop = int(np.searchsorted(tps, tps[-1])) + 1
+  return np.r_[precision[:stop][::-1], 1.0], np.r_[recall[:stop][::-1], 0.0]
+
+
+def pr_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
+  """Area under the precision-recall curve by the trapezoid rule (the release's
+  `auc(recall, precision)`); None when there are no positives."""
+  labels = np.asarray(labels).astype(bool)
+  if not labels.any():
+    return None
+  precision, recall = pr_curve(labels, scores)
+  return float(-np.trapezoid(precision, recall))
+
+
+def roc_curve(labels: np.ndarray, scores: np.ndarray):
+  """-> (false positive rate, true positive rate) from the highest threshold down."""
+  labels = np.asarray(labels).astype(bool)
+  scores = np.asarray(scores, np.float64)
+  order = np.argsort(-scores, kind='mergesort')
+  sorted_scores, sorted_labels = scores[order], labels[order]
+  last_of_each = np.r_[np.flatnonzero(np.diff(sorted_scores)), len(scores) - 1]
+  tps = np.cumsum(sorted_labels)[last_of_each]
+  fps = (last_of_each + 1) - tps
+  return (np.r_[0.0, fps / max((~labels).sum(), 1)], np.r_[0.0, tps / max(labels.sum(), 1)])
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:

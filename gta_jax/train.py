@@ -636,13 +636,22 @@ def score_split(run: Run, best: dict, source, mode: str, seed: int):
   return {k: np.concatenate(v, axis=-1) for k, v in out.items()}
 
 
-def evaluate(run: Run, best: dict) -> dict:
-  """Metrics on the test split under each test-set perturbation, plus external/cross-seed sets."""
+def evaluate(run: Run, best: dict, test_sets=None) -> dict:
+  """Metrics on the test split under each test-set perturbation, plus external/cross-seed sets.
+
+  Raw scores go to workdir/results/predictions/<test set>.npz (for curves and re-analysis).
+  """
   results = {}
   splits = run.builder.info.splits
-  for mode in run.config.eval.test_sets:
+  predictions_dir = run.workdir / 'results' / 'predictions'
+  predictions_dir.mkdir(parents=True, exist_ok=True)
+  for mode in test_sets or run.config.eval.test_sets:
+    if mode not in input_pipeline.TEST_SET_SEEDS:
+      raise ValueError(f'unknown test set {mode!r}; choose from '
+                       f'{", ".join(input_pipeline.TEST_SET_SEEDS)}.')
     scores = score_split(run, best, input_pipeline.data_source(run.builder, 'test'), mode,
                          input_pipeline.TEST_SET_SEEDS[mode])
+    np.savez(predictions_dir / f'{mode}.npz', **scores)
     results[mode] = metrics_for(run, scores)
     if 'test_external' in splits:
       external = score_split(run, best, input_pipeline.data_source(run.builder, 'test_external'),

@@ -37,7 +37,7 @@ def test_primary_split_trainable_and_statistics():
 
 
 def test_initialisation_is_release_normal_002_with_zero_biases():
-  params = jax.jit(models.GanfpPostpool(1).init)(KEY, jnp.zeros((1, 32, 32, 3)))["params"]
+  params = jax.jit(models.GanDctConv(1).init)(KEY, jnp.zeros((1, 64, 64, 3)))['params']
   kernels = np.concatenate([np.ravel(p['kernel']) for p in params.values()])
   biases = np.concatenate([np.ravel(p['bias']) for p in params.values()])
   assert abs(kernels.std() - 0.02) < 0.001 and abs(kernels.mean()) < 0.001
@@ -93,8 +93,8 @@ def test_stacked_heads_equal_separate_heads():
 @pytest.mark.parametrize('num_classes', [1, 5])
 def test_baseline_output_shapes(num_classes):
   for model in (models.GanDctConv(num_classes), models.GanfpPostpool(num_classes)):
-    variables = models.init_variables(model, KEY, (1, 128, 128, 3))
-    out = model.apply(variables, jnp.zeros((2, 128, 128, 3)))
+    variables = jax.jit(model.init)(KEY, jnp.zeros((1, 64, 64, 3)))
+    out = jax.jit(model.apply)(variables, jnp.zeros((2, 64, 64, 3)))
     assert out.shape == ((2,) if num_classes == 1 else (2, num_classes))
 
 

@@ -196,8 +196,8 @@ def test_every_config_loads_with_and_without_smoke():
     for arg in ('', 'smoke'):
       config = train.load_config_file(str(path), arg)
       assert config.name, path
-      if arg == 'smoke':
-        assert config.data.config == 'smoke'
+      if arg == 'smoke':  # the built-in smoke set, or a folder dataset's dummy_data size
+        assert config.data.config in ('smoke', '2-1-1') and config.optim.batch_size <= 16
 
 
 def test_config_typo_is_a_one_line_error():
@@ -206,3 +206,36 @@ def test_config_typo_is_a_one_line_error():
        '--config.optim.learning_rat=0.1'], cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert result.returncode != 0
   assert 'learning_rat' in result.stderr and 'Traceback' not in result.stderr
+
+
+def test_evaluate_reproduces_the_run_and_adds_test_sets(quickstart):
+  from gta_jax import evaluate
+  workdir, results = quickstart
+  phase3 = workdir / 'phase3_synthetic'
+  again = evaluate.evaluate_run(phase3)
+  assert again['clean'] == results['phase3_synthetic']['clean']
+  more = evaluate.evaluate_run(phase3, ('clean', 'blur', 'noise'))
+  assert set(more) >= {'clean', 'blur', 'noise', 'cross_seed'}
+  assert more['blur']['detection']['count'] == 120
+  scores = np.load(phase3 / 'results' / 'predictions' / 'noise.npz')
+  assert scores['p_heads'].shape == (4, 120) and scores['p_fake'].shape == (120,)
+  assert evaluate.main(['--workdir', str(workdir / 'nothing_here')]) == 2
+
+
+def test_report_writes_tables_curves_confusion_and_cam_grids(quickstart, tmp_path):
+  from PIL import Image
+  from gta_jax import report
+  workdir, _ = quickstart
+  runs = [str(workdir / p) for p in ('phase1_synthetic', 'phase2_synthetic', 'phase3_synthetic')]
+  assert report.main(runs + ['--out', str(tmp_path)]) == 0
+  detection = (tmp_path / 'detection.md').read_text()
+  assert 'phase1_synthetic' in detection and 'phase2_synthetic' in detection
+  assert 'phase3_synthetic' not in detection  # its detection is phase II's primary
+  heads_csv = (tmp_path / 'heads.csv').read_text().splitlines()
+  assert len(heads_csv) == 1 + 4 and heads_csv[1].startswith('phase3_synthetic,tconv')
+  assert (tmp_path / 'multiclass.md').is_file()
+  for name in ('curves.png', 'confusion_phase3_synthetic.png'):
+    assert Image.open(tmp_path / name).size[0] > 300
+  grid = Image.open(tmp_path / 'cams_phase3_synthetic_tconv.png')
+  assert grid.size == (4 * 32, 4 * 32)  # 16 smoke images of 32 px, 4 x 4
+  assert (tmp_path / 'cams_phase1_synthetic_real.png').is_file()
