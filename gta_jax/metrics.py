@@ -24,8 +24,8 @@ def binary_metrics(labels: np.ndarray, scores: np.ndarray) -> dict:
 
 
 def pr_curve(labels: np.ndarray, scores: np.ndarray):
-  """-> (precision, recall) at every distinct threshold, highest threshold last, with the
-  (recall 0, precision 1) end point, as scikit-learn's precision_recall_curve."""
+  """-> (precision, recall) at every distinct threshold, lowest threshold first, ending at the
+  (recall 0, precision 1) point, as scikit-learn's precision_recall_curve (1.9)."""
   labels = np.asarray(labels).astype(bool)
   scores = np.asarray(scores, np.float64)
   order = np.argsort(-scores, kind='mergesort')
@@ -35,9 +35,7 @@ def pr_curve(labels: np.ndarray, scores: np.ndarray):
   fps = (last_of_each + 1) - tps
   precision = tps / (tps + fps)
   recall = tps / max(labels.sum(), 1)
-  # Stop once full recall is reached, then reverse to increasing thresholds (sklearn's order).
-  stop = int(np.searchsorted(tps, tps[-1])) + 1
-  return np.r_[precision[:stop][::-1], 1.0], np.r_[recall[:stop][::-1], 0.0]
+  return np.r_[precision[::-1], 1.0], np.r_[recall[::-1], 0.0]
 
 
 def pr_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
