@@ -44,20 +44,16 @@ class LoadedModel:
 def load_model(path, dct_stats_dir=None) -> LoadedModel:
   """A release .h5, a model bundle, or a run workdir with model/ -> LoadedModel."""
   path = pathlib.Path(path)
-  if path.suffix.lower() == '.h5' and path.is_file():
-    try:
-      spec, variables = keras_import.import_h5(path)
-    except keras_import.ImportError_ as e:
-      raise UsageError(str(e)) from None
-    stats = None
-  elif checkpoints.is_model_bundle(path) or checkpoints.is_model_bundle(path / 'model'):
-    bundle = path if checkpoints.is_model_bundle(path) else path / 'model'
-    spec, variables, stats = checkpoints.load_model_bundle(bundle)
-  else:
+  try:
+    loaded = keras_import.load_any(path)
+  except keras_import.ImportError_ as e:
+    raise UsageError(str(e)) from None
+  if loaded is None:
     raise UsageError(
         f'--model {path}: expected a release .h5 file, a model bundle folder (with model.json, '
         'written by `python -m gta_jax.keras_import` or by a training run), or a run workdir '
         'holding one in model/.')
+  spec, variables, stats = loaded
   if spec.arch != 'proposed':
     raise UsageError(f'{path} is a {spec.arch} baseline ({spec.task}); attribute scores the '
                      'proposed detector and its heads. Evaluate baselines with their run.')

@@ -165,6 +165,18 @@ def import_h5(path, head_names=None):
   return convert(layers, config, path, head_names)
 
 
+def load_any(path):
+  """A release .h5 (imported on the fly), a model bundle, or a run workdir holding one in model/
+  -> (spec, variables, dct_stats or None); None when `path` is none of these."""
+  path = pathlib.Path(path)
+  if path.suffix.lower() == '.h5' and path.is_file():
+    return (*import_h5(path), None)
+  for bundle in (path, path / 'model'):
+    if checkpoints.is_model_bundle(bundle):
+      return checkpoints.load_model_bundle(bundle)
+  return None
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog='python -m gta_jax.keras_import', description=__doc__.split('\n')[0])
   parser.add_argument('h5', help='release model, e.g. attribution_ganfp_progan.h5')

@@ -23,16 +23,20 @@ def binary_metrics(labels: np.ndarray, scores: np.ndarray) -> dict:
           'count': int(len(labels)), 'tp': tp, 'fp': fp, 'fn': fn, 'tn': tn}
 
 
+def _counts_by_threshold(labels: np.ndarray, scores: np.ndarray):
+  """-> (true positives, false positives) at each distinct threshold, highest threshold first."""
+  order = np.argsort(-np.asarray(scores, np.float64), kind='mergesort')
+  sorted_scores, sorted_labels = np.asarray(scores, np.float64)[order], labels[order]
+  last_of_each = np.r_[np.flatnonzero(np.diff(sorted_scores)), len(sorted_scores) - 1]
+  tps = np.cumsum(sorted_labels)[last_of_each]
+  return tps, (last_of_each + 1) - tps
+
+
 def pr_curve(labels: np.ndarray, scores: np.ndarray):
   """-> (precision, recall) at every distinct threshold, lowest threshold first, ending at the
   (recall 0, precision 1) point, as scikit-learn's precision_recall_curve (1.9)."""
   labels = np.asarray(labels).astype(bool)
-  scores = np.asarray(scores, np.float64)
-  order = np.argsort(-scores, kind='mergesort')
-  sorted_scores, sorted_labels = scores[order], labels[order]
-  last_of_each = np.r_[np.flatnonzero(np.diff(sorted_scores)), len(scores) - 1]
-  tps = np.cumsum(sorted_labels)[last_of_each]
-  fps = (last_of_each + 1) - tps
+  tps, fps = _counts_by_threshold(labels, scores)
   precision = tps / (tps + fps)
   recall = tps / max(labels.sum(), 1)
   return np.r_[precision[::-1], 1.0], np.r_[recall[::-1], 0.0]
@@ -51,12 +55,7 @@ def pr_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
 def roc_curve(labels: np.ndarray, scores: np.ndarray):
   """-> (false positive rate, true positive rate) from the highest threshold down."""
   labels = np.asarray(labels).astype(bool)
-  scores = np.asarray(scores, np.float64)
-  order = np.argsort(-scores, kind='mergesort')
-  sorted_scores, sorted_labels = scores[order], labels[order]
-  last_of_each = np.r_[np.flatnonzero(np.diff(sorted_scores)), len(scores) - 1]
-  tps = np.cumsum(sorted_labels)[last_of_each]
-  fps = (last_of_each + 1) - tps
+  tps, fps = _counts_by_threshold(labels, scores)
   return (np.r_[0.0, fps / max((~labels).sum(), 1)], np.r_[0.0, tps / max(labels.sum(), 1)])
 
 

@@ -247,15 +247,12 @@ def dct_statistics(builder, data_dir, image_size: int, batch_size: int = 256):
 def load_primary(reference: str, run_hint: str):
   """A phase-II workdir, model bundle or release .h5 -> (variables, record {path, digest})."""
   path = pathlib.Path(reference)
-  if path.suffix == '.h5' and path.is_file():
-    spec, variables = keras_import.import_h5(path)
-  elif checkpoints.is_model_bundle(path) or checkpoints.is_model_bundle(path / 'model'):
-    bundle = path if checkpoints.is_model_bundle(path) else path / 'model'
-    spec, variables, _ = checkpoints.load_model_bundle(bundle)
-  else:
+  loaded = keras_import.load_any(path) if reference else None
+  if loaded is None:
     raise FileNotFoundError(
         f'config.init.primary={reference!r}: no trained primary there. Run {run_hint} first, '
         'or point --config.init.primary at a phase-II workdir, a model bundle or a release .h5.')
+  spec, variables, _ = loaded
   primary = variables['primary']
   return primary, {'path': str(path.absolute()), 'digest': checkpoints.tree_digest(primary),
                    'input_kind': spec.input_kind}

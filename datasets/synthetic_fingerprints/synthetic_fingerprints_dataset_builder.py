@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from datasets import folder_dataset
 from datasets.synthetic_fingerprints import dcgan
 from datasets.synthetic_fingerprints import generation
 
@@ -55,14 +56,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     return tfds.core.DatasetInfo(
         builder=self,
         description=__doc__,
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(None, None, 3)),
-            'label': tfds.features.ClassLabel(names=['real', 'fake']),
-            'source': tfds.features.Text(),
-            'source_id': np.int32,
-            'architecture': tfds.features.Text(),
-            'index': np.int32,
-        }),
+        features=folder_dataset.features(),
         supervised_keys=('image', 'label'),
         metadata=tfds.core.MetadataDict(source_ids=SOURCE_IDS),
     )
