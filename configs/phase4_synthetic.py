@@ -13,5 +13,5 @@ def get_config(arg: str = ''):
   config.init.from_run = 'runs/phase3_synthetic'
   config.init.primary = ''  # the primary phase III was built on
   if arg != 'smoke':
-    config.optim.max_epochs = 4  # a short augmented fine-tune of the phase-III heads
+    config.optim.max_epochs = 3  # a short augmented fine-tune of the phase-III heads
   return config

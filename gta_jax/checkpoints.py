@@ -33,13 +33,16 @@ class ModelSpec:
   primary_digest: str = ''        # tree_digest of the primary's variables
   arch: str = 'proposed'          # proposed | gandct | postpool (baselines: variables['primary'])
   task: str = 'detection'         # detection | heads | attribution | multiclass
+  trained_steps: int = 0          # optimiser steps the run took (0: imported)
+  best_epochs: tuple[int, ...] = ()  # 1-based epoch of the kept weights, per output
 
   @property
   def gap(self) -> bool:
     return self.input_kind == 'pixel'
 
   def to_json(self) -> dict:
-    return {'format': BUNDLE_FORMAT, **dataclasses.asdict(self), 'head_names': list(self.head_names)}
+    return {'format': BUNDLE_FORMAT, **dataclasses.asdict(self), 'head_names': list(self.head_names),
+            'best_epochs': list(self.best_epochs)}
 
   @classmethod
   def from_json(cls, record: dict, path) -> 'ModelSpec':
@@ -49,6 +52,7 @@ class ModelSpec:
     fields = {f.name for f in dataclasses.fields(cls)}
     kwargs = {k: v for k, v in record.items() if k in fields}
     kwargs['head_names'] = tuple(kwargs.get('head_names', ()))
+    kwargs['best_epochs'] = tuple(kwargs.get('best_epochs', ()))
     return cls(**kwargs)
 
 

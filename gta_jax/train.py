@@ -255,7 +255,8 @@ def load_primary(reference: str, run_hint: str):
   spec, variables, _ = loaded
   primary = variables['primary']
   return primary, {'path': str(path.absolute()), 'digest': checkpoints.tree_digest(primary),
-                   'input_kind': spec.input_kind}
+                   'input_kind': spec.input_kind, 'source': spec.source,
+                   'trained_steps': spec.trained_steps, 'best_epoch': list(spec.best_epochs)}
 
 
 def setup_run(config, workdir) -> Run:
@@ -516,7 +517,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     manager.wait_until_finished()
     writer.close()
 
-  export_best(run, best)
+  export_best(run, best, step, tracker)
   results = evaluate(run, best)
   results_file.parent.mkdir(parents=True, exist_ok=True)
   results_file.write_text(json.dumps(results, indent=2) + '\n')
@@ -598,7 +599,7 @@ class _Writer:
     self._lines.close()
 
 
-def export_best(run: Run, best: dict) -> None:
+def export_best(run: Run, best: dict, step: int, tracker: dict) -> None:
   """Writes the best weights as a model bundle (workdir/model) that attribute and later phases use."""
   best = jax.tree.map(np.asarray, best)
   if run.is_heads:
@@ -609,7 +610,8 @@ def export_best(run: Run, best: dict) -> None:
     variables = {'primary': best}
   spec = checkpoints.ModelSpec(input_kind=run.config.model.input, image_size=run.image_size,
                                head_names=tuple(run.config.heads), source=str(run.workdir),
-                               arch=run.config.model.arch, task=run.task)
+                               arch=run.config.model.arch, task=run.task, trained_steps=int(step),
+                               best_epochs=tuple(int(e) + 1 for e in tracker['best_epoch']))
   dct = run.dct_stats if run.config.model.input == 'dct' else None
   checkpoints.save_model_bundle(run.workdir / 'model', spec, variables, dct)
 

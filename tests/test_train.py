@@ -62,6 +62,7 @@ def test_phase2_starts_from_phase1_and_heads_never_touch_their_primary(quickstar
     spec, variables, _ = _bundle(workdir / phase)
     recorded = json.loads((workdir / phase / 'primary.json').read_text())
     assert recorded['digest'] == checkpoints.tree_digest(phase2['primary']) == spec.primary_digest
+    assert recorded['trained_steps'] > 0 and len(recorded['best_epoch']) == 1
     jax.tree.map(np.testing.assert_array_equal, variables['primary'], phase2['primary'])
   # Phase IV continued from phase III's heads, so they moved but kept their structure.
   _, p3, _ = _bundle(workdir / 'phase3_synthetic')
