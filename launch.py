@@ -9,9 +9,6 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-# Keep any other framework off the accelerators; JAX owns them.
-os.environ.setdefault('CUDA_VISIBLE_DEVICES_FOR_TF', '')
-
 config_flags.DEFINE_config_file('config', None, 'Config file (path[:smoke]).', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Run folder (default: runs/<config.name>).')
 flags.mark_flags_as_required(['config'])
@@ -27,10 +24,18 @@ def main(argv):
 
 
 def run():
+  from gta_jax.input_pipeline import DatasetNotPrepared
   try:
     app.run(main)
   except AttributeError as e:  # a mistyped --config.<key>: ml_collections's "did you mean" error
     sys.exit(f'error: bad config override: {e}')
+  except (DatasetNotPrepared, FileNotFoundError, FloatingPointError, KeyError, ValueError) as e:
+    # Our own errors name the file, key or value and what to do; the traceback adds nothing for a
+    # user. GTA_JAX_TRACEBACK=1 shows it.
+    if os.environ.get('GTA_JAX_TRACEBACK'):
+      raise
+    message = e.args[0] if isinstance(e, KeyError) and e.args else e
+    sys.exit(f'error: {message}')
 
 
 if __name__ == '__main__':

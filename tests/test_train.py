@@ -240,3 +240,13 @@ def test_report_writes_tables_curves_confusion_and_cam_grids(quickstart, tmp_pat
   grid = Image.open(tmp_path / 'cams_phase3_synthetic_tconv.png')
   assert grid.size == (4 * 32, 4 * 32)  # 16 smoke images of 32 px, 4 x 4
   assert (tmp_path / 'cams_phase1_synthetic_real.png').is_file()
+
+
+def test_launch_reports_a_missing_primary_in_one_line(smoke_data_dir, tmp_path):
+  result = subprocess.run(
+      [sys.executable, 'launch.py', '--config=configs/phase3_synthetic.py:smoke',
+       f'--config.data.data_dir={smoke_data_dir}', f'--config.init.primary={tmp_path / "none"}',
+       f'--workdir={tmp_path / "run"}'], cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 1
+  assert 'Traceback' not in result.stderr
+  assert 'error: config.init.primary=' in result.stderr and 'phase2_synthetic' in result.stderr

@@ -6,9 +6,8 @@ installed wheels; four fake sources = small generators that differ only in their
 a second seed (architecture-level attribution); `test_external` = 64 px faces from the real
 pretrained DCGAN in the gan-face-generate wheel, kept at native size.
 
-Build (no network): see gta_jax.input_pipeline.prepare or
-  tfds.builder_cls... -> Builder(config='smoke', data_dir=...).download_and_prepare(
-      file_format='array_record')
+Built on first use by any config that names it, or explicitly (no network):
+  python -m gta_jax.prepare --dataset synthetic_fingerprints [--config smoke] [--data-dir data/tfds]
 """
 import dataclasses
 import io
