@@ -28,10 +28,9 @@ def heads_epoch_seconds(num_heads: int, formulation: str, images: int, batch: in
   data = {'image': np.asarray(jax.random.randint(key, (batch, size, size, 3), 0, 256), np.uint8),
           'mask': np.ones(batch, bool)}
   targets = jnp.asarray(np.random.default_rng(0).integers(0, 2, (num_heads, batch)), jnp.float32)
-  active = jnp.ones(num_heads, bool)
   stats = (np.zeros((), np.float32), np.ones((), np.float32))
 
-  def step_fn(state, primary, data, targets, active, stats):
+  def step_fn(state, primary, data, targets, stats):
     # Same body as train.heads_train_step, but with the chosen formulation of the heads.
     x = train.preprocess(data['image'], 'pixel', *stats)
     mid = jax.lax.stop_gradient(models.Primary(True).apply(primary, x).mid_features)
@@ -47,7 +46,7 @@ def heads_epoch_seconds(num_heads: int, formulation: str, images: int, batch: in
                             updates['batch_stats'], opt_state)
 
   step = jax.jit(step_fn)
-  seconds = common.time_fn(step, state, primary, data, targets, active, stats, repeats=3,
+  seconds = common.time_fn(step, state, primary, data, targets, stats, repeats=3,
                            min_seconds=1.0)
   return seconds * images / batch
 

@@ -2,7 +2,7 @@
 
 python launch.py --config=configs/phase2_synthetic.py --config.init.from_run=runs/phase1_synthetic
 """
-from configs import common, phase1_synthetic
+from configs import phase1_synthetic
 
 
 def get_config(arg: str = ''):

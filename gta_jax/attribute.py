@@ -110,7 +110,7 @@ def score_batch(variables, x, *, gap: bool, num_heads: int, with_saliency: bool)
   """-> (p_fake [B], p_heads [K, B], saliency maps [1 + K, B, h, w] or None)."""
   out = models.predict(variables, x, gap=gap, num_heads=num_heads)
   p_fake = jax.nn.sigmoid(out.primary.logit)
-  p_heads = jax.nn.sigmoid(out.heads.logit) if num_heads else p_fake[None, :0]
+  p_heads = jax.nn.sigmoid(out.heads.logit) if num_heads else jax.numpy.zeros((0, x.shape[0]))
   maps = None
   if with_saliency:
     maps = [_saliency(out.primary.final_features, variables['primary']['params']['decision'], gap)]

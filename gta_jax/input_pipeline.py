@@ -10,7 +10,6 @@ import sys
 
 import grain
 import numpy as np
-import tensorflow_datasets as tfds
 
 from gta_jax import augment
 

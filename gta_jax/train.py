@@ -228,7 +228,7 @@ def log(message: str) -> None:
   print(f'[gta_jax {time.strftime("%H:%M:%S")}] {message}', flush=True)
 
 
-def dct_statistics(builder, data_dir, image_size: int, batch_size: int = 256):
+def dct_statistics(builder, batch_size: int = 256):
   """Per-coefficient mean/std of the clean training split (Welford), cached beside the dataset."""
   cache = pathlib.Path(builder.data_dir) / 'dct_stats'
   if (cache / 'mean.npy').is_file():
@@ -270,7 +270,7 @@ def setup_run(config, workdir) -> Run:
   first = input_pipeline.data_source(builder, 'train')[0]
   image_size = int(first['image'].shape[0])
   if config.model.input == 'dct':
-    mean, std = dct_statistics(builder, config.data.data_dir, image_size)
+    mean, std = dct_statistics(builder)
     dct_stats = (np.asarray(mean, np.float32), np.asarray(std, np.float32))
   else:
     dct_stats = (np.zeros((), np.float32), np.ones((), np.float32))

@@ -13,7 +13,6 @@ import dataclasses
 import io
 import time
 
-import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
