@@ -14,6 +14,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gta_jax import convolution
+
 # Keras RandomNormal(stddev=0.02) kernels and zero biases, as the release initialises every layer.
 KERNEL_INIT = nn.initializers.normal(stddev=0.02)
 # Keras BatchNormalization defaults (confirmed in the release's model_config).
@@ -21,10 +23,29 @@ BN_MOMENTUM = 0.99
 BN_EPSILON = 1e-3
 
 
-def conv(features: int, kernel: int, stride: int, name: str | None = None) -> nn.Conv:
-  """TF-style 'same' convolution with bias (Flax SAME pads exactly as TF does)."""
-  return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding='SAME',
-                 kernel_init=KERNEL_INIT, bias_init=nn.initializers.zeros, name=name)
+class Conv(nn.Module):
+  """TF-'SAME' convolution with bias; variables named, shaped and initialised as nn.Conv's.
+
+  impl: how the convolution is lowered (gta_jax/convolution.py): 'auto' (the CPU-tuned
+  custom-gradient form on the CPU backend, lax.conv elsewhere), 'cpu' or 'lax'. Same function,
+  same variables; only the speed differs.
+  """
+  features: int
+  kernel_size: int
+  stride: int = 1
+  impl: str = 'auto'
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param('kernel', KERNEL_INIT,
+                        (self.kernel_size, self.kernel_size, x.shape[-1], self.features))
+    bias = self.param('bias', nn.initializers.zeros, (self.features,))
+    return convolution.conv_same(x, kernel, self.stride, self.impl) + bias
+
+
+def conv(features: int, kernel: int, stride: int, name: str | None = None,
+         impl: str = 'auto') -> Conv:
+  return Conv(features, kernel, stride, impl, name=name)
 
 
 def batch_norm(name: str | None = None, momentum: float = BN_MOMENTUM) -> nn.BatchNorm:
@@ -56,14 +77,15 @@ class Primary(nn.Module):
   gap: bool = True  # True: pixel variant (GAP head); False: DCT variant (Flatten head)
   # Moving-average momentum of the BatchNorm statistics (training only; Keras's 0.99 by default).
   bn_momentum: float = BN_MOMENTUM
+  conv_impl: str = 'auto'  # see Conv
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> PrimaryOutputs:
-    h = nn.relu(conv(3, 3, 1, name='conv_01')(x))
+    h = nn.relu(conv(3, 3, 1, name='conv_01', impl=self.conv_impl)(x))
     mid = None
     for i, (features, kernel, stride) in enumerate(
         [(8, 4, 2), (16, 3, 1), (16, 4, 2), (32, 3, 1), (32, 4, 2)], start=2):
-      h = conv(features, kernel, stride, name=f'conv_{i:02d}')(h)
+      h = conv(features, kernel, stride, name=f'conv_{i:02d}', impl=self.conv_impl)(h)
       h = nn.relu(batch_norm(f'bn_{i:02d}', self.bn_momentum)(h, use_running_average=not train))
       if i == 4:
         mid = h
@@ -80,12 +102,13 @@ class SecondaryHead(nn.Module):
   """One-vs-rest head for one generator: a trainable copy of primary block 3 on conv-4 features."""
   gap: bool = True
   bn_momentum: float = BN_MOMENTUM
+  conv_impl: str = 'auto'
 
   @nn.compact
   def __call__(self, mid_features: jax.Array, train: bool = False) -> HeadOutputs:
     h = mid_features
     for i, (kernel, stride) in enumerate([(3, 1), (4, 2)], start=1):
-      h = conv(32, kernel, stride, name=f'conv_{i:02d}')(h)
+      h = conv(32, kernel, stride, name=f'conv_{i:02d}', impl=self.conv_impl)(h)
       h = nn.relu(batch_norm(f'bn_{i:02d}', self.bn_momentum)(h, use_running_average=not train))
     return HeadOutputs(DecisionLayer(self.gap, name='decision')(h), h)
 
@@ -106,6 +129,7 @@ class StackedHeads(nn.Module):
   gap: bool = True
   bn_momentum: float = BN_MOMENTUM
   formulation: str = 'unrolled'
+  conv_impl: str = 'auto'  # lowering of each head's convs in the unrolled form (see Conv)
 
   @nn.compact
   def __call__(self, mid_features: jax.Array, train: bool = False) -> HeadOutputs:
@@ -113,10 +137,12 @@ class StackedHeads(nn.Module):
       vmapped = nn.vmap(SecondaryHead, variable_axes={'params': 0, 'batch_stats': 0},
                         split_rngs={'params': True}, in_axes=(None, None), out_axes=0,
                         axis_size=self.num_heads)
-      return vmapped(self.gap, self.bn_momentum, name='heads')(mid_features, train)
+      return vmapped(self.gap, self.bn_momentum, self.conv_impl, name='heads')(
+          mid_features, train)
     if self.formulation in ('unrolled', 'grouped'):
       return _ConcatenatedHeads(self.num_heads, self.gap, self.bn_momentum,
-                                unroll=self.formulation == 'unrolled', name='heads')(
+                                unroll=self.formulation == 'unrolled',
+                                conv_impl=self.conv_impl, name='heads')(
           mid_features, train)
     raise ValueError(f'unknown heads formulation {self.formulation!r}; '
                      'use unrolled, grouped or vmap.')
@@ -133,6 +159,7 @@ class _StackedConv(nn.Module):
   stride: int
   grouped: bool
   unroll: bool = True
+  conv_impl: str = 'auto'
 
   @nn.compact
   def __call__(self, x):
@@ -140,14 +167,15 @@ class _StackedConv(nn.Module):
     in_features = x.shape[-1] // k if self.grouped else x.shape[-1]
     kernel = self.param('kernel', KERNEL_INIT, (k, size, size, in_features, 32))
     bias = self.param('bias', nn.initializers.zeros, (k, 32))
-    conv_fn = functools.partial(jax.lax.conv_general_dilated, window_strides=(self.stride,) * 2,
-                                padding='SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
     if self.unroll:
       inputs = jnp.split(x, k, axis=-1) if self.grouped else [x] * k
-      y = jnp.concatenate([conv_fn(inputs[i], kernel[i]) for i in range(k)], axis=-1)
+      y = jnp.concatenate([convolution.conv_same(inputs[i], kernel[i], self.stride, self.conv_impl)
+                           for i in range(k)], axis=-1)
     else:
       hwio = kernel.transpose(1, 2, 3, 0, 4).reshape(size, size, in_features, k * 32)
-      y = conv_fn(x, hwio, feature_group_count=k if self.grouped else 1)
+      y = jax.lax.conv_general_dilated(x, hwio, (self.stride,) * 2, 'SAME',
+                                       dimension_numbers=convolution.DIMENSION_NUMBERS,
+                                       feature_group_count=k if self.grouped else 1)
     return y + bias.reshape(-1)
 
 
@@ -211,13 +239,16 @@ class _ConcatenatedHeads(nn.Module):
   gap: bool
   bn_momentum: float
   unroll: bool
+  conv_impl: str
 
   @nn.compact
   def __call__(self, mid_features, train: bool) -> HeadOutputs:
     k = self.num_heads
-    h = _StackedConv(k, 3, 1, grouped=False, unroll=self.unroll, name='conv_01')(mid_features)
+    h = _StackedConv(k, 3, 1, grouped=False, unroll=self.unroll, conv_impl=self.conv_impl,
+                     name='conv_01')(mid_features)
     h = nn.relu(_StackedBatchNorm(k, self.bn_momentum, name='bn_01')(h, train))
-    h = _StackedConv(k, 4, 2, grouped=True, unroll=self.unroll, name='conv_02')(h)
+    h = _StackedConv(k, 4, 2, grouped=True, unroll=self.unroll, conv_impl=self.conv_impl,
+                     name='conv_02')(h)
     h = nn.relu(_StackedBatchNorm(k, self.bn_momentum, name='bn_02')(h, train))
     logits = _StackedDecision(k, self.gap, name='decision')(h)
     b, hh, ww, _ = h.shape
@@ -228,16 +259,18 @@ class _ConcatenatedHeads(nn.Module):
 class GanDctConv(nn.Module):
   """Frank et al.'s simple CNN as the release's `gdaconv` baseline (3x3 convs, no BN)."""
   num_classes: int = 1
+  conv_impl: str = 'auto'
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     del train  # no BatchNorm or dropout
-    h = nn.relu(conv(3, 3, 1)(x))
-    h = nn.relu(conv(8, 3, 1)(h))
+    conv_ = functools.partial(conv, impl=self.conv_impl)
+    h = nn.relu(conv_(3, 3, 1)(x))
+    h = nn.relu(conv_(8, 3, 1)(h))
     h = nn.avg_pool(h, (2, 2), (2, 2))
-    h = nn.relu(conv(16, 3, 1)(h))
+    h = nn.relu(conv_(16, 3, 1)(h))
     h = nn.avg_pool(h, (2, 2), (2, 2))
-    h = nn.relu(conv(32, 3, 1)(h))
+    h = nn.relu(conv_(32, 3, 1)(h))
     logits = dense(self.num_classes)(h.reshape(h.shape[0], -1))
     return logits[:, 0] if self.num_classes == 1 else logits
 
@@ -245,19 +278,21 @@ class GanDctConv(nn.Module):
 class GanfpPostpool(nn.Module):
   """Yu et al.'s classifier at 1/4 width, pooling from 32 px down to 4 (the release's `postpool`)."""
   num_classes: int = 1
+  conv_impl: str = 'auto'
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     del train
     act = lambda t: nn.leaky_relu(t, 0.2)
+    conv_ = functools.partial(conv, impl=self.conv_impl)
     h = x
     for width_a, width_b in [(4, 8), (8, 16), (16, 32)]:
-      h = act(conv(width_a, 3, 1)(h))
-      h = act(conv(width_b, 3, 1)(h))
+      h = act(conv_(width_a, 3, 1)(h))
+      h = act(conv_(width_b, 3, 1)(h))
       h = nn.avg_pool(h, (2, 2), (2, 2))
     while h.shape[1] > 4:
       h = nn.avg_pool(h, (2, 2), (2, 2))
-    h = act(conv(128, 3, 1)(h))
+    h = act(conv_(128, 3, 1)(h))
     h = act(dense(128)(h.reshape(h.shape[0], -1)))
     logits = dense(self.num_classes)(h)
     return logits[:, 0] if self.num_classes == 1 else logits

@@ -1,0 +1,89 @@
+"""The authors' Keras primary network, timed the same way as benchmarks/train_step.py.
+
+Runs only where TensorFlow is installed (a benchmark-only venv: `pip install tensorflow-cpu`;
+TensorFlow is not a dependency of gta_jax). benchmarks/train_step.py --keras-python PY runs this
+script in that interpreter so both figures come from one invocation on the same machine.
+
+python benchmarks/keras_primary.py --image-size 128 --batch 64 [--dct]
+Prints one JSON line: train and inference images/s.
+"""
+import argparse
+import json
+import os
+import time
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+keras = tf.keras
+
+
+def build_primary(image_size: int, channels: int, gap: bool):
+  """The release's model_config, layer by layer (ORIGINAL_CODE_NOTES.md, 'Primary network')."""
+  init = keras.initializers.RandomNormal(stddev=0.02)
+  inputs = keras.Input((image_size, image_size, channels))
+  h = keras.layers.Conv2D(3, 3, padding='same', activation='relu', kernel_initializer=init)(inputs)
+  for features, kernel, stride in [(8, 4, 2), (16, 3, 1), (16, 4, 2), (32, 3, 1), (32, 4, 2)]:
+    h = keras.layers.Conv2D(features, kernel, strides=stride, padding='same',
+                            kernel_initializer=init)(h)
+    h = keras.layers.BatchNormalization()(h)
+    h = keras.layers.Activation('relu')(h)
+  h = keras.layers.GlobalAveragePooling2D()(h) if gap else keras.layers.Flatten()(h)
+  outputs = keras.layers.Dense(1, activation='sigmoid', kernel_initializer=init)(h)
+  return keras.Model(inputs, outputs)
+
+
+def median_seconds(fn, repeats: int = 5, min_seconds: float = 2.0) -> float:
+  fn()
+  samples, start = [], time.perf_counter()
+  while len(samples) < repeats or time.perf_counter() - start < min_seconds:
+    t = time.perf_counter()
+    fn()
+    samples.append(time.perf_counter() - t)
+    if len(samples) >= 50:
+      break
+  samples.sort()
+  return samples[len(samples) // 2]
+
+
+def main():
+  parser = argparse.ArgumentParser()
+  parser.add_argument('--image-size', type=int, default=128)
+  parser.add_argument('--batch', type=int, default=64)
+  parser.add_argument('--dct', action='store_true', help='1-channel input, Flatten head')
+  args = parser.parse_args()
+  channels = 1 if args.dct else 3
+  model = build_primary(args.image_size, channels, gap=not args.dct)
+  optimizer = keras.optimizers.Adam(1e-3, 0.9, 0.999, 1e-7)
+  loss_fn = keras.losses.BinaryCrossentropy()
+  rng = np.random.default_rng(0)
+  x = tf.constant(rng.uniform(-1, 1, (args.batch, args.image_size, args.image_size, channels)),
+                  tf.float32)
+  y = tf.constant(np.arange(args.batch) % 2, tf.float32)[:, None]
+
+  @tf.function
+  def train_step(x, y):
+    with tf.GradientTape() as tape:
+      loss = loss_fn(y, model(x, training=True))
+    grads = tape.gradient(loss, model.trainable_variables)
+    optimizer.apply_gradients(zip(grads, model.trainable_variables))
+    return loss
+
+  @tf.function
+  def predict_step(x):
+    return model(x, training=False)
+
+  train_s = median_seconds(lambda: train_step(x, y).numpy())
+  infer_s = median_seconds(lambda: predict_step(x).numpy())
+  keras_version = getattr(keras, '__version__', tf.__version__)
+  print(json.dumps({'framework': f'tensorflow {tf.__version__} (keras {keras_version})',
+                    'model': 'primary_dct' if args.dct else 'primary',
+                    'image_size': args.image_size, 'batch': args.batch,
+                    'train_images_per_sec': args.batch / train_s,
+                    'inference_images_per_sec': args.batch / infer_s,
+                    'onednn': os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'default')}))
+
+
+if __name__ == '__main__':
+  main()

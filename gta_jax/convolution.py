@@ -1,0 +1,151 @@
+"""TF-'SAME' 2-D convolutions, lowered for speed on XLA's CPU backend.
+
+The networks here have 3-32 channels, where XLA's CPU convolution is weakest, and most of all in
+the gradients autodiff derives from it (measured per layer in benchmarks/conv_forms.py):
+the input gradient of a stride-2 convolution (an lhs-dilated convolution) runs 5-9x slower than
+its forward pass, and the kernel gradient of a whole batch slows down super-linearly with the
+batch (2-8x per image from 32 to 256 images). `conv_same(..., impl='cpu')` is a
+`jax.custom_vjp` computing the same function from pieces that are fast there:
+
+- inference, input channels <= 4 (the primary's first two layers): a sum of k*k*C shifted,
+  scaled copies of the input, which XLA fuses into one elementwise loop (~10x faster than its
+  convolution). Under differentiation the forward stays lax.conv: XLA would otherwise recompute
+  that loop inside every consumer of its output;
+- input gradient, k x k / stride 1: the stride-1 convolution of the output gradient with the
+  flipped kernel;
+- input gradient, 4x4 / stride 2: a 2x2 / stride-1 convolution of the output gradient on the
+  space-to-depth layout, then depth-to-space;
+- kernel gradient: XLA's own, summed over chunks of KERNEL_GRADIENT_CHUNK images.
+
+`impl='lax'` is plain `lax.conv_general_dilated`. Both give the same outputs and gradients up to
+float32 rounding (tests/test_convolution.py). 'auto' picks 'cpu' on the CPU backend and 'lax'
+elsewhere: the rewrites were measured on CPU only, so accelerators keep XLA's own convolution.
+Forward-mode autodiff (jax.jvp) of the 'cpu' form is not defined (custom_vjp); nothing here
+uses it.
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+
+DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
+IMPLS = ('auto', 'cpu', 'lax')
+# Input channels up to which the forward pass is an elementwise sum of shifted copies.
+ELEMENTWISE_MAX_CHANNELS = 4
+# Images per kernel-gradient convolution (the fastest of 1-64 per layer at batches 32-256).
+KERNEL_GRADIENT_CHUNK = 8
+
+
+def resolve_impl(impl: str) -> str:
+  if impl not in IMPLS:
+    raise ValueError(f'unknown convolution impl {impl!r}; use one of {", ".join(IMPLS)}.')
+  if impl == 'auto':
+    return 'cpu' if jax.default_backend() == 'cpu' else 'lax'
+  return impl
+
+
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+  """TF's SAME padding (more at the end when odd), as lax.conv's 'SAME' computes it."""
+  out = -(-size // stride)
+  total = max((out - 1) * stride + kernel - size, 0)
+  return total // 2, total - total // 2
+
+
+def lax_conv(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+  return jax.lax.conv_general_dilated(x, kernel, (stride, stride), 'SAME',
+                                      dimension_numbers=DIMENSION_NUMBERS)
+
+
+def conv_same(x: jax.Array, kernel: jax.Array, stride: int, impl: str = 'auto') -> jax.Array:
+  """[B, H, W, C] * [k, k, C, O] -> [B, ceil(H/s), ceil(W/s), O], TF 'SAME' padding, no bias."""
+  if resolve_impl(impl) == 'lax':
+    return lax_conv(x, kernel, stride)
+  return _cpu_conv(x, kernel, stride)
+
+
+def _padded(x: jax.Array, kernel_size: int, stride: int) -> jax.Array:
+  (top, bottom), (left, right) = (same_padding(x.shape[1], kernel_size, stride),
+                                  same_padding(x.shape[2], kernel_size, stride))
+  return jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+
+
+def _elementwise_conv(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+  """Sum over taps and input channels of strided shifted copies times a kernel row: one fusion."""
+  k, _, channels, _ = kernel.shape
+  out_h, out_w = -(-x.shape[1] // stride), -(-x.shape[2] // stride)
+  padded = _padded(x, k, stride)
+  total = None
+  for i in range(k):
+    for j in range(k):
+      window = jax.lax.slice(padded, (0, i, j, 0),
+                             (x.shape[0], i + stride * (out_h - 1) + 1,
+                              j + stride * (out_w - 1) + 1, channels), (1, stride, stride, 1))
+      for c in range(channels):
+        term = window[..., c:c + 1] * kernel[i, j, c]
+        total = term if total is None else total + term
+  return total
+
+
+def _space_to_depth(x: jax.Array) -> jax.Array:
+  b, h, w, c = x.shape
+  x = x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, h // 2, w // 2, 4 * c)  # channels ordered (row parity, col parity, c)
+
+
+def _depth_to_space(x: jax.Array, channels: int) -> jax.Array:
+  b, h, w, _ = x.shape
+  x = x.reshape(b, h, w, 2, 2, channels).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, 2 * h, 2 * w, channels)
+
+
+def _input_gradient(x_shape, kernel: jax.Array, stride: int, dy: jax.Array) -> jax.Array:
+  """Transposed convolution of dy, as stride-1 convolutions where the shapes allow."""
+  k, _, channels, _ = kernel.shape
+  _, h, w, _ = x_shape
+  pads = [same_padding(h, k, stride), same_padding(w, k, stride)]
+  flipped = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)  # [k, k, O, C]
+  if stride == 1:
+    return jax.lax.conv_general_dilated(
+        dy, flipped, (1, 1), [(k - 1 - lo, k - 1 - hi) for lo, hi in pads],
+        dimension_numbers=DIMENSION_NUMBERS)
+  if stride == 2 and k == 4 and h % 2 == 0 and w % 2 == 0:
+    # Forward == 2x2 VALID conv of space_to_depth(pad(x, 1)) with the kernel regrouped by
+    # parity; its input gradient is a full 2x2 conv of dy, then depth-to-space and unpad.
+    regrouped = kernel.reshape(2, 2, 2, 2, channels, -1).transpose(0, 2, 1, 3, 4, 5)
+    regrouped = regrouped.reshape(2, 2, 4 * channels, -1)
+    flipped2 = jnp.flip(regrouped, (0, 1)).transpose(0, 1, 3, 2)
+    grad_s2d = jax.lax.conv_general_dilated(dy, flipped2, (1, 1), ((1, 1), (1, 1)),
+                                            dimension_numbers=DIMENSION_NUMBERS)
+    return _depth_to_space(grad_s2d, channels)[:, 1:-1, 1:-1, :]
+  x_zeros = jnp.zeros(x_shape, dy.dtype)
+  return jax.vjp(lambda x_: lax_conv(x_, kernel, stride), x_zeros)[1](dy)[0]
+
+
+def _kernel_gradient(x: jax.Array, kernel: jax.Array, stride: int, dy: jax.Array) -> jax.Array:
+  """Sum of per-chunk kernel gradients: XLA's is fastest on a few images at a time."""
+  total = None
+  for start in range(0, x.shape[0], KERNEL_GRADIENT_CHUNK):
+    x_chunk = x[start:start + KERNEL_GRADIENT_CHUNK]
+    grad = jax.vjp(lambda k_: lax_conv(x_chunk, k_, stride), kernel)[1](
+        dy[start:start + KERNEL_GRADIENT_CHUNK])[0]
+    total = grad if total is None else total + grad
+  return total
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _cpu_conv(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+  if kernel.shape[2] <= ELEMENTWISE_MAX_CHANNELS:
+    return _elementwise_conv(x, kernel, stride)
+  return lax_conv(x, kernel, stride)
+
+
+def _cpu_conv_fwd(x, kernel, stride):
+  return lax_conv(x, kernel, stride), (x, kernel)
+
+
+def _cpu_conv_bwd(stride, residuals, dy):
+  x, kernel = residuals
+  return _input_gradient(x.shape, kernel, stride, dy), _kernel_gradient(x, kernel, stride, dy)
+
+
+_cpu_conv.defvjp(_cpu_conv_fwd, _cpu_conv_bwd)

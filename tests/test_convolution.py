@@ -1,0 +1,102 @@
+"""The CPU-tuned convolution computes the same function, and the same gradients, as lax.conv."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from gta_jax import convolution, models, train
+
+# (batch, height, width, in, out, kernel, stride): the primary's layer kinds, plus odd sizes,
+# odd batches (kernel-gradient chunks of 8 with a remainder), 1x1 and stride-2 3x3 kernels.
+CASES = [
+    (3, 17, 13, 3, 5, 3, 1),
+    (2, 16, 16, 3, 8, 4, 2),
+    (11, 16, 12, 16, 16, 4, 2),
+    (9, 12, 12, 8, 16, 3, 1),
+    (2, 15, 15, 8, 4, 4, 2),    # odd size: stride-2 input gradient falls back to autodiff
+    (2, 9, 9, 2, 3, 1, 1),
+    (2, 8, 8, 5, 3, 3, 2),
+]
+
+
+def _max_rel(a, b):
+  return float(jnp.abs(a - b).max() / (jnp.abs(b).max() + 1e-12))
+
+
+@pytest.mark.parametrize('case', CASES, ids=lambda c: 'b{}_{}x{}_c{}-{}_k{}s{}'.format(*c))
+def test_cpu_form_matches_lax_forward_and_gradients(case):
+  batch, h, w, cin, cout, k, stride = case
+  kx, kk, ky = jax.random.split(jax.random.key(sum(case)), 3)
+  x = jax.random.normal(kx, (batch, h, w, cin))
+  kernel = jax.random.normal(kk, (k, k, cin, cout)) * 0.3
+  forms = {impl: functools.partial(convolution.conv_same, stride=stride, impl=impl)
+           for impl in ('lax', 'cpu')}
+  outputs = {impl: jax.jit(f)(x, kernel) for impl, f in forms.items()}
+  assert outputs['cpu'].shape == (batch, -(-h // stride), -(-w // stride), cout)
+  assert _max_rel(outputs['cpu'], outputs['lax']) < 1e-5
+  target = jax.random.normal(ky, outputs['lax'].shape)
+  grads = {impl: jax.jit(jax.grad(lambda x, kern, f=f: jnp.sum(jnp.tanh(f(x, kern)) * target),
+                                  argnums=(0, 1)))(x, kernel)
+           for impl, f in forms.items()}
+  for got, want in zip(grads['cpu'], grads['lax']):
+    assert got.shape == want.shape
+    assert _max_rel(got, want) < 1e-5
+
+
+def test_auto_picks_the_cpu_form_on_cpu_and_names_bad_choices():
+  assert convolution.resolve_impl('auto') == ('cpu' if jax.default_backend() == 'cpu' else 'lax')
+  assert convolution.resolve_impl('lax') == 'lax'
+  with pytest.raises(ValueError, match='auto, cpu, lax'):
+    convolution.resolve_impl('fast')
+
+
+@pytest.mark.parametrize('gap', [True, False])
+def test_primary_train_step_is_the_same_under_both_forms(gap):
+  """One detection step: same loss, same updated params and BatchNorm statistics."""
+  size, channels = 32, 3 if gap else 1
+  key = jax.random.key(3)
+  images = np.asarray(jax.random.randint(key, (12, size, size, 3), 0, 256), np.uint8)
+  batch = {'image': images, 'label': np.arange(12, dtype=np.int32) % 2, 'mask': np.ones(12, bool)}
+  stats = (np.zeros((size, size), np.float32), np.ones((size, size), np.float32))
+  optimizer = optax.adam(1e-3, 0.9, 0.999, 1e-7)
+  results = {}
+  for impl in ('lax', 'cpu'):
+    module = models.Primary(gap, conv_impl=impl)
+    variables = models.init_variables(module, key, (1, size, size, channels))
+    state = train.TrainState(jnp.zeros((), jnp.int32), variables['params'],
+                             variables['batch_stats'], optimizer.init(variables['params']))
+
+    def loss_and_grads(params, module=module, state=state):
+      x = train.preprocess(batch['image'], 'dct' if not gap else 'pixel', *stats)
+
+      def loss_fn(p):
+        out, updates = module.apply({'params': p, 'batch_stats': state.batch_stats}, x,
+                                    train=True, mutable=['batch_stats'])
+        return train.masked_bce(out.logit, batch['label'].astype(jnp.float32),
+                                batch['mask']), updates
+      return jax.value_and_grad(loss_fn, has_aux=True)(params)
+
+    (loss, updates), grads = jax.jit(loss_and_grads)(state.params)
+    results[impl] = (loss, updates, grads)
+  (loss_lax, upd_lax, grads_lax), (loss_cpu, upd_cpu, grads_cpu) = results['lax'], results['cpu']
+  np.testing.assert_allclose(loss_cpu, loss_lax, rtol=1e-6)
+  for got, want in zip(jax.tree.leaves(upd_cpu), jax.tree.leaves(upd_lax)):
+    assert _max_rel(got, want) < 1e-5
+  # Biases of convs followed by BatchNorm get ~0 gradients (rounding noise), so the tolerance
+  # is relative to the largest gradient in the network.
+  scale = max(float(jnp.abs(g).max()) for g in jax.tree.leaves(grads_lax))
+  for got, want in zip(jax.tree.leaves(grads_cpu), jax.tree.leaves(grads_lax)):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * scale)
+  assert jax.tree.structure(grads_cpu) == jax.tree.structure(grads_lax)
+
+
+def test_stacked_heads_inference_is_the_same_under_both_forms():
+  mid = jax.random.normal(jax.random.key(4), (5, 8, 8, 16))
+  heads = {impl: models.StackedHeads(3, True, conv_impl=impl) for impl in ('lax', 'cpu')}
+  variables = models.init_variables(heads['lax'], jax.random.key(5), mid.shape)
+  out = {impl: m.apply(variables, mid, train=False) for impl, m in heads.items()}
+  assert _max_rel(out['cpu'].logit, out['lax'].logit) < 1e-5
+  assert _max_rel(out['cpu'].final_features, out['lax'].final_features) < 1e-5
