@@ -1,10 +1,12 @@
-"""Groundwork for the CPU speed issue: each primary conv's forward+backward in three lowerings.
+"""Each primary conv's forward+backward (input and kernel gradients) in four lowerings.
 
 python benchmarks/conv_forms.py [--batch 64] [--json OUT]
 
 - lax: jax.lax.conv_general_dilated (what the models use today);
 - patches: conv_general_dilated_patches + one matmul;
-- s2d (4x4 stride-2 layers only): space-to-depth of the padded input, then a 2x2 stride-1 conv.
+- s2d (4x4 stride-2 layers only): space-to-depth of the padded input, then a 2x2 stride-1 conv;
+- cpu: gta_jax.convolution's custom VJP (the default on CPU), which keeps lax's forward under
+  differentiation and replaces the gradients.
 Each form's output and gradients are checked against lax in the same run (max abs difference).
 """
 import argparse
@@ -13,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 import common  # benchmarks/common.py
+from gta_jax import convolution
 
 DN = ('NHWC', 'HWIO', 'NHWC')
 # (in channels, out channels, kernel, stride, input size) of the primary's six convs at 128 px.
@@ -52,7 +55,8 @@ def main():
   for cin, cout, k, stride, size in LAYERS:
     x = jax.random.normal(key, (args.batch, size, size, cin))
     w = jax.random.normal(jax.random.key(1), (k, k, cin, cout)) * 0.1
-    forms = {'lax': lax_conv, 'patches': patches_conv}
+    forms = {'lax': lax_conv, 'patches': patches_conv,
+             'cpu': lambda x, w, stride: convolution.conv_same(x, w, stride, 'cpu')}
     if stride == 2:
       forms['s2d'] = s2d_conv
     reference = None

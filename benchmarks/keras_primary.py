@@ -4,8 +4,10 @@ Runs only where TensorFlow is installed (a benchmark-only venv: `pip install ten
 TensorFlow is not a dependency of gta_jax). benchmarks/train_step.py --keras-python PY runs this
 script in that interpreter so both figures come from one invocation on the same machine.
 
-python benchmarks/keras_primary.py --image-size 128 --batch 64 [--dct]
-Prints one JSON line: train and inference images/s.
+python benchmarks/keras_primary.py --image-size 128 --batch 64 [--dct | --head]
+Prints one JSON line: train and inference images/s. --head times the release's secondary model
+(the primary's first two blocks frozen, BatchNorm in inference mode, plus one trainable head):
+the release trains one such model per generator, so K heads cost K of these steps.
 """
 import argparse
 import json
@@ -21,17 +23,34 @@ keras = tf.keras
 
 def build_primary(image_size: int, channels: int, gap: bool):
   """The release's model_config, layer by layer (ORIGINAL_CODE_NOTES.md, 'Primary network')."""
-  init = keras.initializers.RandomNormal(stddev=0.02)
+  init = lambda: keras.initializers.RandomNormal(stddev=0.02)  # one instance per layer
   inputs = keras.Input((image_size, image_size, channels))
-  h = keras.layers.Conv2D(3, 3, padding='same', activation='relu', kernel_initializer=init)(inputs)
+  h = keras.layers.Conv2D(3, 3, padding='same', activation='relu', kernel_initializer=init())(inputs)
   for features, kernel, stride in [(8, 4, 2), (16, 3, 1), (16, 4, 2), (32, 3, 1), (32, 4, 2)]:
     h = keras.layers.Conv2D(features, kernel, strides=stride, padding='same',
-                            kernel_initializer=init)(h)
+                            kernel_initializer=init())(h)
     h = keras.layers.BatchNormalization()(h)
     h = keras.layers.Activation('relu')(h)
   h = keras.layers.GlobalAveragePooling2D()(h) if gap else keras.layers.Flatten()(h)
-  outputs = keras.layers.Dense(1, activation='sigmoid', kernel_initializer=init)(h)
+  outputs = keras.layers.Dense(1, activation='sigmoid', kernel_initializer=init())(h)
   return keras.Model(inputs, outputs)
+
+
+def build_secondary(image_size: int, channels: int, gap: bool):
+  """Frozen primary conv blocks 1-4 (Keras trainable=False: BN uses its moving statistics)."""
+  primary = build_primary(image_size, channels, gap)
+  mid = primary.layers[10].output  # ReLU after conv 4 (input, conv1, conv2/bn/relu, conv3/bn/relu, conv4/bn/relu)
+  for layer in primary.layers[:11]:
+    layer.trainable = False
+  init = lambda: keras.initializers.RandomNormal(stddev=0.02)  # one instance per layer
+  h = mid
+  for kernel, stride in [(3, 1), (4, 2)]:
+    h = keras.layers.Conv2D(32, kernel, strides=stride, padding='same', kernel_initializer=init())(h)
+    h = keras.layers.BatchNormalization()(h)
+    h = keras.layers.Activation('relu')(h)
+  h = keras.layers.GlobalAveragePooling2D()(h) if gap else keras.layers.Flatten()(h)
+  outputs = keras.layers.Dense(1, activation='sigmoid', kernel_initializer=init())(h)
+  return keras.Model(primary.input, outputs)
 
 
 def median_seconds(fn, repeats: int = 5, min_seconds: float = 2.0) -> float:
@@ -52,9 +71,11 @@ def main():
   parser.add_argument('--image-size', type=int, default=128)
   parser.add_argument('--batch', type=int, default=64)
   parser.add_argument('--dct', action='store_true', help='1-channel input, Flatten head')
+  parser.add_argument('--head', action='store_true', help='one secondary head on frozen blocks')
   args = parser.parse_args()
   channels = 1 if args.dct else 3
-  model = build_primary(args.image_size, channels, gap=not args.dct)
+  build = build_secondary if args.head else build_primary
+  model = build(args.image_size, channels, gap=not args.dct)
   optimizer = keras.optimizers.Adam(1e-3, 0.9, 0.999, 1e-7)
   loss_fn = keras.losses.BinaryCrossentropy()
   rng = np.random.default_rng(0)
@@ -78,7 +99,8 @@ def main():
   infer_s = median_seconds(lambda: predict_step(x).numpy())
   keras_version = getattr(keras, '__version__', tf.__version__)
   print(json.dumps({'framework': f'tensorflow {tf.__version__} (keras {keras_version})',
-                    'model': 'primary_dct' if args.dct else 'primary',
+                    'model': ('secondary_head' if args.head else 'primary') + ('_dct' if args.dct else ''),
+                    'trainable_parameters': int(sum(np.prod(v.shape) for v in model.trainable_variables)),
                     'image_size': args.image_size, 'batch': args.batch,
                     'train_images_per_sec': args.batch / train_s,
                     'inference_images_per_sec': args.batch / infer_s,

@@ -1,9 +1,24 @@
-"""Images/s of the jitted train step (Adam, BatchNorm updates), and achieved GFLOP/s vs peak.
+"""Train and inference images/s of each network under both convolution lowerings, side by side.
 
-python benchmarks/train_step.py --model primary --image-size 128 --batch 256 --json out.json
+python benchmarks/train_step.py --model primary --batch 64 [--keras-python PY] [--json OUT]
+
+For each --forms lowering (gta_jax/convolution.py: 'lax' = XLA's convolution, 'cpu' = the
+CPU-tuned custom VJP) the jitted train step (Adam, BatchNorm updates, preprocessing on the
+device; for --model heads the phase III step of 4 heads on a frozen primary) and the jitted
+inference step are compiled, then timed in alternating rounds so that both see the same machine
+load. GFLOP per step is XLA's cost analysis of the lax form (the work both forms do); the peak
+is a 2048x2048 float32 matmul timed in the same run.
+
+--keras-python: an interpreter with TensorFlow (a benchmark-only venv; TensorFlow is not a
+dependency of gta_jax) in which benchmarks/keras_primary.py times the authors' Keras model on
+the same batch; its figures and the ratios against it are added to the output.
 """
 import argparse
 import functools
+import json
+import pathlib
+import subprocess
+import time
 
 import jax
 import jax.numpy as jnp
@@ -13,51 +28,130 @@ import optax
 import common  # benchmarks/common.py
 from gta_jax import models, train
 
+NUM_HEADS = 4
 
-def build(model: str, image_size: int, batch: int):
-  """-> (jitted step, state, batch) for one of the four networks."""
+
+def _data(batch: int, image_size: int):
+  key = jax.random.key(0)
+  images = np.asarray(jax.random.randint(key, (batch, image_size, image_size, 3), 0, 256), np.uint8)
+  return {'image': images, 'label': np.arange(batch, dtype=np.int32) % 2,
+          'mask': np.ones(batch, bool), 'source_id': np.arange(batch, dtype=np.int32) % 5}
+
+
+def build(model: str, image_size: int, batch: int, conv_impl: str):
+  """-> (train step, its args, inference step, its args), both jitted, for one lowering."""
   key = jax.random.key(0)
   optimizer = optax.adam(1e-3, 0.9, 0.999, 1e-7)
-  input_kind = 'dct' if model == 'primary_dct' else 'pixel'
+  input_kind = 'dct' if model.endswith('_dct') else 'pixel'
+  gap = input_kind == 'pixel'
   channels = 1 if input_kind == 'dct' else 3
-  images = np.asarray(jax.random.randint(key, (batch, image_size, image_size, 3), 0, 256), np.uint8)
-  data = {'image': images, 'label': np.arange(batch, dtype=np.int32) % 2,
-          'mask': np.ones(batch, bool), 'source_id': np.zeros(batch, np.int32)}
-  stats = (np.zeros((image_size, image_size), np.float32), np.ones((image_size, image_size), np.float32))
-  if model in ('primary', 'primary_dct'):
-    variables = models.init_variables(models.Primary(input_kind == 'pixel'), key,
-                                      (1, image_size, image_size, channels))
+  data = _data(batch, image_size)
+  stats = (np.zeros((image_size, image_size), np.float32),
+           np.ones((image_size, image_size), np.float32))
+  if model in ('gandct', 'postpool'):
+    module = {'gandct': models.GanDctConv, 'postpool': models.GanfpPostpool}[model](
+        1, conv_impl=conv_impl)
+    params = models.init_variables(module, key, (1, image_size, image_size, channels))['params']
+    state = train.TrainState(jnp.zeros((), jnp.int32), params, {}, optimizer.init(params))
+    step = jax.jit(functools.partial(train.baseline_train_step, module=module,
+                                     input_kind=input_kind, optimizer=optimizer))
+    infer = jax.jit(functools.partial(train.baseline_predict_step, module=module,
+                                      input_kind=input_kind, task='detection'))
+    return (step, (state, data, data['label'].astype(np.float32), stats),
+            infer, ({'params': params}, None, data['image'], stats))
+  primary = models.init_variables(models.Primary(gap), key, (1, image_size, image_size, channels))
+  infer = jax.jit(functools.partial(train.predict_step, gap=gap, input_kind=input_kind,
+                                    num_heads=0, conv_impl=conv_impl))
+  if model.startswith('heads'):
+    variables = models.init_variables(models.StackedHeads(NUM_HEADS, gap), key,
+                                      (1, image_size // 4, image_size // 4, 16))
     state = train.TrainState(jnp.zeros((), jnp.int32), variables['params'],
                              variables['batch_stats'], optimizer.init(variables['params']))
-    step = jax.jit(functools.partial(train.detection_train_step, gap=input_kind == 'pixel',
-                                     input_kind=input_kind, optimizer=optimizer))
-    return step, (state, data, stats)
-  module = {'gandct': models.GanDctConv(1), 'postpool': models.GanfpPostpool(1)}[model]
-  params = models.init_variables(module, key, (1, image_size, image_size, channels))['params']
-  state = train.TrainState(jnp.zeros((), jnp.int32), params, {}, optimizer.init(params))
-  step = jax.jit(functools.partial(train.baseline_train_step, module=module,
-                                   input_kind=input_kind, optimizer=optimizer))
-  return step, (state, data, data['label'].astype(np.float32), stats)
+    step = jax.jit(functools.partial(train.heads_train_step, gap=gap, input_kind=input_kind,
+                                     optimizer=optimizer, conv_impl=conv_impl))
+    targets = jnp.asarray(np.random.default_rng(0).integers(0, 2, (NUM_HEADS, batch)), jnp.float32)
+    infer = jax.jit(functools.partial(train.predict_step, gap=gap, input_kind=input_kind,
+                                      num_heads=NUM_HEADS, conv_impl=conv_impl))
+    return (step, (state, primary, data, targets, jnp.ones(NUM_HEADS, bool), stats),
+            infer, (primary, variables, data['image'], stats))
+  state = train.TrainState(jnp.zeros((), jnp.int32), primary['params'], primary['batch_stats'],
+                           optimizer.init(primary['params']))
+  step = jax.jit(functools.partial(train.detection_train_step, gap=gap, input_kind=input_kind,
+                                   optimizer=optimizer, conv_impl=conv_impl))
+  return step, (state, data, stats), infer, (primary, None, data['image'], stats)
+
+
+def interleaved_seconds(fns: dict, rounds: int) -> dict:
+  """Median seconds per call of each already-compiled (fn, args), timed in alternating rounds."""
+  samples = {name: [] for name in fns}
+  for _ in range(rounds):
+    for name, (fn, args) in fns.items():
+      start = time.perf_counter()
+      jax.block_until_ready(fn(*args))
+      samples[name].append(time.perf_counter() - start)
+  return {name: sorted(s)[len(s) // 2] for name, s in samples.items()}
+
+
+def keras_figures(python: str, model: str, image_size: int, batch: int) -> dict:
+  flags = (['--dct'] if model.endswith('_dct') else []) + (['--head'] if model.startswith('heads') else [])
+  script = pathlib.Path(__file__).with_name('keras_primary.py')
+  result = subprocess.run([python, str(script), '--image-size', str(image_size), '--batch',
+                           str(batch), *flags], capture_output=True, text=True, check=True)
+  return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def main():
   parser = argparse.ArgumentParser()
-  parser.add_argument('--model', default='primary', choices=['primary', 'primary_dct', 'gandct', 'postpool'])
+  parser.add_argument('--model', default='primary',
+                      choices=['primary', 'primary_dct', 'heads', 'gandct', 'postpool'])
   parser.add_argument('--image-size', type=int, default=128)
-  parser.add_argument('--batch', type=int, default=256)
+  parser.add_argument('--batch', type=int, default=64)
+  parser.add_argument('--forms', default='lax,cpu')
+  parser.add_argument('--rounds', type=int, default=8)
+  parser.add_argument('--keras-python', help='interpreter with TensorFlow for the Keras figure')
   parser.add_argument('--json')
   args = parser.parse_args()
-  step, step_args = build(args.model, args.image_size, args.batch)
-  seconds = common.time_fn(step, *step_args)
-  flops = common.flops_of(step, *step_args)
+  forms = args.forms.split(',')
+  built = {form: build(args.model, args.image_size, args.batch, form) for form in forms}
+  train_fns, infer_fns = {}, {}
+  for form, (step, step_args, infer, infer_args) in built.items():
+    train_fns[form] = (step.lower(*step_args).compile(), step_args)
+    infer_fns[form] = (infer.lower(*infer_args).compile(), infer_args)
+  flops = common.flops_of(built[forms[0]][0], *built[forms[0]][1])
   peak = common.matmul_peak_gflops()
-  achieved = flops / seconds / 1e9 if flops else None
-  common.write_json(args.json, {
-      'model': args.model, 'image_size': args.image_size, 'batch': args.batch,
-      'images_per_sec': args.batch / seconds, 'seconds_per_step': seconds,
-      'gflop_per_step': flops / 1e9 if flops else None, 'achieved_gflops': achieved,
-      'matmul_peak_gflops': peak, 'fraction_of_peak': achieved / peak if achieved else None,
-      'machine': common.machine()})
+  for fns in (train_fns, infer_fns):  # warm-up
+    interleaved_seconds(fns, 1)
+  train_s = interleaved_seconds(train_fns, args.rounds)
+  infer_s = interleaved_seconds(infer_fns, args.rounds)
+  record = {'model': args.model, 'image_size': args.image_size, 'batch': args.batch,
+            'gflop_per_train_step': flops / 1e9 if flops else None,
+            'matmul_peak_gflops': peak, 'forms': {}}
+  for form in forms:
+    achieved = flops / train_s[form] / 1e9 if flops else None
+    record['forms'][form] = {
+        'train_images_per_sec': args.batch / train_s[form],
+        'inference_images_per_sec': args.batch / infer_s[form],
+        'train_achieved_gflops': achieved,
+        'train_fraction_of_peak': achieved / peak if achieved else None}
+  if {'lax', 'cpu'} <= set(forms):
+    record['cpu_vs_lax'] = {kind: train_s['lax'] / train_s['cpu'] if kind == 'train'
+                            else infer_s['lax'] / infer_s['cpu'] for kind in ('train', 'inference')}
+  if args.keras_python and args.model in ('primary', 'primary_dct', 'heads'):
+    keras = keras_figures(args.keras_python, args.model, args.image_size, args.batch)
+    keras_train, keras_infer = keras['train_images_per_sec'], keras['inference_images_per_sec']
+    if args.model == 'heads':
+      # The release trains and runs one secondary model per head: K of its steps per batch
+      # (its primary pass at inference is left out, in Keras's favour).
+      keras_train, keras_infer = keras_train / NUM_HEADS, keras_infer / NUM_HEADS
+      keras['train_images_per_sec_all_heads'] = keras_train
+      keras['inference_images_per_sec_all_heads'] = keras_infer
+    record['keras'] = keras
+    record['vs_keras'] = {form: {
+        'train': record['forms'][form]['train_images_per_sec'] / keras_train,
+        'inference': record['forms'][form]['inference_images_per_sec'] / keras_infer}
+        for form in forms}
+  record['machine'] = common.machine()
+  common.write_json(args.json, record)
 
 
 if __name__ == '__main__':

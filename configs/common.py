@@ -28,6 +28,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # Keras's BatchNorm momentum. Its moving statistics need a few hundred steps to settle; runs
   # with few steps per epoch (the built-in data) use a lower value.
   config.model.bn_momentum = 0.99
+  # How convolutions are lowered (gta_jax/convolution.py): auto = the CPU-tuned form on CPU,
+  # lax.conv elsewhere; cpu | lax force one. Same outputs and gradients, different speed.
+  config.model.conv_impl = 'auto'
 
   config.heads = ()                   # one-vs-rest heads (phases III/IV), named by source
   # Baselines only (model.arch gandct/postpool): detection, attribution (one-vs-rest on

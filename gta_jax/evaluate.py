@@ -22,6 +22,8 @@ def load_run_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
   config.heads = tuple(config.heads)
   config.chain = tuple(config.chain)
   config.eval.test_sets = tuple(config.eval.test_sets)
+  if 'conv_impl' not in config.model:  # runs written before the field existed
+    config.model.conv_impl = 'auto'
   return config
 
 

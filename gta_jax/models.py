@@ -313,14 +313,15 @@ class Predictions(NamedTuple):
   heads: HeadOutputs | None  # None for a primary-only model
 
 
-def predict(variables: dict, x: jax.Array, *, gap: bool, num_heads: int) -> Predictions:
+def predict(variables: dict, x: jax.Array, *, gap: bool, num_heads: int,
+            conv_impl: str = 'auto') -> Predictions:
   """Inference through the primary and (if any) its K stacked heads; BatchNorm in inference mode.
 
   variables: {'primary': {...}, 'heads': {...}} as in a model bundle. x: [B, H, W, C] float32.
   """
-  primary = Primary(gap).apply(variables['primary'], x, train=False)
+  primary = Primary(gap, conv_impl=conv_impl).apply(variables['primary'], x, train=False)
   heads = None
   if num_heads:
-    heads = StackedHeads(num_heads, gap).apply(
+    heads = StackedHeads(num_heads, gap, conv_impl=conv_impl).apply(
         variables['heads'], jax.lax.stop_gradient(primary.mid_features), train=False)
   return Predictions(primary, heads)

@@ -22,6 +22,7 @@ import optax
 import orbax.checkpoint as ocp
 
 from gta_jax import checkpoints
+from gta_jax import convolution
 from gta_jax import input_pipeline
 from gta_jax import keras_import
 from gta_jax import metrics as metrics_lib
@@ -58,12 +59,13 @@ def masked_bce(logits: jax.Array, targets: jax.Array, mask: jax.Array) -> jax.Ar
 
 
 def detection_train_step(state: TrainState, batch: dict, dct_stats, *, gap: bool, input_kind: str,
-                         optimizer, bn_momentum: float = models.BN_MOMENTUM):
+                         optimizer, bn_momentum: float = models.BN_MOMENTUM,
+                         conv_impl: str = 'auto'):
   """One Adam step of the primary on real(0)/fake(1) labels; BatchNorm statistics updated."""
   x = preprocess(batch['image'], input_kind, *dct_stats)
 
   def loss_fn(params):
-    out, updates = models.Primary(gap, bn_momentum).apply(
+    out, updates = models.Primary(gap, bn_momentum, conv_impl).apply(
         {'params': params, 'batch_stats': state.batch_stats}, x, train=True,
         mutable=['batch_stats'])
     return masked_bce(out.logit, batch['label'].astype(jnp.float32), batch['mask']), (out, updates)
@@ -78,19 +80,19 @@ def detection_train_step(state: TrainState, batch: dict, dct_stats, *, gap: bool
 
 def heads_train_step(state: TrainState, primary_variables, batch: dict, targets: jax.Array,
                      active: jax.Array, dct_stats, *, gap: bool, input_kind: str, optimizer,
-                     bn_momentum: float = models.BN_MOMENTUM):
+                     bn_momentum: float = models.BN_MOMENTUM, conv_impl: str = 'auto'):
   """One step of all K heads on frozen primary features; stopped heads (active=0) stay put.
 
   targets: [K, B] one-vs-rest labels. Each head's loss depends only on its own slice of the
   stacked parameters, so summing the K losses trains K independent heads at once.
   """
   x = preprocess(batch['image'], input_kind, *dct_stats)
-  primary = models.Primary(gap).apply(primary_variables, x, train=False)
+  primary = models.Primary(gap, conv_impl=conv_impl).apply(primary_variables, x, train=False)
   mid = jax.lax.stop_gradient(primary.mid_features)
   num_heads = targets.shape[0]
 
   def loss_fn(params):
-    out, updates = models.StackedHeads(num_heads, gap, bn_momentum).apply(
+    out, updates = models.StackedHeads(num_heads, gap, bn_momentum, conv_impl=conv_impl).apply(
         {'params': params, 'batch_stats': state.batch_stats}, mid, train=True,
         mutable=['batch_stats'])
     per_head = masked_bce(out.logit, targets, batch['mask'][None, :])
@@ -158,13 +160,13 @@ def _masked_mean(values, mask, axis=None):
 
 
 def predict_step(primary_variables, head_variables, images, dct_stats, *, gap: bool,
-                 input_kind: str, num_heads: int):
+                 input_kind: str, num_heads: int, conv_impl: str = 'auto'):
   """-> (p_fake [B], p_heads [K, B]) in inference mode."""
   x = preprocess(images, input_kind, *dct_stats)
   variables = {'primary': primary_variables}
   if num_heads:
     variables['heads'] = head_variables
-  out = models.predict(variables, x, gap=gap, num_heads=num_heads)
+  out = models.predict(variables, x, gap=gap, num_heads=num_heads, conv_impl=conv_impl)
   p_heads = jax.nn.sigmoid(out.heads.logit) if num_heads else jnp.zeros((0, x.shape[0]))
   return jax.nn.sigmoid(out.primary.logit), p_heads
 
@@ -209,7 +211,7 @@ class Run:
     if module_class is None:
       raise ValueError(f'config.model.arch={self.config.model.arch!r}: choose proposed, gandct '
                        'or postpool.')
-    return module_class(num_classes)
+    return module_class(num_classes, conv_impl=self.config.model.conv_impl)
 
   def baseline_targets(self, batch) -> np.ndarray:
     if self.task == 'attribution':
@@ -276,6 +278,10 @@ def setup_run(config, workdir) -> Run:
     dct_stats = (np.zeros((), np.float32), np.ones((), np.float32))
   run = Run(config, workdir, builder, image_size, source_ids,
             tuple(source_ids[h] for h in config.heads), dct_stats)
+  try:
+    convolution.resolve_impl(config.model.conv_impl)
+  except ValueError as error:
+    raise ValueError(f'config.model.conv_impl: {error}') from None
   if run.is_baseline:
     if config.task not in ('detection', 'attribution', 'multiclass'):
       raise ValueError(f'config.task={config.task!r}: choose detection, attribution or multiclass.')
@@ -413,9 +419,9 @@ def _split_variables(run: Run, variables: dict):
 
 
 @functools.lru_cache(maxsize=None)
-def _jitted_predict(gap: bool, input_kind: str, num_heads: int):
+def _jitted_predict(gap: bool, input_kind: str, num_heads: int, conv_impl: str):
   return jax.jit(functools.partial(predict_step, gap=gap, input_kind=input_kind,
-                                   num_heads=num_heads))
+                                   num_heads=num_heads, conv_impl=conv_impl))
 
 
 @functools.lru_cache(maxsize=None)
@@ -427,7 +433,8 @@ def _jitted_baseline_predict(module, input_kind: str, task: str):
 def _predict_fn(run: Run):
   if run.is_baseline:
     return _jitted_baseline_predict(run.baseline_module, run.config.model.input, run.task)
-  return _jitted_predict(run.gap, run.config.model.input, len(run.config.heads))
+  return _jitted_predict(run.gap, run.config.model.input, len(run.config.heads),
+                         run.config.model.conv_impl)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
@@ -556,7 +563,7 @@ def _make_step(run: Run, optimizer):
     return lambda state, batch, active: step(state, batch, run.baseline_targets(batch),
                                              run.dct_stats)
   common = dict(gap=run.gap, input_kind=run.config.model.input, optimizer=optimizer,
-                bn_momentum=run.config.model.bn_momentum)
+                bn_momentum=run.config.model.bn_momentum, conv_impl=run.config.model.conv_impl)
   if run.is_heads:
     step = jax.jit(functools.partial(heads_train_step, **common), donate_argnums=0)
     head_ids = run.head_ids

@@ -250,3 +250,13 @@ def test_launch_reports_a_missing_primary_in_one_line(smoke_data_dir, tmp_path):
   assert result.returncode == 1
   assert 'Traceback' not in result.stderr
   assert 'error: config.init.primary=' in result.stderr and 'phase2_synthetic' in result.stderr
+
+
+def test_launch_names_a_bad_conv_impl(smoke_data_dir, tmp_path):
+  result = subprocess.run(
+      [sys.executable, 'launch.py', '--config=configs/phase1_synthetic.py:smoke',
+       f'--config.data.data_dir={smoke_data_dir}', '--config.model.conv_impl=fast',
+       f'--workdir={tmp_path / "run"}'], cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 1
+  assert 'Traceback' not in result.stderr
+  assert 'config.model.conv_impl' in result.stderr and 'auto, cpu, lax' in result.stderr
