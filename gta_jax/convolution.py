@@ -7,9 +7,9 @@ its forward pass, and the kernel gradient of a whole batch slows down super-line
 batch (2-8x per image from 32 to 256 images). `conv_same(..., impl='cpu')` is a
 `jax.custom_vjp` computing the same function from pieces that are fast there:
 
-- inference, input channels <= 4 (the primary's first two layers): a sum of k*k*C shifted,
-  scaled copies of the input, which XLA fuses into one elementwise loop (~10x faster than its
-  convolution). Under differentiation the forward stays lax.conv: XLA would otherwise recompute
+- inference, input channels <= 4 (the primary's first two layers; see _elementwise_pays): a
+  sum of k*k*C shifted, scaled copies of the input, which XLA fuses into one elementwise loop
+  (3-30x faster than its convolution on these shapes). Under differentiation the forward stays lax.conv: XLA would otherwise recompute
   that loop inside every consumer of its output;
 - input gradient, k x k / stride 1: the stride-1 convolution of the output gradient with the
   flipped kernel;
@@ -67,6 +67,19 @@ def _padded(x: jax.Array, kernel_size: int, stride: int) -> jax.Array:
   (top, bottom), (left, right) = (same_padding(x.shape[1], kernel_size, stride),
                                   same_padding(x.shape[2], kernel_size, stride))
   return jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+
+
+def _elementwise_pays(kernel_shape, stride: int) -> bool:
+  """Few input channels, and few outputs per input pixel read.
+
+  XLA fuses an elementwise producer (e.g. the previous layer's elementwise conv + ReLU) into
+  this loop and recomputes it for every tap and output channel that reads it; a stride-1
+  conv to more than 4 channels then loses to lax.conv (gandct-conv inference at batch 64: 340
+  images/s with its 3->8 layer elementwise, 720 without, 513 all lax.conv), while stride 2 (the
+  primary's 3->8 layer) or <= 4 outputs win.
+  """
+  _, _, channels, out = kernel_shape
+  return channels <= ELEMENTWISE_MAX_CHANNELS and (stride > 1 or out <= ELEMENTWISE_MAX_CHANNELS)
 
 
 def _elementwise_conv(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
@@ -134,7 +147,7 @@ def _kernel_gradient(x: jax.Array, kernel: jax.Array, stride: int, dy: jax.Array
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _cpu_conv(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
-  if kernel.shape[2] <= ELEMENTWISE_MAX_CHANNELS:
+  if _elementwise_pays(kernel.shape, stride):
     return _elementwise_conv(x, kernel, stride)
   return lax_conv(x, kernel, stride)
 

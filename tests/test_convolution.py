@@ -13,6 +13,8 @@ from gta_jax import convolution, models, train
 # odd batches (kernel-gradient chunks of 8 with a remainder), 1x1 and stride-2 3x3 kernels.
 CASES = [
     (3, 17, 13, 3, 5, 3, 1),
+    (3, 17, 13, 3, 3, 3, 1),
+    (2, 13, 17, 1, 3, 3, 1),
     (2, 16, 16, 3, 8, 4, 2),
     (11, 16, 12, 16, 16, 4, 2),
     (9, 12, 12, 8, 16, 3, 1),
