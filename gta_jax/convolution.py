@@ -9,8 +9,8 @@ batch (2-8x per image from 32 to 256 images). `conv_same(..., impl='cpu')` is a
 
 - inference, input channels <= 4 (the primary's first two layers; see _elementwise_pays): a
   sum of k*k*C shifted, scaled copies of the input, which XLA fuses into one elementwise loop
-  (3-30x faster than its convolution on these shapes). Under differentiation the forward stays lax.conv: XLA would otherwise recompute
-  that loop inside every consumer of its output;
+  (3-30x faster than its convolution on these shapes). Under differentiation the forward stays
+  lax.conv: XLA would otherwise recompute that loop inside every consumer of its output;
 - input gradient, k x k / stride 1: the stride-1 convolution of the output gradient with the
   flipped kernel;
 - input gradient, 4x4 / stride 2: a 2x2 / stride-1 convolution of the output gradient on the
