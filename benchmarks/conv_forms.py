@@ -17,14 +17,10 @@ import jax.numpy as jnp
 import common  # benchmarks/common.py
 from gta_jax import convolution
 
-DN = ('NHWC', 'HWIO', 'NHWC')
+DN = convolution.DIMENSION_NUMBERS
 # (in channels, out channels, kernel, stride, input size) of the primary's six convs at 128 px.
 LAYERS = [(3, 3, 3, 1, 128), (3, 8, 4, 2, 128), (8, 16, 3, 1, 64), (16, 16, 4, 2, 64),
           (16, 32, 3, 1, 32), (32, 32, 4, 2, 32)]
-
-
-def lax_conv(x, w, stride):
-  return jax.lax.conv_general_dilated(x, w, (stride, stride), 'SAME', dimension_numbers=DN)
 
 
 def patches_conv(x, w, stride):
@@ -55,7 +51,7 @@ def main():
   for cin, cout, k, stride, size in LAYERS:
     x = jax.random.normal(key, (args.batch, size, size, cin))
     w = jax.random.normal(jax.random.key(1), (k, k, cin, cout)) * 0.1
-    forms = {'lax': lax_conv, 'patches': patches_conv,
+    forms = {'lax': convolution.lax_conv, 'patches': patches_conv,
              'cpu': lambda x, w, stride: convolution.conv_same(x, w, stride, 'cpu')}
     if stride == 2:
       forms['s2d'] = s2d_conv

@@ -54,6 +54,7 @@ def build_secondary(image_size: int, channels: int, gap: bool):
 
 
 def median_seconds(fn, repeats: int = 5, min_seconds: float = 2.0) -> float:
+  """common.time_fn's rule; that module imports JAX, which the TensorFlow venv lacks."""
   fn()
   samples, start = [], time.perf_counter()
   while len(samples) < repeats or time.perf_counter() - start < min_seconds:

@@ -60,9 +60,10 @@ def build(model: str, image_size: int, batch: int, conv_impl: str):
     return (step, (state, data, data['label'].astype(np.float32), stats),
             infer, ({'params': params}, None, data['image'], stats))
   primary = models.init_variables(models.Primary(gap), key, (1, image_size, image_size, channels))
+  num_heads = NUM_HEADS if model.startswith('heads') else 0
   infer = jax.jit(functools.partial(train.predict_step, gap=gap, input_kind=input_kind,
-                                    num_heads=0, conv_impl=conv_impl))
-  if model.startswith('heads'):
+                                    num_heads=num_heads, conv_impl=conv_impl))
+  if num_heads:
     variables = models.init_variables(models.StackedHeads(NUM_HEADS, gap), key,
                                       (1, image_size // 4, image_size // 4, 16))
     state = train.TrainState(jnp.zeros((), jnp.int32), variables['params'],
@@ -70,8 +71,6 @@ def build(model: str, image_size: int, batch: int, conv_impl: str):
     step = jax.jit(functools.partial(train.heads_train_step, gap=gap, input_kind=input_kind,
                                      optimizer=optimizer, conv_impl=conv_impl))
     targets = jnp.asarray(np.random.default_rng(0).integers(0, 2, (NUM_HEADS, batch)), jnp.float32)
-    infer = jax.jit(functools.partial(train.predict_step, gap=gap, input_kind=input_kind,
-                                      num_heads=NUM_HEADS, conv_impl=conv_impl))
     return (step, (state, primary, data, targets, jnp.ones(NUM_HEADS, bool), stats),
             infer, (primary, variables, data['image'], stats))
   state = train.TrainState(jnp.zeros((), jnp.int32), primary['params'], primary['batch_stats'],

@@ -43,11 +43,6 @@ class Conv(nn.Module):
     return convolution.conv_same(x, kernel, self.stride, self.impl) + bias
 
 
-def conv(features: int, kernel: int, stride: int, name: str | None = None,
-         impl: str = 'auto') -> Conv:
-  return Conv(features, kernel, stride, impl, name=name)
-
-
 def batch_norm(name: str | None = None, momentum: float = BN_MOMENTUM) -> nn.BatchNorm:
   return nn.BatchNorm(momentum=momentum, epsilon=BN_EPSILON, name=name)
 
@@ -81,11 +76,11 @@ class Primary(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> PrimaryOutputs:
-    h = nn.relu(conv(3, 3, 1, name='conv_01', impl=self.conv_impl)(x))
+    h = nn.relu(Conv(3, 3, 1, self.conv_impl, name='conv_01')(x))
     mid = None
     for i, (features, kernel, stride) in enumerate(
         [(8, 4, 2), (16, 3, 1), (16, 4, 2), (32, 3, 1), (32, 4, 2)], start=2):
-      h = conv(features, kernel, stride, name=f'conv_{i:02d}', impl=self.conv_impl)(h)
+      h = Conv(features, kernel, stride, self.conv_impl, name=f'conv_{i:02d}')(h)
       h = nn.relu(batch_norm(f'bn_{i:02d}', self.bn_momentum)(h, use_running_average=not train))
       if i == 4:
         mid = h
@@ -108,7 +103,7 @@ class SecondaryHead(nn.Module):
   def __call__(self, mid_features: jax.Array, train: bool = False) -> HeadOutputs:
     h = mid_features
     for i, (kernel, stride) in enumerate([(3, 1), (4, 2)], start=1):
-      h = conv(32, kernel, stride, name=f'conv_{i:02d}', impl=self.conv_impl)(h)
+      h = Conv(32, kernel, stride, self.conv_impl, name=f'conv_{i:02d}')(h)
       h = nn.relu(batch_norm(f'bn_{i:02d}', self.bn_momentum)(h, use_running_average=not train))
     return HeadOutputs(DecisionLayer(self.gap, name='decision')(h), h)
 
@@ -264,13 +259,13 @@ class GanDctConv(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     del train  # no BatchNorm or dropout
-    conv_ = functools.partial(conv, impl=self.conv_impl)
-    h = nn.relu(conv_(3, 3, 1)(x))
-    h = nn.relu(conv_(8, 3, 1)(h))
+    conv = functools.partial(Conv, stride=1, impl=self.conv_impl)  # all 3x3 / stride 1
+    h = nn.relu(conv(3, 3)(x))
+    h = nn.relu(conv(8, 3)(h))
     h = nn.avg_pool(h, (2, 2), (2, 2))
-    h = nn.relu(conv_(16, 3, 1)(h))
+    h = nn.relu(conv(16, 3)(h))
     h = nn.avg_pool(h, (2, 2), (2, 2))
-    h = nn.relu(conv_(32, 3, 1)(h))
+    h = nn.relu(conv(32, 3)(h))
     logits = dense(self.num_classes)(h.reshape(h.shape[0], -1))
     return logits[:, 0] if self.num_classes == 1 else logits
 
@@ -284,15 +279,15 @@ class GanfpPostpool(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     del train
     act = lambda t: nn.leaky_relu(t, 0.2)
-    conv_ = functools.partial(conv, impl=self.conv_impl)
+    conv = functools.partial(Conv, stride=1, impl=self.conv_impl)  # all 3x3 / stride 1
     h = x
     for width_a, width_b in [(4, 8), (8, 16), (16, 32)]:
-      h = act(conv_(width_a, 3, 1)(h))
-      h = act(conv_(width_b, 3, 1)(h))
+      h = act(conv(width_a, 3)(h))
+      h = act(conv(width_b, 3)(h))
       h = nn.avg_pool(h, (2, 2), (2, 2))
     while h.shape[1] > 4:
       h = nn.avg_pool(h, (2, 2), (2, 2))
-    h = act(conv_(128, 3, 1)(h))
+    h = act(conv(128, 3)(h))
     h = act(dense(128)(h.reshape(h.shape[0], -1)))
     logits = dense(self.num_classes)(h)
     return logits[:, 0] if self.num_classes == 1 else logits
