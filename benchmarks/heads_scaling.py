@@ -14,40 +14,28 @@ import numpy as np
 import optax
 
 import common  # benchmarks/common.py
-from gta_jax import models, train
+from gta_jax import losses, models
+from gta_jax.families import base, proposed
 
 
 def heads_epoch_seconds(num_heads: int, formulation: str, images: int, batch: int, size: int):
   key = jax.random.key(0)
   optimizer = optax.adam(1e-4, 0.9, 0.999, 1e-7)
-  primary = models.init_variables(models.Primary(True), key, (1, size, size, 3))
-  heads = models.StackedHeads(num_heads, True, formulation=formulation)
-  variables = heads.init(key, jnp.zeros((1, size // 4, size // 4, 16)))
-  state = train.TrainState(jnp.zeros((), jnp.int32), variables['params'], variables['batch_stats'],
-                           optimizer.init(variables['params']))
+  primary_model = models.Primary(True)
+  heads_model = models.StackedHeads(num_heads, True, formulation=formulation)
+  constants = {'dct_mean': np.zeros((), np.float32), 'dct_std': np.ones((), np.float32),
+               'primary': models.init_variables(primary_model, key, (1, size, size, 3))}
+  state = base.new_state(
+      models.init_variables(heads_model, key, (1, size // 4, size // 4, 16)), optimizer)
   data = {'image': np.asarray(jax.random.randint(key, (batch, size, size, 3), 0, 256), np.uint8),
           'mask': np.ones(batch, bool)}
   targets = jnp.asarray(np.random.default_rng(0).integers(0, 2, (num_heads, batch)), jnp.float32)
-  stats = (np.zeros((), np.float32), np.ones((), np.float32))
-
-  def step_fn(state, primary, data, targets, stats):
-    # Same body as train.heads_train_step, but with the chosen formulation of the heads.
-    x = train.preprocess(data['image'], 'pixel', *stats)
-    mid = jax.lax.stop_gradient(models.Primary(True).apply(primary, x).mid_features)
-
-    def loss_fn(params):
-      out, updates = heads.apply({'params': params, 'batch_stats': state.batch_stats}, mid,
-                                 train=True, mutable=['batch_stats'])
-      return train.masked_bce(out.logit, targets, data['mask'][None]).sum(), updates
-
-    (_, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    changes, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    return train.TrainState(state.step + 1, optax.apply_updates(state.params, changes),
-                            updates['batch_stats'], opt_state)
-
-  step = jax.jit(step_fn)
-  seconds = common.time_fn(step, state, primary, data, targets, stats, repeats=3,
-                           min_seconds=1.0)
+  # The real phase-III step, with the chosen formulation of the heads.
+  step = jax.jit(functools.partial(proposed.heads_train_step, primary_model=primary_model,
+                                   heads_model=heads_model, input_kind='pixel',
+                                   loss_fn=losses.sigmoid_bce, optimizer=optimizer))
+  seconds = common.time_fn(step, state, constants, data, targets, jnp.ones(num_heads, bool),
+                           repeats=3, min_seconds=1.0)
   return seconds * images / batch
 
 

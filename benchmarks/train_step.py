@@ -26,7 +26,8 @@ import numpy as np
 import optax
 
 import common  # benchmarks/common.py
-from gta_jax import models, train
+from gta_jax import losses, models
+from gta_jax.families import base, baseline, proposed
 
 NUM_HEADS = 4
 
@@ -39,45 +40,50 @@ def _data(batch: int, image_size: int):
 
 
 def build(model: str, image_size: int, batch: int, conv_impl: str):
-  """-> (train step, its args, inference step, its args), both jitted, for one lowering."""
+  """-> (train step, its args, inference step, its args), both jitted, for one lowering: the real
+  steps of gta_jax/families/, given modules built with `conv_impl`."""
   key = jax.random.key(0)
   optimizer = optax.adam(1e-3, 0.9, 0.999, 1e-7)
   input_kind = 'dct' if model.endswith('_dct') else 'pixel'
-  gap = input_kind == 'pixel'
+  gap = models.uses_gap(input_kind)
   channels = 1 if input_kind == 'dct' else 3
   data = _data(batch, image_size)
-  stats = (np.zeros((image_size, image_size), np.float32),
-           np.ones((image_size, image_size), np.float32))
+  labels = data['label'].astype(np.float32)
+  constants = {'dct_mean': np.zeros((image_size, image_size), np.float32),
+               'dct_std': np.ones((image_size, image_size), np.float32)}
   if model in ('gandct', 'postpool'):
     module = {'gandct': models.GanDctConv, 'postpool': models.GanfpPostpool}[model](
         1, conv_impl=conv_impl)
     params = models.init_variables(module, key, (1, image_size, image_size, channels))['params']
-    state = train.TrainState(jnp.zeros((), jnp.int32), params, {}, optimizer.init(params))
-    step = jax.jit(functools.partial(train.baseline_train_step, module=module,
-                                     input_kind=input_kind, optimizer=optimizer))
-    infer = jax.jit(functools.partial(train.baseline_predict_step, module=module,
-                                      input_kind=input_kind, task='detection'))
-    return (step, (state, data, data['label'].astype(np.float32), stats),
-            infer, ({'params': params}, None, data['image'], stats))
-  primary = models.init_variables(models.Primary(gap), key, (1, image_size, image_size, channels))
-  num_heads = NUM_HEADS if model.startswith('heads') else 0
-  infer = jax.jit(functools.partial(train.predict_step, gap=gap, input_kind=input_kind,
-                                    num_heads=num_heads, conv_impl=conv_impl))
-  if num_heads:
-    variables = models.init_variables(models.StackedHeads(NUM_HEADS, gap), key,
-                                      (1, image_size // 4, image_size // 4, 16))
-    state = train.TrainState(jnp.zeros((), jnp.int32), variables['params'],
-                             variables['batch_stats'], optimizer.init(variables['params']))
-    step = jax.jit(functools.partial(train.heads_train_step, gap=gap, input_kind=input_kind,
-                                     optimizer=optimizer, conv_impl=conv_impl))
+    state = base.new_state({'params': params, 'batch_stats': {}}, optimizer)
+    step = jax.jit(functools.partial(baseline.baseline_train_step, model=module,
+                                     input_kind=input_kind, loss_fn=losses.sigmoid_bce,
+                                     optimizer=optimizer))
+    infer = jax.jit(functools.partial(baseline.binary_predict_step, model=module,
+                                      input_kind=input_kind))
+    return (step, (state, constants, data, labels, None),
+            infer, ({'params': params}, constants, data['image']))
+  primary_model = models.Primary(gap, conv_impl=conv_impl)
+  primary = models.init_variables(primary_model, key, (1, image_size, image_size, channels))
+  if model.startswith('heads'):
+    heads_model = models.StackedHeads(NUM_HEADS, gap, conv_impl=conv_impl)
+    variables = models.init_variables(heads_model, key, (1, image_size // 4, image_size // 4, 16))
+    constants = constants | {'primary': primary}
+    bound = dict(primary_model=primary_model, heads_model=heads_model, input_kind=input_kind)
+    step = jax.jit(functools.partial(proposed.heads_train_step, **bound,
+                                     loss_fn=losses.sigmoid_bce, optimizer=optimizer))
+    infer = jax.jit(functools.partial(proposed.heads_predict_step, **bound))
     targets = jnp.asarray(np.random.default_rng(0).integers(0, 2, (NUM_HEADS, batch)), jnp.float32)
-    return (step, (state, primary, data, targets, jnp.ones(NUM_HEADS, bool), stats),
-            infer, (primary, variables, data['image'], stats))
-  state = train.TrainState(jnp.zeros((), jnp.int32), primary['params'], primary['batch_stats'],
-                           optimizer.init(primary['params']))
-  step = jax.jit(functools.partial(train.detection_train_step, gap=gap, input_kind=input_kind,
-                                   optimizer=optimizer, conv_impl=conv_impl))
-  return step, (state, data, stats), infer, (primary, None, data['image'], stats)
+    return (step, (base.new_state(variables, optimizer), constants, data, targets,
+                   jnp.ones(NUM_HEADS, bool)),
+            infer, (variables, constants, data['image']))
+  step = jax.jit(functools.partial(proposed.detector_train_step, model=primary_model,
+                                   input_kind=input_kind, loss_fn=losses.sigmoid_bce,
+                                   optimizer=optimizer))
+  infer = jax.jit(functools.partial(proposed.detector_predict_step, model=primary_model,
+                                    input_kind=input_kind))
+  return (step, (base.new_state(primary, optimizer), constants, data, labels, None),
+          infer, (primary, constants, data['image']))
 
 
 def interleaved_seconds(fns: dict, rounds: int) -> dict:

@@ -2,21 +2,20 @@
 from configs import common
 
 TASKS = ('progan', 'cramergan', 'multiclass')
-GANFP_FAKES = ('sngan', 'progan', 'mmdgan', 'cramergan')
 
 
 def baseline_config(arch: str, arg: str, seed: int):
   tokens = common.variant_tokens(arg, TASKS)
-  config = common.use_ganfp(common.get_config())
-  config.model.arch = arch
+  config = common.use_ganfp(common.get_config(), phase=1)
+  config.model.family = arch
   config.seed = seed
   config.data.train_mode = 'clean'
   if 'multiclass' in tokens:
-    config.task, config.heads, config.name = 'multiclass', GANFP_FAKES, f'{arch}_multiclass'
+    config.task, config.sources, config.name = 'multiclass', common.GANFP_SOURCES, f'{arch}_multiclass'
     config.optim.learning_rate = 1e-3
   elif tokens & {'progan', 'cramergan'}:
     target = next(t for t in ('progan', 'cramergan') if t in tokens)
-    config.task, config.heads, config.name = 'attribution', (target,), f'{arch}_{target}'
+    config.task, config.sources, config.name = 'attribution', (target,), f'{arch}_{target}'
     config.optim.learning_rate = 1e-4
   else:
     config.task, config.name = 'detection', f'{arch}_detection'

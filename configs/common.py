@@ -1,10 +1,14 @@
-"""Base config: every field any phase may override lives here.
+"""Base config (every field any phase may override lives here) and the builders that every phase
+file calls, so that a phase file is one call with typed, checked arguments.
 
 Fields set from the command line must be scalars or tuples (ml_collections cannot parse lists).
 """
 import ml_collections
 
-SYNTHETIC_HEADS = ('tconv', 'nearest', 'bilinear', 'pixelshuffle')
+SYNTHETIC_SOURCES = ('tconv', 'nearest', 'bilinear', 'pixelshuffle')
+GANFP_SOURCES = ('sngan', 'progan', 'mmdgan', 'cramergan')
+FACESHQ_SOURCES = ('stylegan2', 'stylegan_tpdne')
+PHASE2_MODES = ('jpeg', 'crop')  # ':jpeg' / ':crop': phase II on one augmentation (Tables 1, 3)
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
@@ -14,6 +18,11 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config.phase = 1                    # 1 detect clean, 2 detect augmented, 3 heads clean, 4 heads augmented
   # Quickstart-style chains: a tuple of config files run in order into workdir/<phase name>.
   config.chain = ()
+  # What the run learns: detection (real vs fake), attribution (one-vs-rest per source in
+  # `sources`: the paper's heads, or a baseline on one source) or multiclass (real + `sources`,
+  # softmax; baselines).
+  config.task = 'detection'
+  config.sources = ()                 # fake sources the task targets, by name (heads: one each)
 
   config.data = ml_collections.ConfigDict()
   config.data.name = 'synthetic_fingerprints'
@@ -23,7 +32,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config.data.release_blur_sigma = False  # True: the release's fixed sigma 4 (its bug)
 
   config.model = ml_collections.ConfigDict()
-  config.model.arch = 'proposed'      # proposed | gandct | postpool
+  # Model family (gta_jax/families/): primary (phases I/II) | heads (III/IV, on a frozen primary)
+  # | gandct | postpool (baselines, from scratch).
+  config.model.family = 'primary'
   config.model.input = 'pixel'        # pixel | dct
   # Keras's BatchNorm momentum. Its moving statistics need a few hundred steps to settle; runs
   # with few steps per epoch (the built-in data) use a lower value.
@@ -31,11 +42,6 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # How convolutions are lowered (gta_jax/convolution.py): auto = the CPU-tuned form on CPU,
   # lax.conv elsewhere; cpu | lax force one. Same outputs and gradients, different speed.
   config.model.conv_impl = 'auto'
-
-  config.heads = ()                   # one-vs-rest heads (phases III/IV), named by source
-  # Baselines only (model.arch gandct/postpool): detection, attribution (one-vs-rest on
-  # heads[0]) or multiclass (real + the sources in heads, softmax).
-  config.task = 'detection'
 
   config.init = ml_collections.ConfigDict()
   config.init.from_run = ''           # continue from this run's best weights (phases II and IV)
@@ -52,7 +58,16 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
 
   config.eval = ml_collections.ConfigDict()
   config.eval.batch_size = 256
-  config.eval.test_sets = ('clean', 'multi', 'jpeg', 'crop')
+  config.eval.threshold = 0.5         # an output claims at p >= threshold (gta_jax/verdicts.py)
+
+  # Evaluators (gta_jax/evaluators/): name -> its type and options. They run in name order (as
+  # ConfigDict lists its keys); each entry is named after the split it reads.
+  config.evals = ml_collections.ConfigDict()
+  config.evals.test = ml_collections.ConfigDict(dict(
+      type='test_sets', split='test', modes=('clean', 'multi', 'jpeg', 'crop'),
+      external_split='test_external'))
+  config.evals.test_cross_seed = ml_collections.ConfigDict(dict(type='cross_seed',
+                                                                split='test_cross_seed'))
 
   config.log_every_steps = 20
   config.checkpoint_every_steps = 100
@@ -73,12 +88,11 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   else:
     config.data.config = '2-1-1'
     config.optim.batch_size = 4
-    config.eval.batch_size = 4
   config.optim.max_epochs = 2
   config.model.bn_momentum = 0.9
   config.optim.patience = 2
   config.eval.batch_size = 32
-  config.eval.test_sets = ('clean', 'jpeg')
+  config.evals.test.modes = ('clean', 'jpeg')
   config.log_every_steps = 5
   config.checkpoint_every_steps = 5
   return config
@@ -99,39 +113,104 @@ def variant(config, arg: str, allowed=()):
   return smoke(config) if 'smoke' in variant_tokens(arg, allowed) else config
 
 
-def use_ganfp(config, input_kind: str = 'pixel'):
+# ----------------------------------------------------------------------------- datasets
+
+
+def use_builtin(config, phase: int):
+  """The built-in data (3,000 training images): small batches and a faster BatchNorm average give
+  the moving statistics enough steps to settle (GANFP's 390 steps per epoch need neither). Heads
+  learn slowly here: 1e-3 and at most 10 epochs (3 for phase IV's augmented fine-tune) keep the
+  quickstart near 13 minutes on 2 CPU cores."""
+  config.optim.batch_size = 32
+  config.model.bn_momentum = 0.9
+  config.optim.max_epochs = 6
+  config.optim.patience = 2
+  if phase >= 3:
+    config.optim.learning_rate = 1e-3
+    config.optim.max_epochs, config.optim.patience = (10, 3) if phase == 3 else (3, 3)
+  return config
+
+
+def use_ganfp(config, phase: int):
   """GANFP as the release trains on it: 128 px, batch 256, patience 5, at most 100 epochs."""
+  del phase
   config.data.name = 'ganfp'
-  config.data.config = 'default'
-  config.model.input = input_kind
   config.optim.batch_size = 256
   config.optim.patience = 5
   config.optim.max_epochs = 100
   return config
 
 
-def use_faceshq_plus(config):
+def use_faceshq_plus(config, phase: int):
   """FacesHQ+ as the release: 256 px, batch 128, patience 10."""
+  del phase
   config.data.name = 'faceshq_plus'
-  config.data.config = 'default'
   config.optim.batch_size = 128
   config.optim.patience = 10
   config.optim.max_epochs = 100
   return config
 
 
-def detection_phase(config, phase: int, name: str, previous_run: str = '', mode: str = 'clean'):
-  config.name, config.phase = name, phase
-  config.data.train_mode = mode
-  config.init.from_run = previous_run
+DATASETS = {'synthetic': use_builtin, 'ganfp': use_ganfp, 'faceshq': use_faceshq_plus}
+
+
+def _dataset_config(dataset: str, phase: int, input_kind: str):
+  if dataset not in DATASETS:
+    raise ValueError(f'dataset={dataset!r}: choose one of {", ".join(DATASETS)}.')
+  if input_kind not in ('pixel', 'dct'):
+    raise ValueError(f'input_kind={input_kind!r}: choose pixel or dct.')
+  config = DATASETS[dataset](get_config(), phase)
+  config.phase = phase
+  config.model.input = input_kind
+  return config
+
+
+def _suffix(name: str, input_kind: str) -> str:
+  return f'{name}_dct' if input_kind == 'dct' else name
+
+
+# ----------------------------------------------------------------------------- phases
+
+
+def detector_phase(arg: str, *, dataset: str, phase: int, input_kind: str = 'pixel'):
+  """Phase I (clean images) or II (augmented, on from phase I's best weights) of the primary.
+
+  Phase II trains on `multi` (blur/crop/JPEG/noise, p=0.5 each) or, with ':jpeg' / ':crop', on
+  one augmentation applied to half of the images.
+  """
+  if phase not in (1, 2):
+    raise ValueError(f'detector phase={phase!r}: 1 (clean) or 2 (augmented).')
+  tokens = variant_tokens(arg, PHASE2_MODES if phase == 2 else ())
+  config = _dataset_config(dataset, phase, input_kind)
+  config.model.family, config.task = 'primary', 'detection'
   config.optim.learning_rate = 1e-3
-  return config
+  name = _suffix(dataset, input_kind)
+  config.name = f'phase{phase}_{name}'
+  if phase == 2:
+    mode = next((t for t in PHASE2_MODES if t in tokens), 'multi')
+    config.data.train_mode = mode
+    config.name += '' if mode == 'multi' else f'_{mode}'
+    config.init.from_run = f'runs/phase1_{name}'
+  return variant(config, arg, PHASE2_MODES if phase == 2 else ())
 
 
-def heads_phase(config, phase: int, name: str, heads, primary_run: str = '',
-                previous_run: str = '', mode: str = 'clean'):
-  config.name, config.phase, config.heads = name, phase, tuple(heads)
-  config.data.train_mode = mode
-  config.init.primary, config.init.from_run = primary_run, previous_run
-  config.optim.learning_rate = 1e-4
-  return config
+def heads_phase(arg: str, *, dataset: str, phase: int, sources: tuple[str, ...], target: str = '',
+                input_kind: str = 'pixel'):
+  """Phase III (heads on clean images, on the frozen phase-II primary) or IV (the phase-III heads
+  retrained on multi-augmented images). `target` names the run (default: the dataset)."""
+  if phase not in (3, 4):
+    raise ValueError(f'heads phase={phase!r}: 3 (clean) or 4 (augmented).')
+  if not sources or not all(isinstance(s, str) for s in sources):
+    raise ValueError(f'sources={sources!r}: name at least one source, e.g. ("progan",).')
+  config = _dataset_config(dataset, phase, input_kind)
+  config.model.family, config.task, config.sources = 'heads', 'attribution', tuple(sources)
+  if dataset != 'synthetic':
+    config.optim.learning_rate = 1e-4
+  run = _suffix(target or dataset, input_kind)
+  config.name = f'phase{phase}_{run}'
+  if phase == 3:
+    config.init.primary = f'runs/phase2_{_suffix(dataset, input_kind)}'
+  else:  # the primary phase III was built on
+    config.data.train_mode = 'multi'
+    config.init.from_run = f'runs/phase3_{run}'
+  return variant(config, arg)

@@ -7,6 +7,4 @@ from configs import common
 
 
 def get_config(arg: str = ''):
-  config = common.use_faceshq_plus(common.get_config())
-  common.detection_phase(config, 1, 'phase1_faceshq')
-  return common.variant(config, arg)
+  return common.detector_phase(arg, dataset='faceshq', phase=1)

@@ -6,6 +6,4 @@ from configs import common
 
 
 def get_config(arg: str = ''):
-  config = common.use_ganfp(common.get_config(), 'dct')
-  common.detection_phase(config, 1, 'phase1_ganfp_dct')
-  return common.variant(config, arg)
+  return common.detector_phase(arg, dataset='ganfp', phase=1, input_kind='dct')

@@ -1,11 +1,9 @@
-"""Phase II, FacesHQ+: retrain the phase-I primary on multi-augmented images.
+"""Phase II, FacesHQ+: retrain the phase-I primary on augmented images.
 
-python launch.py --config=configs/phase2_faceshq.py
+python launch.py --config=configs/phase2_faceshq.py[:jpeg|:crop]
 """
 from configs import common
 
 
 def get_config(arg: str = ''):
-  config = common.use_faceshq_plus(common.get_config())
-  common.detection_phase(config, 2, 'phase2_faceshq', 'runs/phase1_faceshq', 'multi')
-  return common.variant(config, arg)
+  return common.detector_phase(arg, dataset='faceshq', phase=2)

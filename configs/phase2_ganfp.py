@@ -6,13 +6,6 @@ python launch.py --config=configs/phase2_ganfp.py:crop     (crop on half of the 
 """
 from configs import common
 
-MODES = ('jpeg', 'crop')
-
 
 def get_config(arg: str = ''):
-  tokens = common.variant_tokens(arg, MODES)
-  mode = next((t for t in MODES if t in tokens), 'multi')
-  config = common.use_ganfp(common.get_config())
-  suffix = '' if mode == 'multi' else f'_{mode}'
-  common.detection_phase(config, 2, f'phase2_ganfp{suffix}', 'runs/phase1_ganfp', mode)
-  return common.variant(config, arg, MODES)
+  return common.detector_phase(arg, dataset='ganfp', phase=2)

@@ -6,6 +6,4 @@ from configs import common
 
 
 def get_config(arg: str = ''):
-  config = common.use_ganfp(common.get_config())
-  common.heads_phase(config, 3, 'phase3_cramergan', ('cramergan',), primary_run='runs/phase2_ganfp')
-  return common.variant(config, arg)
+  return common.heads_phase(arg, dataset='ganfp', phase=3, sources=('cramergan',), target='cramergan')

@@ -6,7 +6,4 @@ from configs import common
 
 
 def get_config(arg: str = ''):
-  config = common.use_faceshq_plus(common.get_config())
-  common.heads_phase(config, 3, 'phase3_faceshq', ('stylegan2', 'stylegan_tpdne'),
-                     primary_run='runs/phase2_faceshq')
-  return common.variant(config, arg)
+  return common.heads_phase(arg, dataset='faceshq', phase=3, sources=common.FACESHQ_SOURCES)

@@ -1,4 +1,4 @@
-"""Phase III, GANFP: all four heads (SNGAN, ProGAN, MMDGAN, CramerGAN) trained together.
+"""Phase III, GANFP: all four heads (SNGAN, ProGAN, MMDGAN, CramerGAN) on the frozen phase-II primary.
 
 python launch.py --config=configs/phase3_ganfp_all.py
 """
@@ -6,7 +6,4 @@ from configs import common
 
 
 def get_config(arg: str = ''):
-  config = common.use_ganfp(common.get_config())
-  common.heads_phase(config, 3, 'phase3_ganfp_all', ('sngan', 'progan', 'mmdgan', 'cramergan'),
-                     primary_run='runs/phase2_ganfp')
-  return common.variant(config, arg)
+  return common.heads_phase(arg, dataset='ganfp', phase=3, sources=common.GANFP_SOURCES, target='ganfp_all')

@@ -1,12 +1,9 @@
-"""Phase IV, GANFP: retrain the phase-III cramergan head(s) on multi-augmented images.
+"""Phase IV, GANFP: a CramerGAN head retrained on multi-augmented images (phase IV).
 
 python launch.py --config=configs/phase4_cramergan.py
 """
-from configs import common, phase3_cramergan
+from configs import common
 
 
 def get_config(arg: str = ''):
-  config = phase3_cramergan.get_config('')
-  common.heads_phase(config, 4, 'phase4_cramergan', config.heads,
-                     previous_run='runs/phase3_cramergan', mode='multi')
-  return common.variant(config, arg)
+  return common.heads_phase(arg, dataset='ganfp', phase=4, sources=('cramergan',), target='cramergan')

@@ -1,12 +1,9 @@
-"""Phase IV, FacesHQ+: retrain the phase-III heads on multi-augmented images.
+"""Phase IV, FacesHQ+: StyleGAN2 and StyleGAN (TPDNE) heads retrained on multi-augmented images (phase IV).
 
 python launch.py --config=configs/phase4_faceshq.py
 """
-from configs import common, phase3_faceshq
+from configs import common
 
 
 def get_config(arg: str = ''):
-  config = phase3_faceshq.get_config('')
-  common.heads_phase(config, 4, 'phase4_faceshq', config.heads,
-                     previous_run='runs/phase3_faceshq', mode='multi')
-  return common.variant(config, arg)
+  return common.heads_phase(arg, dataset='faceshq', phase=4, sources=common.FACESHQ_SOURCES)

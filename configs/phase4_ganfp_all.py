@@ -1,12 +1,9 @@
-"""Phase IV, GANFP: retrain the phase-III ganfp_all head(s) on multi-augmented images.
+"""Phase IV, GANFP: all four heads (SNGAN, ProGAN, MMDGAN, CramerGAN) retrained on multi-augmented images (phase IV).
 
 python launch.py --config=configs/phase4_ganfp_all.py
 """
-from configs import common, phase3_ganfp_all
+from configs import common
 
 
 def get_config(arg: str = ''):
-  config = phase3_ganfp_all.get_config('')
-  common.heads_phase(config, 4, 'phase4_ganfp_all', config.heads,
-                     previous_run='runs/phase3_ganfp_all', mode='multi')
-  return common.variant(config, arg)
+  return common.heads_phase(arg, dataset='ganfp', phase=4, sources=common.GANFP_SOURCES, target='ganfp_all')

@@ -1,12 +1,10 @@
-"""Phase IV, GANFP: retrain the phase-III progan head(s) on multi-augmented images.
+"""Phase IV, GANFP: a ProGAN one-vs-rest head retrained on multi-augmented images (phase IV).
 
 python launch.py --config=configs/phase4_progan.py
+On the built-in data: --config.data.name=synthetic_fingerprints --config.sources="('tconv',)"
 """
-from configs import common, phase3_progan
+from configs import common
 
 
 def get_config(arg: str = ''):
-  config = phase3_progan.get_config('')
-  common.heads_phase(config, 4, 'phase4_progan', config.heads,
-                     previous_run='runs/phase3_progan', mode='multi')
-  return common.variant(config, arg)
+  return common.heads_phase(arg, dataset='ganfp', phase=4, sources=('progan',), target='progan')

@@ -1,12 +1,10 @@
-"""Phase IV, GANFP: retrain the phase-III progan_dct head(s) on multi-augmented images.
+"""Phase IV, GANFP, DCT input: a ProGAN head retrained on multi-augmented images (phase IV).
 
 python launch.py --config=configs/phase4_progan_dct.py
 """
-from configs import common, phase3_progan_dct
+from configs import common
 
 
 def get_config(arg: str = ''):
-  config = phase3_progan_dct.get_config('')
-  common.heads_phase(config, 4, 'phase4_progan_dct', config.heads,
-                     previous_run='runs/phase3_progan_dct', mode='multi')
-  return common.variant(config, arg)
+  return common.heads_phase(arg, dataset='ganfp', phase=4, sources=('progan',), target='progan',
+                            input_kind='dct')

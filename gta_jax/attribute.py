@@ -24,8 +24,8 @@ from gta_jax import keras_import
 from gta_jax import models
 from gta_jax import saliency
 from gta_jax import spectral
+from gta_jax import verdicts
 
-THRESHOLD = 0.5  # the release's `0 if p < 0.5 else 1`
 BATCH_SIZE = 64
 
 
@@ -40,13 +40,18 @@ class LoadedModel:
   dct_mean: np.ndarray | None = None
   dct_std: np.ndarray | None = None
 
+  @property
+  def thresholds(self) -> verdicts.Thresholds:
+    """What the bundle's outputs claim at (0.5 for release .h5 files, as the release)."""
+    return verdicts.Thresholds.from_json(self.spec.thresholds)
+
 
 def load_model(path, dct_stats_dir=None) -> LoadedModel:
   """A release .h5, a model bundle, or a run workdir with model/ -> LoadedModel."""
   path = pathlib.Path(path)
   try:
     loaded = keras_import.load_any(path)
-  except keras_import.ImportError_ as e:
+  except keras_import.H5ImportError as e:
     raise UsageError(str(e)) from None
   if loaded is None:
     raise UsageError(
@@ -69,16 +74,6 @@ def load_model(path, dct_stats_dir=None) -> LoadedModel:
     return LoadedModel(spec, variables, np.asarray(stats[0], np.float32),
                        np.asarray(stats[1], np.float32))
   return LoadedModel(spec, variables)
-
-
-def verdict(p_fake: float, p_heads: dict[str, float]) -> str:
-  """real | fake | attributed:<h> | multiple:<h1>,<h2> | contradiction:<h>[,<h2>]."""
-  claims = [name for name, p in p_heads.items() if p >= THRESHOLD]
-  if p_fake < THRESHOLD:
-    return f'contradiction:{",".join(claims)}' if claims else 'real'
-  if not claims:
-    return 'fake'
-  return f'attributed:{claims[0]}' if len(claims) == 1 else f'multiple:{",".join(claims)}'
 
 
 def prepare_input(model: LoadedModel, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -105,10 +100,11 @@ def prepare_input(model: LoadedModel, rgb: np.ndarray) -> tuple[np.ndarray, np.n
   return x[..., None].astype(np.float32), rgb, notes
 
 
-@functools.partial(jax.jit, static_argnames=('gap', 'num_heads', 'with_saliency'))
-def score_batch(variables, x, *, gap: bool, num_heads: int, with_saliency: bool):
+@functools.partial(jax.jit, static_argnames=('input_kind', 'num_heads', 'with_saliency'))
+def score_batch(variables, x, *, input_kind: str, num_heads: int, with_saliency: bool):
   """-> (p_fake [B], p_heads [K, B], saliency maps [1 + K, B, h, w] or None)."""
-  out = models.predict(variables, x, gap=gap, num_heads=num_heads)
+  out = models.predict(variables, x, input_kind=input_kind, num_heads=num_heads)
+  gap = models.uses_gap(input_kind)
   p_fake = jax.nn.sigmoid(out.primary.logit)
   p_heads = jax.nn.sigmoid(out.heads.logit) if num_heads else jax.numpy.zeros((0, x.shape[0]))
   maps = None
@@ -153,25 +149,27 @@ def attribute(model: LoadedModel, paths, cam_dir=None, cam_scale: str = 'minmax'
     for start in range(0, len(items), BATCH_SIZE):
       chunk = items[start:start + BATCH_SIZE]
       p_fake, p_heads, maps = jax.device_get(score_batch(
-          model.variables, np.stack([item[1] for item in chunk]), gap=spec.gap,
+          model.variables, np.stack([item[1] for item in chunk]), input_kind=spec.input_kind,
           num_heads=len(spec.head_names), with_saliency=cam_dir is not None))
       for row, (index, _, shown, notes) in enumerate(chunk):
         heads = {name: float(p_heads[k, row]) for k, name in enumerate(spec.head_names)}
         records[index] = {'path': str(paths[index]), 'p_fake': float(p_fake[row]),
-                          'p_heads': heads, 'verdict': verdict(float(p_fake[row]), heads),
+                          'p_heads': heads,
+                          'verdict': verdicts.verdict(float(p_fake[row]), heads, model.thresholds),
                           'error': None, 'notes': notes}
         if cam_dir is not None:
-          _write_overlay(cam_dir, paths[index], shown, maps[:, row], records[index], spec,
+          _write_overlay(cam_dir, paths[index], shown, maps[:, row], records[index], model,
                          cam_scale)
   return records
 
 
-def _write_overlay(cam_dir, path, shown: np.ndarray, maps: np.ndarray, record: dict, spec,
-                   cam_scale: str) -> None:
+def _write_overlay(cam_dir, path, shown: np.ndarray, maps: np.ndarray, record: dict,
+                   model: LoadedModel, cam_scale: str) -> None:
   """One PNG per image: primary panel, then one per head, side by side (as the release)."""
-  background = shown if spec.gap else saliency.spectrum_image(shown)
+  background = shown if model.spec.input_kind == 'pixel' else saliency.spectrum_image(shown)
   p_fake = record['p_fake']
-  labels = [f'FAKE:{100 * p_fake:.1f}%' if p_fake >= THRESHOLD else f'REAL:{100 * (1 - p_fake):.1f}%']
+  labels = [f'FAKE:{100 * p_fake:.1f}%' if verdicts.called_fake(p_fake, model.thresholds)
+            else f'REAL:{100 * (1 - p_fake):.1f}%']
   labels += [f'{name}:{100 * p:.1f}%' for name, p in record['p_heads'].items()]
   panels = [saliency.overlay(background, m, label, cam_scale) for m, label in zip(maps, labels)]
   out = pathlib.Path(cam_dir) / (pathlib.Path(path).stem + '_cam.png')

@@ -19,6 +19,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from gta_jax import spectral
+from gta_jax import verdicts
 
 BUNDLE_FORMAT = 'gta_jax.model_bundle/1'
 
@@ -32,13 +33,11 @@ class ModelSpec:
   source: str = ''                # where the weights came from (file or run), for the record
   primary_digest: str = ''        # tree_digest of the primary's variables
   arch: str = 'proposed'          # proposed | gandct | postpool (baselines: variables['primary'])
-  task: str = 'detection'         # detection | heads | attribution | multiclass
+  task: str = 'detection'         # detection | attribution | multiclass (config.task)
   trained_steps: int = 0          # optimiser steps the run took (0: imported)
   best_epochs: tuple[int, ...] = ()  # 1-based epoch of the kept weights, per output
-
-  @property
-  def gap(self) -> bool:
-    return self.input_kind == 'pixel'
+  # What the outputs claim at (gta_jax/verdicts.py): {'fake': t, 'heads': t or [t per head]}.
+  thresholds: dict = dataclasses.field(default_factory=lambda: verdicts.Thresholds().to_json())
 
   def to_json(self) -> dict:
     return {'format': BUNDLE_FORMAT, **dataclasses.asdict(self), 'head_names': list(self.head_names),
@@ -53,6 +52,9 @@ class ModelSpec:
     kwargs = {k: v for k, v in record.items() if k in fields}
     kwargs['head_names'] = tuple(kwargs.get('head_names', ()))
     kwargs['best_epochs'] = tuple(kwargs.get('best_epochs', ()))
+    if kwargs.get('task') == 'heads':  # bundles written before config.task covered heads runs
+      kwargs['task'] = 'attribution'
+    kwargs['thresholds'] = verdicts.Thresholds.from_json(kwargs.get('thresholds')).to_json()
     return cls(**kwargs)
 
 
@@ -106,3 +108,26 @@ def load_model_bundle(directory):
                      'the bundle was modified or is corrupt.')
   dct_stats = spectral.load_dct_stats(directory / 'dct_stats') if spec.input_kind == 'dct' else None
   return spec, variables, dct_stats
+
+
+# ----------------------------------------------------------------------------- training checkpoints
+
+
+def training_manager(directory) -> ocp.CheckpointManager:
+  """Orbax manager of a run's training checkpoints (the latest two, for resume)."""
+  return ocp.CheckpointManager(pathlib.Path(directory).absolute(),
+                               options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
+
+
+def save_training(manager: ocp.CheckpointManager, step: int, tree, force: bool = False) -> None:
+  """Saves `tree` at `step` unless that step is saved already."""
+  if manager.latest_step() == step:
+    return
+  # Host copies: the next step donates (deletes) the device buffers an async save would read.
+  manager.save(step, args=ocp.args.StandardSave(jax.device_get(tree)), force=force)
+
+
+def restore_training(manager: ocp.CheckpointManager, like):
+  """The latest checkpoint, restored into the structure, shapes and dtypes of `like`."""
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+  return manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(abstract))

@@ -2,9 +2,10 @@
 
 python -m gta_jax.evaluate --workdir runs/phase3_synthetic [--test-sets clean,multi,jpeg,crop,blur,noise]
 
-Scores the run's best weights (workdir/model) on every image of the test split under each
-fixed-seed perturbation, plus the external and cross-seed splits where the dataset has them, and
-rewrites workdir/results/metrics.json and results/predictions/*.npz.
+Scores the run's best weights (workdir/model) with the evaluators of its config (the test split
+under each fixed-seed perturbation, plus the external and cross-seed splits where the dataset has
+them), the same runner training ends with, and rewrites workdir/results/metrics.json and
+results/predictions/*.npz.
 """
 import argparse
 import json
@@ -13,17 +14,42 @@ import sys
 
 import ml_collections
 
-from gta_jax import checkpoints, input_pipeline, train
+from gta_jax import chains, checkpoints, input_pipeline, train
+from gta_jax.writers import log
+
+
+def upgrade_record(record: dict) -> dict:
+  """A stored config.json -> today's field names (runs written before config.sources,
+  config.model.family and config.evals existed)."""
+  record = json.loads(json.dumps(record))
+  model = record.setdefault('model', {})
+  if 'heads' in record:
+    record['sources'] = record.pop('heads')
+  if 'arch' in model:
+    arch = model.pop('arch')
+    if arch == 'proposed':
+      model['family'] = 'heads' if record.get('sources') else 'primary'
+      record['task'] = 'attribution' if record.get('sources') else 'detection'
+    else:
+      model['family'] = arch
+  test_sets = record.get('eval', {}).pop('test_sets', None)
+  if test_sets is not None:
+    record.setdefault('evals', {}).setdefault('test', {})['modes'] = test_sets
+  return record
+
+
+def _tuples(value):
+  if isinstance(value, dict):
+    return {k: _tuples(v) for k, v in value.items()}
+  return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 def load_run_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
-  record = json.loads((workdir / 'config.json').read_text())
-  config = ml_collections.ConfigDict(record)
-  config.heads = tuple(config.heads)
-  config.chain = tuple(config.chain)
-  config.eval.test_sets = tuple(config.eval.test_sets)
-  if 'conv_impl' not in config.model:  # runs written before the field existed
-    config.model.conv_impl = 'auto'
+  """A run's stored config over today's base config (fields added since keep their defaults)."""
+  record = upgrade_record(json.loads((pathlib.Path(workdir) / 'config.json').read_text()))
+  config = chains.load_config_file(str(chains.ROOT / 'configs' / 'common.py'))
+  with config.unlocked():
+    config.update(_tuples(record))
   return config
 
 
@@ -34,13 +60,15 @@ def evaluate_run(workdir, test_sets=None) -> dict:
                             'train it first with python launch.py --config=...')
   config = load_run_config(workdir)
   config.init.primary, config.init.from_run = str(workdir / 'model'), ''
-  run = train.setup_run(config, workdir)  # the heads' primary is the bundle's, digest-checked
-  _, variables, _ = checkpoints.load_model_bundle(workdir / 'model')
-  best = variables['heads'] if run.is_heads else variables['primary']
-  results = train.evaluate(run, best, test_sets)
+  if test_sets:
+    config.evals.test.modes = tuple(test_sets)
+  _, family = train.setup(config, workdir)  # the heads' primary is the bundle's, digest-checked
+  spec, variables, _ = checkpoints.load_model_bundle(workdir / 'model')
+  trained = family.variables_from_bundle(spec, variables, workdir / 'model')
+  results = train.evaluate(config, family, trained, workdir / 'results' / 'predictions')
   out = workdir / 'results' / 'metrics.json'
   out.write_text(json.dumps(results, indent=2) + '\n')
-  train.log(f'wrote {out}')
+  log(f'wrote {out}')
   return results
 
 

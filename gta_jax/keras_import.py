@@ -23,7 +23,7 @@ from gta_jax import spectral
 _LAYER = re.compile(r'^(d|a\d*)(Conv|BNorm|Decision)(?:_(\d+))?$')
 
 
-class ImportError_(ValueError):
+class H5ImportError(ValueError):
   """An .h5 file that is not a release model of this paper."""
 
 
@@ -32,10 +32,10 @@ def read_h5_layers(path) -> tuple[dict, dict]:
   try:
     h5 = h5py.File(path, 'r')
   except OSError as e:
-    raise ImportError_(f'{path}: not a readable HDF5 file ({e}).') from e
+    raise H5ImportError(f'{path}: not a readable HDF5 file ({e}).') from e
   with h5:
     if 'model_weights' not in h5:
-      raise ImportError_(f'{path}: no model_weights group; expected a Keras model saved with '
+      raise H5ImportError(f'{path}: no model_weights group; expected a Keras model saved with '
                          'model.save(..., save_format="h5").')
     group = h5['model_weights']
     layers = {}
@@ -69,7 +69,7 @@ def _convert_layer(kind: str, weights: dict, path, layer_name: str):
               {'mean': weights['moving_mean'], 'var': weights['moving_variance']})
     return {'dense': {'kernel': weights['kernel'], 'bias': weights['bias']}}, None
   except KeyError as e:
-    raise ImportError_(f'{path}: layer {layer_name} lacks weight {e}.') from None
+    raise H5ImportError(f'{path}: layer {layer_name} lacks weight {e}.') from None
 
 
 def _module_name(kind: str, index: str | None) -> str:
@@ -90,7 +90,7 @@ def convert(layers: dict, config: dict, path, head_names=None):
   for layer_name, weights in layers.items():
     match = _LAYER.match(layer_name)
     if not match:
-      raise ImportError_(f'{path}: unexpected layer {layer_name!r}; this is not a model of the '
+      raise H5ImportError(f'{path}: unexpected layer {layer_name!r}; this is not a model of the '
                          'release (expected dConv_*/dBNorm_*/dDecision and optional a*/a<i>* heads).')
     prefix, kind, index = match.groups()
     params, stats = _convert_layer(kind, weights, path, layer_name)
@@ -99,7 +99,7 @@ def convert(layers: dict, config: dict, path, head_names=None):
     if stats is not None:
       group['batch_stats'][_module_name(kind, index)] = stats
   if 'd' not in groups:
-    raise ImportError_(f'{path}: no primary (d*) layers found.')
+    raise H5ImportError(f'{path}: no primary (d*) layers found.')
   primary = groups.pop('d')
 
   in_channels = primary['params']['conv_01']['kernel'].shape[2]
@@ -111,7 +111,7 @@ def convert(layers: dict, config: dict, path, head_names=None):
     head_names = [default or p for p in head_prefixes] if len(head_prefixes) == 1 else head_prefixes
   head_names = tuple(head_names)
   if len(head_names) != len(head_prefixes):
-    raise ImportError_(f'{path}: {len(head_prefixes)} heads in the file but {len(head_names)} '
+    raise H5ImportError(f'{path}: {len(head_prefixes)} heads in the file but {len(head_names)} '
                        f'names given ({",".join(head_names)}).')
   spec = checkpoints.ModelSpec(input_kind=input_kind, image_size=image_size,
                                head_names=head_names, source=str(path))
@@ -131,7 +131,7 @@ def _image_size(config: dict, primary: dict, input_kind: str, path) -> int:
       return int(shape[1])
   if input_kind == 'dct':  # Flatten head: kernel rows = (size/8)^2 * 32
     return int(round(np.sqrt(primary['params']['decision']['dense']['kernel'].shape[0] / 32))) * 8
-  raise ImportError_(f'{path}: no input shape in model_config; cannot tell the training size.')
+  raise H5ImportError(f'{path}: no input shape in model_config; cannot tell the training size.')
 
 
 def _check_against_modules(spec, variables, path) -> None:
@@ -139,10 +139,10 @@ def _check_against_modules(spec, variables, path) -> None:
   size = spec.image_size
   channels = 1 if spec.input_kind == 'dct' else 3
   expected = {'primary': jax.eval_shape(lambda: models.init_variables(
-      models.Primary(spec.gap), jax.random.key(0), (1, size, size, channels)))}
+      models.Primary(models.uses_gap(spec.input_kind)), jax.random.key(0), (1, size, size, channels)))}
   if spec.head_names:
     expected['heads'] = jax.eval_shape(lambda: models.init_variables(
-        models.StackedHeads(len(spec.head_names), spec.gap), jax.random.key(0),
+        models.StackedHeads(len(spec.head_names), models.uses_gap(spec.input_kind)), jax.random.key(0),
         (1, size // 4, size // 4, 16)))
   got_shapes = jax.tree.map(np.shape, variables)
   want_shapes = jax.tree.map(lambda s: tuple(s.shape), expected)
@@ -152,7 +152,7 @@ def _check_against_modules(spec, variables, path) -> None:
     diffs = [f'{jax.tree_util.keystr(k)}: file {flat_got.get(k)} vs model {flat_want.get(k)}'
              for k in sorted(set(flat_got) | set(flat_want), key=jax.tree_util.keystr)
              if flat_got.get(k) != flat_want.get(k)]
-    raise ImportError_(f'{path}: weights do not fit the paper\'s architecture: ' + '; '.join(diffs[:5]))
+    raise H5ImportError(f'{path}: weights do not fit the paper\'s architecture: ' + '; '.join(diffs[:5]))
 
 
 def _is_shape(x) -> bool:
@@ -197,7 +197,7 @@ def main(argv=None) -> int:
         parser.error(f'--dct-stats {args.dct_stats} is {dct_stats[0].shape}, but the model takes '
                      f'{spec.image_size}x{spec.image_size} inputs.')
     spec = checkpoints.save_model_bundle(args.out_dir, spec, variables, dct_stats)
-  except (ImportError_, FileNotFoundError, ValueError) as e:
+  except (H5ImportError, FileNotFoundError, ValueError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   print(f'wrote {args.out_dir}: {spec.input_kind} model, {spec.image_size} px, '

@@ -1,16 +1,21 @@
-"""The paper's metrics from scores, thresholds at 0.5 (the release's `0 if p < 0.5 else 1`).
+"""The paper's metrics from scores, on the host (numpy).
 
-All functions take numpy arrays on the host; positive = fake (detection) or the head's source.
+Positive = fake (detection) or the head's source. What counts as a claim is decided by
+gta_jax/verdicts.py (thresholds from the config, 0.5 by default as the release's
+`0 if p < 0.5 else 1`); the functions here only count.
 """
+import dataclasses
+
 import numpy as np
 
-THRESHOLD = 0.5
+from gta_jax import verdicts
 
 
-def binary_metrics(labels: np.ndarray, scores: np.ndarray) -> dict:
+def binary_metrics(labels: np.ndarray, scores: np.ndarray,
+                   threshold: float = verdicts.DEFAULT_THRESHOLD) -> dict:
   """accuracy, precision, recall, F1 (release definitions), ROC-AUC, plus counts."""
   labels = np.asarray(labels).astype(bool)
-  predicted = np.asarray(scores) >= THRESHOLD
+  predicted = np.asarray(scores) >= threshold
   tp = int(np.sum(predicted & labels))
   fp = int(np.sum(predicted & ~labels))
   fn = int(np.sum(~predicted & labels))
@@ -78,23 +83,47 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
   return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def self_contradiction(primary_scores: np.ndarray, head_scores: np.ndarray) -> dict:
-  """Among images the primary calls real, the share a head claims (the release's CR), and the
-  share of the head's claims that the primary calls real."""
-  called_real = np.asarray(primary_scores) < THRESHOLD
-  claimed = np.asarray(head_scores) >= THRESHOLD
+def self_contradiction(called_real: np.ndarray, claimed: np.ndarray) -> dict:
+  """One head's self-contradiction. called_real, claimed: [N] bool (the primary says real; the
+  head claims). rate: among images the primary calls real, the share the head claims (the
+  release's CR); share_of_claims: among the head's claims, the share the primary calls real."""
+  called_real, claimed = np.asarray(called_real, bool), np.asarray(claimed, bool)
   both = int(np.sum(called_real & claimed))
   return {'rate': both / called_real.sum() if called_real.any() else 0.0,
           'share_of_claims': both / claimed.sum() if claimed.any() else 0.0,
           'count': both}
 
 
-def multiclass_predictions(head_scores: np.ndarray, head_ids) -> np.ndarray:
-  """[K, N] head scores -> [N] predicted source id: the highest claiming head, 0 (real) if none."""
-  head_scores = np.asarray(head_scores)
-  best = np.argmax(head_scores, axis=0)
-  claimed = head_scores.max(axis=0) >= THRESHOLD
-  return np.where(claimed, np.asarray(head_ids)[best], 0)
+def failed_attributions(labels: np.ndarray, claimed: np.ndarray) -> int:
+  """Fakes (labels [N] == 1) that no head claims (claimed: [K, N] bool)."""
+  return int(np.sum((np.asarray(labels) == 1) & ~np.asarray(claimed, bool).any(axis=0)))
+
+
+def multiple_attributions(claimed: np.ndarray) -> int:
+  """Images that more than one head claims (claimed: [K, N] bool)."""
+  return int(np.sum(np.asarray(claimed, bool).sum(axis=0) > 1))
+
+
+def multiclass_accuracy(truth: np.ndarray, predicted: np.ndarray, class_ids) -> float:
+  """Share of images whose predicted source id is the true one; an image from a source outside
+  `class_ids` (no head for it) is always wrong."""
+  truth = np.asarray(truth)
+  return float(np.mean(np.asarray(predicted) == np.where(np.isin(truth, class_ids), truth, -1)))
+
+
+def external_accuracy_detection(called_fake: np.ndarray) -> float:
+  """External EXA of the primary: share of an unseen generator's images (all fake) called fake."""
+  return float(np.mean(np.asarray(called_fake, bool)))
+
+
+def external_accuracy_head(claimed: np.ndarray) -> float:
+  """External EXA of a head: share of an unseen generator's images the head does *not* claim."""
+  return float(np.mean(~np.asarray(claimed, bool)))
+
+
+def recall_on_source(claimed: np.ndarray, source_id: np.ndarray, head_source: int) -> float:
+  """Share of the images of `head_source` that the head claims (e.g. cross-seed recall)."""
+  return float(np.mean(np.asarray(claimed, bool)[np.asarray(source_id) == head_source]))
 
 
 def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, class_ids) -> np.ndarray:
@@ -104,3 +133,49 @@ def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, class_ids) -> np.
     if t in index and p in index:
       matrix[index[t], index[p]] += 1
   return matrix
+
+
+@dataclasses.dataclass(frozen=True)
+class Outputs:
+  """What a model outputs, so that `summarize` knows which metrics apply."""
+  detection: bool                 # p_fake is a real-vs-fake score
+  head_names: tuple[str, ...] = ()  # one row of p_heads each, positive = that source
+  head_ids: tuple[int, ...] = ()
+  multiclass: str | None = None   # 'claims' (heads, the verdict rule) | 'argmax' (softmax) | None
+  self_contradiction: bool = False  # a primary and heads that can disagree
+
+
+def summarize(scores: dict, outputs: Outputs, thresholds: verdicts.Thresholds) -> dict:
+  """Scores of one test set -> {'heads': {name: ...}, 'detection': ..., 'multiclass': ...}.
+
+  scores: p_fake [N], p_heads [K, N], label [N], source_id [N] (host arrays).
+  """
+  result = {'heads': {}}
+  if outputs.detection:
+    result['detection'] = binary_metrics(scores['label'], scores['p_fake'], thresholds.fake)
+  head_thresholds = thresholds.for_heads(len(outputs.head_names))
+  claimed = verdicts.claims(scores['p_heads'], thresholds)
+  for k, name in enumerate(outputs.head_names):
+    head = binary_metrics(scores['source_id'] == outputs.head_ids[k], scores['p_heads'][k],
+                          head_thresholds[k])
+    if outputs.self_contradiction:
+      head['self_contradiction'] = self_contradiction(
+          ~verdicts.called_fake(scores['p_fake'], thresholds), claimed[k])
+    result['heads'][name] = head
+  classes = (0,) + tuple(outputs.head_ids)
+  if outputs.multiclass == 'argmax':
+    probs = np.concatenate([1 - scores['p_fake'][None], scores['p_heads']])
+    predicted = verdicts.most_probable_class(probs, classes)
+    result['multiclass'] = {
+        'accuracy': float(np.mean(predicted == scores['source_id'])),
+        'classes': list(classes),
+        'confusion_matrix': confusion_matrix(scores['source_id'], predicted, classes).tolist()}
+  elif outputs.multiclass == 'claims':
+    predicted = verdicts.attributed_source(scores['p_heads'], outputs.head_ids, thresholds)
+    result['multiclass'] = {
+        'accuracy': multiclass_accuracy(scores['source_id'], predicted, classes),
+        'failed_attributions': failed_attributions(scores['label'], claimed),
+        'multiple_attributions': multiple_attributions(claimed),
+        'classes': list(classes),
+        'confusion_matrix': confusion_matrix(scores['source_id'], predicted, classes).tolist()}
+  return result

@@ -43,6 +43,14 @@ class Conv(nn.Module):
     return convolution.conv_same(x, kernel, self.stride, self.impl) + bias
 
 
+def uses_gap(input_kind: str) -> bool:
+  """The decision layer an input kind gets: pixel models pool globally (GAP, CAM-able, any input
+  size); DCT models flatten (a fixed input size), as the release."""
+  if input_kind not in ('pixel', 'dct'):
+    raise ValueError(f'input kind {input_kind!r}: choose pixel or dct.')
+  return input_kind == 'pixel'
+
+
 def batch_norm(name: str | None = None, momentum: float = BN_MOMENTUM) -> nn.BatchNorm:
   return nn.BatchNorm(momentum=momentum, epsilon=BN_EPSILON, name=name)
 
@@ -308,12 +316,14 @@ class Predictions(NamedTuple):
   heads: HeadOutputs | None  # None for a primary-only model
 
 
-def predict(variables: dict, x: jax.Array, *, gap: bool, num_heads: int,
+def predict(variables: dict, x: jax.Array, *, input_kind: str, num_heads: int,
             conv_impl: str = 'auto') -> Predictions:
   """Inference through the primary and (if any) its K stacked heads; BatchNorm in inference mode.
 
-  variables: {'primary': {...}, 'heads': {...}} as in a model bundle. x: [B, H, W, C] float32.
+  variables: {'primary': {...}, 'heads': {...}} as in a model bundle. x: [B, H, W, C] float32,
+  already preprocessed for `input_kind` ('pixel' or 'dct').
   """
+  gap = uses_gap(input_kind)
   primary = Primary(gap, conv_impl=conv_impl).apply(variables['primary'], x, train=False)
   heads = None
   if num_heads:

@@ -19,7 +19,7 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from gta_jax import attribute, input_pipeline, saliency  # noqa: E402
+from gta_jax import attribute, evaluate, evaluators, input_pipeline, saliency  # noqa: E402
 
 GRID_IMAGES = 16
 
@@ -29,71 +29,89 @@ def load_run(workdir: pathlib.Path) -> dict:
   if not metrics_file.is_file():
     raise FileNotFoundError(f'{workdir}: no results/metrics.json; finish or evaluate the run first '
                             '(python -m gta_jax.evaluate --workdir ...).')
-  return {'name': workdir.name, 'workdir': workdir,
-          'config': json.loads((workdir / 'config.json').read_text()),
-          'metrics': json.loads(metrics_file.read_text())}
+  metrics = json.loads(metrics_file.read_text())
+  config = evaluate.upgrade_record(json.loads((workdir / 'config.json').read_text()))
+  return {'name': workdir.name, 'workdir': workdir, 'config': config, 'metrics': metrics,
+          'values': dict(evaluators.flatten(metrics))}
 
 
 def _test_sets(runs) -> list[str]:
-  order = list(input_pipeline.TEST_SET_SEEDS)
-  present = {m for run in runs for m in run['metrics'] if m in order}
-  return [m for m in order if m in present]
+  """The test sets any run has metrics for, in the canonical order."""
+  present = {name.split('/')[0] for run in runs for name in run['values']}
+  return [m for m in input_pipeline.TEST_SET_SEEDS if m in present]
+
+
+def _heads(run) -> list[str]:
+  """Head names, from the metric names '<set>/heads/<head>/...' of the clean test set."""
+  heads = []
+  for name in run['values']:
+    parts = name.split('/')
+    if len(parts) > 3 and parts[0] == 'clean' and parts[1] == 'heads' and parts[2] not in heads:
+      heads.append(parts[2])
+  return heads
+
+
+# Each table: (header, metric name) columns; '{set}' expands over the test sets present and
+# '{head}' names the row's head. Rows: one per run (per head for the heads table).
+DETECTION_COLUMNS = [('{set} acc', '{set}/detection/accuracy'), ('{set} f1', '{set}/detection/f1'),
+                     ('clean roc_auc', 'clean/detection/roc_auc'),
+                     ('external acc', 'clean/detection/external_accuracy')]
+HEADS_COLUMNS = [('{set} precision', '{set}/heads/{head}/precision'),
+                 ('{set} recall', '{set}/heads/{head}/recall'), ('{set} f1', '{set}/heads/{head}/f1'),
+                 ('clean roc_auc', 'clean/heads/{head}/roc_auc'),
+                 ('clean CR', 'clean/heads/{head}/self_contradiction/rate'),
+                 ('external acc', 'clean/heads/{head}/external_accuracy'),
+                 ('cross-seed recall', 'cross_seed/{head}/recall')]
+MULTICLASS_COLUMNS = [('{set} acc', '{set}/multiclass/accuracy'),
+                      ('clean failed', 'clean/multiclass/failed_attributions'),
+                      ('clean multiple', 'clean/multiclass/multiple_attributions')]
+
+
+def _expand(columns, sets):
+  """Column templates -> [(header, metric name template)], '{set}' expanded set-major per group."""
+  expanded, group = [], []
+  for header, name in columns + [(None, None)]:
+    if name is not None and '{set}' in name:
+      group.append((header, name))
+      continue
+    expanded += [(h.format(set=m), n.replace('{set}', m)) for m in sets for h, n in group]
+    group = []
+    if name is not None:
+      expanded.append((header, name))
+  return expanded
+
+
+def _table(runs, columns, key_header, rows_of):
+  columns = _expand(columns, _test_sets(runs))
+  header = key_header + [h for h, _ in columns]
+  rows = [keys + [values.get(name.format(head=head)) for _, name in columns]
+          for run in runs for keys, head, values in rows_of(run)]
+  return header, rows
+
+
+def detection_table(runs):
+  def rows_of(run):  # a heads run's detection is its frozen primary's, reported by that run
+    if not run['config'].get('sources') and 'clean/detection/accuracy' in run['values']:
+      yield [run['name']], None, run['values']
+  return _table(runs, DETECTION_COLUMNS, ['run'], rows_of)
+
+
+def heads_table(runs):
+  def rows_of(run):
+    for head in _heads(run):
+      yield [run['name'], head], head, run['values']
+  return _table(runs, HEADS_COLUMNS, ['run', 'head'], rows_of)
+
+
+def multiclass_table(runs):
+  def rows_of(run):
+    if 'clean/multiclass/accuracy' in run['values']:
+      yield [run['name']], None, run['values']
+  return _table(runs, MULTICLASS_COLUMNS, ['run'], rows_of)
 
 
 def _fmt(value) -> str:
   return '-' if value is None else f'{value:.4f}' if isinstance(value, float) else str(value)
-
-
-def detection_table(runs):
-  sets = _test_sets(runs)
-  header = ['run'] + [f'{m} {k}' for m in sets for k in ('acc', 'f1')] + ['clean roc_auc', 'external acc']
-  rows = []
-  for run in runs:
-    metrics = run['metrics']
-    if run['config'].get('heads') or 'detection' not in metrics.get('clean', {}):
-      continue  # a heads run's detection is its frozen primary's, reported by that run
-    row = [run['name']]
-    for m in sets:
-      d = metrics.get(m, {}).get('detection', {})
-      row += [d.get('accuracy'), d.get('f1')]
-    clean = metrics['clean']['detection']
-    rows.append(row + [clean.get('roc_auc'), clean.get('external_accuracy')])
-  return header, rows
-
-
-def heads_table(runs):
-  sets = _test_sets(runs)
-  header = ['run', 'head'] + [f'{m} {k}' for m in sets for k in ('precision', 'recall', 'f1')]
-  header += ['clean roc_auc', 'clean CR', 'external acc', 'cross-seed recall']
-  rows = []
-  for run in runs:
-    metrics = run['metrics']
-    for head in metrics.get('clean', {}).get('heads', {}):
-      row = [run['name'], head]
-      for m in sets:
-        h = metrics.get(m, {}).get('heads', {}).get(head, {})
-        row += [h.get('precision'), h.get('recall'), h.get('f1')]
-      clean = metrics['clean']['heads'][head]
-      row += [clean.get('roc_auc'), clean.get('self_contradiction', {}).get('rate'),
-              clean.get('external_accuracy'),
-              metrics.get('cross_seed', {}).get(head, {}).get('recall')]
-      rows.append(row)
-  return header, rows
-
-
-def multiclass_table(runs):
-  sets = _test_sets(runs)
-  header = ['run'] + [f'{m} acc' for m in sets] + ['clean failed', 'clean multiple']
-  rows = []
-  for run in runs:
-    metrics = run['metrics']
-    if 'multiclass' not in metrics.get('clean', {}):
-      continue
-    clean = metrics['clean']['multiclass']
-    rows.append([run['name']] + [metrics.get(m, {}).get('multiclass', {}).get('accuracy')
-                                 for m in sets]
-                + [clean.get('failed_attributions'), clean.get('multiple_attributions')])
-  return header, rows
 
 
 def write_table(out: pathlib.Path, name: str, title: str, header, rows) -> None:
@@ -132,7 +150,7 @@ def plot_curves(runs, out: pathlib.Path) -> None:
   fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 3.4), squeeze=False)
   for ax, run in zip(axes[0], runs):
     losses = epoch_losses(run['workdir'])
-    names = list(run['config'].get('heads') or []) or ['detector']
+    names = list(run['config'].get('sources') or []) or ['detector']
     for index, name in enumerate(names):
       key = str(index)
       color = f'C{index}'
@@ -157,7 +175,7 @@ def plot_confusion(run, out: pathlib.Path) -> None:
   if not multiclass:
     return
   matrix = np.asarray(multiclass['confusion_matrix'])
-  names = ['real'] + list(run['config']['heads'])
+  names = ['real'] + list(run['config']['sources'])
   fig, ax = plt.subplots(figsize=(1.1 * len(names) + 2, 1.0 * len(names) + 1.5))
   rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
   image = ax.imshow(rates, cmap='Blues', vmin=0, vmax=1)
@@ -179,8 +197,8 @@ def plot_confusion(run, out: pathlib.Path) -> None:
 def cam_grids(run, out: pathlib.Path, data_dir: str | None) -> None:
   """For each source: 16 test images, each with the map of the output that concerns it."""
   config = run['config']
-  if config['model'].get('arch', 'proposed') != 'proposed':
-    return
+  if config['model']['family'] not in ('primary', 'heads'):
+    return  # a baseline: attribute scores the proposed model
   model = attribute.load_model(run['workdir'])
   data = config['data']
   builder = input_pipeline.load_builder(data['name'], data['config'], data_dir or data['data_dir'])
@@ -195,13 +213,14 @@ def cam_grids(run, out: pathlib.Path, data_dir: str | None) -> None:
   for name, images in by_source.items():
     prepared = [attribute.prepare_input(model, image) for image in images]
     x = np.stack([p[0] for p in prepared])
-    p_fake, p_heads, maps = attribute.score_batch(model.variables, x, gap=model.spec.gap,
+    p_fake, p_heads, maps = attribute.score_batch(model.variables, x,
+                                                  input_kind=model.spec.input_kind,
                                                   num_heads=len(heads), with_saliency=True)
     p_fake, p_heads, maps = np.asarray(p_fake), np.asarray(p_heads), np.asarray(maps)
     output = heads.index(name) + 1 if name in heads else 0
     cells = []
     for row, (_, shown, _) in enumerate(prepared):
-      background = shown if model.spec.gap else saliency.spectrum_image(shown)
+      background = shown if model.spec.input_kind == 'pixel' else saliency.spectrum_image(shown)
       score = p_fake[row] if output == 0 else p_heads[output - 1, row]
       label = f'{"fake" if output == 0 else heads[output - 1]}:{100 * score:.0f}%'
       cells.append(saliency.overlay(background, maps[output, row], label, 'minmax'))

@@ -127,19 +127,6 @@ def test_dct_model_crops_larger_and_refuses_smaller_images(tmp_path, dct_model, 
   assert 'smaller than' in records['small.png']['error']
 
 
-@pytest.mark.parametrize('p_fake, heads, expected', [
-    (0.9, {'a': 0.1, 'b': 0.2}, 'fake'),
-    (0.9, {'a': 0.7, 'b': 0.2}, 'attributed:a'),
-    (0.9, {'a': 0.7, 'b': 0.5}, 'multiple:a,b'),
-    (0.2, {'a': 0.1}, 'real'),
-    (0.2, {'a': 0.9}, 'contradiction:a'),
-    (0.5, {}, 'fake'),  # the release's threshold: p >= 0.5 is positive
-    (0.4999, {}, 'real'),
-])
-def test_verdicts(p_fake, heads, expected):
-  assert attribute.verdict(p_fake, heads) == expected
-
-
 def test_cam_dir_writes_one_overlay_per_image_with_a_panel_per_output(tmp_path, pixel_model):
   Image.fromarray(_rgb()).save(tmp_path / 'a.png')
   assert attribute.main(['--model', str(pixel_model), '--cam-dir', str(tmp_path / 'cams'),

@@ -88,12 +88,12 @@ def test_missing_folder_and_unprepared_dataset_say_what_to_do(tmp_path, capsys):
 
 def test_ganfp_phase_configs_run_on_dummy_data_pixel_and_dct(tmp_path):
   """The paper's GANFP configs, shrunk by :smoke, train and evaluate end to end."""
-  from gta_jax import checkpoints, train
+  from gta_jax import chains, checkpoints, train
   code, data_dir = _build(tmp_path, 'ganfp', ROOT / 'datasets/ganfp/dummy_data')
   assert code == 0
 
   def config(name, **init):
-    c = train.load_config_file(str(ROOT / 'configs' / f'{name}.py'), 'smoke')
+    c = chains.load_config_file(str(ROOT / 'configs' / f'{name}.py'), 'smoke')
     with c.unlocked():
       c.data.data_dir = str(data_dir)
       for key, value in init.items():

@@ -15,7 +15,7 @@ RNG = np.random.default_rng(0)
 
 
 def _predict(spec, variables, x):
-  out = models.predict(variables, np.asarray(x, np.float32), gap=spec.gap,
+  out = models.predict(variables, np.asarray(x, np.float32), input_kind=spec.input_kind,
                        num_heads=len(spec.head_names))
   p_fake = np.asarray(jax.nn.sigmoid(out.primary.logit))
   p_heads = np.asarray(jax.nn.sigmoid(out.heads.logit)) if spec.head_names else None
@@ -74,16 +74,16 @@ def test_dct_model_without_stats_is_a_usage_error(tmp_path, capsys):
 def test_foreign_h5_files_get_clear_errors(tmp_path):
   with h5py.File(tmp_path / 'x.h5', 'w') as h5:
     h5.create_dataset('data', data=np.zeros(3))
-  with pytest.raises(keras_import.ImportError_, match='model_weights'):
+  with pytest.raises(keras_import.H5ImportError, match='model_weights'):
     keras_import.import_h5(tmp_path / 'x.h5')
   (tmp_path / 'y.h5').write_bytes(b'garbage')
-  with pytest.raises(keras_import.ImportError_, match='not a readable HDF5'):
+  with pytest.raises(keras_import.H5ImportError, match='not a readable HDF5'):
     keras_import.import_h5(tmp_path / 'y.h5')
   layers = ref.random_layers(RNG, ref.layer_shapes(3, True, 16, ()))
   layers['dConv_03']['kernel'] = layers['dConv_03']['kernel'][..., :8]  # wrong width
   layers['dConv_03']['bias'] = layers['dConv_03']['bias'][:8]
   ref.write_h5(tmp_path / 'z.h5', layers, (16, 16, 3))
-  with pytest.raises(keras_import.ImportError_, match='conv_03'):
+  with pytest.raises(keras_import.H5ImportError, match='conv_03'):
     keras_import.import_h5(tmp_path / 'z.h5')
 
 

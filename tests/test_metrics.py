@@ -3,7 +3,9 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from gta_jax import metrics
+from gta_jax import metrics, verdicts
+
+DEFAULT = verdicts.Thresholds()
 
 
 def test_binary_metrics_hand_worked():
@@ -43,19 +45,66 @@ def test_one_class_areas_are_undefined_not_invented():
   assert metrics.pr_auc(np.zeros(4), np.linspace(0, 1, 4)) is None
 
 
-def test_self_contradiction_rate_hand_worked():
-  primary = np.array([0.1, 0.2, 0.9, 0.3, 0.8])  # real, real, fake, real, fake
-  head = np.array([0.9, 0.1, 0.9, 0.6, 0.2])     # claims 0, 2, 3
-  cr = metrics.self_contradiction(primary, head)
+def test_self_contradiction_rate_and_share_of_claims_are_not_interchangeable():
+  primary = np.array([0.1, 0.2, 0.9, 0.3, 0.8, 0.4])  # real, real, fake, real, fake, real
+  head = np.array([0.9, 0.1, 0.9, 0.6, 0.2, 0.3])     # claims 0, 2, 3
+  cr = metrics.self_contradiction(~verdicts.called_fake(primary, DEFAULT),
+                                  verdicts.claims(head[None], DEFAULT)[0])
   assert cr['count'] == 2                       # images 0 and 3
-  assert cr['rate'] == pytest.approx(2 / 3)     # of the 3 the primary calls real
-  assert cr['share_of_claims'] == pytest.approx(2 / 3)  # of the 3 claims
+  assert cr['rate'] == pytest.approx(2 / 4)     # of the 4 the primary calls real
+  assert cr['share_of_claims'] == pytest.approx(2 / 3)  # of the head's 3 claims
+
+
+def test_failed_and_multiple_attributions_hand_worked():
+  labels = np.array([1, 1, 1, 0, 1, 0])
+  claimed = np.array([[1, 0, 1, 0, 0, 1],
+                      [0, 0, 1, 0, 0, 1]], bool)
+  # Fakes no head claims: images 1 and 4 (image 3 is real and unclaimed: not a failure).
+  assert metrics.failed_attributions(labels, claimed) == 2
+  assert metrics.multiple_attributions(claimed) == 2  # images 2 and 5
+
+
+def test_multiclass_accuracy_counts_sources_without_a_head_as_wrong():
+  truth = np.array([0, 1, 3, 5, 1])       # source 5 has no head
+  predicted = np.array([0, 1, 1, 5, 0])   # a prediction of 5 cannot be right: not a class
+  assert metrics.multiclass_accuracy(truth, predicted, (0, 1, 3)) == pytest.approx(2 / 5)
+  assert metrics.multiclass_accuracy(truth, predicted, (0, 1, 3, 5)) == pytest.approx(3 / 5)
+
+
+def test_external_accuracy_of_the_primary_and_of_a_head_point_opposite_ways():
+  # External images are all fake: the primary should call them fake, a head should not claim them.
+  called_fake = np.array([True, True, True, False])
+  claimed = np.array([True, False, False, False])
+  assert metrics.external_accuracy_detection(called_fake) == pytest.approx(0.75)
+  assert metrics.external_accuracy_head(claimed) == pytest.approx(0.75)
+  assert metrics.external_accuracy_detection(claimed) == pytest.approx(0.25)
+  assert metrics.recall_on_source(np.array([1, 0, 1, 1], bool), np.array([2, 2, 2, 3]), 2) == \
+      pytest.approx(2 / 3)
+
+
+def test_summarize_uses_the_verdict_rule_for_heads_and_argmax_for_softmax():
+  scores = {'p_fake': np.array([0.9, 0.8, 0.2, 0.7]),
+            'p_heads': np.array([[0.9, 0.2, 0.6, 0.1], [0.7, 0.3, 0.8, 0.2]]),
+            'label': np.array([1, 1, 0, 1]), 'source_id': np.array([1, 3, 0, 3])}
+  heads = metrics.summarize(scores, metrics.Outputs(True, ('a', 'b'), (1, 3), 'claims', True),
+                            DEFAULT)
+  assert list(heads) == ['heads', 'detection', 'multiclass']
+  # predicted sources: 1, 0 (no claim), 3, 0 -> correct: image 0 only
+  assert heads['multiclass']['accuracy'] == pytest.approx(1 / 4)
+  assert heads['multiclass']['failed_attributions'] == 2  # images 1 and 3
+  assert heads['heads']['b']['self_contradiction']['count'] == 1  # image 2
+  softmax = metrics.summarize(scores, metrics.Outputs(True, ('a', 'b'), (1, 3), 'argmax'), DEFAULT)
+  # classes real (1 - p_fake), a, b: argmax -> 1, 3, real (a tie goes to the first), real
+  assert softmax['multiclass']['accuracy'] == pytest.approx(3 / 4)
+  assert 'self_contradiction' not in softmax['heads']['a']
+  one_vs_rest = metrics.summarize(scores, metrics.Outputs(False, ('a',), (1,)), DEFAULT)
+  assert set(one_vs_rest) == {'heads'}
 
 
 def test_multiclass_failed_attribution_counts_as_real_and_highest_claim_wins():
   heads = np.array([[0.9, 0.2, 0.6, 0.1],    # head for source 1
                     [0.7, 0.3, 0.8, 0.2]])   # head for source 3
-  predicted = metrics.multiclass_predictions(heads, (1, 3))
+  predicted = verdicts.attributed_source(heads, (1, 3), DEFAULT)
   np.testing.assert_array_equal(predicted, [1, 0, 3, 0])
   matrix = metrics.confusion_matrix(np.array([1, 0, 3, 1]), predicted, (0, 1, 3))
   np.testing.assert_array_equal(matrix, [[1, 0, 0], [1, 1, 0], [0, 0, 1]])

@@ -102,8 +102,8 @@ def test_predict_runs_primary_once_and_feeds_all_heads():
   primary = models.init_variables(models.Primary(True), KEY, (1, 64, 64, 3))
   heads = models.init_variables(models.StackedHeads(2, True), KEY, (1, 16, 16, 16))
   x = jax.random.normal(KEY, (3, 64, 64, 3))
-  out = jax.jit(models.predict, static_argnames=('gap', 'num_heads'))(
-      {'primary': primary, 'heads': heads}, x, gap=True, num_heads=2)
+  out = jax.jit(models.predict, static_argnames=('input_kind', 'num_heads'))(
+      {'primary': primary, 'heads': heads}, x, input_kind='pixel', num_heads=2)
   direct = models.Primary(True).apply(primary, x)
   np.testing.assert_allclose(out.primary.logit, direct.logit, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(out.heads.logit, models.StackedHeads(2, True).apply(

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from gta_jax import checkpoints, models, train
+from gta_jax import chains, checkpoints, losses, models, train
+from gta_jax.families import base, proposed
 
 
 def _config(name, smoke_data_dir, **overrides):
-  config = train.load_config_file(str(ROOT / 'configs' / f'{name}.py'), 'smoke')
+  config = chains.load_config_file(str(ROOT / 'configs' / f'{name}.py'), 'smoke')
   with config.unlocked():
     config.data.data_dir = smoke_data_dir
     for key, value in overrides.items():
@@ -82,7 +83,7 @@ def test_a_new_head_run_changes_no_existing_head_or_primary(quickstart, smoke_da
   workdir, _ = quickstart
   existing = {p: checkpoints.tree_digest(_bundle(workdir / p)[1])
               for p in ('phase2_synthetic', 'phase3_synthetic')}
-  config = _config('phase3_synthetic', smoke_data_dir, heads=('bilinear',),
+  config = _config('phase3_synthetic', smoke_data_dir, sources=('bilinear',),
                    **{'init.primary': str(workdir / 'phase2_synthetic'), 'optim.max_epochs': 1})
   train.train_and_evaluate(config, tmp_path / 'new_head')
   for phase, digest in existing.items():
@@ -91,7 +92,7 @@ def test_a_new_head_run_changes_no_existing_head_or_primary(quickstart, smoke_da
 
 def test_head_run_refuses_a_different_primary(quickstart, smoke_data_dir, tmp_path):
   workdir, _ = quickstart
-  config = _config('phase3_synthetic', smoke_data_dir, heads=('tconv',),
+  config = _config('phase3_synthetic', smoke_data_dir, sources=('tconv',),
                    **{'init.primary': str(workdir / 'phase2_synthetic'), 'optim.max_epochs': 1})
   run_dir = tmp_path / 'heads'
   (run_dir).mkdir()
@@ -108,19 +109,19 @@ def test_phase3_before_its_primary_names_the_config_to_run(smoke_data_dir, tmp_p
 
 
 def _interrupt_at(monkeypatch, step_to_fail, exception):
-  """Makes the training step raise `exception` once the run reaches `step_to_fail`."""
-  original = train._make_step
+  """Makes the detector's training step raise `exception` once the run reaches `step_to_fail`."""
+  original = proposed.Detector.make_train_step
 
-  def make_step(run, optimizer):
-    step = original(run, optimizer)
+  def make_train_step(self, optimizer):
+    step = original(self, optimizer)
 
-    def failing(state, batch, active):
+    def failing(state, *args):
       if int(state.step) == step_to_fail:
         raise exception
-      return step(state, batch, active)
+      return step(state, *args)
     return failing
 
-  monkeypatch.setattr(train, '_make_step', make_step)
+  monkeypatch.setattr(proposed.Detector, 'make_train_step', make_train_step)
 
 
 @pytest.mark.parametrize('exception, resumes_from', [
@@ -155,37 +156,38 @@ def test_joint_heads_step_equals_separate_single_head_steps():
   """
   import optax
   optimizer = optax.sgd(0.1)
-  gap = True
   key = jax.random.key(0)
-  primary = models.init_variables(models.Primary(gap), key, (1, 32, 32, 3))
-  heads = models.init_variables(models.StackedHeads(2, gap), key, (1, 8, 8, 16))
+  primary_model = models.Primary(True)
+  constants = {'dct_mean': np.zeros((), np.float32), 'dct_std': np.ones((), np.float32),
+               'primary': models.init_variables(primary_model, key, (1, 32, 32, 3))}
+  heads = models.init_variables(models.StackedHeads(2, True), key, (1, 8, 8, 16))
   batch = {'image': np.asarray(jax.random.randint(key, (8, 32, 32, 3), 0, 256), np.uint8),
            'label': np.ones(8, np.int32), 'mask': np.ones(8, bool)}
   targets = jnp.asarray(np.array([[1, 0, 1, 0, 1, 0, 1, 0], [0, 0, 1, 1, 0, 0, 1, 1]], np.float32))
-  stats = (np.zeros((), np.float32), np.ones((), np.float32))
 
-  def state_of(variables):
-    return train.TrainState(jnp.zeros((), jnp.int32), variables['params'], variables['batch_stats'],
-                            optimizer.init(variables['params']))
+  def step(state, targets, active):  # the real step, with K heads as many as the state holds
+    heads_model = models.StackedHeads(targets.shape[0], True)
+    return jax.jit(lambda s, t, a: proposed.heads_train_step(
+        s, constants, batch, t, a, primary_model=primary_model, heads_model=heads_model,
+        input_kind='pixel', loss_fn=losses.sigmoid_bce, optimizer=optimizer))(
+            state, targets, active)
 
-  step = jax.jit(lambda s, t, a: train.heads_train_step(
-      s, primary, batch, t, a, stats, gap=gap, input_kind='pixel', optimizer=optimizer))
-  joint, _ = step(state_of(heads), targets, jnp.array([True, True]))
+  joint, _ = step(base.new_state(heads, optimizer), targets, jnp.array([True, True]))
   for k in range(2):
     single = jax.tree.map(lambda a: a[k:k + 1], heads)
-    alone, _ = step(state_of(single), targets[k:k + 1], jnp.array([True]))
+    alone, _ = step(base.new_state(single, optimizer), targets[k:k + 1], jnp.array([True]))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a[k], b[0], rtol=1e-5, atol=1e-7),
                  joint.params, alone.params)
   # A stopped head does not move at all.
-  frozen, _ = step(state_of(heads), targets, jnp.array([True, False]))
+  frozen, _ = step(base.new_state(heads, optimizer), targets, jnp.array([True, False]))
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(a[1], b[1]), frozen.params,
                heads['params'])
 
 
 def test_non_finite_loss_stops_with_a_clear_error(smoke_data_dir, tmp_path, monkeypatch):
   config = _config('phase1_synthetic', smoke_data_dir, log_every_steps=1)
-  original = train.masked_bce  # (NaN images would not do: XLA's ReLU maps NaN to 0)
-  monkeypatch.setattr(train, 'masked_bce', lambda *a: original(*a) * jnp.inf)
+  original = losses.sigmoid_bce  # (NaN images would not do: XLA's ReLU maps NaN to 0)
+  monkeypatch.setattr(losses, 'sigmoid_bce', lambda *a: original(*a) * jnp.inf)
   with pytest.raises(FloatingPointError, match='learning_rate'):
     train.train_and_evaluate(config, tmp_path / 'nan')
 
@@ -195,7 +197,7 @@ def test_every_config_loads_with_and_without_smoke():
     if path.name in ('__init__.py', 'common.py', 'baselines.py'):
       continue
     for arg in ('', 'smoke'):
-      config = train.load_config_file(str(path), arg)
+      config = chains.load_config_file(str(path), arg)
       assert config.name, path
       if arg == 'smoke':  # the built-in smoke set, or a folder dataset's dummy_data size
         assert config.data.config in ('smoke', '2-1-1') and config.optim.batch_size <= 16

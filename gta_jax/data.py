@@ -1,0 +1,102 @@
+"""The one entry point to data: open a dataset once from `config.data`, then draw batches from it.
+
+`open_dataset` resolves everything a run needs to know about its data (the prepared TFDS builder,
+image size, source ids, DCT statistics); `Dataset.batches` yields host batches (numpy, see
+gta_jax/input_pipeline.py) with an augmentation mode and a seed; `to_device` is the one place
+where host batches become device arrays.
+"""
+import dataclasses
+import pathlib
+from typing import Any, Iterator
+
+import jax
+import numpy as np
+
+from gta_jax import input_pipeline
+from gta_jax import spectral
+from gta_jax.writers import log
+
+
+@dataclasses.dataclass
+class Dataset:
+  """A prepared dataset and what a run needs to know about it (host side)."""
+  name: str
+  builder: Any
+  image_size: int                 # side of the (square) training images
+  source_ids: dict[str, int]      # source name -> id (real is 0)
+  dct_stats: tuple[np.ndarray, np.ndarray]  # (mean, std) [H, W] float32; (0, 1) scalars for pixel input
+  release_blur_sigma: bool = False  # the release's fixed blur sigma 4 (its bug), for every mode
+  _sources: dict = dataclasses.field(default_factory=dict, repr=False)
+
+  @property
+  def splits(self) -> tuple[str, ...]:
+    return tuple(self.builder.info.splits)
+
+  def has_split(self, split: str) -> bool:
+    return split in self.builder.info.splits
+
+  def source(self, split: str):
+    """The split's random-access data source (opened once)."""
+    if split not in self._sources:
+      self._sources[split] = input_pipeline.data_source(self.builder, split)
+    return self._sources[split]
+
+  def size(self, split: str) -> int:
+    return len(self.source(split))
+
+  def steps_per_epoch(self, batch_size: int) -> int:
+    """Full training batches per epoch (the last partial batch is dropped, as Keras did)."""
+    return input_pipeline.num_batches(self.source('train'), batch_size, drop_remainder=True)
+
+  def batches(self, split: str, batch_size: int, *, mode: str = 'clean', seed: int, epoch: int = 0,
+              shuffle: bool = False, drop_remainder: bool = False,
+              start_batch: int = 0) -> Iterator[dict]:
+    """Host batches of one pass over `split` (see input_pipeline.batches). Training passes
+    shuffle=True, drop_remainder=True; evaluation scores every image (padded + masked)."""
+    return input_pipeline.batches(self.source(split), batch_size, seed=seed, epoch=epoch, mode=mode,
+                                  shuffle=shuffle, drop_remainder=drop_remainder,
+                                  start_batch=start_batch,
+                                  release_blur_sigma=self.release_blur_sigma)
+
+  def source_id(self, name: str) -> int:
+    if name not in self.source_ids:
+      raise KeyError(f'config.sources: unknown source {name!r} for {self.name}; choose from '
+                     f'{", ".join(s for s in self.source_ids if s != "real")}.')
+    return self.source_ids[name]
+
+
+def open_dataset(data_config, input_kind: str) -> Dataset:
+  """config.data (name, config, data_dir, release_blur_sigma) + the model's input kind -> Dataset.
+
+  DCT statistics are those of the clean training split, computed once and cached beside it.
+  """
+  builder = input_pipeline.load_builder(data_config.name, data_config.config, data_config.data_dir)
+  source_ids = {str(k): int(v) for k, v in builder.info.metadata['source_ids'].items()}
+  image_size = int(input_pipeline.data_source(builder, 'train')[0]['image'].shape[0])
+  if input_kind == 'dct':
+    mean, std = dct_statistics(builder)
+    dct_stats = (np.asarray(mean, np.float32), np.asarray(std, np.float32))
+  else:
+    dct_stats = (np.zeros((), np.float32), np.ones((), np.float32))
+  return Dataset(data_config.name, builder, image_size, source_ids, dct_stats,
+                 bool(data_config.release_blur_sigma))
+
+
+def dct_statistics(builder, batch_size: int = 256):
+  """Per-coefficient mean/std of the clean training split (Welford), cached beside the dataset."""
+  cache = pathlib.Path(builder.data_dir) / 'dct_stats'
+  if (cache / 'mean.npy').is_file():
+    return spectral.load_dct_stats(cache)
+  log(f'computing DCT statistics over the training split -> {cache}')
+  stats = spectral.DctStats()
+  source = input_pipeline.data_source(builder, 'train')
+  for batch in input_pipeline.batches(source, batch_size, seed=0, shuffle=False,
+                                      drop_remainder=False):
+    stats.update(spectral.log_dct_numpy(batch['image'][batch['mask']]))
+  stats.save(cache)
+  return stats.mean, stats.std
+
+
+def to_device(batch: dict) -> dict:
+  """Host batch -> device arrays: the one place data crosses to the accelerator."""
+  return jax.device_put(batch)

@@ -1,0 +1,54 @@
+"""What evaluators share: scoring every image of a split, and metric names <-> nested results."""
+import jax
+import numpy as np
+
+from gta_jax import data
+from gta_jax import input_pipeline
+
+
+def score_split(predict_fn, dataset: data.Dataset, split: str, *, mode: str, seed: int,
+                batch_size: int) -> dict:
+  """Scores every image of a split (no dropped last batch) under a fixed-seed perturbation.
+
+  predict_fn: [B, H, W, 3] uint8 images -> (p_fake [B], p_heads [K, B]).
+  -> host arrays p_fake [N], p_heads [K, N], label [N], source_id [N].
+  """
+  out = {'p_fake': [], 'p_heads': [], 'label': [], 'source_id': []}
+  for batch in dataset.batches(split, batch_size, mode=mode, seed=seed):
+    p_fake, p_heads = jax.device_get(predict_fn(data.to_device(batch['image'])))
+    keep = batch['mask']
+    out['p_fake'].append(p_fake[keep])
+    out['p_heads'].append(p_heads[:, keep])
+    out['label'].append(batch['label'][keep])
+    out['source_id'].append(batch['source_id'][keep])
+  return {k: np.concatenate(v, axis=-1) for k, v in out.items()}
+
+
+def test_set_seed(mode: str) -> int:
+  if mode not in input_pipeline.TEST_SET_SEEDS:
+    raise ValueError(f'unknown test set {mode!r}; choose from '
+                     f'{", ".join(input_pipeline.TEST_SET_SEEDS)}.')
+  return input_pipeline.TEST_SET_SEEDS[mode]
+
+
+def flatten(results: dict, prefix: str = ''):
+  """{'clean': {'detection': {'f1': 0.9}}} -> ('clean/detection/f1', 0.9), ...; an empty dict is
+  kept as a value so that nesting restores it."""
+  for key, value in results.items():
+    name = f'{prefix}/{key}' if prefix else str(key)
+    if isinstance(value, dict) and value:
+      yield from flatten(value, name)
+    else:
+      yield name, value
+
+
+def nest(pairs) -> dict:
+  """The inverse of `flatten`: ('clean/detection/f1', 0.9), ... -> nested dicts, in order."""
+  results: dict = {}
+  for name, value in pairs:
+    *parents, leaf = name.split('/')
+    node = results
+    for parent in parents:
+      node = node.setdefault(parent, {})
+    node[leaf] = value
+  return results

@@ -1,0 +1,135 @@
+"""What every model family provides to the trainer, evaluators and exporters, and the pieces
+their steps share.
+
+A family is the model side of a run: its modules, frozen constants, pure jitted steps, label view
+and export. The trainer's loop calls only the methods below and knows no family by name; a new
+family is a new module in gta_jax/families/ plus one line in the registry (families/__init__.py).
+"""
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from gta_jax import checkpoints
+from gta_jax import metrics
+from gta_jax import spectral
+
+
+class TrainState(flax.struct.PyTreeNode):
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+
+def new_state(variables: dict, optimizer) -> TrainState:
+  """Step 0 of training `variables` ({'params', 'batch_stats'}) with a fresh optimizer state."""
+  return TrainState(jnp.zeros((), jnp.int32), variables['params'], variables['batch_stats'],
+                    optimizer.init(variables['params']))
+
+
+def preprocess(images: jax.Array, input_kind: str, constants: dict) -> jax.Array:
+  """[B, H, W, 3] uint8 -> model input, on the device inside the step (pixels or log-DCT z-score)."""
+  if input_kind == 'dct':
+    return spectral.dct_features(images, constants['dct_mean'], constants['dct_std'])
+  return spectral.scale_pixels(images)
+
+
+def masked_mean(values, mask, axis=None):
+  values = values.astype(jnp.float32) * mask
+  return values.sum(axis=axis) / jnp.maximum(mask.sum(), 1)
+
+
+def apply_gradients(state: TrainState, grads, batch_stats, optimizer) -> TrainState:
+  changes, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  return TrainState(state.step + 1, optax.apply_updates(state.params, changes), batch_stats,
+                    opt_state)
+
+
+def select_outputs(active: jax.Array, new, old):
+  """Per-output choice between two trees whose leaves carry a leading output axis (other leaves,
+  e.g. Adam's step count: new)."""
+  def pick(a, b):
+    if a.ndim == 0 or a.shape[0] != active.shape[0]:
+      return a
+    return jnp.where(active.reshape((-1,) + (1,) * (a.ndim - 1)), a, b)
+  return jax.tree.map(pick, new, old)
+
+
+class Family:
+  """Interface of a model family. Subclasses set the class attributes and implement the methods.
+
+  Steps are module-level pure functions that receive their modules, loss and optimizer (bound
+  with functools.partial), with one signature for every family:
+    train_step(state, constants, batch, targets, active) -> (state, {'loss': [O], 'accuracy': [O]})
+    loss_step(variables, constants, batch, targets) -> [O] mean validation loss of the batch
+    predict_step(variables, constants, images) -> (p_fake [B], p_heads [K, B])
+  where O = num_outputs, `constants` is the frozen pytree of `constants()`, `targets` the host label
+  view of `targets(batch)`, and `active` [O] bool says which outputs still train.
+  """
+  name: str = ''
+  arch: str = 'proposed'      # recorded in the model bundle
+  tasks: tuple[str, ...] = ()
+  # True: the outputs' variables carry a leading output axis and each output keeps its own best
+  # weights and stops on its own (stacked heads); False: one set of weights for all outputs.
+  stacked_outputs: bool = False
+
+  def __init__(self, config, dataset, workdir=None):
+    if config.task not in self.tasks:
+      raise ValueError(f'config.task={config.task!r} does not fit config.model.family='
+                       f'{self.name!r}; it takes {", ".join(self.tasks)}.')
+    self.config = config
+    self.dataset = dataset
+    self.input_kind = config.model.input
+    self.task = config.task
+    self.sources = tuple(config.sources)
+    self.source_ids = tuple(dataset.source_id(s) for s in self.sources)
+    # Files the trainer writes into the workdir once set-up succeeded (e.g. primary.json).
+    self.records: dict[str, dict] = {}
+
+  # -- shape of the outputs
+  @property
+  def num_outputs(self) -> int:
+    return max(len(self.sources), 1)
+
+  def outputs(self) -> metrics.Outputs:
+    raise NotImplementedError
+
+  # -- state and constants
+  def constants(self) -> dict:
+    """The run's frozen pytree (DCT statistics, a frozen primary): an argument of every step."""
+    mean, std = self.dataset.dct_stats
+    return {'dct_mean': mean, 'dct_std': std}
+
+  def init_variables(self, key: jax.Array) -> dict:
+    """-> {'params', 'batch_stats'} of a fresh model."""
+    raise NotImplementedError
+
+  def init_state(self, key: jax.Array, optimizer) -> TrainState:
+    return new_state(self.init_variables(key), optimizer)
+
+  # -- steps (jitted once per family instance)
+  def make_train_step(self, optimizer) -> Callable:
+    raise NotImplementedError
+
+  def make_loss_step(self) -> Callable:
+    raise NotImplementedError
+
+  def make_predict_step(self) -> Callable:
+    raise NotImplementedError
+
+  def targets(self, batch: dict) -> np.ndarray:
+    """The host label view of a batch for this family's loss."""
+    raise NotImplementedError
+
+  # -- bundles
+  def variables_from_bundle(self, spec: checkpoints.ModelSpec, variables: dict, source) -> dict:
+    """A model bundle's variables -> the {'params', 'batch_stats'} this family trains."""
+    raise NotImplementedError
+
+  def bundle_variables(self, trained: dict) -> dict:
+    """Trained {'params', 'batch_stats'} -> the bundle's {'primary': ..., 'heads': ...}."""
+    raise NotImplementedError

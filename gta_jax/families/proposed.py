@@ -1,0 +1,236 @@
+"""The paper's model: the primary detector (phases I/II) and K secondary heads on its frozen middle
+features (phases III/IV)."""
+import functools
+import json
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gta_jax import checkpoints
+from gta_jax import input_pipeline
+from gta_jax import keras_import
+from gta_jax import losses
+from gta_jax import metrics
+from gta_jax import models
+from gta_jax.families import base
+
+
+def detector_train_step(state: base.TrainState, constants, batch, targets, active, *, model,
+                        input_kind: str, loss_fn, optimizer):
+  """One Adam step of the primary on real(0)/fake(1) targets [B]; BatchNorm statistics updated."""
+  del active  # one output: the loop ends when it stops
+  x = base.preprocess(batch['image'], input_kind, constants)
+
+  def loss_of(params):
+    out, updates = model.apply({'params': params, 'batch_stats': state.batch_stats}, x, train=True,
+                               mutable=['batch_stats'])
+    return loss_fn(out.logit, targets, batch['mask']), (out, updates)
+
+  (loss, (out, updates)), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
+  accuracy = base.masked_mean((out.logit >= 0) == (targets == 1), batch['mask'])
+  new_state = base.apply_gradients(state, grads, updates['batch_stats'], optimizer)
+  return new_state, {'loss': loss[None], 'accuracy': accuracy[None]}
+
+
+def detector_loss_step(variables, constants, batch, targets, *, model, input_kind: str, loss_fn):
+  """-> [1] validation loss of the batch, BatchNorm in inference mode."""
+  out = model.apply(variables, base.preprocess(batch['image'], input_kind, constants), train=False)
+  return loss_fn(out.logit, targets, batch['mask'])[None]
+
+
+def detector_predict_step(variables, constants, images, *, model, input_kind: str):
+  """-> (p_fake [B], p_heads [0, B]) in inference mode."""
+  out = model.apply(variables, base.preprocess(images, input_kind, constants), train=False)
+  return jax.nn.sigmoid(out.logit), jnp.zeros((0, images.shape[0]))
+
+
+def _frozen_mid_features(primary_model, constants, images, input_kind: str):
+  """The frozen primary's conv-4 features (BatchNorm in inference mode, no gradient) and output."""
+  x = base.preprocess(images, input_kind, constants)
+  primary = primary_model.apply(constants['primary'], x, train=False)
+  return primary, jax.lax.stop_gradient(primary.mid_features)
+
+
+def heads_train_step(state: base.TrainState, constants, batch, targets, active, *, primary_model,
+                     heads_model, input_kind: str, loss_fn, optimizer):
+  """One step of all K heads on frozen primary features; stopped heads (active=0) stay put.
+
+  targets: [K, B] one-vs-rest labels. Each head's loss depends only on its own slice of the
+  stacked parameters, so summing the K losses trains K independent heads at once.
+  """
+  _, mid = _frozen_mid_features(primary_model, constants, batch['image'], input_kind)
+
+  def loss_of(params):
+    out, updates = heads_model.apply({'params': params, 'batch_stats': state.batch_stats}, mid,
+                                     train=True, mutable=['batch_stats'])
+    per_head = loss_fn(out.logit, targets, batch['mask'][None, :])
+    return per_head.sum(), (per_head, out, updates)
+
+  (_, (per_head, out, updates)), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
+  updated = base.apply_gradients(state, grads, updates['batch_stats'], optimizer)
+  keep = functools.partial(base.select_outputs, active)
+  accuracy = base.masked_mean((out.logit >= 0) == (targets == 1), batch['mask'][None, :], axis=-1)
+  return base.TrainState(updated.step, keep(updated.params, state.params),
+                         keep(updated.batch_stats, state.batch_stats),
+                         keep(updated.opt_state, state.opt_state)), {
+                             'loss': per_head, 'accuracy': accuracy}
+
+
+def heads_loss_step(variables, constants, batch, targets, *, primary_model, heads_model,
+                    input_kind: str, loss_fn):
+  """-> [K] validation loss of the batch per head."""
+  _, mid = _frozen_mid_features(primary_model, constants, batch['image'], input_kind)
+  out = heads_model.apply(variables, mid, train=False)
+  return loss_fn(out.logit, targets, batch['mask'][None, :])
+
+
+def heads_predict_step(variables, constants, images, *, primary_model, heads_model,
+                       input_kind: str):
+  """-> (p_fake [B] of the frozen primary, p_heads [K, B]) in inference mode."""
+  primary, mid = _frozen_mid_features(primary_model, constants, images, input_kind)
+  heads = heads_model.apply(variables, mid, train=False)
+  return jax.nn.sigmoid(primary.logit), jax.nn.sigmoid(heads.logit)
+
+
+class Detector(base.Family):
+  """The primary real-vs-fake network, trained from scratch (I) or on from phase I (II)."""
+  name = 'primary'
+  tasks = ('detection',)
+
+  def __init__(self, config, dataset, workdir=None):
+    super().__init__(config, dataset, workdir)
+    if self.sources:
+      raise ValueError(f'config.sources={self.sources} but config.model.family=primary detects '
+                       'only; heads are trained by config.model.family=heads.')
+    self.model = models.Primary(models.uses_gap(self.input_kind), config.model.bn_momentum,
+                                config.model.conv_impl)
+
+  def outputs(self) -> metrics.Outputs:
+    return metrics.Outputs(detection=True)
+
+  def init_variables(self, key):
+    channels = 1 if self.input_kind == 'dct' else 3
+    size = self.dataset.image_size
+    return models.init_variables(self.model, key, (1, size, size, channels))
+
+  def make_train_step(self, optimizer):
+    return jax.jit(functools.partial(detector_train_step, model=self.model,
+                                     input_kind=self.input_kind, loss_fn=losses.sigmoid_bce,
+                                     optimizer=optimizer), donate_argnums=0)
+
+  def make_loss_step(self):
+    return jax.jit(functools.partial(detector_loss_step, model=self.model,
+                                     input_kind=self.input_kind, loss_fn=losses.sigmoid_bce))
+
+  def make_predict_step(self):
+    return jax.jit(functools.partial(detector_predict_step, model=self.model,
+                                     input_kind=self.input_kind))
+
+  def targets(self, batch):
+    return batch['label'].astype(np.float32)
+
+  def variables_from_bundle(self, spec, variables, source):
+    return variables['primary']
+
+  def bundle_variables(self, trained):
+    return {'primary': trained}
+
+
+class Heads(base.Family):
+  """K one-vs-rest heads (one per source in config.sources) on a frozen, shared primary.
+
+  The primary comes from config.init.primary (a phase-II workdir, a bundle or a release .h5) or,
+  for phase IV, from the primary recorded by config.init.from_run. The run records it in
+  primary.json (path, digest) and refuses a different one later.
+  """
+  name = 'heads'
+  tasks = ('attribution',)
+  stacked_outputs = True
+
+  def __init__(self, config, dataset, workdir=None):
+    super().__init__(config, dataset, workdir)
+    if not self.sources:
+      raise ValueError('config.sources is empty: name the source of each head, e.g. '
+                       "--config.sources=\"('tconv',)\".")
+    gap = models.uses_gap(self.input_kind)
+    self.primary_model = models.Primary(gap, config.model.bn_momentum, config.model.conv_impl)
+    self.heads_model = models.StackedHeads(len(self.sources), gap, config.model.bn_momentum,
+                                           conv_impl=config.model.conv_impl)
+    self.primary_variables, record = self._load_primary(config, workdir)
+    self.records['primary.json'] = record
+
+  @staticmethod
+  def _load_primary(config, workdir):
+    reference = config.init.primary
+    if not reference and config.init.from_run:
+      recorded = pathlib.Path(config.init.from_run) / 'primary.json'
+      if not recorded.is_file():
+        raise FileNotFoundError(f'config.init.from_run={config.init.from_run!r} has no '
+                                'primary.json: run its phase-III config first.')
+      reference = json.loads(recorded.read_text())['path']
+    loaded = keras_import.load_any(pathlib.Path(reference)) if reference else None
+    if loaded is None:
+      raise FileNotFoundError(
+          f'config.init.primary={reference!r}: no trained primary there. Run the phase-II config '
+          '(e.g. configs/phase2_synthetic.py) first, or point --config.init.primary at a phase-II '
+          'workdir, a model bundle or a release .h5.')
+    spec, variables, _ = loaded
+    primary = variables['primary']
+    record = {'path': str(pathlib.Path(reference).absolute()),
+              'digest': checkpoints.tree_digest(primary), 'input_kind': spec.input_kind,
+              'source': spec.source, 'trained_steps': spec.trained_steps,
+              'best_epoch': list(spec.best_epochs)}
+    if spec.input_kind != config.model.input:
+      raise ValueError(f'primary {reference} takes {spec.input_kind} input but '
+                       f'config.model.input={config.model.input!r}.')
+    record_file = pathlib.Path(workdir) / 'primary.json' if workdir else None
+    if record_file is not None and record_file.is_file():
+      built_on = json.loads(record_file.read_text())
+      if built_on['digest'] != record['digest']:
+        raise ValueError(
+            f'{workdir} was trained on the primary {built_on["path"]} (digest '
+            f'{built_on["digest"][:12]}), but {reference} holds different weights '
+            f'({record["digest"][:12]}). Use a new workdir for a new primary.')
+    return primary, record
+
+  def outputs(self) -> metrics.Outputs:
+    return metrics.Outputs(detection=True, head_names=self.sources, head_ids=self.source_ids,
+                           multiclass='claims', self_contradiction=True)
+
+  def constants(self) -> dict:
+    return super().constants() | {'primary': self.primary_variables}
+
+  def init_variables(self, key):
+    size = -(-self.dataset.image_size // 4)
+    return models.init_variables(self.heads_model, key, (1, size, size, 16))
+
+  def _bound(self, step, **kwargs):
+    return functools.partial(step, primary_model=self.primary_model, heads_model=self.heads_model,
+                             input_kind=self.input_kind, **kwargs)
+
+  def make_train_step(self, optimizer):
+    return jax.jit(self._bound(heads_train_step, loss_fn=losses.sigmoid_bce, optimizer=optimizer),
+                   donate_argnums=0)
+
+  def make_loss_step(self):
+    return jax.jit(self._bound(heads_loss_step, loss_fn=losses.sigmoid_bce))
+
+  def make_predict_step(self):
+    return jax.jit(self._bound(heads_predict_step))
+
+  def targets(self, batch):
+    return input_pipeline.head_targets(batch['source_id'], self.source_ids)
+
+  def variables_from_bundle(self, spec, variables, source):
+    if tuple(spec.head_names) != self.sources:
+      raise ValueError(f'{source} trained heads {spec.head_names}, config.sources is '
+                       f'{self.sources}.')
+    if spec.primary_digest != self.records['primary.json']['digest']:
+      raise ValueError(f'{source} was trained on a different primary than '
+                       f'{self.records["primary.json"]["path"]}.')
+    return variables['heads']
+
+  def bundle_variables(self, trained):
+    return {'primary': self.primary_variables, 'heads': trained}

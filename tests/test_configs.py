@@ -1,0 +1,49 @@
+"""Config builders are strict, and runs saved under older field names still load."""
+import json
+
+import pytest
+
+from conftest import ROOT
+from configs import common
+from gta_jax import chains, evaluate, families
+
+
+def test_phase_builders_refuse_what_does_not_exist():
+  with pytest.raises(ValueError, match='detector phase=3'):
+    common.detector_phase('', dataset='ganfp', phase=3)
+  with pytest.raises(ValueError, match="dataset='imagenet'"):
+    common.detector_phase('', dataset='imagenet', phase=1)
+  with pytest.raises(ValueError, match='sources='):
+    common.heads_phase('', dataset='ganfp', phase=3, sources=())
+  with pytest.raises(ValueError, match='input_kind'):
+    common.heads_phase('', dataset='ganfp', phase=3, sources=('progan',), input_kind='rgb')
+  with pytest.raises(ValueError, match='unknown config argument'):
+    common.detector_phase('jpeg', dataset='ganfp', phase=1)  # :jpeg is a phase-II variant
+
+
+def test_phase_files_wire_each_phase_to_the_run_before_it():
+  load = lambda name, arg='': chains.load_config_file(str(ROOT / 'configs' / f'{name}.py'), arg)
+  assert load('phase2_ganfp', 'crop').init.from_run == 'runs/phase1_ganfp'
+  assert load('phase2_ganfp', 'crop').name == 'phase2_ganfp_crop'
+  dct = load('phase4_progan_dct')
+  assert (dct.name, dct.init.from_run, dct.model.input) == ('phase4_progan_dct',
+                                                            'runs/phase3_progan_dct', 'dct')
+  assert load('phase3_progan_dct').init.primary == 'runs/phase2_ganfp_dct'
+  for name in ('phase3_faceshq', 'phase4_synthetic', 'baseline_postpool'):
+    config = load(name, 'smoke')
+    assert config.model.family in families.FAMILIES
+    assert config.task in families.FAMILIES[config.model.family].tasks
+
+
+def test_a_run_saved_before_sources_family_and_evaluators_loads_with_todays_fields(tmp_path):
+  old = json.loads(chains.load_config_file(str(ROOT / 'configs' / 'phase3_synthetic.py'))
+                   .to_json_best_effort())
+  old['heads'] = old.pop('sources')
+  del old['model']['family'], old['evals'], old['eval']['threshold']
+  old['model']['arch'], old['task'] = 'proposed', 'detection'
+  old['eval']['test_sets'] = ['clean', 'blur']
+  (tmp_path / 'config.json').write_text(json.dumps(old))
+  config = evaluate.load_run_config(tmp_path)
+  assert config.sources == common.SYNTHETIC_SOURCES and config.model.family == 'heads'
+  assert config.task == 'attribution' and config.evals.test.modes == ('clean', 'blur')
+  assert config.eval.threshold == 0.5 and config.evals.test_cross_seed.type == 'cross_seed'

@@ -1,0 +1,50 @@
+"""Model families: chosen from the registry, and each refuses a config it cannot train."""
+import jax
+import numpy as np
+import pytest
+
+from configs import common
+from gta_jax import data, families, models
+
+DATASET = data.Dataset('stand-in', None, 32, {'real': 0, 'a': 1, 'b': 2},
+                       (np.zeros((), np.float32), np.ones((), np.float32)))
+
+
+def _config(family, task, sources=()):
+  config = common.get_config()
+  config.model.family, config.task, config.sources = family, task, tuple(sources)
+  return config
+
+
+def test_unknown_family_and_task_mismatches_are_named():
+  with pytest.raises(ValueError, match="config.model.family='resnet'.*primary, heads"):
+    families.build(_config('resnet', 'detection'), DATASET)
+  with pytest.raises(ValueError, match="config.task='multiclass'.*family='primary'"):
+    families.build(_config('primary', 'multiclass'), DATASET)
+  with pytest.raises(ValueError, match='config.sources is empty'):
+    families.build(_config('heads', 'attribution'), DATASET)
+  with pytest.raises(ValueError, match='exactly one source'):
+    families.build(_config('gandct', 'attribution', ('a', 'b')), DATASET)
+  with pytest.raises(KeyError, match="unknown source 'c'"):
+    families.build(_config('postpool', 'multiclass', ('a', 'c')), DATASET)
+
+
+@pytest.mark.parametrize('task, sources, targets', [
+    ('detection', (), [0, 1, 1, 1]),
+    ('attribution', ('b',), [0, 0, 1, 0]),
+    ('multiclass', ('b', 'a'), [0, 2, 1, 0]),  # class index: real, b, a
+])
+def test_baseline_label_views_and_outputs(task, sources, targets):
+  family = families.build(_config('gandct', task, sources), DATASET)
+  batch = {'label': np.array([0, 1, 1, 1]), 'source_id': np.array([0, 1, 2, 7])}
+  np.testing.assert_array_equal(family.targets(batch), targets)
+  assert family.outputs().detection == (task != 'attribution')
+  assert family.num_outputs == 1
+
+
+def test_a_detector_trains_params_and_exports_them_as_the_bundle_primary():
+  family = families.build(_config('primary', 'detection'), DATASET)
+  variables = family.init_variables(jax.random.key(0))
+  assert models.count_parameters(variables) == 27_261
+  assert family.bundle_variables(variables) == {'primary': variables}
+  np.testing.assert_array_equal(family.targets({'label': np.array([1, 0])}), [1.0, 0.0])
