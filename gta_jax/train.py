@@ -74,25 +74,16 @@ def host_variables(state) -> dict:
   return jax.device_get({'params': state.params, 'batch_stats': state.batch_stats})
 
 
-def validation_loss(family, predict_step, variables, constants, dataset, batch_size: int):
-  """Validation loss per output ([O]) over every image of the validation split."""
-  totals, count = None, 0
+def validation_loss(loss_step, family, variables, constants, dataset, batch_size: int):
+  """Mean validation loss per output ([O]) over every image of the validation split: the
+  family's jitted loss step, the training loss on logits with BatchNorm in inference mode."""
+  total, count = np.zeros(family.num_outputs), 0
   for batch in dataset.batches('validation', batch_size, seed=0):
-    p_fake, p_heads = predict_step(variables, constants, batch['image'])
-    targets = family.targets(batch)
-    mask = batch['mask'][None]
-    if family.task == 'multiclass':  # cross-entropy of the true class
-      probs = np.concatenate([1 - np.asarray(p_fake)[None], np.asarray(p_heads)])
-      true = np.take_along_axis(probs, targets[None], axis=0)
-      losses = (-np.log(np.clip(true, 1e-7, 1)) * mask).sum(-1)
-    else:
-      targets = targets if targets.ndim == 2 else targets[None]
-      probs = np.asarray(p_heads) if family.task == 'attribution' else np.asarray(p_fake)[None]
-      probs = np.clip(probs, 1e-7, 1 - 1e-7)
-      losses = (-(targets * np.log(probs) + (1 - targets) * np.log(1 - probs)) * mask).sum(-1)
-    totals = losses if totals is None else totals + losses
-    count += int(batch['mask'].sum())
-  return totals / max(count, 1)
+    images = int(batch['mask'].sum())
+    loss = loss_step(variables, constants, data.to_device(batch), family.targets(batch))
+    total += np.asarray(jax.device_get(loss), np.float64) * images
+    count += images
+  return total / max(count, 1)
 
 
 def warm_start(family, config, state, optimizer):
@@ -173,7 +164,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
                      f'({dataset.size("train")} images).')
   writer = MetricWriter(workdir)
   train_step = family.make_train_step(optimizer)
-  predict_step = family.make_predict_step()
+  loss_step = family.make_loss_step()
   constants = jax.device_put(family.constants())
   step = int(state.step)
   started, start_step = time.time(), step
@@ -206,7 +197,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
           writer.scalars(step, {f'train/loss_{i}': v for i, v in enumerate(host['loss'])})
         if step % config.checkpoint_every_steps == 0:
           save()
-      val_loss = validation_loss(family, predict_step,
+      val_loss = validation_loss(loss_step, family,
                                  {'params': state.params, 'batch_stats': state.batch_stats},
                                  constants, dataset, config.eval.batch_size)
       best, tracker = update_early_stopping(tracker, best, state, val_loss, epoch,
