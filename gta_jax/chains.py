@@ -6,7 +6,7 @@ import pathlib
 import ml_collections
 from PIL import Image
 
-from gta_jax import input_pipeline
+from gta_jax import data
 from gta_jax.writers import log
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -44,12 +44,12 @@ def write_examples(config, directory: pathlib.Path, per_source: int = 2) -> None
   """A few test images per source as PNG files, to try `python -m gta_jax.attribute` on."""
   if directory.is_dir():
     return
-  builder = input_pipeline.load_builder(config.data.name, config.data.config, config.data.data_dir)
+  dataset = data.open_dataset(config.data, config.model.input)
   directory.mkdir(parents=True)
   for split in ('test', 'test_external'):
-    if split not in builder.info.splits:
+    if not dataset.has_split(split):
       continue
-    source = input_pipeline.data_source(builder, split)
+    source = dataset.source(split)
     written: dict[str, int] = {}
     for index in range(len(source)):
       record = source[index]

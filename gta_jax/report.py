@@ -19,7 +19,7 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from gta_jax import attribute, evaluate, evaluators, input_pipeline, saliency  # noqa: E402
+from gta_jax import attribute, data, evaluate, evaluators, input_pipeline, saliency  # noqa: E402
 
 GRID_IMAGES = 16
 
@@ -196,13 +196,13 @@ def plot_confusion(run, out: pathlib.Path) -> None:
 
 def cam_grids(run, out: pathlib.Path, data_dir: str | None) -> None:
   """For each source: 16 test images, each with the map of the output that concerns it."""
-  config = run['config']
-  if config['model']['family'] not in ('primary', 'heads'):
+  if run['config']['model']['family'] not in ('primary', 'heads'):
     return  # a baseline: attribute scores the proposed model
   model = attribute.load_model(run['workdir'])
-  data = config['data']
-  builder = input_pipeline.load_builder(data['name'], data['config'], data_dir or data['data_dir'])
-  source = input_pipeline.data_source(builder, 'test')
+  config = evaluate.load_run_config(run['workdir'])
+  if data_dir:
+    config.data.data_dir = data_dir
+  source = data.open_dataset(config.data, config.model.input).source('test')
   by_source: dict[str, list] = {}
   for index in range(len(source)):
     record = source[index]
