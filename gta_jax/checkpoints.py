@@ -119,10 +119,15 @@ def training_manager(directory) -> ocp.CheckpointManager:
                                options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
 
 
-def save_training(manager: ocp.CheckpointManager, step: int, tree, force: bool = False) -> None:
-  """Saves `tree` at `step` unless that step is saved already."""
+def save_training(manager: ocp.CheckpointManager, step: int, tree, force: bool = False,
+                  replace: bool = False) -> None:
+  """Saves `tree` at `step`. A step saved already is kept, or with `replace` saved again (the
+  end-of-epoch state supersedes a periodic save of the same step)."""
   if manager.latest_step() == step:
-    return
+    if not replace:
+      return
+    manager.wait_until_finished()
+    manager.delete(step)
   # Host copies: the next step donates (deletes) the device buffers an async save would read.
   manager.save(step, args=ocp.args.StandardSave(jax.device_get(tree)), force=force)
 

@@ -21,6 +21,7 @@ from gta_jax import convolution
 from gta_jax import data
 from gta_jax import evaluators
 from gta_jax import families
+from gta_jax import input_pipeline
 from gta_jax import verdicts
 from gta_jax.writers import MetricWriter, fmt, log
 
@@ -74,11 +75,14 @@ def host_variables(state) -> dict:
   return jax.device_get({'params': state.params, 'batch_stats': state.batch_stats})
 
 
-def validation_loss(loss_step, family, variables, constants, dataset, batch_size: int):
-  """Mean validation loss per output ([O]) over every image of the validation split: the
-  family's jitted loss step, the training loss on logits with BatchNorm in inference mode."""
+def validation_loss(loss_step, family, variables, constants, dataset, batch_size: int,
+                    mode: str):
+  """Mean validation loss per output ([O]) over every image of the validation split, augmented
+  in the training `mode` with a fixed draw: the family's jitted loss step, the training loss on
+  logits with BatchNorm in inference mode."""
   total, count = np.zeros(family.num_outputs), 0
-  for batch in dataset.batches('validation', batch_size, seed=0):
+  for batch in dataset.batches('validation', batch_size, mode=mode,
+                               seed=input_pipeline.VALIDATION_SEED):
     images = int(batch['mask'].sum())
     loss = loss_step(variables, constants, data.to_device(batch), family.targets(batch))
     total += np.asarray(jax.device_get(loss), np.float64) * images
@@ -150,7 +154,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
         manager, {'state': state, 'best': best, 'tracker': tracker})
     state, best = restored['state'], restored['best']
     tracker = jax.tree.map(np.asarray, restored['tracker'])
-    log(f'resumed {workdir} at step {int(state.step)}')
+    log(f'resumed {workdir} at step {int(state.step)}, {int(tracker["epoch"])} epoch(s) validated')
   elif config.init.from_run and config.phase in (2, 4):
     state = warm_start(family, config, state, optimizer)
     best = host_variables(state)
@@ -162,7 +166,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   if steps_per_epoch == 0:
     raise ValueError(f'config.optim.batch_size={batch_size} exceeds the training split '
                      f'({dataset.size("train")} images).')
-  writer = MetricWriter(workdir)
+  # Lines logged after the checkpoint we resume from are logged again; drop the earlier copies.
+  writer = MetricWriter(workdir, resume_step=int(state.step),
+                        validated_epochs=int(tracker['epoch']))
   train_step = family.make_train_step(optimizer)
   loss_step = family.make_loss_step()
   constants = jax.device_put(family.constants())
@@ -170,12 +176,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   started, start_step = time.time(), step
   total_steps = steps_per_epoch * config.optim.max_epochs
 
-  def save(force=False):
+  def save(force=False, replace=False):
     checkpoints.save_training(manager, step, {'state': state, 'best': best, 'tracker': tracker},
-                              force)
+                              force, replace)
 
   try:
-    for epoch in range(step // steps_per_epoch, config.optim.max_epochs):
+    # From the first epoch not yet validated: a run stopped after an epoch's last step but before
+    # its validation was saved (Ctrl-C or kill during validation, or the periodic checkpoint of
+    # that very step) trains no batch of it again, validates it, and goes on as if never stopped.
+    for epoch in range(int(tracker['epoch']), config.optim.max_epochs):
       if not tracker['active'].any():
         break
       for batch in dataset.batches('train', batch_size, mode=config.data.train_mode,
@@ -199,14 +208,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
           save()
       val_loss = validation_loss(loss_step, family,
                                  {'params': state.params, 'batch_stats': state.batch_stats},
-                                 constants, dataset, config.eval.batch_size)
+                                 constants, dataset, config.eval.batch_size,
+                                 config.data.train_mode)
       best, tracker = update_early_stopping(tracker, best, state, val_loss, epoch,
                                             config.optim.patience, family.stacked_outputs)
       writer.scalars(step, {f'val/loss_{i}': v for i, v in enumerate(val_loss)}
                      | {'epoch': epoch + 1})
       log(f'epoch {epoch + 1}: validation loss {fmt(val_loss)}; best epochs '
           f'{(tracker["best_epoch"] + 1).tolist()}; active {tracker["active"].astype(int).tolist()}')
-      save(force=True)
+      save(force=True, replace=True)  # the post-validation state, even over a periodic save
   except KeyboardInterrupt:
     save(force=True)
     log(f'interrupted: saved step {step}; run the same command to resume.')

@@ -19,10 +19,18 @@ def fmt(values) -> str:
 class MetricWriter:
   """TensorBoard event files (tensorboardX; clu's writers import TensorFlow) plus metrics.jsonl."""
 
-  def __init__(self, workdir: pathlib.Path):
+  def __init__(self, workdir: pathlib.Path, resume_step: int = 0, validated_epochs: int = 0):
+    """resume_step, validated_epochs: where a resumed run starts again; metrics.jsonl keeps only
+    the lines before it, so that the lines logged again are not there twice."""
     from tensorboardX import SummaryWriter
     self._tb = SummaryWriter(str(workdir / 'tensorboard'))
-    self._lines = open(workdir / 'metrics.jsonl', 'a')
+    path = workdir / 'metrics.jsonl'
+    if path.is_file():
+      records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+      kept = [r for r in records if r['step'] < resume_step or (
+          r['step'] == resume_step and r.get('epoch', 0) <= validated_epochs)]
+      path.write_text(''.join(json.dumps(r) + '\n' for r in kept))
+    self._lines = open(path, 'a')
 
   def scalars(self, step: int, values: dict) -> None:
     values = {k: float(v) for k, v in values.items()}

@@ -124,27 +124,67 @@ def _interrupt_at(monkeypatch, step_to_fail, exception):
   monkeypatch.setattr(proposed.Detector, 'make_train_step', make_train_step)
 
 
+@pytest.fixture(scope='module')
+def straight_phase1(smoke_data_dir, tmp_path_factory):
+  """An uninterrupted phase-I smoke run on multi-augmented data: 15 steps per epoch, a
+  checkpoint every 5, so every epoch ends on a periodic checkpoint."""
+  config = _config('phase1_synthetic', smoke_data_dir, **{'data.train_mode': 'multi'})
+  workdir = tmp_path_factory.mktemp('straight')
+  return config, workdir, train.train_and_evaluate(config, workdir)
+
+
+def _assert_same_run(straight_dir, resumed_dir, straight_results, resumed_results):
+  spec_a, vars_a, _ = _bundle(straight_dir)
+  spec_b, vars_b, _ = _bundle(resumed_dir)
+  jax.tree.map(np.testing.assert_array_equal, vars_a, vars_b)
+  assert spec_a.best_epochs == spec_b.best_epochs and spec_a.trained_steps == spec_b.trained_steps
+  assert resumed_results == straight_results
+  lines = lambda d: [json.loads(line) for line in (d / 'metrics.jsonl').read_text().splitlines()]
+  assert lines(resumed_dir) == lines(straight_dir)  # nothing logged twice
+
+
 @pytest.mark.parametrize('exception, resumes_from', [
     (KeyboardInterrupt(), 22),      # Ctrl-C: saves the current step
     (RuntimeError('killed'), 20),   # like kill -9: only the last periodic checkpoint survives
 ])
-def test_interrupted_run_resumes_to_the_same_weights(smoke_data_dir, tmp_path, monkeypatch,
+def test_interrupted_run_resumes_to_the_same_weights(straight_phase1, tmp_path, monkeypatch,
                                                      exception, resumes_from):
-  config = _config('phase1_synthetic', smoke_data_dir, **{'data.train_mode': 'multi'})
-  reference = train.train_and_evaluate(config, tmp_path / 'straight')
+  config, straight_dir, reference = straight_phase1
   _interrupt_at(monkeypatch, 22, exception)  # mid-epoch 2 (15 steps per epoch)
   with pytest.raises(type(exception)):
     train.train_and_evaluate(config, tmp_path / 'interrupted')
   monkeypatch.undo()
-  from gta_jax import train as fresh  # same module; the patch is gone
   steps = sorted(int(p.name) for p in (tmp_path / 'interrupted' / 'checkpoints').iterdir()
                  if p.name.isdigit())
   assert steps[-1] == resumes_from
-  resumed = fresh.train_and_evaluate(config, tmp_path / 'interrupted')
-  _, straight_vars, _ = _bundle(tmp_path / 'straight')
-  _, resumed_vars, _ = _bundle(tmp_path / 'interrupted')
-  jax.tree.map(np.testing.assert_array_equal, straight_vars, resumed_vars)
-  assert resumed == reference
+  resumed = train.train_and_evaluate(config, tmp_path / 'interrupted')
+  _assert_same_run(straight_dir, tmp_path / 'interrupted', reference, resumed)
+
+
+@pytest.mark.parametrize('where, call, exception', [
+    ('validation_loss', 1, KeyboardInterrupt()),  # Ctrl-C while validating epoch 1
+    ('validation_loss', 2, RuntimeError('kill')),  # killed while validating the last epoch
+    ('evaluate', 1, RuntimeError('kill')),         # killed during the final test evaluation
+])
+def test_a_run_stopped_at_an_epoch_boundary_resumes_to_the_same_model(
+    straight_phase1, tmp_path, monkeypatch, where, call, exception):
+  """The epoch's last step is also a periodic checkpoint: the resumed run must still validate that
+  epoch (best weights, patience) and export what the uninterrupted run exported."""
+  config, straight_dir, reference = straight_phase1
+  original, calls = getattr(train, where), []
+
+  def failing(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == call:
+      raise exception
+    return original(*args, **kwargs)
+
+  monkeypatch.setattr(train, where, failing)
+  with pytest.raises(type(exception)):
+    train.train_and_evaluate(config, tmp_path / 'stopped')
+  monkeypatch.undo()
+  resumed = train.train_and_evaluate(config, tmp_path / 'stopped')
+  _assert_same_run(straight_dir, tmp_path / 'stopped', reference, resumed)
 
 
 def test_joint_heads_step_equals_separate_single_head_steps():
