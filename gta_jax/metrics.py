@@ -94,9 +94,10 @@ def self_contradiction(called_real: np.ndarray, claimed: np.ndarray) -> dict:
           'count': both}
 
 
-def failed_attributions(labels: np.ndarray, claimed: np.ndarray) -> int:
-  """Fakes (labels [N] == 1) that no head claims (claimed: [K, N] bool)."""
-  return int(np.sum((np.asarray(labels) == 1) & ~np.asarray(claimed, bool).any(axis=0)))
+def failed_attributions(called_fake: np.ndarray, claimed: np.ndarray) -> int:
+  """Images the primary calls fake ([N] bool) that no head claims (claimed: [K, N] bool): the
+  paper's failed attributions (its footnote 8), whatever their true source."""
+  return int(np.sum(np.asarray(called_fake, bool) & ~np.asarray(claimed, bool).any(axis=0)))
 
 
 def multiple_attributions(claimed: np.ndarray) -> int:
@@ -104,11 +105,22 @@ def multiple_attributions(claimed: np.ndarray) -> int:
   return int(np.sum(np.asarray(claimed, bool).sum(axis=0) > 1))
 
 
-def multiclass_accuracy(truth: np.ndarray, predicted: np.ndarray, class_ids) -> float:
-  """Share of images whose predicted source id is the true one; an image from a source outside
-  `class_ids` (no head for it) is always wrong."""
-  truth = np.asarray(truth)
-  return float(np.mean(np.asarray(predicted) == np.where(np.isin(truth, class_ids), truth, -1)))
+OTHER = -1  # multiclass class id of the fake sources no output stands for
+
+
+def multiclass_truth(source_id: np.ndarray, class_ids) -> tuple[np.ndarray, tuple]:
+  """True classes for a multiclass table: a source outside `class_ids` (no head for it) becomes
+  OTHER, and OTHER joins the classes when it occurs, so that accuracy and the confusion matrix
+  count the same images (accuracy == trace / total). No model predicts OTHER."""
+  source_id = np.asarray(source_id)
+  uncovered = ~np.isin(source_id, class_ids)
+  classes = tuple(class_ids) + ((OTHER,) if uncovered.any() else ())
+  return np.where(uncovered, OTHER, source_id), classes
+
+
+def multiclass_accuracy(truth: np.ndarray, predicted: np.ndarray) -> float:
+  """Share of images whose predicted class is the true one (truth from `multiclass_truth`)."""
+  return float(np.mean(np.asarray(predicted) == np.asarray(truth)))
 
 
 def external_accuracy_detection(called_fake: np.ndarray) -> float:
@@ -162,20 +174,24 @@ def summarize(scores: dict, outputs: Outputs, thresholds: verdicts.Thresholds) -
       head['self_contradiction'] = self_contradiction(
           ~verdicts.called_fake(scores['p_fake'], thresholds), claimed[k])
     result['heads'][name] = head
-  classes = (0,) + tuple(outputs.head_ids)
+  if outputs.multiclass is None:
+    return result
+  truth, classes = multiclass_truth(scores['source_id'], (0,) + tuple(outputs.head_ids))
   if outputs.multiclass == 'argmax':
     probs = np.concatenate([1 - scores['p_fake'][None], scores['p_heads']])
-    predicted = verdicts.most_probable_class(probs, classes)
-    result['multiclass'] = {
-        'accuracy': float(np.mean(predicted == scores['source_id'])),
-        'classes': list(classes),
-        'confusion_matrix': confusion_matrix(scores['source_id'], predicted, classes).tolist()}
-  elif outputs.multiclass == 'claims':
+    predicted = verdicts.most_probable_class(probs, (0,) + tuple(outputs.head_ids))
+    result['multiclass'] = {'accuracy': multiclass_accuracy(truth, predicted)}
+  else:  # 'claims': the verdict rule (the highest claiming head; no claim = real)
     predicted = verdicts.attributed_source(scores['p_heads'], outputs.head_ids, thresholds)
+    called_fake = verdicts.called_fake(scores['p_fake'], thresholds)
     result['multiclass'] = {
-        'accuracy': multiclass_accuracy(scores['source_id'], predicted, classes),
-        'failed_attributions': failed_attributions(scores['label'], claimed),
+        'accuracy': multiclass_accuracy(truth, predicted),
+        'failed_attributions': failed_attributions(called_fake, claimed),
         'multiple_attributions': multiple_attributions(claimed),
-        'classes': list(classes),
-        'confusion_matrix': confusion_matrix(scores['source_id'], predicted, classes).tolist()}
+        # The paper's self-contradiction: among images the primary calls real, the share that
+        # at least one head claims.
+        'self_contradiction': self_contradiction(~called_fake, claimed.any(axis=0))}
+  result['multiclass'] |= {
+      'classes': list(classes),
+      'confusion_matrix': confusion_matrix(truth, predicted, classes).tolist()}
   return result

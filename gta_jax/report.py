@@ -176,6 +176,7 @@ def plot_confusion(run, out: pathlib.Path) -> None:
     return
   matrix = np.asarray(multiclass['confusion_matrix'])
   names = ['real'] + list(run['config']['sources'])
+  names += ['other'] * (len(multiclass['classes']) - len(names))  # sources with no output
   fig, ax = plt.subplots(figsize=(1.1 * len(names) + 2, 1.0 * len(names) + 1.5))
   rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
   image = ax.imshow(rates, cmap='Blues', vmin=0, vmax=1)

@@ -56,19 +56,27 @@ def test_self_contradiction_rate_and_share_of_claims_are_not_interchangeable():
 
 
 def test_failed_and_multiple_attributions_hand_worked():
-  labels = np.array([1, 1, 1, 0, 1, 0])
+  called_fake = np.array([1, 1, 1, 1, 0, 0], bool)
   claimed = np.array([[1, 0, 1, 0, 0, 1],
                       [0, 0, 1, 0, 0, 1]], bool)
-  # Fakes no head claims: images 1 and 4 (image 3 is real and unclaimed: not a failure).
-  assert metrics.failed_attributions(labels, claimed) == 2
+  # Called fake and claimed by no head: images 1 and 3 (image 4 is unclaimed but called real;
+  # the true labels play no part, as in the paper's footnote 8).
+  assert metrics.failed_attributions(called_fake, claimed) == 2
   assert metrics.multiple_attributions(claimed) == 2  # images 2 and 5
 
 
-def test_multiclass_accuracy_counts_sources_without_a_head_as_wrong():
-  truth = np.array([0, 1, 3, 5, 1])       # source 5 has no head
-  predicted = np.array([0, 1, 1, 5, 0])   # a prediction of 5 cannot be right: not a class
-  assert metrics.multiclass_accuracy(truth, predicted, (0, 1, 3)) == pytest.approx(2 / 5)
-  assert metrics.multiclass_accuracy(truth, predicted, (0, 1, 3, 5)) == pytest.approx(3 / 5)
+def test_multiclass_on_a_partial_head_set_has_an_other_class_in_accuracy_and_matrix():
+  source_id = np.array([0, 1, 3, 5, 1, 6])    # sources 5 and 6 have no head
+  predicted = np.array([0, 1, 1, 0, 0, 3])
+  truth, classes = metrics.multiclass_truth(source_id, (0, 1, 3))
+  assert classes == (0, 1, 3, metrics.OTHER)
+  np.testing.assert_array_equal(truth, [0, 1, 3, -1, 1, -1])
+  accuracy = metrics.multiclass_accuracy(truth, predicted)
+  matrix = metrics.confusion_matrix(truth, predicted, classes)
+  assert accuracy == pytest.approx(2 / 6) == pytest.approx(np.trace(matrix) / matrix.sum())
+  assert matrix[3].tolist() == [1, 0, 1, 0]  # the 'other' row: called real, called source 3
+  full, all_classes = metrics.multiclass_truth(source_id, (0, 1, 3, 5, 6))
+  assert all_classes == (0, 1, 3, 5, 6) and metrics.OTHER not in full
 
 
 def test_external_accuracy_of_the_primary_and_of_a_head_point_opposite_ways():
@@ -91,8 +99,11 @@ def test_summarize_uses_the_verdict_rule_for_heads_and_argmax_for_softmax():
   assert list(heads) == ['heads', 'detection', 'multiclass']
   # predicted sources: 1, 0 (no claim), 3, 0 -> correct: image 0 only
   assert heads['multiclass']['accuracy'] == pytest.approx(1 / 4)
-  assert heads['multiclass']['failed_attributions'] == 2  # images 1 and 3
+  assert heads['multiclass']['failed_attributions'] == 2  # images 1 and 3: called fake, unclaimed
   assert heads['heads']['b']['self_contradiction']['count'] == 1  # image 2
+  # Image 2 is the only one called real, and a head claims it: the aggregate rate is 1.
+  assert heads['multiclass']['self_contradiction'] == {'rate': 1.0, 'share_of_claims': 0.5,
+                                                       'count': 1}
   softmax = metrics.summarize(scores, metrics.Outputs(True, ('a', 'b'), (1, 3), 'argmax'), DEFAULT)
   # classes real (1 - p_fake), a, b: argmax -> 1, 3, real (a tie goes to the first), real
   assert softmax['multiclass']['accuracy'] == pytest.approx(3 / 4)
