@@ -1,7 +1,9 @@
-"""Shared by the baseline configs: GANFP detection, one-vs-rest (ProGAN) or multiclass."""
+"""Shared by the baseline configs: GANFP detection, one-vs-rest (ProGAN, CramerGAN) or multiclass,
+trained from scratch on clean images, or with ':multi' retrained on multi-augmented images from
+the clean run's best weights (phase II for detection, IV for attribution, as the proposed model)."""
 from configs import common
 
-TASKS = ('progan', 'cramergan', 'multiclass')
+TASKS = ('progan', 'cramergan', 'multiclass', 'multi')
 
 
 def baseline_config(arch: str, arg: str, seed: int):
@@ -20,4 +22,11 @@ def baseline_config(arch: str, arg: str, seed: int):
   else:
     config.task, config.name = 'detection', f'{arch}_detection'
     config.optim.learning_rate = 1e-3
+  if 'cramergan' in tokens:
+    config.optim.patience = 20  # the paper relaxes early stopping for CramerGAN
+  if 'multi' in tokens:
+    config.phase = 2 if config.task == 'detection' else 4
+    config.data.train_mode = 'multi'
+    config.init.from_run = f'runs/{config.name}'
+    config.name += '_multi'
   return common.variant(config, arg, TASKS)

@@ -195,22 +195,34 @@ def detector_phase(arg: str, *, dataset: str, phase: int, input_kind: str = 'pix
 
 
 def heads_phase(arg: str, *, dataset: str, phase: int, sources: tuple[str, ...], target: str = '',
-                input_kind: str = 'pixel'):
+                input_kind: str = 'pixel', patience: int | None = None):
   """Phase III (heads on clean images, on the frozen phase-II primary) or IV (the phase-III heads
-  retrained on multi-augmented images). `target` names the run (default: the dataset)."""
+  retrained on multi-augmented images). `target` names the run (default: the dataset).
+
+  Phase III takes ':jpeg' / ':crop' (Table 3): heads trained on that augmentation, on the phase-II
+  primary of the same augmentation. `patience` overrides the dataset's early stopping (the paper
+  relaxes it to 20 epochs for CramerGAN).
+  """
   if phase not in (3, 4):
     raise ValueError(f'heads phase={phase!r}: 3 (clean) or 4 (augmented).')
   if not sources or not all(isinstance(s, str) for s in sources):
     raise ValueError(f'sources={sources!r}: name at least one source, e.g. ("progan",).')
+  modes = PHASE2_MODES if phase == 3 else ()
+  tokens = variant_tokens(arg, modes)
   config = _dataset_config(dataset, phase, input_kind)
   config.model.family, config.task, config.sources = 'heads', 'attribution', tuple(sources)
   if dataset != 'synthetic':
     config.optim.learning_rate = 1e-4
+  if patience is not None:
+    config.optim.patience = patience
   run = _suffix(target or dataset, input_kind)
-  config.name = f'phase{phase}_{run}'
+  mode = next((t for t in modes if t in tokens), '')
+  config.name = f'phase{phase}_{run}' + (f'_{mode}' if mode else '')
   if phase == 3:
-    config.init.primary = f'runs/phase2_{_suffix(dataset, input_kind)}'
+    primary = f'runs/phase2_{_suffix(dataset, input_kind)}'
+    config.init.primary = primary + (f'_{mode}' if mode else '')
+    config.data.train_mode = mode or 'clean'
   else:  # the primary phase III was built on
     config.data.train_mode = 'multi'
     config.init.from_run = f'runs/phase3_{run}'
-  return variant(config, arg)
+  return variant(config, arg, modes)

@@ -6,4 +6,6 @@ from configs import common
 
 
 def get_config(arg: str = ''):
-  return common.heads_phase(arg, dataset='ganfp', phase=4, sources=('cramergan',), target='cramergan')
+  # The paper relaxes early stopping to 20 epochs for CramerGAN.
+  return common.heads_phase(arg, dataset='ganfp', phase=4, sources=('cramergan',),
+                            target='cramergan', patience=20)

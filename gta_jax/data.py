@@ -41,6 +41,10 @@ class Dataset:
       self._sources[split] = input_pipeline.data_source(self.builder, split)
     return self._sources[split]
 
+  def image_size_of(self, split: str) -> int:
+    """Side of the images of `split` (an external split may differ from the training size)."""
+    return int(self.source(split)[0]['image'].shape[0])
+
   def size(self, split: str) -> int:
     return len(self.source(split))
 

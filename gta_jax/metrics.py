@@ -155,6 +155,7 @@ class Outputs:
   head_ids: tuple[int, ...] = ()
   multiclass: str | None = None   # 'claims' (heads, the verdict rule) | 'argmax' (softmax) | None
   self_contradiction: bool = False  # a primary and heads that can disagree
+  any_input_size: bool = True     # False: only images of the training size can be scored
 
 
 def summarize(scores: dict, outputs: Outputs, thresholds: verdicts.Thresholds) -> dict:

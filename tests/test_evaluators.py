@@ -18,6 +18,11 @@ class _Splits:
   def has_split(self, split):
     return split in self.splits
 
+  image_size = 2
+
+  def image_size_of(self, split):
+    return 2
+
   def batches(self, split, batch_size, *, mode, seed):
     self.modes_seen.append((split, mode, seed))
     rows = self.splits[split]

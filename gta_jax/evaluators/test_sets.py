@@ -37,17 +37,26 @@ class TestSets:
         np.savez(self.predictions_dir / f'{mode}.npz', **scores)
       result = metrics.summarize(scores, self.outputs, self.thresholds)
       if self.external_split and self.dataset.has_split(self.external_split):
-        self._add_external(result, self._scores(self.external_split, mode))
+        size = self.dataset.image_size_of(self.external_split)
+        if self.outputs.any_input_size or size == self.dataset.image_size:
+          self._add_external(result, self._scores(self.external_split, mode))
+        else:  # a DCT model or a flattening baseline takes its training size only
+          self._add_external(result, None)
+          log(f'test[{mode}]: external accuracy not measured: {self.external_split} holds '
+              f'{size} px images and this model takes {self.dataset.image_size} px only')
       detection = result.get('detection')
       parts = [f'detection acc {detection["accuracy"]:.4f}'] if detection else []
       parts += [f'{name} F1 {m["f1"]:.3f}' for name, m in result['heads'].items()]
       log(f'test[{mode}]: ' + ', '.join(parts))
       yield from common.flatten(result, mode)
 
-  def _add_external(self, result: dict, external: dict) -> None:
+  def _add_external(self, result: dict, external: dict | None) -> None:
+    """EXA from the external split's scores; None (not measured) when there are none."""
     if self.outputs.detection:
-      result['detection']['external_accuracy'] = metrics.external_accuracy_detection(
-          verdicts.called_fake(external['p_fake'], self.thresholds))
-    claimed = verdicts.claims(external['p_heads'], self.thresholds)
+      result['detection']['external_accuracy'] = None if external is None else (
+          metrics.external_accuracy_detection(
+              verdicts.called_fake(external['p_fake'], self.thresholds)))
+    claimed = None if external is None else verdicts.claims(external['p_heads'], self.thresholds)
     for k, name in enumerate(self.outputs.head_names):
-      result['heads'][name]['external_accuracy'] = metrics.external_accuracy_head(claimed[k])
+      result['heads'][name]['external_accuracy'] = (
+          None if claimed is None else metrics.external_accuracy_head(claimed[k]))

@@ -60,6 +60,7 @@ def softmax_predict_step(variables, constants, images, *, model, input_kind: str
 class Baseline(base.Family):
   tasks = ('detection', 'attribution', 'multiclass')
   module_class = None
+  any_input_size = True  # False: a dense layer on flattened maps fixes the input size
 
   def __init__(self, config, dataset, workdir=None):
     super().__init__(config, dataset, workdir)
@@ -84,7 +85,8 @@ class Baseline(base.Family):
   def outputs(self) -> metrics.Outputs:
     return metrics.Outputs(detection=self.task != 'attribution', head_names=self.sources,
                            head_ids=self.source_ids,
-                           multiclass='argmax' if self.task == 'multiclass' else None)
+                           multiclass='argmax' if self.task == 'multiclass' else None,
+                           any_input_size=self.any_input_size and self.input_kind == 'pixel')
 
   def init_variables(self, key):
     channels = 1 if self.input_kind == 'dct' else 3
@@ -123,6 +125,7 @@ class Baseline(base.Family):
 class GanDctConv(Baseline):
   name = arch = 'gandct'
   module_class = models.GanDctConv
+  any_input_size = False
 
 
 class GanfpPostpool(Baseline):

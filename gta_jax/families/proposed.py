@@ -108,7 +108,7 @@ class Detector(base.Family):
                                 config.model.conv_impl)
 
   def outputs(self) -> metrics.Outputs:
-    return metrics.Outputs(detection=True)
+    return metrics.Outputs(detection=True, any_input_size=self.input_kind == 'pixel')
 
   def init_variables(self, key):
     channels = 1 if self.input_kind == 'dct' else 3
@@ -197,7 +197,8 @@ class Heads(base.Family):
 
   def outputs(self) -> metrics.Outputs:
     return metrics.Outputs(detection=True, head_names=self.sources, head_ids=self.source_ids,
-                           multiclass='claims', self_contradiction=True)
+                           multiclass='claims', self_contradiction=True,
+                           any_input_size=self.input_kind == 'pixel')
 
   def constants(self) -> dict:
     return super().constants() | {'primary': self.primary_variables}
