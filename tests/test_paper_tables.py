@@ -1,0 +1,92 @@
+"""Every config the README's "The paper's tables" section names runs (in :smoke, on the GANFP and
+FacesHQ+ builders' dummy data) in the order given, each phase on the run before it, and every
+table's `report` command renders from those runs."""
+import pathlib
+import re
+
+import pytest
+
+from conftest import ROOT
+from gta_jax import chains, prepare, report, train
+
+
+def _tables():
+  """README section -> [(table, [config 'path[:variant]'], [report run dirs])]."""
+  text = (ROOT / 'README.md').read_text()
+  section = text[text.index("## The paper's tables"):]
+  section = section[:section.index('\n## ', 5)]
+  rows = []
+  for line in section.splitlines():
+    cells = [c.strip() for c in line.strip('|').split('|')]
+    if len(cells) == 3 and cells[1].startswith('`configs/'):
+      configs = re.findall(r'`(configs/[^`]+)`', cells[1])
+      runs = re.findall(r'(runs/\S+)', cells[2])
+      rows.append((cells[0], configs, runs))
+  return rows
+
+
+TABLES = _tables()
+
+
+def test_the_readme_names_configs_for_every_table():
+  assert [t for t, _, _ in TABLES][:8] == ['1a detection, GANFP pixel', '1b detection, GANFP DCT',
+                                           '1c detection, FacesHQ+', '2a attribution, GANFP pixel',
+                                           '2b attribution, GANFP DCT', '2c attribution, FacesHQ+',
+                                           '3a-c heads on the jpeg / crop primaries',
+                                           '4 multiclass, GANFP']
+  for _, configs, runs in TABLES:
+    assert len(runs) == len(configs) > 0
+
+
+@pytest.fixture(scope='module')
+def dummy_data_dir(tmp_path_factory):
+  data_dir = tmp_path_factory.mktemp('tfds')
+  for dataset in ('ganfp', 'faceshq_plus'):
+    assert prepare.main(['--dataset', dataset, '--manual-dir',
+                         str(ROOT / 'datasets' / dataset / 'dummy_data'), '--config', '2-1-1',
+                         '--data-dir', str(data_dir)]) == 0
+  return str(data_dir)
+
+
+def _smoke(reference: str, data_dir: str, root: pathlib.Path):
+  path, _, arg = reference.partition(':')
+  config = chains.load_config_file(str(ROOT / path), ','.join(filter(None, [arg, 'smoke'])))
+  with config.unlocked():
+    config.data.data_dir = data_dir
+    config.optim.max_epochs = 1           # one epoch shows the wiring; the rest is the same code
+    config.evals.test.modes = ('clean',)
+    config.model.conv_impl = 'lax'        # compiles faster; tests/test_convolution.py checks equality
+    for field in ('from_run', 'primary'):
+      if config.init[field].startswith('runs/'):
+        config.init[field] = str(root / config.init[field][len('runs/'):])
+  return config
+
+
+@pytest.fixture
+def compilation_cache(tmp_path):
+  """Many of these runs compile the same steps (same shapes): reuse them from a disk cache."""
+  import jax
+  settings = {'jax_compilation_cache_dir': str(tmp_path / 'xla_cache'),
+              'jax_persistent_cache_min_compile_time_secs': 0.0,
+              'jax_persistent_cache_min_entry_size_bytes': 0}
+  before = {name: getattr(jax.config, name) for name in settings}
+  for name, value in settings.items():
+    jax.config.update(name, value)
+  yield
+  for name, value in before.items():
+    jax.config.update(name, value)
+
+
+def test_every_table_config_runs_in_order_and_every_report_renders(dummy_data_dir, tmp_path,
+                                                                  compilation_cache):
+  root = tmp_path / 'runs'
+  for table, configs, runs in TABLES:
+    for reference, run in zip(configs, runs):
+      config = _smoke(reference, dummy_data_dir, root)
+      assert config.name == run[len('runs/'):], (table, reference)
+      results = train.train_and_evaluate(config, root / config.name)
+      assert results['clean'], (table, reference)
+    out = tmp_path / 'tables' / table.split()[0]
+    assert report.main([str(root / r[len('runs/'):]) for r in runs] +
+                       ['--out', str(out), '--no-cams']) == 0
+    assert list(out.glob('*.md')), table
