@@ -31,7 +31,7 @@ def images_per_sec(iterator, batch: int, images: int) -> float:
 
 
 def _decode_at(position, record, mode):
-  return input_pipeline._decode(record, 0, 0, position, mode, False)
+  return input_pipeline._decode(record, 0, 0, position, mode)
 
 
 def main(argv):

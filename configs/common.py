@@ -30,6 +30,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config.data.data_dir = 'data/tfds'
   config.data.train_mode = 'clean'    # clean | multi | blur | crop | jpeg | noise
   config.data.release_blur_sigma = False  # True: the release's fixed sigma 4 (its bug)
+  config.data.noise_variance = False  # True: the paper's "variance U(5,20)"; False: the release's std
 
   config.model = ml_collections.ConfigDict()
   # Model family (gta_jax/families/): primary (phases I/II) | heads (III/IV, on a frozen primary)

@@ -6,13 +6,16 @@
 - crop: an asymmetric crop of U[5, 20)% per axis, split randomly between the two sides, then a
   bicubic resize back to the original size.
 - jpeg: a real encode at quality U[10, 75] (the release's encoder always used quality 95).
-- noise: i.i.d. Gaussian with std U[5, 20] on the 0-255 scale, clipped, truncated to uint8.
+- noise: i.i.d. Gaussian with std U[5, 20] on the 0-255 scale, clipped, truncated to uint8 (as the
+  release draws it; the paper says "variance U(5, 20)", which `noise_variance=True` follows:
+  std = sqrt(U[5, 20])).
 
 `multi` applies each with p = 0.5 in the order blur -> crop -> jpeg -> noise; a single-kind mode
 (`blur`, `crop`, `jpeg`, `noise`) applies that kind to half of the images; `clean` does nothing.
 All draws come from a numpy Generator the caller derives from (seed, epoch, index), so a resumed
 run sees exactly the same images.
 """
+import dataclasses
 import io
 
 import cv2
@@ -20,6 +23,14 @@ import numpy as np
 from PIL import Image
 
 MODES = ('clean', 'multi', 'blur', 'crop', 'jpeg', 'noise')
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """Readings of the paper that differ from the release (config.data.release_blur_sigma,
+  config.data.noise_variance)."""
+  release_blur_sigma: bool = False  # the release's fixed sigma 4 (its bug) instead of OpenCV's
+  noise_variance: bool = False      # the paper's "variance U(5, 20)" instead of the release's std
 BLUR_KERNELS = (3, 5, 7, 9)
 
 
@@ -51,31 +62,32 @@ def noise(image: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarray
   return np.clip(noisy, 0, 255).astype(np.uint8)  # truncation, as the release
 
 
-def _apply(kind: str, image: np.ndarray, rng: np.random.Generator, release_blur_sigma: bool):
+def _apply(kind: str, image: np.ndarray, rng: np.random.Generator, options: Options):
   if kind == 'blur':
     kernel = int(rng.choice(BLUR_KERNELS))
-    return blur(image, kernel, 4.0 if release_blur_sigma else None)
+    return blur(image, kernel, 4.0 if options.release_blur_sigma else None)
   if kind == 'crop':
     return crop(image, rng.uniform(0.05, 0.2), rng.uniform(), rng.uniform())
   if kind == 'jpeg':
     return jpeg(image, rng.integers(10, 76))
   if kind == 'noise':
-    return noise(image, rng.uniform(5, 20), rng)
+    drawn = rng.uniform(5, 20)
+    return noise(image, np.sqrt(drawn) if options.noise_variance else drawn, rng)
   raise ValueError(kind)
 
 
 def augment(image: np.ndarray, mode: str, rng: np.random.Generator,
-            release_blur_sigma: bool = False) -> np.ndarray:
+            options: Options = Options()) -> np.ndarray:
   """[H, W, 3] uint8 -> [H, W, 3] uint8 perturbed per `mode` (see module docstring)."""
   if mode == 'clean':
     return image
   if mode == 'multi':
     for kind in ('blur', 'crop', 'jpeg', 'noise'):
       if rng.uniform() < 0.5:
-        image = _apply(kind, image, rng, release_blur_sigma)
+        image = _apply(kind, image, rng, options)
     return image
   if mode in MODES:
-    return _apply(mode, image, rng, release_blur_sigma) if rng.uniform() < 0.5 else image
+    return _apply(mode, image, rng, options) if rng.uniform() < 0.5 else image
   raise ValueError(f'unknown augmentation mode {mode!r}; choose one of {", ".join(MODES)}.')
 
 

@@ -12,6 +12,7 @@ from typing import Any, Iterator
 import jax
 import numpy as np
 
+from gta_jax import augment
 from gta_jax import input_pipeline
 from gta_jax import spectral
 from gta_jax.writers import log
@@ -25,7 +26,7 @@ class Dataset:
   image_size: int                 # side of the (square) training images
   source_ids: dict[str, int]      # source name -> id (real is 0)
   dct_stats: tuple[np.ndarray, np.ndarray]  # (mean, std) [H, W] float32; (0, 1) scalars for pixel input
-  release_blur_sigma: bool = False  # the release's fixed blur sigma 4 (its bug), for every mode
+  augment_options: augment.Options = augment.Options()  # for every mode and split
   _sources: dict = dataclasses.field(default_factory=dict, repr=False)
 
   @property
@@ -60,7 +61,7 @@ class Dataset:
     return input_pipeline.batches(self.source(split), batch_size, seed=seed, epoch=epoch, mode=mode,
                                   shuffle=shuffle, drop_remainder=drop_remainder,
                                   start_batch=start_batch,
-                                  release_blur_sigma=self.release_blur_sigma)
+                                  options=self.augment_options)
 
   def source_id(self, name: str) -> int:
     if name not in self.source_ids:
@@ -70,7 +71,7 @@ class Dataset:
 
 
 def open_dataset(data_config, input_kind: str) -> Dataset:
-  """config.data (name, config, data_dir, release_blur_sigma) + the model's input kind -> Dataset.
+  """config.data (name, config, data_dir, augmentation options) + the model's input kind -> Dataset.
 
   DCT statistics are those of the clean training split, computed once and cached beside it.
   """
@@ -83,7 +84,8 @@ def open_dataset(data_config, input_kind: str) -> Dataset:
   else:
     dct_stats = (np.zeros((), np.float32), np.ones((), np.float32))
   return Dataset(data_config.name, builder, image_size, source_ids, dct_stats,
-                 bool(data_config.release_blur_sigma))
+                 augment.Options(bool(data_config.release_blur_sigma),
+                                 bool(data_config.noise_variance)))
 
 
 def dct_statistics(builder, batch_size: int = 256):

@@ -68,11 +68,12 @@ def data_source(builder, split: str):
                    f'it has {", ".join(builder.info.splits)}.') from e
 
 
-def _decode(record, seed: int, epoch: int, position: int, mode: str, release_blur_sigma: bool):
+def _decode(record, seed: int, epoch: int, position: int, mode: str,
+            options: augment.Options = augment.Options()):
   image = record['image']
   if mode != 'clean':
     image = augment.augment(image, mode, augment.example_rng(seed, epoch, position),
-                            release_blur_sigma)
+                            options)
   return {'image': np.ascontiguousarray(image, np.uint8), 'label': np.int32(record['label']),
           'source_id': np.int32(record['source_id']), 'mask': np.bool_(True)}
 
@@ -94,13 +95,13 @@ def num_batches(source, batch_size: int, drop_remainder: bool) -> int:
 
 def batches(source, batch_size: int, *, seed: int, epoch: int = 0, mode: str = 'clean',
             shuffle: bool = True, drop_remainder: bool = True, start_batch: int = 0,
-            release_blur_sigma: bool = False, num_threads: int = 2):
+            options: augment.Options = augment.Options(), num_threads: int = 2):
   """Iterates numpy batches of one epoch of `source`, from batch `start_batch` on."""
   dataset = grain.MapDataset.source(source)
   if shuffle:
     dataset = dataset.shuffle(seed=int(np.random.default_rng([seed, epoch]).integers(2**31)))
   dataset = dataset.map_with_index(
-      lambda position, record: _decode(record, seed, epoch, position, mode, release_blur_sigma))
+      lambda position, record: _decode(record, seed, epoch, position, mode, options))
   dataset = dataset.batch(batch_size, drop_remainder=drop_remainder,
                           batch_fn=lambda examples: _pad_batch(examples, batch_size))
   if start_batch:

@@ -62,3 +62,52 @@ def test_multi_is_deterministic_per_example_and_applies_each_kind_half_the_time(
 def test_unknown_mode_is_named():
   with pytest.raises(ValueError, match="'sharpen'"):
     augment.augment(_image(8), 'sharpen', np.random.default_rng(0))
+
+
+def _record_draws(monkeypatch, options=augment.Options()):
+  """Replaces each perturbation by a recorder of its drawn parameters (image unchanged)."""
+  drawn = []
+  monkeypatch.setattr(augment, 'blur', lambda im, k, sigma=None: drawn.append(('blur', k, sigma)) or im)
+  monkeypatch.setattr(augment, 'crop', lambda im, f, y, x: drawn.append(('crop', f, y, x)) or im)
+  monkeypatch.setattr(augment, 'jpeg', lambda im, q: drawn.append(('jpeg', q)) or im)
+  monkeypatch.setattr(augment, 'noise', lambda im, s, rng: drawn.append(('noise', s)) or im)
+  return drawn
+
+
+def test_multi_applies_each_kind_with_probability_half_in_the_release_order(monkeypatch):
+  drawn = _record_draws(monkeypatch)
+  order = ('blur', 'crop', 'jpeg', 'noise')
+  counts = dict.fromkeys(order, 0)
+  for i in range(2000):
+    start = len(drawn)
+    augment.augment(_image(8), 'multi', augment.example_rng(0, 0, i))
+    kinds = [d[0] for d in drawn[start:]]
+    assert kinds == [k for k in order if k in kinds]  # always blur -> crop -> jpeg -> noise
+    for kind in kinds:
+      counts[kind] += 1
+  for kind in order:
+    assert abs(counts[kind] / 2000 - 0.5) < 0.05, counts
+
+
+def test_drawn_parameters_stay_in_the_paper_ranges(monkeypatch):
+  drawn = _record_draws(monkeypatch)
+  for i in range(3000):
+    augment.augment(_image(8), 'multi', augment.example_rng(1, 0, i))
+  by_kind = {k: [d[1:] for d in drawn if d[0] == k] for k in ('blur', 'crop', 'jpeg', 'noise')}
+  assert {k for k, _ in by_kind['blur']} == {3, 5, 7, 9} and {s for _, s in by_kind['blur']} == {None}
+  fractions = np.array([f for f, _, _ in by_kind['crop']])
+  assert fractions.min() >= 0.05 and fractions.max() < 0.2 and fractions.max() > 0.19
+  qualities = {q for (q,) in by_kind['jpeg']}
+  assert min(qualities) == 10 and max(qualities) == 75
+  stds = np.array([s for (s,) in by_kind['noise']])
+  assert stds.min() >= 5 and stds.max() <= 20 and stds.max() > 19.5
+
+
+def test_release_blur_sigma_and_noise_variance_options(monkeypatch):
+  drawn = _record_draws(monkeypatch)
+  options = augment.Options(release_blur_sigma=True, noise_variance=True)
+  for i in range(400):
+    augment.augment(_image(8), 'multi', augment.example_rng(2, 0, i), options)
+  assert {d[2] for d in drawn if d[0] == 'blur'} == {4.0}
+  stds = np.array([d[1] for d in drawn if d[0] == 'noise'])
+  assert stds.min() >= np.sqrt(5) and stds.max() <= np.sqrt(20)  # the paper's variance U(5, 20)
