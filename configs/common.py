@@ -3,6 +3,8 @@ file calls, so that a phase file is one call with typed, checked arguments.
 
 Fields set from the command line must be scalars or tuples (ml_collections cannot parse lists).
 """
+import os
+
 import ml_collections
 
 SYNTHETIC_SOURCES = ('tconv', 'nearest', 'bilinear', 'pixelshuffle')
@@ -27,7 +29,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config.data = ml_collections.ConfigDict()
   config.data.name = 'synthetic_fingerprints'
   config.data.config = 'default'      # TFDS builder config
-  config.data.data_dir = 'data/tfds'
+  config.data.data_dir = os.environ.get('TFDS_DATA_DIR', 'data/tfds')  # TFDS's convention
   config.data.train_mode = 'clean'    # clean | multi | blur | crop | jpeg | noise
   config.data.release_blur_sigma = False  # True: the release's fixed sigma 4 (its bug)
   config.data.noise_variance = False  # True: the paper's "variance U(5,20)"; False: the release's std

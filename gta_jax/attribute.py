@@ -134,6 +134,7 @@ def attribute(model: LoadedModel, paths, cam_dir=None, cam_scale: str = 'minmax'
   spec = model.spec
   records: list[dict | None] = []
   pending: dict[tuple, list] = {}  # input shape -> [(index, x, shown image, notes)]
+  overlay_names = _overlay_names(paths) if cam_dir is not None else None
   for path in paths:
     try:
       rgb, notes = images_lib.read_rgb(path)
@@ -158,12 +159,22 @@ def attribute(model: LoadedModel, paths, cam_dir=None, cam_scale: str = 'minmax'
                           'verdict': verdicts.verdict(float(p_fake[row]), heads, model.thresholds),
                           'error': None, 'notes': notes}
         if cam_dir is not None:
-          _write_overlay(cam_dir, paths[index], shown, maps[:, row], records[index], model,
-                         cam_scale)
+          _write_overlay(pathlib.Path(cam_dir) / overlay_names[index], shown, maps[:, row],
+                         records[index], model, cam_scale)
   return records
 
 
-def _write_overlay(cam_dir, path, shown: np.ndarray, maps: np.ndarray, record: dict,
+def _overlay_names(paths) -> list[str]:
+  """<stem>_cam.png per input; inputs sharing a stem (a/x.png, b/x.jpg) get <stem>_<n>_cam.png."""
+  names, seen = [], {}
+  for path in paths:
+    stem = pathlib.Path(path).stem
+    seen[stem] = seen.get(stem, 0) + 1
+    names.append(f'{stem}_cam.png' if seen[stem] == 1 else f'{stem}_{seen[stem] - 1}_cam.png')
+  return names
+
+
+def _write_overlay(out: pathlib.Path, shown: np.ndarray, maps: np.ndarray, record: dict,
                    model: LoadedModel, cam_scale: str) -> None:
   """One PNG per image: primary panel, then one per head, side by side (as the release)."""
   background = shown if model.spec.input_kind == 'pixel' else saliency.spectrum_image(shown)
@@ -172,7 +183,6 @@ def _write_overlay(cam_dir, path, shown: np.ndarray, maps: np.ndarray, record: d
             else f'REAL:{100 * (1 - p_fake):.1f}%']
   labels += [f'{name}:{100 * p:.1f}%' for name, p in record['p_heads'].items()]
   panels = [saliency.overlay(background, m, label, cam_scale) for m, label in zip(maps, labels)]
-  out = pathlib.Path(cam_dir) / (pathlib.Path(path).stem + '_cam.png')
   out.parent.mkdir(parents=True, exist_ok=True)
   Image.fromarray(np.concatenate(panels, axis=1)).save(out)
 

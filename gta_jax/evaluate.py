@@ -4,8 +4,8 @@ python -m gta_jax.evaluate --workdir runs/phase3_synthetic [--test-sets clean,mu
 
 Scores the run's best weights (workdir/model) with the evaluators of its config (the test split
 under each fixed-seed perturbation, plus the external and cross-seed splits where the dataset has
-them), the same runner training ends with, and rewrites workdir/results/metrics.json and
-results/predictions/*.npz.
+them), the same runner training ends with, and updates workdir/results/metrics.json (test sets
+not named keep their results) and results/predictions/*.npz.
 """
 import argparse
 import json
@@ -67,6 +67,8 @@ def evaluate_run(workdir, test_sets=None) -> dict:
   trained = family.variables_from_bundle(spec, variables, workdir / 'model')
   results = train.evaluate(config, family, trained, workdir / 'results' / 'predictions')
   out = workdir / 'results' / 'metrics.json'
+  if out.is_file():  # keep the test sets this call did not re-score
+    results = json.loads(out.read_text()) | results
   out.write_text(json.dumps(results, indent=2) + '\n')
   log(f'wrote {out}')
   return results

@@ -6,6 +6,7 @@ python -m gta_jax.prepare --dataset ganfp --manual-dir /data/ganfp [--config 700
 --config is 'default' (the paper's split counts) or 'TRAIN-VAL-TEST' images per source.
 """
 import argparse
+import os
 import sys
 
 import tensorflow_datasets as tfds
@@ -18,7 +19,8 @@ def main(argv=None) -> int:
   parser.add_argument('--dataset', required=True, choices=input_pipeline.DATASETS)
   parser.add_argument('--manual-dir', help='folder in the release layout (not for the built-in set)')
   parser.add_argument('--config', default='default')
-  parser.add_argument('--data-dir', default='data/tfds')
+  parser.add_argument('--data-dir', default=os.environ.get('TFDS_DATA_DIR', 'data/tfds'),
+                      help='default: $TFDS_DATA_DIR, else data/tfds')
   parser.add_argument('--skip-corrupt', action='store_true',
                       help='leave unreadable images out (listed in the metadata) instead of stopping')
   args = parser.parse_args(argv)

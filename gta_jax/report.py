@@ -24,6 +24,15 @@ from gta_jax import attribute, data, evaluate, evaluators, input_pipeline, salie
 GRID_IMAGES = 16
 
 
+def expand_chain(workdir: pathlib.Path) -> list[pathlib.Path]:
+  """A chain's workdir (the quickstart's runs/quickstart) -> its phases' workdirs, in order; any
+  other workdir -> itself."""
+  if (workdir / 'results' / 'metrics.json').is_file() or not workdir.is_dir():
+    return [workdir]
+  phases = sorted(p for p in workdir.iterdir() if (p / 'results' / 'metrics.json').is_file())
+  return phases or [workdir]
+
+
 def load_run(workdir: pathlib.Path) -> dict:
   metrics_file = workdir / 'results' / 'metrics.json'
   if not metrics_file.is_file():
@@ -241,7 +250,7 @@ def main(argv=None) -> int:
   parser.add_argument('--no-cams', action='store_true', help='skip the CAM grids')
   args = parser.parse_args(argv)
   try:
-    runs = [load_run(pathlib.Path(r)) for r in args.runs]
+    runs = [load_run(workdir) for r in args.runs for workdir in expand_chain(pathlib.Path(r))]
   except FileNotFoundError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2

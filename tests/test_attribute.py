@@ -133,3 +133,12 @@ def test_cam_dir_writes_one_overlay_per_image_with_a_panel_per_output(tmp_path, 
                          str(tmp_path / 'a.png')]) == 0
   overlay = np.asarray(Image.open(tmp_path / 'cams' / 'a_cam.png'))
   assert overlay.shape == (SIZE, 2 * SIZE, 3)  # primary panel + progan panel
+
+
+def test_inputs_sharing_a_file_stem_get_one_overlay_each(tmp_path, pixel_model):
+  for folder in ('a', 'b'):
+    (tmp_path / folder).mkdir()
+    Image.fromarray(_rgb()).save(tmp_path / folder / 'x.png')
+  assert attribute.main(['--model', str(pixel_model), '--cam-dir', str(tmp_path / 'cams'),
+                         str(tmp_path / 'a'), str(tmp_path / 'b')]) == 0
+  assert sorted(p.name for p in (tmp_path / 'cams').iterdir()) == ['x_1_cam.png', 'x_cam.png']

@@ -47,3 +47,10 @@ def test_a_run_saved_before_sources_family_and_evaluators_loads_with_todays_fiel
   assert config.sources == common.SYNTHETIC_SOURCES and config.model.family == 'heads'
   assert config.task == 'attribution' and config.evals.test.modes == ('clean', 'blur')
   assert config.eval.threshold == 0.5 and config.evals.test_cross_seed.type == 'cross_seed'
+
+
+def test_the_data_dir_follows_tfds_data_dir(monkeypatch):
+  monkeypatch.setenv('TFDS_DATA_DIR', '/datasets/tfds')
+  assert common.get_config().data.data_dir == '/datasets/tfds'
+  monkeypatch.delenv('TFDS_DATA_DIR')
+  assert common.get_config().data.data_dir == 'data/tfds'

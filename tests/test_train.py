@@ -272,7 +272,8 @@ def test_evaluate_reproduces_the_run_and_adds_test_sets(quickstart):
   again = evaluate.evaluate_run(phase3)
   assert again['clean'] == results['phase3_synthetic']['clean']
   more = evaluate.evaluate_run(phase3, ('clean', 'blur', 'noise'))
-  assert set(more) >= {'clean', 'blur', 'noise', 'cross_seed'}
+  assert set(more) >= {'clean', 'jpeg', 'blur', 'noise', 'cross_seed'}  # jpeg kept from before
+  assert json.loads((phase3 / 'results' / 'metrics.json').read_text()) == more
   assert more['blur']['detection']['count'] == 120
   scores = np.load(phase3 / 'results' / 'predictions' / 'noise.npz')
   assert scores['p_heads'].shape == (4, 120) and scores['p_fake'].shape == (120,)
@@ -296,6 +297,10 @@ def test_report_writes_tables_curves_confusion_and_cam_grids(quickstart, tmp_pat
   grid = Image.open(tmp_path / 'cams_phase3_synthetic_tconv.png')
   assert grid.size == (4 * 32, 4 * 32)  # 16 smoke images of 32 px, 4 x 4
   assert (tmp_path / 'cams_phase1_synthetic_real.png').is_file()
+  # The chain's own workdir stands for its phases, in order.
+  assert report.main([str(workdir), '--out', str(tmp_path / 'chain'), '--no-cams']) == 0
+  chain = (tmp_path / 'chain' / 'heads.csv').read_text().splitlines()
+  assert chain[:5] == heads_csv and len(chain) == 1 + 8  # phase III's rows, then phase IV's
 
 
 def test_launch_reports_a_missing_primary_in_one_line(smoke_data_dir, tmp_path):
