@@ -1,7 +1,7 @@
 """Runs one training phase (or a chain of them) from an ml_collections config.
 
 python launch.py --config=configs/quickstart.py [--workdir=runs/quickstart]
-python launch.py --config=configs/phase3_synthetic.py:smoke --config.heads="('tconv',)"
+python launch.py --config=configs/phase3_synthetic.py:smoke --config.sources="('tconv',)"
 """
 import os
 import sys
@@ -23,19 +23,31 @@ def main(argv):
   train.train_and_evaluate(config, workdir)
 
 
-def run():
-  from gta_jax.input_pipeline import DatasetNotPrepared
+def parse_flags(argv):
+  """absl's flag parsing, with a mistyped --config.<key> (ml_collections raises AttributeError
+  with a "did you mean" hint while the flags are parsed) as a one-line error."""
   try:
-    app.run(main)
-  except AttributeError as e:  # a mistyped --config.<key>: ml_collections's "did you mean" error
-    sys.exit(f'error: bad config override: {e}')
-  except (DatasetNotPrepared, FileNotFoundError, FloatingPointError, KeyError, ValueError) as e:
-    # Our own errors name the file, key or value and what to do; the traceback adds nothing for a
-    # user. GTA_JAX_TRACEBACK=1 shows it.
+    return flags.FLAGS(argv)
+  except AttributeError as e:
+    message = str(e.args[0] if e.args else e).replace('\\n', ' ').replace('\n', ' ')
+    message = message.strip('\'').replace("\\'", "'")
+    sys.exit(f'error: bad config override: {message}')
+  except flags.Error as e:
+    sys.exit(f'error: {e}')
+
+
+def run():
+  from gta_jax.errors import UserError
+  try:
+    app.run(main, flags_parser=parse_flags)
+  except UserError as e:
+    # Our own errors name the file, key or value and what to do; the traceback adds nothing for
+    # a user. Anything else is a bug and keeps its traceback. GTA_JAX_TRACEBACK=1 shows it here too.
     if os.environ.get('GTA_JAX_TRACEBACK'):
       raise
-    message = e.args[0] if isinstance(e, KeyError) and e.args else e
-    sys.exit(f'error: {message}')
+    sys.exit(f'error: {e}')
+  except KeyboardInterrupt:
+    sys.exit('interrupted: the last checkpoint is saved; run the same command to resume.')
 
 
 if __name__ == '__main__':

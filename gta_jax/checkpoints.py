@@ -18,6 +18,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from gta_jax import errors
 from gta_jax import spectral
 from gta_jax import verdicts
 
@@ -46,7 +47,7 @@ class ModelSpec:
   @classmethod
   def from_json(cls, record: dict, path) -> 'ModelSpec':
     if record.get('format') != BUNDLE_FORMAT:
-      raise ValueError(f'{path}: not a gta_jax model bundle (format {record.get("format")!r}, '
+      raise errors.ConfigError(f'{path}: not a gta_jax model bundle (format {record.get("format")!r}, '
                        f'expected {BUNDLE_FORMAT!r}).')
     fields = {f.name for f in dataclasses.fields(cls)}
     kwargs = {k: v for k, v in record.items() if k in fields}
@@ -79,7 +80,7 @@ def save_model_bundle(directory, spec: ModelSpec, variables: dict,
   """Writes a bundle; returns the spec with the primary's digest filled in."""
   directory = pathlib.Path(directory).absolute()
   if spec.input_kind == 'dct' and dct_stats is None:
-    raise ValueError('A DCT model bundle needs its DCT statistics (mean, std).')
+    raise errors.ConfigError('A DCT model bundle needs its DCT statistics (mean, std).')
   spec = dataclasses.replace(spec, primary_digest=tree_digest(variables['primary']))
   directory.mkdir(parents=True, exist_ok=True)
   host_variables = jax.tree.map(np.asarray, variables)
@@ -98,13 +99,13 @@ def load_model_bundle(directory):
   directory = pathlib.Path(directory).absolute()
   spec_file = directory / 'model.json'
   if not spec_file.is_file():
-    raise FileNotFoundError(f'{directory} is not a model bundle: it has no model.json.')
+    raise errors.MissingRunError(f'{directory} is not a model bundle: it has no model.json.')
   spec = ModelSpec.from_json(json.loads(spec_file.read_text()), spec_file)
   with ocp.StandardCheckpointer() as checkpointer:
     variables = checkpointer.restore(directory / 'variables')
   variables = jax.tree.map(np.asarray, variables)
   if spec.primary_digest and tree_digest(variables['primary']) != spec.primary_digest:
-    raise ValueError(f'{directory}: the primary weights do not match the digest in model.json; '
+    raise errors.ConfigError(f'{directory}: the primary weights do not match the digest in model.json; '
                      'the bundle was modified or is corrupt.')
   dct_stats = spectral.load_dct_stats(directory / 'dct_stats') if spec.input_kind == 'dct' else None
   return spec, variables, dct_stats

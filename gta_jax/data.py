@@ -13,6 +13,7 @@ import jax
 import numpy as np
 
 from gta_jax import augment
+from gta_jax import errors
 from gta_jax import input_pipeline
 from gta_jax import spectral
 from gta_jax.writers import log
@@ -65,7 +66,7 @@ class Dataset:
 
   def source_id(self, name: str) -> int:
     if name not in self.source_ids:
-      raise KeyError(f'config.sources: unknown source {name!r} for {self.name}; choose from '
+      raise errors.ConfigError(f'config.sources: unknown source {name!r} for {self.name}; choose from '
                      f'{", ".join(s for s in self.source_ids if s != "real")}.')
     return self.source_ids[name]
 

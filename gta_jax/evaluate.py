@@ -14,7 +14,7 @@ import sys
 
 import ml_collections
 
-from gta_jax import chains, checkpoints, input_pipeline, train
+from gta_jax import chains, checkpoints, errors, input_pipeline, train
 from gta_jax.writers import log
 
 
@@ -56,7 +56,7 @@ def load_run_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
 def evaluate_run(workdir, test_sets=None) -> dict:
   workdir = pathlib.Path(workdir)
   if not checkpoints.is_model_bundle(workdir / 'model') or not (workdir / 'config.json').is_file():
-    raise FileNotFoundError(f'{workdir} holds no finished run (expected config.json and model/); '
+    raise errors.MissingRunError(f'{workdir} holds no finished run (expected config.json and model/); '
                             'train it first with python launch.py --config=...')
   config = load_run_config(workdir)
   config.init.primary, config.init.from_run = str(workdir / 'model'), ''
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
   test_sets = tuple(args.test_sets.split(',')) if args.test_sets else None
   try:
     evaluate_run(args.workdir, test_sets)
-  except (FileNotFoundError, ValueError, KeyError, input_pipeline.DatasetNotPrepared) as e:
+  except errors.UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   return 0

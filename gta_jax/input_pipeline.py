@@ -12,6 +12,7 @@ import grain
 import numpy as np
 
 from gta_jax import augment
+from gta_jax import errors
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BUILTIN = 'synthetic_fingerprints'
@@ -22,8 +23,8 @@ TEST_SET_SEEDS = {'clean': 0, 'multi': 1001, 'blur': 1002, 'crop': 1003, 'jpeg':
 VALIDATION_SEED = 1000
 
 
-class DatasetNotPrepared(RuntimeError):
-  pass
+class DatasetNotPrepared(errors.UserError, RuntimeError):
+  """A dataset that has not been built (or does not exist); the message says how to build it."""
 
 
 DATASETS = (BUILTIN, 'ganfp', 'faceshq_plus')
@@ -64,7 +65,7 @@ def data_source(builder, split: str):
   try:
     return builder.as_data_source(split=split)
   except (KeyError, ValueError) as e:
-    raise KeyError(f'{builder.name}/{builder.builder_config.name} has no split {split!r}; '
+    raise errors.ConfigError(f'{builder.name}/{builder.builder_config.name} has no split {split!r}; '
                    f'it has {", ".join(builder.info.splits)}.') from e
 
 

@@ -17,13 +17,14 @@ import jax
 import numpy as np
 
 from gta_jax import checkpoints
+from gta_jax import errors
 from gta_jax import models
 from gta_jax import spectral
 
 _LAYER = re.compile(r'^(d|a\d*)(Conv|BNorm|Decision)(?:_(\d+))?$')
 
 
-class H5ImportError(ValueError):
+class H5ImportError(errors.UserError, ValueError):
   """An .h5 file that is not a release model of this paper."""
 
 

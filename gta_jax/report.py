@@ -19,7 +19,7 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from gta_jax import attribute, data, evaluate, evaluators, input_pipeline, saliency  # noqa: E402
+from gta_jax import attribute, data, errors, evaluate, evaluators, input_pipeline, saliency  # noqa: E402,E501
 
 GRID_IMAGES = 16
 
@@ -36,7 +36,7 @@ def expand_chain(workdir: pathlib.Path) -> list[pathlib.Path]:
 def load_run(workdir: pathlib.Path) -> dict:
   metrics_file = workdir / 'results' / 'metrics.json'
   if not metrics_file.is_file():
-    raise FileNotFoundError(f'{workdir}: no results/metrics.json; finish or evaluate the run first '
+    raise errors.MissingRunError(f'{workdir}: no results/metrics.json; finish or evaluate the run first '
                             '(python -m gta_jax.evaluate --workdir ...).')
   metrics = json.loads(metrics_file.read_text())
   config = evaluate.upgrade_record(json.loads((workdir / 'config.json').read_text()))
@@ -251,7 +251,7 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   try:
     runs = [load_run(workdir) for r in args.runs for workdir in expand_chain(pathlib.Path(r))]
-  except FileNotFoundError as e:
+  except errors.UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   out = pathlib.Path(args.out)

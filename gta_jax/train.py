@@ -15,10 +15,12 @@ import ml_collections
 import numpy as np
 import optax
 
+from gta_jax import augment
 from gta_jax import chains
 from gta_jax import checkpoints
 from gta_jax import convolution
 from gta_jax import data
+from gta_jax import errors
 from gta_jax import evaluators
 from gta_jax import families
 from gta_jax import input_pipeline
@@ -35,12 +37,41 @@ def thresholds(config) -> verdicts.Thresholds:
   return verdicts.Thresholds(config.eval.threshold, config.eval.threshold)
 
 
-def setup(config, workdir=None) -> tuple[data.Dataset, families.Family]:
-  """Opens the run's dataset and builds its model family (checking `workdir`'s records)."""
+def check_config(config) -> None:
+  """Refuses values that cannot work before anything is created, naming the key."""
+  def require(ok: bool, key: str, what: str):
+    value = config
+    for part in key.split('.'):
+      value = value[part]
+    if not ok:
+      raise errors.ConfigError(f'config.{key}={value!r}: {what}.')
+
+  for key in ('optim.batch_size', 'eval.batch_size', 'optim.max_epochs', 'optim.patience',
+              'log_every_steps', 'checkpoint_every_steps'):
+    value = config
+    for part in key.split('.'):
+      value = value[part]
+    require(isinstance(value, int) and value >= 1, key, 'must be a whole number >= 1')
+  require(np.isfinite(config.optim.learning_rate) and config.optim.learning_rate > 0,
+          'optim.learning_rate', 'must be a positive number')
+  require(np.isfinite(config.model.bn_momentum) and 0 <= config.model.bn_momentum < 1,
+          'model.bn_momentum', 'must be in [0, 1)')
+  require(0 < config.eval.threshold < 1, 'eval.threshold', 'must be in (0, 1)')
+  require(config.model.input in ('pixel', 'dct'), 'model.input', 'choose pixel or dct')
+  require(config.data.train_mode in augment.MODES, 'data.train_mode',
+          f'choose one of {", ".join(augment.MODES)}')
+  require(config.phase in (1, 2, 3, 4), 'phase', 'choose 1, 2, 3 or 4')
+  require(config.model.family in families.FAMILIES, 'model.family',
+          f'choose one of {", ".join(families.FAMILIES)}')
   try:
     convolution.resolve_impl(config.model.conv_impl)
   except ValueError as error:
-    raise ValueError(f'config.model.conv_impl: {error}') from None
+    raise errors.ConfigError(f'config.model.conv_impl: {error}') from None
+
+
+def setup(config, workdir=None) -> tuple[data.Dataset, families.Family]:
+  """Opens the run's dataset and builds its model family (checking `workdir`'s records)."""
+  check_config(config)
   dataset = data.open_dataset(config.data, config.model.input)
   return dataset, families.build(config, dataset, workdir)
 
@@ -94,7 +125,7 @@ def warm_start(family, config, state, optimizer):
   """Phase II / IV: start from the best weights of the named earlier run (fresh optimizer)."""
   source = pathlib.Path(config.init.from_run)
   if not checkpoints.is_model_bundle(source / 'model'):
-    raise FileNotFoundError(
+    raise errors.MissingRunError(
         f'config.init.from_run={str(source)!r} holds no finished run (no model/model.json). '
         f'Run the previous phase first, e.g. python launch.py --config=configs/'
         f'phase{config.phase - 1}_synthetic.py --workdir={source}')
@@ -138,6 +169,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   if results_file.is_file():
     log(f'{workdir} has finished already; nothing to do (delete it to retrain).')
     return json.loads(results_file.read_text())
+  check_config(config)
   workdir.mkdir(parents=True, exist_ok=True)
   (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2) + '\n')
   dataset, family = setup(config, workdir)
@@ -164,7 +196,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   batch_size = config.optim.batch_size
   steps_per_epoch = dataset.steps_per_epoch(batch_size)
   if steps_per_epoch == 0:
-    raise ValueError(f'config.optim.batch_size={batch_size} exceeds the training split '
+    raise errors.ConfigError(f'config.optim.batch_size={batch_size} exceeds the training split '
                      f'({dataset.size("train")} images).')
   # Lines logged after the checkpoint we resume from are logged again; drop the earlier copies.
   writer = MetricWriter(workdir, resume_step=int(state.step),
@@ -197,7 +229,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
         if step % config.log_every_steps == 0:
           host = jax.device_get(step_metrics)
           if not np.all(np.isfinite(host['loss'])):
-            raise FloatingPointError(f'loss became {host["loss"]} at step {step}; stopping. '
+            raise errors.TrainingDiverged(f'loss became {host["loss"]} at step {step}; stopping. '
                                      'Lower config.optim.learning_rate or check the inputs.')
           rate = (step - start_step) / max(time.time() - started, 1e-9)
           eta = (total_steps - step) / max(rate, 1e-9)

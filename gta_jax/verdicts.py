@@ -10,6 +10,8 @@ import dataclasses
 
 import numpy as np
 
+from gta_jax import errors
+
 DEFAULT_THRESHOLD = 0.5
 
 
@@ -23,7 +25,7 @@ class Thresholds:
     if isinstance(self.heads, (int, float)):
       return np.full(num_heads, float(self.heads))
     if len(self.heads) != num_heads:
-      raise ValueError(f'{len(self.heads)} head thresholds for {num_heads} heads.')
+      raise errors.ConfigError(f'{len(self.heads)} head thresholds for {num_heads} heads.')
     return np.asarray(self.heads, np.float64)
 
   def to_json(self) -> dict:

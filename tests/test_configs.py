@@ -54,3 +54,45 @@ def test_the_data_dir_follows_tfds_data_dir(monkeypatch):
   assert common.get_config().data.data_dir == '/datasets/tfds'
   monkeypatch.delenv('TFDS_DATA_DIR')
   assert common.get_config().data.data_dir == 'data/tfds'
+
+
+@pytest.mark.parametrize('key, value, message', [
+    ('optim.batch_size', 0, 'whole number >= 1'),
+    ('checkpoint_every_steps', 0, 'whole number >= 1'),
+    ('log_every_steps', 0, 'whole number >= 1'),
+    ('optim.max_epochs', 0, 'whole number >= 1'),
+    ('model.bn_momentum', float('nan'), r'\[0, 1\)'),
+    ('optim.learning_rate', -1e-3, 'positive'),
+    ('data.train_mode', 'sharpen', 'choose one of clean, multi'),
+    ('model.conv_impl', 'fast', 'auto, cpu, lax'),
+])
+def test_a_config_that_cannot_work_is_refused_before_the_workdir_exists(tmp_path, key, value,
+                                                                         message):
+  from gta_jax import errors, train
+  config = chains.load_config_file(str(ROOT / 'configs' / 'phase1_synthetic.py'), 'smoke')
+  with config.unlocked():
+    *parents, leaf = key.split('.')
+    target = config
+    for parent in parents:
+      target = target[parent]
+    target[leaf] = value
+  with pytest.raises(errors.ConfigError, match=f'config.{key}.*{message}'):
+    train.train_and_evaluate(config, tmp_path / 'run')
+  assert not (tmp_path / 'run').exists()
+
+
+def test_launch_shows_a_real_bug_with_its_traceback(tmp_path):
+  """Only the project's own errors become one-line messages; a bug keeps its traceback."""
+  import subprocess
+  import sys
+  script = tmp_path / 'bug.py'
+  script.write_text(f'import sys; sys.path.insert(0, {str(ROOT)!r}); sys.argv = ["launch.py", '
+                    f'"--config={ROOT}/configs/phase1_synthetic.py:smoke"]\n'
+                    'import launch\n'
+                    'def broken(argv):\n  raise AttributeError("a bug, not a config override")\n'
+                    'launch.main = broken\nlaunch.run()\n')
+  result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT)
+  assert result.returncode != 0
+  assert 'Traceback' in result.stderr and 'a bug, not a config override' in result.stderr
+  assert 'bad config override' not in result.stderr

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from configs import common
-from gta_jax import data, families, models
+from gta_jax import data, errors, families, models
 
 DATASET = data.Dataset('stand-in', None, 32, {'real': 0, 'a': 1, 'b': 2},
                        (np.zeros((), np.float32), np.ones((), np.float32)))
@@ -25,7 +25,7 @@ def test_unknown_family_and_task_mismatches_are_named():
     families.build(_config('heads', 'attribution'), DATASET)
   with pytest.raises(ValueError, match='exactly one source'):
     families.build(_config('gandct', 'attribution', ('a', 'b')), DATASET)
-  with pytest.raises(KeyError, match="unknown source 'c'"):
+  with pytest.raises(errors.ConfigError, match="unknown source .c."):
     families.build(_config('postpool', 'multiclass', ('a', 'c')), DATASET)
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from gta_jax import input_pipeline
+from gta_jax import errors, input_pipeline
 
 
 @pytest.fixture(scope='module')
@@ -69,5 +69,5 @@ def test_head_targets_one_vs_rest():
 def test_unknown_dataset_and_split_errors_say_what_to_do(builder, tmp_path):
   with pytest.raises(input_pipeline.DatasetNotPrepared, match='synthetic_fingerprints'):
     input_pipeline.load_builder('imagenet', 'default', str(tmp_path))
-  with pytest.raises(KeyError, match='test_external'):
+  with pytest.raises(errors.ConfigError, match='test_external'):
     input_pipeline.data_source(builder, 'nope')

@@ -9,6 +9,8 @@ from gta_jax.evaluators import cross_seed
 from gta_jax.evaluators import test_sets
 from gta_jax.evaluators.common import flatten, nest  # noqa: F401  (re-exported)
 
+from gta_jax import errors
+
 EVALUATORS = {
     'test_sets': test_sets.TestSets,
     'cross_seed': cross_seed.CrossSeed,
@@ -23,12 +25,12 @@ def build(evals_config, predict_fn, dataset, **shared) -> list:
     options = dict(options)
     kind = options.pop('type', None)
     if kind not in EVALUATORS:
-      raise ValueError(f'config.evals.{name}.type={kind!r}: choose one of '
+      raise errors.ConfigError(f'config.evals.{name}.type={kind!r}: choose one of '
                        f'{", ".join(EVALUATORS)}.')
     try:
       built.append(EVALUATORS[kind](predict_fn, dataset, **shared, **options))
     except TypeError as e:
-      raise ValueError(f'config.evals.{name}: {e}') from None
+      raise errors.ConfigError(f'config.evals.{name}: {e}') from None
   return built
 
 

@@ -3,6 +3,7 @@ import jax
 import numpy as np
 
 from gta_jax import data
+from gta_jax import errors
 from gta_jax import input_pipeline
 
 
@@ -26,7 +27,7 @@ def score_split(predict_fn, dataset: data.Dataset, split: str, *, mode: str, see
 
 def test_set_seed(mode: str) -> int:
   if mode not in input_pipeline.TEST_SET_SEEDS:
-    raise ValueError(f'unknown test set {mode!r}; choose from '
+    raise errors.ConfigError(f'unknown test set {mode!r}; choose from '
                      f'{", ".join(input_pipeline.TEST_SET_SEEDS)}.')
   return input_pipeline.TEST_SET_SEEDS[mode]
 

@@ -4,6 +4,8 @@ from gta_jax.families import baseline
 from gta_jax.families import proposed
 from gta_jax.families.base import Family, TrainState  # noqa: F401  (re-exported)
 
+from gta_jax import errors
+
 FAMILIES = {
     'primary': proposed.Detector,     # phases I/II: the real-vs-fake primary
     'heads': proposed.Heads,          # phases III/IV: one-vs-rest heads on a frozen primary
@@ -17,6 +19,6 @@ def build(config, dataset, workdir=None) -> Family:
   it checks, e.g. which primary a heads run was built on)."""
   family = FAMILIES.get(config.model.family)
   if family is None:
-    raise ValueError(f'config.model.family={config.model.family!r}: choose one of '
+    raise errors.ConfigError(f'config.model.family={config.model.family!r}: choose one of '
                      f'{", ".join(FAMILIES)}.')
   return family(config, dataset, workdir)

@@ -14,6 +14,7 @@ import numpy as np
 import optax
 
 from gta_jax import checkpoints
+from gta_jax import errors
 from gta_jax import metrics
 from gta_jax import spectral
 
@@ -79,7 +80,7 @@ class Family:
 
   def __init__(self, config, dataset, workdir=None):
     if config.task not in self.tasks:
-      raise ValueError(f'config.task={config.task!r} does not fit config.model.family='
+      raise errors.ConfigError(f'config.task={config.task!r} does not fit config.model.family='
                        f'{self.name!r}; it takes {", ".join(self.tasks)}.')
     self.config = config
     self.dataset = dataset

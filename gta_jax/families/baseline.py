@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gta_jax import errors
 from gta_jax import losses
 from gta_jax import metrics
 from gta_jax import models
@@ -65,12 +66,12 @@ class Baseline(base.Family):
   def __init__(self, config, dataset, workdir=None):
     super().__init__(config, dataset, workdir)
     if self.task == 'attribution' and len(self.sources) != 1:
-      raise ValueError('a one-vs-rest baseline needs exactly one source in config.sources, '
+      raise errors.ConfigError('a one-vs-rest baseline needs exactly one source in config.sources, '
                        f'got {self.sources}.')
     if self.task == 'multiclass' and not self.sources:
-      raise ValueError('a multiclass baseline needs its fake classes in config.sources.')
+      raise errors.ConfigError('a multiclass baseline needs its fake classes in config.sources.')
     if self.task == 'detection' and self.sources:
-      raise ValueError(f'config.sources={self.sources} but config.task=detection; set '
+      raise errors.ConfigError(f'config.sources={self.sources} but config.task=detection; set '
                        'config.task=attribution or multiclass.')
     num_classes = 1 + len(self.sources) if self.task == 'multiclass' else 1
     self.model = self.module_class(num_classes, conv_impl=config.model.conv_impl)

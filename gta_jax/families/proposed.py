@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gta_jax import checkpoints
+from gta_jax import errors
 from gta_jax import input_pipeline
 from gta_jax import keras_import
 from gta_jax import losses
@@ -102,7 +103,7 @@ class Detector(base.Family):
   def __init__(self, config, dataset, workdir=None):
     super().__init__(config, dataset, workdir)
     if self.sources:
-      raise ValueError(f'config.sources={self.sources} but config.model.family=primary detects '
+      raise errors.ConfigError(f'config.sources={self.sources} but config.model.family=primary detects '
                        'only; heads are trained by config.model.family=heads.')
     self.model = models.Primary(models.uses_gap(self.input_kind), config.model.bn_momentum,
                                 config.model.conv_impl)
@@ -152,7 +153,7 @@ class Heads(base.Family):
   def __init__(self, config, dataset, workdir=None):
     super().__init__(config, dataset, workdir)
     if not self.sources:
-      raise ValueError('config.sources is empty: name the source of each head, e.g. '
+      raise errors.ConfigError('config.sources is empty: name the source of each head, e.g. '
                        "--config.sources=\"('tconv',)\".")
     gap = models.uses_gap(self.input_kind)
     self.primary_model = models.Primary(gap, config.model.bn_momentum, config.model.conv_impl)
@@ -167,12 +168,12 @@ class Heads(base.Family):
     if not reference and config.init.from_run:
       recorded = pathlib.Path(config.init.from_run) / 'primary.json'
       if not recorded.is_file():
-        raise FileNotFoundError(f'config.init.from_run={config.init.from_run!r} has no '
+        raise errors.MissingRunError(f'config.init.from_run={config.init.from_run!r} has no '
                                 'primary.json: run its phase-III config first.')
       reference = json.loads(recorded.read_text())['path']
     loaded = keras_import.load_any(pathlib.Path(reference)) if reference else None
     if loaded is None:
-      raise FileNotFoundError(
+      raise errors.MissingRunError(
           f'config.init.primary={reference!r}: no trained primary there. Run the phase-II config '
           '(e.g. configs/phase2_synthetic.py) first, or point --config.init.primary at a phase-II '
           'workdir, a model bundle or a release .h5.')
@@ -183,13 +184,13 @@ class Heads(base.Family):
               'source': spec.source, 'trained_steps': spec.trained_steps,
               'best_epoch': list(spec.best_epochs)}
     if spec.input_kind != config.model.input:
-      raise ValueError(f'primary {reference} takes {spec.input_kind} input but '
+      raise errors.ConfigError(f'primary {reference} takes {spec.input_kind} input but '
                        f'config.model.input={config.model.input!r}.')
     record_file = pathlib.Path(workdir) / 'primary.json' if workdir else None
     if record_file is not None and record_file.is_file():
       built_on = json.loads(record_file.read_text())
       if built_on['digest'] != record['digest']:
-        raise ValueError(
+        raise errors.ConfigError(
             f'{workdir} was trained on the primary {built_on["path"]} (digest '
             f'{built_on["digest"][:12]}), but {reference} holds different weights '
             f'({record["digest"][:12]}). Use a new workdir for a new primary.')
@@ -226,10 +227,10 @@ class Heads(base.Family):
 
   def variables_from_bundle(self, spec, variables, source):
     if tuple(spec.head_names) != self.sources:
-      raise ValueError(f'{source} trained heads {spec.head_names}, config.sources is '
+      raise errors.ConfigError(f'{source} trained heads {spec.head_names}, config.sources is '
                        f'{self.sources}.')
     if spec.primary_digest != self.records['primary.json']['digest']:
-      raise ValueError(f'{source} was trained on a different primary than '
+      raise errors.ConfigError(f'{source} was trained on a different primary than '
                        f'{self.records["primary.json"]["path"]}.')
     return variables['heads']
 
