@@ -12,45 +12,9 @@ import json
 import pathlib
 import sys
 
-import ml_collections
-
-from gta_jax import chains, checkpoints, errors, input_pipeline, train
+from gta_jax import checkpoints, errors, input_pipeline, train
+from gta_jax.run_records import load_run_config
 from gta_jax.writers import log
-
-
-def upgrade_record(record: dict) -> dict:
-  """A stored config.json -> today's field names (runs written before config.sources,
-  config.model.family and config.evals existed)."""
-  record = json.loads(json.dumps(record))
-  model = record.setdefault('model', {})
-  if 'heads' in record:
-    record['sources'] = record.pop('heads')
-  if 'arch' in model:
-    arch = model.pop('arch')
-    if arch == 'proposed':
-      model['family'] = 'heads' if record.get('sources') else 'primary'
-      record['task'] = 'attribution' if record.get('sources') else 'detection'
-    else:
-      model['family'] = arch
-  test_sets = record.get('eval', {}).pop('test_sets', None)
-  if test_sets is not None:
-    record.setdefault('evals', {}).setdefault('test', {})['modes'] = test_sets
-  return record
-
-
-def _tuples(value):
-  if isinstance(value, dict):
-    return {k: _tuples(v) for k, v in value.items()}
-  return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
-
-
-def load_run_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
-  """A run's stored config over today's base config (fields added since keep their defaults)."""
-  record = upgrade_record(json.loads((pathlib.Path(workdir) / 'config.json').read_text()))
-  config = chains.load_config_file(str(chains.ROOT / 'configs' / 'common.py'))
-  with config.unlocked():
-    config.update(_tuples(record))
-  return config
 
 
 def evaluate_run(workdir, test_sets=None) -> dict:

@@ -48,7 +48,11 @@ def builder_class(name: str):
 
 def load_builder(name: str, config: str, data_dir: str, prepare_builtin: bool = True):
   """The dataset's TFDS builder, prepared. The built-in dataset is generated on first use."""
-  builder = builder_class(name)(config=config, data_dir=data_dir)
+  try:
+    builder = builder_class(name)(config=config, data_dir=data_dir)
+  except ValueError as e:  # TFDS: no such builder config
+    raise DatasetNotPrepared(f'config.data.config={config!r} is not a configuration of {name}: '
+                             f'{str(e).splitlines()[0]}') from None
   if not builder.is_prepared():
     if name != BUILTIN or not prepare_builtin:
       raise DatasetNotPrepared(
@@ -56,7 +60,7 @@ def load_builder(name: str, config: str, data_dir: str, prepare_builtin: bool = 
           f'(the release layout) with\n  python -m gta_jax.prepare --dataset {name} '
           f'--manual-dir /path/to/{name} --config {config} --data-dir {data_dir}\nor run this '
           f'phase on the built-in data instead: --config.data.name={BUILTIN} '
-          '--config.heads="(\'tconv\',)" (sources: tconv, nearest, bilinear, pixelshuffle).')
+          '--config.sources="(\'tconv\',)" (sources: tconv, nearest, bilinear, pixelshuffle).')
     builder.download_and_prepare(file_format='array_record')
   return builder
 

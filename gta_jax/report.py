@@ -19,7 +19,8 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from gta_jax import attribute, data, errors, evaluate, evaluators, input_pipeline, saliency  # noqa: E402,E501
+from gta_jax import attribute, data, errors, evaluators, input_pipeline, run_records  # noqa: E402
+from gta_jax import saliency  # noqa: E402
 
 GRID_IMAGES = 16
 
@@ -39,7 +40,7 @@ def load_run(workdir: pathlib.Path) -> dict:
     raise errors.MissingRunError(f'{workdir}: no results/metrics.json; finish or evaluate the run first '
                             '(python -m gta_jax.evaluate --workdir ...).')
   metrics = json.loads(metrics_file.read_text())
-  config = evaluate.upgrade_record(json.loads((workdir / 'config.json').read_text()))
+  config = run_records.upgrade_record(json.loads((workdir / 'config.json').read_text()))
   return {'name': workdir.name, 'workdir': workdir, 'config': config, 'metrics': metrics,
           'values': dict(evaluators.flatten(metrics))}
 
@@ -209,7 +210,7 @@ def cam_grids(run, out: pathlib.Path, data_dir: str | None) -> None:
   if run['config']['model']['family'] not in ('primary', 'heads'):
     return  # a baseline: attribute scores the proposed model
   model = attribute.load_model(run['workdir'])
-  config = evaluate.load_run_config(run['workdir'])
+  config = run_records.load_run_config(run['workdir'])
   if data_dir:
     config.data.data_dir = data_dir
   source = data.open_dataset(config.data, config.model.input).source('test')

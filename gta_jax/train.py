@@ -24,6 +24,7 @@ from gta_jax import errors
 from gta_jax import evaluators
 from gta_jax import families
 from gta_jax import input_pipeline
+from gta_jax import run_records
 from gta_jax import verdicts
 from gta_jax.writers import MetricWriter, fmt, log
 
@@ -127,9 +128,13 @@ def warm_start(family, config, state, optimizer):
   if not checkpoints.is_model_bundle(source / 'model'):
     raise errors.MissingRunError(
         f'config.init.from_run={str(source)!r} holds no finished run (no model/model.json). '
-        f'Run the previous phase first, e.g. python launch.py --config=configs/'
-        f'phase{config.phase - 1}_synthetic.py --workdir={source}')
+        + run_records.missing_run_hint(source, config, config.phase - 1))
   spec, variables, _ = checkpoints.load_model_bundle(source / 'model')
+  run_records.check_lineage(config, family.dataset.image_size, source, spec,
+                            'config.init.from_run')
+  if spec.arch != family.arch:
+    raise errors.ConfigError(f'config.init.from_run={str(source)!r} holds a {spec.arch} model '
+                             f'but config.model.family={config.model.family!r}.')
   chosen = jax.tree.map(jnp.asarray, family.variables_from_bundle(spec, variables, source))
   log(f'initialised from {source}/model')
   return families.TrainState(state.step, chosen['params'], chosen['batch_stats'],

@@ -5,7 +5,7 @@ import pytest
 
 from conftest import ROOT
 from configs import common
-from gta_jax import chains, evaluate, families
+from gta_jax import chains, families, run_records
 
 
 def test_phase_builders_refuse_what_does_not_exist():
@@ -43,7 +43,7 @@ def test_a_run_saved_before_sources_family_and_evaluators_loads_with_todays_fiel
   old['model']['arch'], old['task'] = 'proposed', 'detection'
   old['eval']['test_sets'] = ['clean', 'blur']
   (tmp_path / 'config.json').write_text(json.dumps(old))
-  config = evaluate.load_run_config(tmp_path)
+  config = run_records.load_run_config(tmp_path)
   assert config.sources == common.SYNTHETIC_SOURCES and config.model.family == 'heads'
   assert config.task == 'attribution' and config.evals.test.modes == ('clean', 'blur')
   assert config.eval.threshold == 0.5 and config.evals.test_cross_seed.type == 'cross_seed'

@@ -1,6 +1,7 @@
 """Training: resume equality, the frozen shared primary, independent heads, and error paths."""
 import json
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -321,3 +322,36 @@ def test_launch_names_a_bad_conv_impl(smoke_data_dir, tmp_path):
   assert result.returncode == 1
   assert 'Traceback' not in result.stderr
   assert 'config.model.conv_impl' in result.stderr and 'auto, cpu, lax' in result.stderr
+
+
+def test_a_phase_refuses_a_previous_run_of_another_input_kind_or_dataset(quickstart, smoke_data_dir,
+                                                                        tmp_path):
+  from gta_jax import errors
+  workdir, _ = quickstart
+  phase1 = workdir / 'phase1_synthetic'
+  dct = _config('phase2_synthetic', smoke_data_dir,
+                **{'init.from_run': str(phase1), 'model.input': 'dct'})
+  with pytest.raises(errors.ConfigError, match="takes pixel input but config.model.input='dct'"):
+    train.train_and_evaluate(dct, tmp_path / 'dct')
+  other = tmp_path / 'ganfp_run'
+  shutil.copytree(phase1 / 'model', other / 'model')
+  record = json.loads((phase1 / 'config.json').read_text())
+  record['data']['name'] = 'ganfp'
+  (other / 'config.json').write_text(json.dumps(record))
+  config = _config('phase2_synthetic', smoke_data_dir, **{'init.from_run': str(other)})
+  with pytest.raises(errors.ConfigError, match='was trained on ganfp'):
+    train.train_and_evaluate(config, tmp_path / 'p2')
+  heads = _config('phase3_synthetic', smoke_data_dir, **{'init.primary': str(other)})
+  with pytest.raises(errors.ConfigError, match='config.init.primary=.*was trained on ganfp'):
+    train.train_and_evaluate(heads, tmp_path / 'p3')
+
+
+def test_hints_name_the_config_that_makes_the_missing_run():
+  from gta_jax import run_records
+  load = lambda name, arg='': chains.load_config_file(str(ROOT / 'configs' / f'{name}.py'), arg)
+  assert 'configs/phase1_ganfp_dct.py' in run_records.missing_run_hint(
+      '/elsewhere/p1', load('phase2_ganfp_dct'), 1)
+  assert 'configs/phase2_faceshq.py:jpeg' in run_records.missing_run_hint(
+      'runs/phase2_faceshq_jpeg', load('phase3_faceshq', 'jpeg'), 2)
+  assert 'configs/phase3_progan.py' in run_records.missing_run_hint(
+      '/x/y', load('phase4_progan'), 3)

@@ -15,6 +15,7 @@ from gta_jax import keras_import
 from gta_jax import losses
 from gta_jax import metrics
 from gta_jax import models
+from gta_jax import run_records
 from gta_jax.families import base
 
 
@@ -159,33 +160,34 @@ class Heads(base.Family):
     self.primary_model = models.Primary(gap, config.model.bn_momentum, config.model.conv_impl)
     self.heads_model = models.StackedHeads(len(self.sources), gap, config.model.bn_momentum,
                                            conv_impl=config.model.conv_impl)
-    self.primary_variables, record = self._load_primary(config, workdir)
+    self.primary_variables, record = self._load_primary(config, dataset, workdir)
     self.records['primary.json'] = record
 
   @staticmethod
-  def _load_primary(config, workdir):
+  def _load_primary(config, dataset, workdir):
     reference = config.init.primary
     if not reference and config.init.from_run:
       recorded = pathlib.Path(config.init.from_run) / 'primary.json'
       if not recorded.is_file():
-        raise errors.MissingRunError(f'config.init.from_run={config.init.from_run!r} has no '
-                                'primary.json: run its phase-III config first.')
+        raise errors.MissingRunError(
+            f'config.init.from_run={config.init.from_run!r} has no primary.json (no phase-III '
+            'run there). ' + run_records.missing_run_hint(config.init.from_run, config, 3))
       reference = json.loads(recorded.read_text())['path']
     loaded = keras_import.load_any(pathlib.Path(reference)) if reference else None
     if loaded is None:
       raise errors.MissingRunError(
-          f'config.init.primary={reference!r}: no trained primary there. Run the phase-II config '
-          '(e.g. configs/phase2_synthetic.py) first, or point --config.init.primary at a phase-II '
-          'workdir, a model bundle or a release .h5.')
+          f'config.init.primary={reference!r}: no trained primary there. '
+          + run_records.missing_run_hint(reference, config, 2)
+          + '; or point --config.init.primary at a phase-II workdir, a model bundle or a release '
+          '.h5.')
     spec, variables, _ = loaded
+    run_records.check_lineage(config, dataset.image_size, pathlib.Path(reference), spec,
+                              'config.init.primary')
     primary = variables['primary']
     record = {'path': str(pathlib.Path(reference).absolute()),
               'digest': checkpoints.tree_digest(primary), 'input_kind': spec.input_kind,
               'source': spec.source, 'trained_steps': spec.trained_steps,
               'best_epoch': list(spec.best_epochs)}
-    if spec.input_kind != config.model.input:
-      raise errors.ConfigError(f'primary {reference} takes {spec.input_kind} input but '
-                       f'config.model.input={config.model.input!r}.')
     record_file = pathlib.Path(workdir) / 'primary.json' if workdir else None
     if record_file is not None and record_file.is_file():
       built_on = json.loads(record_file.read_text())

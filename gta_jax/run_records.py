@@ -1,0 +1,103 @@
+"""What a finished or started run recorded: its config.json, read back under today's field names,
+and which config file makes a run of a given name (for hints that name the right command)."""
+import json
+import pathlib
+
+import ml_collections
+
+from gta_jax import chains
+from gta_jax import errors
+
+
+def upgrade_record(record: dict) -> dict:
+  """A stored config.json -> today's field names (runs written before config.sources,
+  config.model.family and config.evals existed)."""
+  record = json.loads(json.dumps(record))
+  model = record.setdefault('model', {})
+  if 'heads' in record:
+    record['sources'] = record.pop('heads')
+  if 'arch' in model:
+    arch = model.pop('arch')
+    if arch == 'proposed':
+      model['family'] = 'heads' if record.get('sources') else 'primary'
+      record['task'] = 'attribution' if record.get('sources') else 'detection'
+    else:
+      model['family'] = arch
+  test_sets = record.get('eval', {}).pop('test_sets', None)
+  if test_sets is not None:
+    record.setdefault('evals', {}).setdefault('test', {})['modes'] = test_sets
+  return record
+
+
+def _tuples(value):
+  if isinstance(value, dict):
+    return {k: _tuples(v) for k, v in value.items()}
+  return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def load_run_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
+  """A run's stored config over today's base config (fields added since keep their defaults)."""
+  record = upgrade_record(json.loads((pathlib.Path(workdir) / 'config.json').read_text()))
+  config = chains.load_config_file(str(chains.ROOT / 'configs' / 'common.py'))
+  with config.unlocked():
+    config.update(_tuples(record))
+  return config
+
+
+def config_for_run(run_dir) -> str | None:
+  """runs/phase2_ganfp_jpeg -> 'configs/phase2_ganfp.py:jpeg' (the config whose default workdir
+  it is), or None when no config file makes a run of that name."""
+  name = pathlib.Path(run_dir).name
+  configs = chains.ROOT / 'configs'
+  if (configs / f'{name}.py').is_file():
+    return f'configs/{name}.py'
+  base, _, variant = name.rpartition('_')
+  if base and (configs / f'{base}.py').is_file():
+    return f'configs/{base}.py:{variant}'
+  return None
+
+
+def check_lineage(config, image_size: int, run_dir, spec, role: str) -> None:
+  """A run that continues from (role 'config.init.from_run') or builds heads on (role
+  'config.init.primary') the model in `run_dir` must share its input kind, image size and,
+  where `run_dir` is a run with a config.json, its dataset."""
+  run_dir = pathlib.Path(run_dir)
+  where = f'{role}={str(run_dir)!r}'
+  if spec.input_kind != config.model.input:
+    raise errors.ConfigError(f'{where} takes {spec.input_kind} input but config.model.input='
+                             f'{config.model.input!r}.')
+  if spec.image_size != image_size and (spec.input_kind == 'dct' or role.endswith('from_run')):
+    raise errors.ConfigError(f'{where} was trained on {spec.image_size} px images but '
+                             f'{config.data.name} has {image_size} px images.')
+  for recorded in (run_dir / 'config.json', run_dir.parent / 'config.json'):
+    if recorded.is_file():
+      theirs = upgrade_record(json.loads(recorded.read_text())).get('data', {})
+      if theirs.get('name') != config.data.name:
+        raise errors.ConfigError(f'{where} was trained on {theirs.get("name")} but '
+                                 f'config.data.name={config.data.name!r}.')
+      return
+
+
+# config.data.name -> the dataset part of the phase config file names.
+CONFIG_DATASET_NAMES = {'synthetic_fingerprints': 'synthetic', 'ganfp': 'ganfp',
+                        'faceshq_plus': 'faceshq'}
+
+
+def previous_phase_config(config, phase: int) -> str | None:
+  """The config of the phase `config` builds on (phase 1 or 2 for this dataset and input kind, or
+  this target's phase III), when such a file exists."""
+  if phase == 3:
+    name = config.name.replace('phase4', 'phase3', 1)
+  else:
+    dataset = CONFIG_DATASET_NAMES.get(config.data.name, config.data.name)
+    name = f'phase{phase}_{dataset}' + ('_dct' if config.model.input == 'dct' else '')
+  return f'configs/{name}.py' if (chains.ROOT / 'configs' / f'{name}.py').is_file() else None
+
+
+def missing_run_hint(run_dir, config, phase: int) -> str:
+  """How to make the run `config` needs in `run_dir`: the config whose default workdir has that
+  name, else the previous phase's config for this dataset."""
+  made_by = config_for_run(run_dir) or previous_phase_config(config, phase)
+  if made_by:
+    return f'Run it first: python launch.py --config={made_by} --workdir={run_dir}'
+  return f'Run phase {phase} first, with --workdir={run_dir}.'
