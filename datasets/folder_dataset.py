@@ -2,7 +2,9 @@
 
 Within a source folder, files are ordered by the first number in their name (as the release's
 data_prep); the first train/validation/test counts form the splits. Counts are part of the builder
-config, named 'TRAIN-VAL-TEST' (e.g. '700-100-200'), so smaller folders build too.
+config, named 'TRAIN-VAL-TEST' (e.g. '700-100-200'), so smaller folders build too. A dataset the
+release re-saved as JPEG (FacesHQ+, quality 75) is stored that way; the suffix '-png' ('default-png',
+'700-100-200-png') keeps the images as read instead.
 """
 import dataclasses
 import io
@@ -13,10 +15,11 @@ import tensorflow_datasets as tfds
 from etils import epath
 from PIL import Image
 
+from gta_jax import augment
 from gta_jax import images as images_lib
 
 _FIRST_NUMBER = re.compile(r'\d+')
-_COUNTS = re.compile(r'^(\d+)-(\d+)-(\d+)$')
+_NAME = re.compile(r'^(?:(default)|(\d+)-(\d+)-(\d+))(-png)?$')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,19 +40,26 @@ class FolderConfig(tfds.core.BuilderConfig):
   train_size: int = 0
   validation_size: int = 0
   test_size: int = 0
+  # > 0: every image is re-saved as a JPEG of this quality (PIL, 4:2:0) before it is stored.
+  jpeg_quality: int = 0
 
 
 def config_from_name(name: str, defaults: FolderConfig) -> FolderConfig:
-  """'default' or 'TRAIN-VAL-TEST' -> a builder config."""
-  if name in (None, '', 'default'):
-    return defaults
-  match = _COUNTS.match(name)
+  """'default' or 'TRAIN-VAL-TEST', optionally with '-png' -> a builder config."""
+  match = _NAME.match(name or 'default')
   if not match:
     raise ValueError(f'builder config {name!r}: use "default" or split counts "TRAIN-VAL-TEST", '
-                     'e.g. "700-100-200".')
-  train, validation, test = map(int, match.groups())
-  return FolderConfig(name=name, description=f'{train}/{validation}/{test} images per source',
-                      train_size=train, validation_size=validation, test_size=test)
+                     'e.g. "700-100-200", optionally ending in "-png".')
+  is_default, *counts, png = match.groups()
+  jpeg_quality = 0 if png else defaults.jpeg_quality
+  if is_default and not png:
+    return defaults
+  train, validation, test = ((defaults.train_size, defaults.validation_size, defaults.test_size)
+                             if is_default else map(int, counts))
+  stored = ' (stored as read)' if png and defaults.jpeg_quality else ''
+  return FolderConfig(name=name, description=f'{train}/{validation}/{test} images per source{stored}',
+                      train_size=train, validation_size=validation, test_size=test,
+                      jpeg_quality=jpeg_quality)
 
 
 def sort_key(path) -> tuple:
@@ -106,13 +116,16 @@ def features() -> tfds.features.FeaturesDict:
   })
 
 
-def generate_examples(items, prepare_image, skip_corrupt: bool, skipped: list):
+def generate_examples(items, prepare_image, skip_corrupt: bool, skipped: list,
+                      jpeg_quality: int = 0):
   """Yields examples; unreadable files are collected and reported together (or skipped)."""
   bad = []
   for index, (source, path) in enumerate(items):
     try:
       rgb, _ = images_lib.read_rgb(path)
       rgb = prepare_image(rgb, path)
+      if jpeg_quality:  # the release re-saved these as JPEG (PIL's default quality 75)
+        rgb = augment.jpeg(rgb, jpeg_quality)
     except images_lib.ImageReadError as e:
       (skipped if skip_corrupt else bad).append(str(e))
       continue
@@ -162,5 +175,6 @@ class FolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     return {name: self._generate_examples(items) for name, items in splits.items()}
 
   def _generate_examples(self, items):
-    yield from generate_examples(items, self.prepare_image, self._skip_corrupt, self._skipped)
+    yield from generate_examples(items, self.prepare_image, self._skip_corrupt, self._skipped,
+                                 self.builder_config.jpeg_quality)
     self.info.metadata['skipped_files'] = list(self._skipped)

@@ -7,29 +7,76 @@ import ml_collections
 from PIL import Image
 
 from gta_jax import data
+from gta_jax import errors
 from gta_jax.writers import log
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def load_config_file(path: str, arg: str = '') -> ml_collections.ConfigDict:
-  """Loads `get_config(arg)` from a config file path, as config_flags does."""
+def _load_module(path: str):
   spec = importlib.util.spec_from_file_location(pathlib.Path(path).stem, path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return module
+
+
+def load_config_file(path: str, arg: str = '') -> ml_collections.ConfigDict:
+  """Loads `get_config(arg)` from a config file path, as config_flags does."""
+  return _load_module(path).get_config(arg)
+
+
+# What a chain passes on to each of its phases; any other override of a chain's config would be
+# silently lost, so it is refused.
+FORWARDED = ('seed', 'data.name', 'data.config', 'data.data_dir', 'data.release_blur_sigma',
+             'data.noise_variance', 'model.conv_impl')
+
+
+def _flat(tree, prefix=''):
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      yield from _flat(value, f'{prefix}{key}.')
+    else:
+      yield f'{prefix}{key}', value
+
+
+def check_chain_overrides(config) -> None:
+  """Refuses a chain config that differs from the base config (with ':smoke' where it applies) in
+  a field the chain does not pass on."""
+  reference = load_config_file(str(ROOT / 'configs' / 'common.py'))
+  if config.data.config == 'smoke':
+    reference = _smoke_of(reference)
+  ours, base = dict(_flat(config.to_dict())), dict(_flat(reference.to_dict()))
+  lost = sorted(k for k in ours if k not in FORWARDED + ('name', 'chain')
+                and ours[k] != base.get(k))
+  if lost:
+    raise errors.ConfigError(
+        f'config.{lost[0]}={ours[lost[0]]!r}: a chain passes on only '
+        f'{", ".join(FORWARDED)} to its phases, so {", ".join(lost)} would be lost. Run the '
+        f'phases one by one instead ({", ".join(config.chain)}).')
+
+
+def _smoke_of(config):
+  """The ':smoke' variant of a base config (configs/common.py's smoke)."""
+  module = _load_module(str(ROOT / 'configs' / 'common.py'))
+  with config.unlocked():
+    return module.smoke(config)
 
 
 def run_chain(config, workdir: pathlib.Path, train_and_evaluate) -> dict:
   """Runs each config of `config.chain` with `train_and_evaluate(phase_config, phase_workdir)`,
-  wiring each phase's 'runs/...' references into `workdir`."""
+  wiring each phase's 'runs/...' references into `workdir` and passing on FORWARDED fields."""
+  check_chain_overrides(config)
   arg = 'smoke' if config.data.config == 'smoke' else ''
   results = {}
   for path in config.chain:
     phase = load_config_file(str(ROOT / path), arg)
     with phase.unlocked():
-      phase.data.name, phase.data.config = config.data.name, config.data.config
-      phase.data.data_dir, phase.seed = config.data.data_dir, config.seed
+      for key in FORWARDED:
+        *parents, leaf = key.split('.')
+        source, target = config, phase
+        for parent in parents:
+          source, target = source[parent], target[parent]
+        target[leaf] = source[leaf]
       for field in ('from_run', 'primary'):
         value = phase.init[field]
         if value.startswith('runs/'):

@@ -40,19 +40,20 @@ def thresholds(config) -> verdicts.Thresholds:
 
 def check_config(config) -> None:
   """Refuses values that cannot work before anything is created, naming the key."""
-  def require(ok: bool, key: str, what: str):
+  def value_of(key: str):
     value = config
     for part in key.split('.'):
       value = value[part]
+    return value
+
+  def require(ok: bool, key: str, what: str):
     if not ok:
-      raise errors.ConfigError(f'config.{key}={value!r}: {what}.')
+      raise errors.ConfigError(f'config.{key}={value_of(key)!r}: {what}.')
 
   for key in ('optim.batch_size', 'eval.batch_size', 'optim.max_epochs', 'optim.patience',
               'log_every_steps', 'checkpoint_every_steps'):
-    value = config
-    for part in key.split('.'):
-      value = value[part]
-    require(isinstance(value, int) and value >= 1, key, 'must be a whole number >= 1')
+    require(isinstance(value_of(key), int) and value_of(key) >= 1, key,
+            'must be a whole number >= 1')
   require(np.isfinite(config.optim.learning_rate) and config.optim.learning_rate > 0,
           'optim.learning_rate', 'must be a positive number')
   require(np.isfinite(config.model.bn_momentum) and 0 <= config.model.bn_momentum < 1,

@@ -96,3 +96,21 @@ def test_launch_shows_a_real_bug_with_its_traceback(tmp_path):
   assert result.returncode != 0
   assert 'Traceback' in result.stderr and 'a bug, not a config override' in result.stderr
   assert 'bad config override' not in result.stderr
+
+
+def test_a_chain_passes_on_what_it_can_and_refuses_what_it_would_lose(smoke_data_dir, tmp_path):
+  from gta_jax import errors
+  config = chains.load_config_file(str(ROOT / 'configs' / 'quickstart.py'), 'smoke')
+  with config.unlocked():
+    config.data.data_dir, config.seed, config.model.conv_impl = smoke_data_dir, 7, 'lax'
+  seen = []
+  chains.run_chain(config, tmp_path, lambda phase, workdir: seen.append(phase) or {})
+  assert [p.name for p in seen] == ['phase1_synthetic', 'phase2_synthetic', 'phase3_synthetic',
+                                    'phase4_synthetic']
+  assert {(p.seed, p.model.conv_impl, p.data.data_dir) for p in seen} == {
+      (7, 'lax', smoke_data_dir)}
+  assert seen[1].init.from_run == str(tmp_path / 'phase1_synthetic')
+  with config.unlocked():
+    config.optim.learning_rate = 0.1
+  with pytest.raises(errors.ConfigError, match='optim.learning_rate.*would be lost'):
+    chains.run_chain(config, tmp_path / 'other', lambda phase, workdir: {})

@@ -55,6 +55,20 @@ def test_faceshq_plus_resizes_to_256_and_keeps_the_external_source_apart(tmp_pat
   assert external[0]['label'] == 1 and _text(external[0]['source']) == 'starganv2_celebahq'
 
 
+def test_faceshq_plus_is_stored_as_the_release_resaved_it_jpeg_q75_unless_asked(tmp_path):
+  from gta_jax import augment
+  manual = ROOT / 'datasets/faceshq_plus/dummy_data'
+  assert prepare.main(['--dataset', 'faceshq_plus', '--manual-dir', str(manual), '--config',
+                       '2-1-1-png', '--data-dir', str(tmp_path / 'tfds')]) == 0
+  _, data_dir = _build(tmp_path, 'faceshq_plus', manual)
+  as_read = _records(input_pipeline.load_builder('faceshq_plus', '2-1-1-png', str(data_dir)),
+                     'train')
+  jpeg = _records(input_pipeline.load_builder('faceshq_plus', '2-1-1', str(data_dir)), 'train')
+  for a, j in zip(as_read, jpeg):
+    assert not np.array_equal(a['image'], j['image'])
+    np.testing.assert_array_equal(j['image'], augment.jpeg(a['image'], 75))
+
+
 def test_too_few_images_names_the_source_and_a_config_that_fits(tmp_path, capsys):
   code, _ = _build(tmp_path, 'ganfp', ROOT / 'datasets/ganfp/dummy_data')
   code = prepare.main(['--dataset', 'ganfp', '--manual-dir', str(ROOT / 'datasets/ganfp/dummy_data'),

@@ -1,4 +1,5 @@
 """Training: resume equality, the frozen shared primary, independent heads, and error paths."""
+import functools
 import json
 import pathlib
 import shutil
@@ -355,3 +356,102 @@ def test_hints_name_the_config_that_makes_the_missing_run():
       'runs/phase2_faceshq_jpeg', load('phase3_faceshq', 'jpeg'), 2)
   assert 'configs/phase3_progan.py' in run_records.missing_run_hint(
       '/x/y', load('phase4_progan'), 3)
+
+
+def _heads_step_setup(num_heads=2, optimizer=None):
+  import optax
+  optimizer = optimizer or optax.adam(1e-2)
+  key = jax.random.key(1)
+  primary_model = models.Primary(True, bn_momentum=0.5, conv_impl='lax')  # compiles fast
+  heads_model = models.StackedHeads(num_heads, True, bn_momentum=0.5, conv_impl='lax')
+  init = lambda model, shape: jax.jit(lambda k: models.init_variables(model, k, shape))(key)
+  primary = init(primary_model, (1, 32, 32, 3))  # (jitted: eager init compiles op by op)
+  # Moving statistics far from any batch's, so train- and inference-mode BatchNorm differ.
+  primary['batch_stats'] = jax.tree.map(lambda v: v + 3.0, primary['batch_stats'])
+  constants = {'dct_mean': np.zeros((), np.float32), 'dct_std': np.ones((), np.float32),
+               'primary': primary}
+  batch = {'image': np.asarray(jax.random.randint(key, (8, 32, 32, 3), 0, 256), np.uint8),
+           'mask': np.ones(8, bool)}
+  targets = jnp.asarray(np.random.default_rng(0).integers(0, 2, (num_heads, 8)), jnp.float32)
+  step = jax.jit(functools.partial(proposed.heads_train_step, primary_model=primary_model,
+                                   heads_model=heads_model, input_kind='pixel',
+                                   loss_fn=losses.sigmoid_bce, optimizer=optimizer))
+  heads = init(heads_model, (1, 8, 8, 16))
+  return step, base.new_state(heads, optimizer), constants, batch, targets, primary_model, heads_model
+
+
+def test_the_heads_step_reads_the_primary_frozen_in_inference_mode():
+  step, state, constants, batch, targets, primary_model, heads_model = _heads_step_setup()
+  frozen = jax.tree.map(np.array, constants['primary'])
+  _, step_metrics = step(state, constants, batch, targets, jnp.array([True, True]))
+  x = base.preprocess(batch['image'], 'pixel', constants)
+
+  @functools.partial(jax.jit, static_argnums=0)
+  def loss_with_primary_in(train_mode: bool):
+    primary = primary_model.apply(frozen, x, train=train_mode, mutable=['batch_stats'])[0]
+    out = heads_model.apply({'params': state.params, 'batch_stats': state.batch_stats},
+                            primary.mid_features, train=True, mutable=['batch_stats'])[0]
+    return losses.sigmoid_bce(out.logit, targets, batch['mask'][None])
+
+  np.testing.assert_allclose(step_metrics['loss'], loss_with_primary_in(False), rtol=1e-6)
+  assert not np.allclose(step_metrics['loss'], loss_with_primary_in(True), rtol=1e-3)
+  # The primary is a constant of the step (never in the state or the optimizer): unchanged.
+  for _ in range(3):
+    state, _ = step(state, constants, batch, targets, jnp.array([True, True]))
+  jax.tree.map(np.testing.assert_array_equal, constants['primary'], frozen)
+
+
+def test_a_stopped_head_keeps_params_statistics_and_adam_moments_while_others_train():
+  step, state, constants, batch, targets, _, _ = _heads_step_setup(num_heads=3)
+  state, _ = step(state, constants, batch, targets, jnp.array([True, True, True]))
+  before = jax.tree.map(np.array, state)
+  active = jnp.array([True, False, True])
+  for _ in range(3):
+    state, _ = step(state, constants, batch, targets, active)
+  moved = {0: False, 2: False}
+  for new, old in zip(jax.tree.leaves(state), jax.tree.leaves(before)):
+    if np.ndim(old) == 0 or np.shape(old)[0] != 3:
+      continue  # step counters
+    np.testing.assert_array_equal(np.asarray(new)[1], old[1])  # params, BN stats, mu and nu
+    for k in moved:
+      moved[k] |= not np.array_equal(np.asarray(new)[k], old[k])
+  assert all(moved.values())
+
+
+def test_early_stopping_keeps_each_heads_best_epoch_and_stops_each_on_its_own():
+  tracker = train.initial_tracker(2)
+  best = {'params': {'w': np.zeros((2, 3))}, 'batch_stats': {}}
+  val = [np.array([0.5, 0.9]), np.array([0.3, 1.0]), np.array([0.4, 1.1]), np.array([0.2, 1.2])]
+  for epoch, losses_now in enumerate(val):
+    state = base.TrainState(jnp.int32(epoch), {'w': np.full((2, 3), float(epoch))}, {}, None)
+    best, tracker = train.update_early_stopping(tracker, best, state, losses_now, epoch,
+                                                patience=2, stacked_outputs=True)
+  # Head 0 improves at epochs 0, 1, 3; head 1 only at epoch 0 and stops after 2 bad epochs.
+  assert tracker['best_epoch'].tolist() == [3, 0] and tracker['active'].tolist() == [True, False]
+  np.testing.assert_array_equal(best['params']['w'], [[3, 3, 3], [0, 0, 0]])
+  # One output: the best epoch's weights, not the last ones.
+  single, best = train.initial_tracker(1), {'params': {'w': np.zeros(1)}, 'batch_stats': {}}
+  for epoch, loss in enumerate([0.5, 0.3, 0.4]):
+    state = base.TrainState(jnp.int32(epoch), {'w': np.full(1, float(epoch))}, {}, None)
+    best, single = train.update_early_stopping(single, best, state, np.array([loss]), epoch, 5,
+                                               stacked_outputs=False)
+  assert best['params']['w'].tolist() == [1.0]
+
+
+def test_phase2_starts_from_the_phase1_bundle_which_holds_its_best_epoch(quickstart,
+                                                                        smoke_data_dir):
+  workdir, _ = quickstart
+  config = _config('phase2_synthetic', smoke_data_dir,
+                   **{'init.from_run': str(workdir / 'phase1_synthetic')})
+  _, family = train.setup(config)
+  optimizer = train.make_optimizer(config)
+  started = train.warm_start(family, config, family.init_state(jax.random.key(0), optimizer),
+                             optimizer)
+  spec, phase1, _ = _bundle(workdir / 'phase1_synthetic')
+  jax.tree.map(np.testing.assert_array_equal, {'params': started.params,
+                                               'batch_stats': started.batch_stats},
+               phase1['primary'])
+  lines = [json.loads(line) for line in
+           (workdir / 'phase1_synthetic' / 'metrics.jsonl').read_text().splitlines()]
+  val = [line['val/loss_0'] for line in lines if 'epoch' in line]
+  assert spec.best_epochs == (int(np.argmin(val)) + 1,)  # the bundle is the best epoch's

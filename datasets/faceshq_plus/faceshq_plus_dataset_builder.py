@@ -6,6 +6,7 @@ manual_dir/
   fake_testonly/starganv2_celebahq/*                     the external test split
 """
 import numpy as np
+import tensorflow_datasets as tfds
 
 from datasets import folder_dataset
 from datasets.folder_dataset import Source
@@ -19,8 +20,11 @@ SOURCES = (
     Source('fake_testonly/starganv2_celebahq', 'starganv2_celebahq', 5, 'starganv2', external=True),
 )
 IMAGE_SIZE = 256
+# The release re-saved every FacesHQ+ image (clean or augmented) as a JPEG of PIL's default
+# quality 75 (data_crop.py / data_augment.py --jpeg_output); so do we. '...-png' keeps them as read.
 DEFAULT = folder_dataset.FolderConfig(name='default', description='7000/1000/2000 per source',
-                                      train_size=7000, validation_size=1000, test_size=2000)
+                                      train_size=7000, validation_size=1000, test_size=2000,
+                                      jpeg_quality=75)
 
 
 def prepare_image(rgb: np.ndarray, path) -> np.ndarray:
@@ -40,6 +44,9 @@ class Builder(folder_dataset.FolderBuilder):
   """FacesHQ+: CelebA-HQ and FFHQ vs StyleGAN (TPDNE, 100K faces) and StyleGAN2 (TPDNE)."""
 
   MANUAL_DOWNLOAD_INSTRUCTIONS = __doc__
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {'1.0.0': 'First release.',
+                   '1.1.0': 'Images re-saved as JPEG quality 75, as the release did.'}
   BUILDER_CONFIGS = [DEFAULT]
   SOURCES = SOURCES
   DEFAULT = DEFAULT
