@@ -30,10 +30,6 @@ class Dataset:
   augment_options: augment.Options = augment.Options()  # for every mode and split
   _sources: dict = dataclasses.field(default_factory=dict, repr=False)
 
-  @property
-  def splits(self) -> tuple[str, ...]:
-    return tuple(self.builder.info.splits)
-
   def has_split(self, split: str) -> bool:
     return split in self.builder.info.splits
 
@@ -78,27 +74,25 @@ def open_dataset(data_config, input_kind: str) -> Dataset:
   """
   builder = input_pipeline.load_builder(data_config.name, data_config.config, data_config.data_dir)
   source_ids = {str(k): int(v) for k, v in builder.info.metadata['source_ids'].items()}
-  image_size = int(input_pipeline.data_source(builder, 'train')[0]['image'].shape[0])
+  dataset = Dataset(data_config.name, builder, 0, source_ids,
+                    (np.zeros((), np.float32), np.ones((), np.float32)),
+                    augment.Options(bool(data_config.release_blur_sigma),
+                                    bool(data_config.noise_variance)))
+  dataset.image_size = dataset.image_size_of('train')
   if input_kind == 'dct':
-    mean, std = dct_statistics(builder)
-    dct_stats = (np.asarray(mean, np.float32), np.asarray(std, np.float32))
-  else:
-    dct_stats = (np.zeros((), np.float32), np.ones((), np.float32))
-  return Dataset(data_config.name, builder, image_size, source_ids, dct_stats,
-                 augment.Options(bool(data_config.release_blur_sigma),
-                                 bool(data_config.noise_variance)))
+    mean, std = dct_statistics(dataset)
+    dataset.dct_stats = (np.asarray(mean, np.float32), np.asarray(std, np.float32))
+  return dataset
 
 
-def dct_statistics(builder, batch_size: int = 256):
+def dct_statistics(dataset: Dataset, batch_size: int = 256):
   """Per-coefficient mean/std of the clean training split (Welford), cached beside the dataset."""
-  cache = pathlib.Path(builder.data_dir) / 'dct_stats'
+  cache = pathlib.Path(dataset.builder.data_dir) / 'dct_stats'
   if (cache / 'mean.npy').is_file():
     return spectral.load_dct_stats(cache)
   log(f'computing DCT statistics over the training split -> {cache}')
   stats = spectral.DctStats()
-  source = input_pipeline.data_source(builder, 'train')
-  for batch in input_pipeline.batches(source, batch_size, seed=0, shuffle=False,
-                                      drop_remainder=False):
+  for batch in dataset.batches('train', batch_size, seed=0):
     stats.update(spectral.log_dct_numpy(batch['image'][batch['mask']]))
   stats.save(cache)
   return stats.mean, stats.std

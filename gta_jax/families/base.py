@@ -5,6 +5,7 @@ A family is the model side of a run: its modules, frozen constants, pure jitted 
 and export. The trainer's loop calls only the methods below and knows no family by name; a new
 family is a new module in gta_jax/families/ plus one line in the registry (families/__init__.py).
 """
+import functools
 from typing import Any, Callable
 
 import flax
@@ -134,3 +135,25 @@ class Family:
   def bundle_variables(self, trained: dict) -> dict:
     """Trained {'params', 'batch_stats'} -> the bundle's {'primary': ..., 'heads': ...}."""
     raise NotImplementedError
+
+
+class SingleModelFamily(Family):
+  """A family that trains one module, `self.model`, on the input: its three steps are the
+  module-level functions named below, bound to the model, input kind, loss and optimizer."""
+  train_step_fn: Callable = None    # set with staticmethod(...) by subclasses
+  loss_step_fn: Callable = None
+  predict_step_fn: Callable = None
+  loss_fn: Callable = None
+
+  def _bind(self, step, **kwargs):
+    return functools.partial(step, model=self.model, input_kind=self.input_kind, **kwargs)
+
+  def make_train_step(self, optimizer):
+    return jax.jit(self._bind(self.train_step_fn, loss_fn=self.loss_fn, optimizer=optimizer),
+                   donate_argnums=0)
+
+  def make_loss_step(self):
+    return jax.jit(self._bind(self.loss_step_fn, loss_fn=self.loss_fn))
+
+  def make_predict_step(self):
+    return jax.jit(self._bind(self.predict_step_fn))

@@ -1,6 +1,5 @@
 """The two baselines, trained from scratch: gandct-conv (Frank et al.) and ganfp-postpool (Yu et
 al.), for detection, one-vs-rest attribution of one source, or multiclass (real + sources)."""
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -58,8 +57,10 @@ def softmax_predict_step(variables, constants, images, *, model, input_kind: str
   return 1 - probs[:, 0], probs[:, 1:].T
 
 
-class Baseline(base.Family):
+class Baseline(base.SingleModelFamily):
   tasks = ('detection', 'attribution', 'multiclass')
+  train_step_fn = staticmethod(baseline_train_step)
+  loss_step_fn = staticmethod(baseline_loss_step)
   module_class = None
   any_input_size = True  # False: a dense layer on flattened maps fixes the input size
 
@@ -76,7 +77,7 @@ class Baseline(base.Family):
     num_classes = 1 + len(self.sources) if self.task == 'multiclass' else 1
     self.model = self.module_class(num_classes, conv_impl=config.model.conv_impl)
     self.loss_fn = losses.softmax_ce if self.task == 'multiclass' else losses.sigmoid_bce
-    self.predict_step = {'detection': binary_predict_step, 'attribution': one_vs_rest_predict_step,
+    self.predict_step_fn = {'detection': binary_predict_step, 'attribution': one_vs_rest_predict_step,
                          'multiclass': softmax_predict_step}[self.task]
 
   @property
@@ -94,19 +95,6 @@ class Baseline(base.Family):
     size = self.dataset.image_size
     params = models.init_variables(self.model, key, (1, size, size, channels))['params']
     return {'params': params, 'batch_stats': {}}
-
-  def make_train_step(self, optimizer):
-    return jax.jit(functools.partial(baseline_train_step, model=self.model,
-                                     input_kind=self.input_kind, loss_fn=self.loss_fn,
-                                     optimizer=optimizer), donate_argnums=0)
-
-  def make_loss_step(self):
-    return jax.jit(functools.partial(baseline_loss_step, model=self.model,
-                                     input_kind=self.input_kind, loss_fn=self.loss_fn))
-
-  def make_predict_step(self):
-    return jax.jit(functools.partial(self.predict_step, model=self.model,
-                                     input_kind=self.input_kind))
 
   def targets(self, batch):
     if self.task == 'attribution':

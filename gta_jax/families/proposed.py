@@ -96,10 +96,17 @@ def heads_predict_step(variables, constants, images, *, primary_model, heads_mod
   return jax.nn.sigmoid(primary.logit), jax.nn.sigmoid(heads.logit)
 
 
-class Detector(base.Family):
+class Detector(base.SingleModelFamily):
   """The primary real-vs-fake network, trained from scratch (I) or on from phase I (II)."""
   name = 'primary'
   tasks = ('detection',)
+  train_step_fn = staticmethod(detector_train_step)
+  loss_step_fn = staticmethod(detector_loss_step)
+  predict_step_fn = staticmethod(detector_predict_step)
+
+  @property
+  def loss_fn(self):
+    return losses.sigmoid_bce
 
   def __init__(self, config, dataset, workdir=None):
     super().__init__(config, dataset, workdir)
@@ -116,19 +123,6 @@ class Detector(base.Family):
     channels = 1 if self.input_kind == 'dct' else 3
     size = self.dataset.image_size
     return models.init_variables(self.model, key, (1, size, size, channels))
-
-  def make_train_step(self, optimizer):
-    return jax.jit(functools.partial(detector_train_step, model=self.model,
-                                     input_kind=self.input_kind, loss_fn=losses.sigmoid_bce,
-                                     optimizer=optimizer), donate_argnums=0)
-
-  def make_loss_step(self):
-    return jax.jit(functools.partial(detector_loss_step, model=self.model,
-                                     input_kind=self.input_kind, loss_fn=losses.sigmoid_bce))
-
-  def make_predict_step(self):
-    return jax.jit(functools.partial(detector_predict_step, model=self.model,
-                                     input_kind=self.input_kind))
 
   def targets(self, batch):
     return batch['label'].astype(np.float32)
