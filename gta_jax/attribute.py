@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import functools
 import json
+import os
 import pathlib
 import sys
 
@@ -19,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from gta_jax import checkpoints
+from gta_jax import errors
 from gta_jax import images as images_lib
 from gta_jax import keras_import
 from gta_jax import models
@@ -26,7 +28,9 @@ from gta_jax import saliency
 from gta_jax import spectral
 from gta_jax import verdicts
 
-BATCH_SIZE = 64
+
+# Smaller sides leave the decision layer one or two cells of evidence: refused, not scored.
+MIN_SIDE = 16
 
 
 class UsageError(Exception):
@@ -80,6 +84,10 @@ def prepare_input(model: LoadedModel, rgb: np.ndarray) -> tuple[np.ndarray, np.n
   """[H, W, 3] uint8 -> (network input [H', W', C] float32, the image it shows, notes)."""
   spec = model.spec
   notes = []
+  if min(rgb.shape[:2]) < MIN_SIDE:
+    raise images_lib.ImageReadError(
+        f'{rgb.shape[1]}x{rgb.shape[0]} has a side under {MIN_SIDE} px: too small to score (the '
+        'network reduces each side by 8)')
   if spec.input_kind == 'pixel':
     if rgb.shape[:2] != (spec.image_size, spec.image_size):
       notes.append(f'scored at {rgb.shape[1]}x{rgb.shape[0]}; model trained at '
@@ -101,9 +109,16 @@ def prepare_input(model: LoadedModel, rgb: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 @functools.partial(jax.jit, static_argnames=('input_kind', 'num_heads', 'with_saliency'))
-def score_batch(variables, x, *, input_kind: str, num_heads: int, with_saliency: bool):
-  """-> (p_fake [B], p_heads [K, B], saliency maps [1 + K, B, h, w] or None)."""
-  out = models.predict(variables, x, input_kind=input_kind, num_heads=num_heads)
+def score_batch(variables, x, *, input_kind: str, num_heads: int, with_saliency: bool,
+                valid_size=None):
+  """-> (p_fake [B], p_heads [K, B], saliency maps [1 + K, B, h, w] or None).
+
+  valid_size: [B, 2] rows, cols of each image in a zero-padded batch of mixed sizes (pixel
+  models); each image's scores are then those it gets alone, and its maps are zero beyond
+  ceil(rows / 8) x ceil(cols / 8).
+  """
+  out = models.predict(variables, x, input_kind=input_kind, num_heads=num_heads,
+                       valid_size=valid_size)
   gap = models.uses_gap(input_kind)
   p_fake = jax.nn.sigmoid(out.primary.logit)
   p_heads = jax.nn.sigmoid(out.heads.logit) if num_heads else jax.numpy.zeros((0, x.shape[0]))
@@ -124,44 +139,129 @@ def _saliency(final_features, decision_params, gap: bool):
   return saliency.grad_cam(final_features, decision_params, gap=False)
 
 
+def display_path(path) -> str:
+  """The path as printable text: bytes that are not UTF-8 shown as \\xNN, never a crash."""
+  return os.fsencode(str(path)).decode('utf-8', 'backslashreplace')
+
+
 def _error_record(path, message: str) -> dict:
-  return {'path': str(path), 'p_fake': None, 'p_heads': {}, 'verdict': 'error', 'error': message,
-          'notes': []}
+  return {'path': display_path(path), 'p_fake': None, 'p_heads': {}, 'verdict': 'error',
+          'error': display_path(message), 'notes': []}
 
 
-def attribute(model: LoadedModel, paths, cam_dir=None, cam_scale: str = 'minmax') -> list[dict]:
-  """Scores every image file; a file that cannot be scored gets an error record, never an abort."""
-  spec = model.spec
-  records: list[dict | None] = []
-  pending: dict[tuple, list] = {}  # input shape -> [(index, x, shown image, notes)]
+# Sides of the padded sizes images are batched at (each 1.5x the last): a folder of photos of
+# many sizes compiles one program per bucket, not per size, and wastes under half a side.
+_BUCKET_SIDES = sorted({base << shift for base in (32, 48) for shift in range(0, 12)})
+
+
+def bucket_side(side: int) -> int:
+  """The smallest bucket side holding `side` pixels."""
+  for bucket in _BUCKET_SIDES:
+    if bucket >= side:
+      return bucket
+  return side
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryLimits:
+  """Bounds what attribute holds at once, in input pixels (see README "Reliability")."""
+  # The largest image scored; larger ones get an error record (crop them into pieces).
+  image_pixels: int = 4096 * 4096
+  # Padded pixels per scored batch and read-but-unscored pixels held at once.
+  batch_pixels: int = 2048 * 2048
+  batch_images: int = 64
+
+
+@dataclasses.dataclass
+class _Pending:
+  index: int
+  x: np.ndarray
+  shown: np.ndarray
+  notes: list
+
+
+def attribute(model: LoadedModel, paths, cam_dir=None, cam_scale: str = 'minmax',
+              limits: MemoryLimits = MemoryLimits()) -> list[dict]:
+  """Scores every image file; a file that cannot be scored gets an error record, never an abort.
+
+  Files are read, scored and dropped a batch at a time: images wait in a bucket of padded size
+  (pixel models; DCT models take one size) until the bucket fills `limits.batch_pixels`, or until
+  everything waiting exceeds it, so memory stays bounded whatever the number and sizes of files.
+  """
+  records: list[dict | None] = [None] * len(paths)
+  buckets: dict[tuple, list[_Pending]] = {}
   overlay_names = _overlay_names(paths) if cam_dir is not None else None
-  for path in paths:
+  scorer = functools.partial(_score_bucket, model, records, paths, cam_dir, cam_scale,
+                             overlay_names)
+
+  def waiting_pixels():
+    return sum(_bucket_pixels(shape) * len(items) for shape, items in buckets.items())
+
+  for index, path in enumerate(paths):
     try:
-      rgb, notes = images_lib.read_rgb(path)
+      rgb, notes = images_lib.read_rgb(path, max_pixels=limits.image_pixels)
       x, shown, more = prepare_input(model, rgb)
     except images_lib.ImageReadError as e:
       message = str(e) if str(path) in str(e) else f'{path}: {e}'
-      records.append(_error_record(path, message))
+      records[index] = _error_record(path, message)
       continue
-    pending.setdefault(x.shape, []).append((len(records), x, shown, notes + more))
-    records.append(None)
-
-  for items in pending.values():
-    for start in range(0, len(items), BATCH_SIZE):
-      chunk = items[start:start + BATCH_SIZE]
-      p_fake, p_heads, maps = jax.device_get(score_batch(
-          model.variables, np.stack([item[1] for item in chunk]), input_kind=spec.input_kind,
-          num_heads=len(spec.head_names), with_saliency=cam_dir is not None))
-      for row, (index, _, shown, notes) in enumerate(chunk):
-        heads = {name: float(p_heads[k, row]) for k, name in enumerate(spec.head_names)}
-        records[index] = {'path': str(paths[index]), 'p_fake': float(p_fake[row]),
-                          'p_heads': heads,
-                          'verdict': verdicts.verdict(float(p_fake[row]), heads, model.thresholds),
-                          'error': None, 'notes': notes}
-        if cam_dir is not None:
-          _write_overlay(pathlib.Path(cam_dir) / overlay_names[index], shown, maps[:, row],
-                         records[index], model, cam_scale)
+    shape = _bucket_shape(model, x.shape)
+    buckets.setdefault(shape, []).append(_Pending(index, x, shown, notes + more))
+    if len(buckets[shape]) >= _capacity(shape, limits):
+      scorer(shape, buckets.pop(shape), _capacity(shape, limits))
+    while buckets and waiting_pixels() > limits.batch_pixels:
+      fullest = max(buckets, key=lambda s: _bucket_pixels(s) * len(buckets[s]))
+      scorer(fullest, buckets.pop(fullest), _capacity(fullest, limits))
+  for shape in list(buckets):
+    scorer(shape, buckets.pop(shape), _capacity(shape, limits))
   return records
+
+
+def _bucket_shape(model: LoadedModel, shape: tuple) -> tuple:
+  if model.spec.input_kind != 'pixel':
+    return shape  # one size: the trained one
+  return (bucket_side(shape[0]), bucket_side(shape[1]), shape[2])
+
+
+def _bucket_pixels(shape: tuple) -> int:
+  return shape[0] * shape[1]
+
+
+def _capacity(shape: tuple, limits: MemoryLimits) -> int:
+  return max(1, min(limits.batch_images, limits.batch_pixels // _bucket_pixels(shape)))
+
+
+def _score_bucket(model: LoadedModel, records: list, paths, cam_dir, cam_scale: str,
+                  overlay_names, shape: tuple, items: list[_Pending], capacity: int) -> None:
+  """Scores one bucket's images, padded to `shape` and to a power-of-two batch (few programs)."""
+  spec = model.spec
+  padded_batch = min(capacity, 1 << (len(items) - 1).bit_length())
+  x = np.zeros((padded_batch, *shape), np.float32)
+  valid = np.ones((padded_batch, 2), np.int32)
+  for row, item in enumerate(items):
+    x[row, :item.x.shape[0], :item.x.shape[1]] = item.x
+    valid[row] = item.x.shape[:2]
+  p_fake, p_heads, maps = jax.device_get(score_batch(
+      model.variables, x, input_kind=spec.input_kind, num_heads=len(spec.head_names),
+      with_saliency=cam_dir is not None,
+      valid_size=valid if spec.input_kind == 'pixel' else None))
+  for row, item in enumerate(items):
+    path = paths[item.index]
+    scores = [float(p_fake[row])] + [float(p) for p in p_heads[:, row]]
+    if not all(np.isfinite(scores)):
+      records[item.index] = _error_record(
+          path, f'{path}: the model gave a non-finite score (NaN or infinity); its weights or '
+          'statistics are broken')
+      continue
+    heads = dict(zip(spec.head_names, scores[1:]))
+    records[item.index] = {'path': display_path(path), 'p_fake': scores[0], 'p_heads': heads,
+                           'verdict': verdicts.verdict(scores[0], heads, model.thresholds),
+                           'error': None, 'notes': item.notes}
+    if cam_dir is not None:
+      rows, cols = -(-item.x.shape[0] // 8), -(-item.x.shape[1] // 8)
+      item_maps = maps[:, row, :rows, :cols] if spec.input_kind == 'pixel' else maps[:, row]
+      _write_overlay(pathlib.Path(cam_dir) / overlay_names[item.index], item.shown, item_maps,
+                     records[item.index], model, cam_scale)
 
 
 def _overlay_names(paths) -> list[str]:
@@ -188,11 +288,11 @@ def _write_overlay(out: pathlib.Path, shown: np.ndarray, maps: np.ndarray, recor
 
 
 def format_table(records: list[dict], head_names) -> str:
-  name_width = max([len('image')] + [len(pathlib.Path(r['path']).name) for r in records])
+  name_width = max([len('image')] + [len(pathlib.PurePath(r['path']).name) for r in records])
   header = f'{"image":<{name_width}}  {"p_fake":>7}' + ''.join(f'  {h[:10]:>10}' for h in head_names)
   lines = [header + '  verdict', '-' * (len(header) + 30)]
   for r in records:
-    name = pathlib.Path(r['path']).name
+    name = pathlib.PurePath(r['path']).name
     if r['error']:
       lines.append(f'{name:<{name_width}}  {"-":>7}' + ''.join(f'  {"-":>10}' for _ in head_names)
                    + f'  ERROR: {r["error"]}')
@@ -206,9 +306,36 @@ def format_table(records: list[dict], head_names) -> str:
   return '\n'.join(lines)
 
 
+def check_json_target(path) -> None:
+  """--json must name a file we may (over)write: refuses an existing non-JSON file (an image
+  whose name looked like the flag) and an unwritable place, before anything is scored."""
+  path = pathlib.Path(path)
+  if path.is_dir():
+    raise UsageError(f'--json {path} is a folder; name a file.')
+  if path.exists():
+    try:
+      json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+      raise UsageError(f'--json {path} exists and is not a JSON file; refusing to overwrite it '
+                       '(put image files after "--" if one is named like a flag).') from None
+  _check_writable(path.parent if path.parent != pathlib.Path('') else pathlib.Path('.'), '--json')
+  if path.exists() and not os.access(path, os.W_OK):
+    raise UsageError(f'--json {path} is not writable.')
+
+
+def _check_writable(directory: pathlib.Path, flag: str) -> None:
+  try:
+    directory.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise UsageError(f'{flag} {directory}: cannot create the folder ({e.strerror}).') from None
+  if not os.access(directory, os.W_OK | os.X_OK):
+    raise UsageError(f'{flag} {directory}: the folder is not writable.')
+
+
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog='python -m gta_jax.attribute',
-                                   description='Detect and attribute GAN-generated images.')
+  parser = argparse.ArgumentParser(
+      prog='python -m gta_jax.attribute', description='Detect and attribute GAN-generated images.',
+      epilog='Put "--" before the images if a file name starts with "-".')
   parser.add_argument('--model', required=True, help='release .h5, model bundle, or run workdir')
   parser.add_argument('--dct-stats', help='DCT statistics folder (mean.npy, std_dev.npy)')
   parser.add_argument('--json', help='write one record per input file to this JSON file')
@@ -216,24 +343,44 @@ def main(argv=None) -> int:
   parser.add_argument('--cam-scale', choices=saliency.CAM_SCALES, default='minmax',
                       help='minmax: stretch each map to [0, 1] (default); release: values as they '
                            'are, as the authors drew them')
+  parser.add_argument('--max-pixels', type=int, default=MemoryLimits.image_pixels,
+                      help='largest image scored, in pixels (default %(default)s: about 2 GB of '
+                           'memory; see README "Reliability")')
   parser.add_argument('inputs', nargs='+', metavar='IMAGE_OR_DIR')
   args = parser.parse_args(argv)
   try:
+    if args.max_pixels < MIN_SIDE * MIN_SIDE:
+      raise UsageError(f'--max-pixels {args.max_pixels}: must be at least {MIN_SIDE * MIN_SIDE}.')
+    if args.json:
+      check_json_target(args.json)
+    if args.cam_dir:
+      _check_writable(pathlib.Path(args.cam_dir), '--cam-dir')
     model = load_model(args.model, args.dct_stats)
-  except (UsageError, FileNotFoundError, ValueError) as e:
-    print(f'error: {e}', file=sys.stderr)
+  except (UsageError, errors.UserError, FileNotFoundError, ValueError) as e:
+    print(f'error: {display_path(e)}', file=sys.stderr)
     return 2
   paths = images_lib.list_images(args.inputs)
   if not paths:
-    print(f'error: no image files found in {" ".join(args.inputs)}', file=sys.stderr)
+    print(f'error: no image files found in {display_path(" ".join(args.inputs))}', file=sys.stderr)
     return 2
-  records = attribute(model, paths, args.cam_dir, args.cam_scale)
+  if args.json and any(_same_file(p, args.json) for p in paths):
+    print(f'error: --json {args.json} is also one of the inputs.', file=sys.stderr)
+    return 2
+  records = attribute(model, paths, args.cam_dir, args.cam_scale,
+                      MemoryLimits(image_pixels=args.max_pixels))
+  if args.json:  # before printing: the records are the result, the table a view of them
+    pathlib.Path(args.json).write_text(json.dumps(records, indent=2, allow_nan=False) + '\n')
   print(format_table(records, model.spec.head_names))
   failed = sum(r['error'] is not None for r in records)
   print(f'\n{len(records) - failed} scored, {failed} failed')
-  if args.json:
-    pathlib.Path(args.json).write_text(json.dumps(records, indent=2) + '\n')
   return 1 if failed else 0
+
+
+def _same_file(a, b) -> bool:
+  try:
+    return os.path.samefile(a, b)
+  except OSError:
+    return False
 
 
 if __name__ == '__main__':

@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import pathlib
+import re
 
 import jax
 import numpy as np
@@ -45,17 +46,55 @@ class ModelSpec:
             'best_epochs': list(self.best_epochs)}
 
   @classmethod
-  def from_json(cls, record: dict, path) -> 'ModelSpec':
-    if record.get('format') != BUNDLE_FORMAT:
-      raise errors.ConfigError(f'{path}: not a gta_jax model bundle (format {record.get("format")!r}, '
-                       f'expected {BUNDLE_FORMAT!r}).')
+  def from_json(cls, record, path) -> 'ModelSpec':
+    """Checks every field's type and range: a hand-edited model.json gets an error naming the key."""
+    if not isinstance(record, dict) or record.get('format') != BUNDLE_FORMAT:
+      found = record.get('format') if isinstance(record, dict) else type(record).__name__
+      raise errors.ConfigError(f'{path}: not a gta_jax model bundle (format {found!r}, '
+                               f'expected {BUNDLE_FORMAT!r}).')
     fields = {f.name for f in dataclasses.fields(cls)}
     kwargs = {k: v for k, v in record.items() if k in fields}
-    kwargs['head_names'] = tuple(kwargs.get('head_names', ()))
-    kwargs['best_epochs'] = tuple(kwargs.get('best_epochs', ()))
+
+    def bad(key, expected):
+      return errors.ConfigError(f'{path}: "{key}" is {record.get(key)!r}; expected {expected}.')
+
+    def is_int(value):
+      return isinstance(value, int) and not isinstance(value, bool)
+
+    if kwargs.get('input_kind') not in ('pixel', 'dct'):
+      raise bad('input_kind', '"pixel" or "dct"')
+    if not is_int(kwargs.get('image_size')) or kwargs['image_size'] < 8:
+      raise bad('image_size', 'an integer of at least 8')
+    names = kwargs.get('head_names', [])
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names) or (
+        len(set(names)) != len(names)):
+      raise bad('head_names', 'a list of distinct non-empty names')
+    if not isinstance(kwargs.get('primary_digest'), str) or not re.fullmatch(
+        '[0-9a-f]{64}', kwargs['primary_digest']):
+      raise bad('primary_digest', 'the 64-digit sha256 of the primary written with the bundle')
+    for key in ('source', 'arch', 'task'):
+      if key in kwargs and not isinstance(kwargs[key], str):
+        raise bad(key, 'a string')
+    if kwargs.get('arch', 'proposed') not in ('proposed', 'gandct', 'postpool'):
+      raise bad('arch', 'proposed, gandct or postpool')
+    if not is_int(kwargs.get('trained_steps', 0)) or kwargs.get('trained_steps', 0) < 0:
+      raise bad('trained_steps', 'a non-negative integer')
+    epochs = kwargs.get('best_epochs', [])
+    if not isinstance(epochs, list) or not all(is_int(e) for e in epochs):
+      raise bad('best_epochs', 'a list of integers')
+    kwargs['head_names'] = tuple(names)
+    kwargs['best_epochs'] = tuple(epochs)
     if kwargs.get('task') == 'heads':  # bundles written before config.task covered heads runs
       kwargs['task'] = 'attribution'
-    kwargs['thresholds'] = verdicts.Thresholds.from_json(kwargs.get('thresholds')).to_json()
+    try:
+      thresholds = verdicts.Thresholds.from_json(kwargs.get('thresholds'))
+      values = [thresholds.fake, *np.atleast_1d(thresholds.heads)]
+      if not all(0 < v < 1 for v in values):
+        raise ValueError
+    except (AttributeError, TypeError, ValueError):
+      raise bad('thresholds', '{"fake": t, "heads": t or [t per head]} with every t in (0, 1)') \
+          from None
+    kwargs['thresholds'] = thresholds.to_json()
     return cls(**kwargs)
 
 
@@ -81,6 +120,7 @@ def save_model_bundle(directory, spec: ModelSpec, variables: dict,
   directory = pathlib.Path(directory).absolute()
   if spec.input_kind == 'dct' and dct_stats is None:
     raise errors.ConfigError('A DCT model bundle needs its DCT statistics (mean, std).')
+  check_finite(variables, f'the model to be written to {directory}')
   spec = dataclasses.replace(spec, primary_digest=tree_digest(variables['primary']))
   directory.mkdir(parents=True, exist_ok=True)
   host_variables = jax.tree.map(np.asarray, variables)
@@ -100,15 +140,68 @@ def load_model_bundle(directory):
   spec_file = directory / 'model.json'
   if not spec_file.is_file():
     raise errors.MissingRunError(f'{directory} is not a model bundle: it has no model.json.')
-  spec = ModelSpec.from_json(json.loads(spec_file.read_text()), spec_file)
-  with ocp.StandardCheckpointer() as checkpointer:
-    variables = checkpointer.restore(directory / 'variables')
+  try:
+    record = json.loads(spec_file.read_text())
+  except (UnicodeDecodeError, ValueError) as e:
+    raise errors.ConfigError(f'{spec_file}: not valid JSON ({e}).') from None
+  spec = ModelSpec.from_json(record, spec_file)
+  try:
+    with ocp.StandardCheckpointer() as checkpointer:
+      variables = checkpointer.restore(directory / 'variables')
+  except Exception as e:  # Orbax raises many kinds (FileNotFoundError, ValueError, tensorstore)
+    raise errors.ConfigError(f'{directory / "variables"}: cannot read the weights '
+                             f'({type(e).__name__}: {str(e)[:200]}).') from None
   variables = jax.tree.map(np.asarray, variables)
-  if spec.primary_digest and tree_digest(variables['primary']) != spec.primary_digest:
+  if not isinstance(variables, dict) or 'primary' not in variables:
+    raise errors.ConfigError(f'{directory / "variables"}: holds no primary weights.')
+  if tree_digest(variables['primary']) != spec.primary_digest:
     raise errors.ConfigError(f'{directory}: the primary weights do not match the digest in model.json; '
                      'the bundle was modified or is corrupt.')
+  if spec.arch == 'proposed':
+    check_variables(spec, variables, directory)
+  check_finite(variables, str(directory))
   dct_stats = spectral.load_dct_stats(directory / 'dct_stats') if spec.input_kind == 'dct' else None
   return spec, variables, dct_stats
+
+
+def check_finite(variables, what: str) -> None:
+  """Refuses NaN or infinite weights or BatchNorm statistics: they give NaN scores that would
+  otherwise read as verdicts."""
+  for path, leaf in jax.tree_util.tree_flatten_with_path(variables)[0]:
+    array = np.asarray(leaf)
+    if not np.issubdtype(array.dtype, np.number):
+      raise errors.ConfigError(f'{what}: {jax.tree_util.keystr(path)} is {array.dtype}, not numbers.')
+    if not np.all(np.isfinite(array)):
+      raise errors.ConfigError(f'{what}: {jax.tree_util.keystr(path)} holds NaN or infinite values.')
+
+
+def check_variables(spec: ModelSpec, variables: dict, path) -> None:
+  """Every array must have the name and shape our modules would create (import and load)."""
+  from gta_jax import models  # local: models does not need checkpoints, keep it that way
+  size = spec.image_size
+  channels = 1 if spec.input_kind == 'dct' else 3
+  gap = models.uses_gap(spec.input_kind)
+  expected = {'primary': jax.eval_shape(lambda: models.init_variables(
+      models.Primary(gap), jax.random.key(0), (1, size, size, channels)))}
+  if spec.head_names:
+    expected['heads'] = jax.eval_shape(lambda: models.init_variables(
+        models.StackedHeads(len(spec.head_names), gap), jax.random.key(0),
+        (1, -(-size // 4), -(-size // 4), 16)))
+  got_shapes = jax.tree.map(np.shape, variables)
+  want_shapes = jax.tree.map(lambda s: tuple(s.shape), expected)
+  if got_shapes != want_shapes:
+    flat_got = dict(jax.tree_util.tree_flatten_with_path(got_shapes, is_leaf=_is_shape)[0])
+    flat_want = dict(jax.tree_util.tree_flatten_with_path(want_shapes, is_leaf=_is_shape)[0])
+    diffs = [f'{jax.tree_util.keystr(k)}: file {flat_got.get(k)} vs model {flat_want.get(k)}'
+             for k in sorted(set(flat_got) | set(flat_want), key=jax.tree_util.keystr)
+             if flat_got.get(k) != flat_want.get(k)]
+    raise errors.ConfigError(f'{path}: weights do not fit the paper\'s architecture '
+                             f'({spec.input_kind}, {size} px, {len(spec.head_names)} heads): '
+                             + '; '.join(diffs[:5]))
+
+
+def _is_shape(x) -> bool:
+  return isinstance(x, tuple) and all(isinstance(d, int) for d in x)
 
 
 # ----------------------------------------------------------------------------- training checkpoints

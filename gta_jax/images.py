@@ -59,10 +59,12 @@ def _to_rgb(image: Image.Image) -> tuple[np.ndarray, list[str]]:
   return array, notes
 
 
-def read_rgb(path) -> tuple[np.ndarray, list[str]]:
+def read_rgb(path, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, list[str]]:
   """-> ([H, W, 3] uint8, notes about conversions); EXIF orientation applied.
 
-  Raises ImageReadError for missing, empty, truncated, non-image, oversized or odd files.
+  Raises ImageReadError for missing, empty, truncated, non-image, oversized (over `max_pixels`,
+  checked before decoding) or odd files. Animations and multi-page files give their first frame,
+  with a note saying so.
   """
   path = pathlib.Path(path)
   if not path.exists():
@@ -76,15 +78,21 @@ def read_rgb(path) -> tuple[np.ndarray, list[str]]:
       warnings.simplefilter('error', Image.DecompressionBombWarning)
       with Image.open(path) as image:
         width, height = image.size
-        if width * height > MAX_PIXELS:
-          raise ImageReadError(f'{path}: {width}x{height} is too large to be a dataset image '
-                               f'(over {MAX_PIXELS:,} pixels; possible decompression bomb)')
+        if width * height > min(max_pixels, MAX_PIXELS):
+          if width * height > MAX_PIXELS:
+            raise ImageReadError(f'{path}: {width}x{height} is too large to be a dataset image '
+                                 f'(over {MAX_PIXELS:,} pixels; possible decompression bomb)')
+          raise ImageReadError(f'{path}: {width}x{height} is over the {max_pixels:,}-pixel limit '
+                               'of one scored image (the memory bound); crop it into pieces')
         if width == 0 or height == 0:
           raise ImageReadError(f'{path}: image has zero size')
         image.load()
         oriented = ImageOps.exif_transpose(image)
         notes = ['EXIF orientation applied'] if oriented.size != image.size or (
             image.getexif().get(0x0112, 1) not in (1, None)) else []
+        frames = getattr(image, 'n_frames', 1)
+        if frames > 1:
+          notes.append(f'first of {frames} frames scored')
         array, more = _to_rgb(oriented)
         return array, notes + more
   except ImageReadError as e:

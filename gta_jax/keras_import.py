@@ -1,6 +1,6 @@
 """Import the authors' released Keras .h5 models into our variables and model bundles (h5py only).
 
-Usage: python -m gta_jax.keras_import IN.h5 OUT_DIR [--dct-stats DIR] [--head-names a,b]
+Usage: python -m gta_jax.keras_import IN.h5 OUT_DIR [--dct-stats DIR] [--head-names a,b] [--overwrite]
 
 Release layer names map onto ours: dConv_0i -> primary conv_0i, dBNorm_0i -> bn_0i (gamma/beta ->
 scale/bias params, moving mean/variance -> batch_stats), dDecision -> decision/dense. Secondary
@@ -8,9 +8,12 @@ layers `a*` (one head) or `a1*..aN*` (multilabel) are stacked on a leading head 
 """
 import argparse
 import json
+import os
 import pathlib
 import re
+import shutil
 import sys
+import tempfile
 
 import h5py
 import jax
@@ -28,28 +31,82 @@ class H5ImportError(errors.UserError, ValueError):
   """An .h5 file that is not a release model of this paper."""
 
 
+# The largest array a release model holds is a DCT decision kernel ((256/8)^2 * 32 = 32,768
+# values); anything declaring more than this is refused before it is read.
+MAX_DATASET_VALUES = 1 << 22
+
+
 def read_h5_layers(path) -> tuple[dict, dict]:
-  """-> ({layer_name: {weight_name: array}}, model_config dict) from a Keras 2 .h5 model file."""
+  """-> ({layer_name: {weight_name: array}}, model_config dict) from a Keras 2 .h5 model file.
+
+  Only plain data stored inside the file is read: external storage, external or soft links and
+  virtual datasets (which would pull other files, e.g. /etc/passwd, into the weights) and
+  datasets declaring more values than a release model has are refused before any data is read.
+  """
   try:
     h5 = h5py.File(path, 'r')
   except OSError as e:
     raise H5ImportError(f'{path}: not a readable HDF5 file ({e}).') from e
   with h5:
-    if 'model_weights' not in h5:
-      raise H5ImportError(f'{path}: no model_weights group; expected a Keras model saved with '
-                         'model.save(..., save_format="h5").')
-    group = h5['model_weights']
-    layers = {}
-    for layer_name in _decode_all(group.attrs.get('layer_names', [])):
-      layer = group[layer_name]
-      weights = {}
-      for weight_name in _decode_all(layer.attrs.get('weight_names', [])):
-        short = weight_name.split('/')[-1].split(':')[0]  # 'dConv_01/kernel:0' -> 'kernel'
-        weights[short] = np.asarray(layer[weight_name], np.float32)
-      if weights:
-        layers[layer_name] = weights
-    config = json.loads(_decode(h5.attrs['model_config'])) if 'model_config' in h5.attrs else {}
+    try:
+      group = _member(h5, 'model_weights', path, h5py.Group)
+      if group is None:
+        raise H5ImportError(f'{path}: no model_weights group; expected a Keras model saved with '
+                            'model.save(..., save_format="h5").')
+      layers = {}
+      for layer_name in _decode_all(group.attrs.get('layer_names', [])):
+        layer = _member(group, layer_name, path, h5py.Group)
+        if layer is None:
+          raise H5ImportError(f'{path}: layer {layer_name!r} is listed but not stored.')
+        weights = {}
+        for weight_name in _decode_all(layer.attrs.get('weight_names', [])):
+          short = weight_name.split('/')[-1].split(':')[0]  # 'dConv_01/kernel:0' -> 'kernel'
+          weights[short] = _read_weight(layer, weight_name, path)
+        if weights:
+          layers[layer_name] = weights
+      config = {}
+      if 'model_config' in h5.attrs:
+        config = json.loads(_decode(h5.attrs['model_config']))
+        if not isinstance(config, dict):
+          raise ValueError('model_config is not a JSON object')
+    except H5ImportError:
+      raise
+    except (KeyError, TypeError, ValueError, OSError, UnicodeDecodeError) as e:
+      raise H5ImportError(f'{path}: malformed Keras .h5 structure ({type(e).__name__}: {e}).') \
+          from None
   return layers, config
+
+
+def _member(group, name: str, path, kind):
+  """group[name] reached through hard links only, or None when absent; refuses links elsewhere."""
+  node = group
+  for part in [p for p in name.split('/') if p]:
+    link = node.get(part, getlink=True)
+    if link is None:
+      return None
+    if not isinstance(link, h5py.HardLink):
+      raise H5ImportError(f'{path}: {name!r} is a {type(link).__name__}; a model file must store '
+                          'its weights itself (links to other objects or files are refused).')
+    node = node[part]
+  if not isinstance(node, kind):
+    raise H5ImportError(f'{path}: {name!r} is not a {kind.__name__.lower()}.')
+  return node
+
+
+def _read_weight(layer, weight_name: str, path) -> np.ndarray:
+  dataset = _member(layer, weight_name, path, h5py.Dataset)
+  if dataset is None:
+    raise H5ImportError(f'{path}: weight {weight_name!r} is listed but not stored.')
+  if dataset.is_virtual or dataset.external:
+    raise H5ImportError(f'{path}: weight {weight_name!r} is stored outside the file '
+                        '(external or virtual dataset); refused.')
+  if dataset.dtype.kind != 'f':
+    raise H5ImportError(f'{path}: weight {weight_name!r} is {dataset.dtype}, not floating point.')
+  values = int(np.prod(dataset.shape, dtype=np.int64)) if dataset.shape is not None else 0
+  if values > MAX_DATASET_VALUES:
+    raise H5ImportError(f'{path}: weight {weight_name!r} declares shape {dataset.shape}, more '
+                        'than any release model holds; refused before reading.')
+  return np.asarray(dataset[()], np.float32)
 
 
 def _decode(value):
@@ -121,7 +178,11 @@ def convert(layers: dict, config: dict, path, head_names=None):
     stacked = jax.tree.map(lambda *leaves: np.stack(leaves), *[groups[p] for p in head_prefixes])
     variables['heads'] = {'params': {'heads': stacked['params']},
                           'batch_stats': {'heads': stacked['batch_stats']}}
-  _check_against_modules(spec, variables, path)
+  try:
+    checkpoints.check_variables(spec, variables, path)
+    checkpoints.check_finite(variables, str(path))
+  except errors.ConfigError as e:
+    raise H5ImportError(str(e)) from None
   return spec, variables
 
 
@@ -133,31 +194,6 @@ def _image_size(config: dict, primary: dict, input_kind: str, path) -> int:
   if input_kind == 'dct':  # Flatten head: kernel rows = (size/8)^2 * 32
     return int(round(np.sqrt(primary['params']['decision']['dense']['kernel'].shape[0] / 32))) * 8
   raise H5ImportError(f'{path}: no input shape in model_config; cannot tell the training size.')
-
-
-def _check_against_modules(spec, variables, path) -> None:
-  """Every imported array must have the shape our modules would create: catches layout mismatches."""
-  size = spec.image_size
-  channels = 1 if spec.input_kind == 'dct' else 3
-  expected = {'primary': jax.eval_shape(lambda: models.init_variables(
-      models.Primary(models.uses_gap(spec.input_kind)), jax.random.key(0), (1, size, size, channels)))}
-  if spec.head_names:
-    expected['heads'] = jax.eval_shape(lambda: models.init_variables(
-        models.StackedHeads(len(spec.head_names), models.uses_gap(spec.input_kind)), jax.random.key(0),
-        (1, size // 4, size // 4, 16)))
-  got_shapes = jax.tree.map(np.shape, variables)
-  want_shapes = jax.tree.map(lambda s: tuple(s.shape), expected)
-  if got_shapes != want_shapes:
-    flat_got = dict(jax.tree_util.tree_flatten_with_path(got_shapes, is_leaf=_is_shape)[0])
-    flat_want = dict(jax.tree_util.tree_flatten_with_path(want_shapes, is_leaf=_is_shape)[0])
-    diffs = [f'{jax.tree_util.keystr(k)}: file {flat_got.get(k)} vs model {flat_want.get(k)}'
-             for k in sorted(set(flat_got) | set(flat_want), key=jax.tree_util.keystr)
-             if flat_got.get(k) != flat_want.get(k)]
-    raise H5ImportError(f'{path}: weights do not fit the paper\'s architecture: ' + '; '.join(diffs[:5]))
-
-
-def _is_shape(x) -> bool:
-  return isinstance(x, tuple) and all(isinstance(d, int) for d in x)
 
 
 def import_h5(path, head_names=None):
@@ -181,12 +217,16 @@ def load_any(path):
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog='python -m gta_jax.keras_import', description=__doc__.split('\n')[0])
   parser.add_argument('h5', help='release model, e.g. attribution_ganfp_progan.h5')
-  parser.add_argument('out_dir', help='model bundle folder to write')
+  parser.add_argument('out_dir', help='model bundle folder to write (new or empty)')
   parser.add_argument('--dct-stats', help='folder with mean.npy and std_dev.npy (DCT models)')
   parser.add_argument('--head-names', help='comma-separated head names (default: from file name)')
+  parser.add_argument('--overwrite', action='store_true',
+                      help='replace the model bundle OUT_DIR holds (only once the new one is written)')
   args = parser.parse_args(argv)
   head_names = args.head_names.split(',') if args.head_names else None
   try:
+    out_dir = pathlib.Path(args.out_dir)
+    check_output_folder(out_dir, args.overwrite)
     spec, variables = import_h5(args.h5, head_names)
     dct_stats = None
     if spec.input_kind == 'dct':
@@ -197,14 +237,50 @@ def main(argv=None) -> int:
       if dct_stats[0].shape != (spec.image_size, spec.image_size):
         parser.error(f'--dct-stats {args.dct_stats} is {dct_stats[0].shape}, but the model takes '
                      f'{spec.image_size}x{spec.image_size} inputs.')
-    spec = checkpoints.save_model_bundle(args.out_dir, spec, variables, dct_stats)
-  except (H5ImportError, FileNotFoundError, ValueError) as e:
+    staging = pathlib.Path(tempfile.mkdtemp(prefix=f'.{out_dir.name}.', dir=out_dir.parent))
+    try:
+      spec = checkpoints.save_model_bundle(staging, spec, variables, dct_stats)
+      _replace_folder(staging, out_dir)
+    finally:
+      shutil.rmtree(staging, ignore_errors=True)
+  except (errors.UserError, FileNotFoundError, ValueError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   print(f'wrote {args.out_dir}: {spec.input_kind} model, {spec.image_size} px, '
         f'heads {list(spec.head_names) or "none"}, '
         f'{models.count_parameters(variables):,} parameters')
   return 0
+
+
+def check_output_folder(out_dir: pathlib.Path, overwrite: bool) -> None:
+  """OUT must be new, empty, or (with --overwrite) a model bundle: never someone's other files."""
+  if out_dir.exists() and not out_dir.is_dir():
+    raise errors.UserError(f'{out_dir} exists and is not a folder.')
+  if out_dir.is_dir() and any(out_dir.iterdir()):
+    if not overwrite:
+      raise errors.UserError(f'{out_dir} is not empty; pass --overwrite to replace the model '
+                             'bundle it holds, or name a new folder.')
+    if not checkpoints.is_model_bundle(out_dir):
+      raise errors.UserError(f'{out_dir} holds files but no model bundle (model.json); refusing '
+                             'to replace it even with --overwrite.')
+  try:
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise errors.UserError(f'{out_dir.parent}: cannot create the folder ({e.strerror}).') from None
+  if not os.access(out_dir.parent, os.W_OK | os.X_OK):
+    raise errors.UserError(f'{out_dir.parent} is not writable.')
+
+
+def _replace_folder(new: pathlib.Path, target: pathlib.Path) -> None:
+  """Moves `new` to `target`; an old target is moved aside first and removed only afterwards."""
+  if target.exists():
+    old = target.with_name(f'.{target.name}.replaced')
+    shutil.rmtree(old, ignore_errors=True)
+    target.rename(old)
+    new.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+  else:
+    new.rename(target)
 
 
 if __name__ == '__main__':

@@ -59,13 +59,45 @@ def dense(features: int, name: str | None = None) -> nn.Dense:
   return nn.Dense(features, kernel_init=KERNEL_INIT, bias_init=nn.initializers.zeros, name=name)
 
 
+def valid_mask(features: jax.Array, valid_size: jax.Array | None) -> jax.Array:
+  """Zeroes every position outside each image's valid [rows, cols] (padding of a mixed-size batch).
+
+  Images padded at the bottom/right with zeros and masked after every layer give, at their valid
+  positions, exactly the features of the unpadded image: TF-SAME padding puts one row/column
+  before the image whatever its size, and the masked zeros stand where SAME's zeros would.
+  """
+  if valid_size is None:
+    return features
+  rows = jnp.arange(features.shape[1])[None, :, None] < valid_size[:, 0, None, None]
+  cols = jnp.arange(features.shape[2])[None, None, :] < valid_size[:, 1, None, None]
+  return features * (rows & cols)[..., None].astype(features.dtype)
+
+
+def strided_size(valid_size: jax.Array | None, stride: int) -> jax.Array | None:
+  """Valid size after a TF-SAME convolution of this stride: ceil(n / stride)."""
+  return None if valid_size is None else (valid_size + stride - 1) // stride
+
+
+def global_average(features: jax.Array, valid_size: jax.Array | None) -> jax.Array:
+  """[B, h, w, C] -> [B, C] mean over the valid positions (all of them without valid_size)."""
+  if valid_size is None:
+    return features.mean(axis=(1, 2))
+  count = (valid_size[:, 0] * valid_size[:, 1]).astype(features.dtype)
+  return valid_mask(features, valid_size).sum(axis=(1, 2)) / count[:, None]
+
+
 class DecisionLayer(nn.Module):
   """GAP -> Dense(1) (pixel; CAM-able, any input size) or Flatten -> Dense(1) (DCT)."""
   gap: bool
 
   @nn.compact
-  def __call__(self, features: jax.Array) -> jax.Array:
-    pooled = features.mean(axis=(1, 2)) if self.gap else features.reshape(features.shape[0], -1)
+  def __call__(self, features: jax.Array, valid_size: jax.Array | None = None) -> jax.Array:
+    if self.gap:
+      pooled = global_average(features, valid_size)
+    else:
+      if valid_size is not None:
+        raise ValueError('A Flatten decision layer takes one fixed size; it cannot mask padding.')
+      pooled = features.reshape(features.shape[0], -1)
     return dense(1, name='dense')(pooled)[:, 0]
 
 
@@ -83,16 +115,21 @@ class Primary(nn.Module):
   conv_impl: str = 'auto'  # see Conv
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> PrimaryOutputs:
-    h = nn.relu(Conv(3, 3, 1, self.conv_impl, name='conv_01')(x))
+  def __call__(self, x: jax.Array, train: bool = False,
+               valid_size: jax.Array | None = None) -> PrimaryOutputs:
+    """valid_size: [B, 2] rows, cols of each image in a zero-padded mixed-size batch (inference)."""
+    x = valid_mask(x, valid_size)
+    h = valid_mask(nn.relu(Conv(3, 3, 1, self.conv_impl, name='conv_01')(x)), valid_size)
     mid = None
     for i, (features, kernel, stride) in enumerate(
         [(8, 4, 2), (16, 3, 1), (16, 4, 2), (32, 3, 1), (32, 4, 2)], start=2):
       h = Conv(features, kernel, stride, self.conv_impl, name=f'conv_{i:02d}')(h)
       h = nn.relu(batch_norm(f'bn_{i:02d}', self.bn_momentum)(h, use_running_average=not train))
+      valid_size = strided_size(valid_size, stride)
+      h = valid_mask(h, valid_size)
       if i == 4:
         mid = h
-    logit = DecisionLayer(self.gap, name='decision')(h)
+    logit = DecisionLayer(self.gap, name='decision')(h, valid_size)
     return PrimaryOutputs(logit, mid, h)
 
 
@@ -108,12 +145,16 @@ class SecondaryHead(nn.Module):
   conv_impl: str = 'auto'
 
   @nn.compact
-  def __call__(self, mid_features: jax.Array, train: bool = False) -> HeadOutputs:
+  def __call__(self, mid_features: jax.Array, train: bool = False,
+               valid_size: jax.Array | None = None) -> HeadOutputs:
+    """valid_size: [B, 2] valid rows, cols of the mid features (see Primary)."""
     h = mid_features
     for i, (kernel, stride) in enumerate([(3, 1), (4, 2)], start=1):
       h = Conv(32, kernel, stride, self.conv_impl, name=f'conv_{i:02d}')(h)
       h = nn.relu(batch_norm(f'bn_{i:02d}', self.bn_momentum)(h, use_running_average=not train))
-    return HeadOutputs(DecisionLayer(self.gap, name='decision')(h), h)
+      valid_size = strided_size(valid_size, stride)
+      h = valid_mask(h, valid_size)
+    return HeadOutputs(DecisionLayer(self.gap, name='decision')(h, valid_size), h)
 
 
 class StackedHeads(nn.Module):
@@ -135,18 +176,20 @@ class StackedHeads(nn.Module):
   conv_impl: str = 'auto'  # lowering of each head's convs in the unrolled form (see Conv)
 
   @nn.compact
-  def __call__(self, mid_features: jax.Array, train: bool = False) -> HeadOutputs:
+  def __call__(self, mid_features: jax.Array, train: bool = False,
+               valid_size: jax.Array | None = None) -> HeadOutputs:
+    """valid_size: [B, 2] valid rows, cols of the mid features (see Primary)."""
     if self.formulation == 'vmap':
       vmapped = nn.vmap(SecondaryHead, variable_axes={'params': 0, 'batch_stats': 0},
-                        split_rngs={'params': True}, in_axes=(None, None), out_axes=0,
+                        split_rngs={'params': True}, in_axes=(None, None, None), out_axes=0,
                         axis_size=self.num_heads)
       return vmapped(self.gap, self.bn_momentum, self.conv_impl, name='heads')(
-          mid_features, train)
+          mid_features, train, valid_size)
     if self.formulation in ('unrolled', 'grouped'):
       return _ConcatenatedHeads(self.num_heads, self.gap, self.bn_momentum,
                                 unroll=self.formulation == 'unrolled',
                                 conv_impl=self.conv_impl, name='heads')(
-          mid_features, train)
+          mid_features, train, valid_size)
     raise ValueError(f'unknown heads formulation {self.formulation!r}; '
                      'use unrolled, grouped or vmap.')
 
@@ -212,15 +255,18 @@ class _StackedDecision(nn.Module):
   gap: bool
 
   @nn.compact
-  def __call__(self, features):
+  def __call__(self, features, valid_size=None):
     b, h, w, _ = features.shape
-    per_head = features.reshape(b, h, w, self.num_heads, 32)
     in_features = 32 if self.gap else h * w * 32
     dense = _DenseParams(self.num_heads, in_features, name='dense')
     kernel, bias = dense()
     if self.gap:
-      logits = jnp.einsum('bkc,kc->kb', per_head.mean(axis=(1, 2)), kernel[..., 0])
+      pooled = global_average(features, valid_size).reshape(b, self.num_heads, 32)
+      logits = jnp.einsum('bkc,kc->kb', pooled, kernel[..., 0])
     else:  # Keras flattens in (h, w, c) order
+      if valid_size is not None:
+        raise ValueError('A Flatten decision layer takes one fixed size; it cannot mask padding.')
+      per_head = features.reshape(b, h, w, self.num_heads, 32)
       logits = jnp.einsum('bhwkc,khwc->kb', per_head, kernel[..., 0].reshape(-1, h, w, 32))
     return logits + bias
 
@@ -245,15 +291,18 @@ class _ConcatenatedHeads(nn.Module):
   conv_impl: str
 
   @nn.compact
-  def __call__(self, mid_features, train: bool) -> HeadOutputs:
+  def __call__(self, mid_features, train: bool, valid_size=None) -> HeadOutputs:
     k = self.num_heads
     h = _StackedConv(k, 3, 1, grouped=False, unroll=self.unroll, conv_impl=self.conv_impl,
                      name='conv_01')(mid_features)
-    h = nn.relu(_StackedBatchNorm(k, self.bn_momentum, name='bn_01')(h, train))
+    h = valid_mask(nn.relu(_StackedBatchNorm(k, self.bn_momentum, name='bn_01')(h, train)),
+                   valid_size)
     h = _StackedConv(k, 4, 2, grouped=True, unroll=self.unroll, conv_impl=self.conv_impl,
                      name='conv_02')(h)
-    h = nn.relu(_StackedBatchNorm(k, self.bn_momentum, name='bn_02')(h, train))
-    logits = _StackedDecision(k, self.gap, name='decision')(h)
+    valid_size = strided_size(valid_size, 2)
+    h = valid_mask(nn.relu(_StackedBatchNorm(k, self.bn_momentum, name='bn_02')(h, train)),
+                   valid_size)
+    logits = _StackedDecision(k, self.gap, name='decision')(h, valid_size)
     b, hh, ww, _ = h.shape
     final = h.reshape(b, hh, ww, k, 32).transpose(3, 0, 1, 2, 4)  # [K, B, h, w, 32]
     return HeadOutputs(logits, final)
@@ -317,16 +366,20 @@ class Predictions(NamedTuple):
 
 
 def predict(variables: dict, x: jax.Array, *, input_kind: str, num_heads: int,
-            conv_impl: str = 'auto') -> Predictions:
+            conv_impl: str = 'auto', valid_size: jax.Array | None = None) -> Predictions:
   """Inference through the primary and (if any) its K stacked heads; BatchNorm in inference mode.
 
   variables: {'primary': {...}, 'heads': {...}} as in a model bundle. x: [B, H, W, C] float32,
-  already preprocessed for `input_kind` ('pixel' or 'dct').
+  already preprocessed for `input_kind` ('pixel' or 'dct'). valid_size: [B, 2] rows, cols of
+  each image when x is a zero-padded batch of mixed sizes (pixel models): the outputs are those
+  of each image alone, and the feature maps are zero outside valid_size / 4 or / 8.
   """
   gap = uses_gap(input_kind)
-  primary = Primary(gap, conv_impl=conv_impl).apply(variables['primary'], x, train=False)
+  primary = Primary(gap, conv_impl=conv_impl).apply(variables['primary'], x, train=False,
+                                                    valid_size=valid_size)
   heads = None
   if num_heads:
     heads = StackedHeads(num_heads, gap, conv_impl=conv_impl).apply(
-        variables['heads'], jax.lax.stop_gradient(primary.mid_features), train=False)
+        variables['heads'], jax.lax.stop_gradient(primary.mid_features), train=False,
+        valid_size=strided_size(strided_size(valid_size, 2), 2))
   return Predictions(primary, heads)

@@ -122,8 +122,15 @@ def load_dct_stats(directory) -> tuple[np.ndarray, np.ndarray]:
     raise FileNotFoundError(
         f'DCT statistics folder {directory} lacks {", ".join(missing)}; expected the release '
         'layout (mean.npy, std_dev.npy), e.g. dataset/statistics/ganfp/dctnorm from the authors.')
-  mean = np.load(directory / 'mean.npy')
-  std = np.load(directory / 'std_dev.npy')
+  arrays = []
+  for name in ('mean.npy', 'std_dev.npy'):
+    try:
+      arrays.append(np.asarray(np.load(directory / name), np.float64))
+    except (OSError, ValueError, TypeError) as e:
+      raise ValueError(f'{directory / name}: not a numeric .npy array ({e}).') from None
+  mean, std = arrays
+  if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std))):
+    raise ValueError(f'{directory}: mean.npy or std_dev.npy holds NaN or infinite values.')
   if mean.shape != std.shape or mean.ndim != 2:
     raise ValueError(f'{directory}: mean.npy {mean.shape} and std_dev.npy {std.shape} must be '
                      'equal [H, W] arrays.')

@@ -142,3 +142,169 @@ def test_inputs_sharing_a_file_stem_get_one_overlay_each(tmp_path, pixel_model):
   assert attribute.main(['--model', str(pixel_model), '--cam-dir', str(tmp_path / 'cams'),
                          str(tmp_path / 'a'), str(tmp_path / 'b')]) == 0
   assert sorted(p.name for p in (tmp_path / 'cams').iterdir()) == ['x_1_cam.png', 'x_cam.png']
+
+
+# ------------------------------------------------------------ bounded memory, buckets, odd inputs
+
+
+def _score_alone(model, rgb):
+  x, _, _ = attribute.prepare_input(model, rgb)
+  p_fake, p_heads, maps = attribute.score_batch(
+      model.variables, x[None], input_kind='pixel', num_heads=len(model.spec.head_names),
+      with_saliency=True)
+  return float(p_fake[0]), np.asarray(p_heads)[:, 0], np.asarray(maps)[:, 0]
+
+
+def test_mixed_sizes_share_padded_batches_and_score_as_each_image_alone(tmp_path, pixel_model,
+                                                                        monkeypatch):
+  """Padding + masking is exact: each image's scores and maps equal those it gets alone, while
+  nine sizes compile a handful of programs and no batch exceeds the pixel budget."""
+  model = attribute.load_model(pixel_model)
+  sizes = [(32, 32), (37, 51), (64, 40), (17, 90), (100, 100), (33, 33), (48, 47), (120, 31),
+           (64, 64)]
+  paths = []
+  for i, (h, w) in enumerate(sizes):
+    paths.append(tmp_path / f'{i}.png')
+    Image.fromarray(RNG.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(paths[-1])
+  batches = []
+  real_score = attribute.score_batch
+
+  def recording(variables, x, **kwargs):
+    batches.append(x.shape)
+    return real_score(variables, x, **kwargs)
+
+  monkeypatch.setattr(attribute, 'score_batch', recording)
+  limits = attribute.MemoryLimits(batch_pixels=96 * 96 * 2, batch_images=4)
+  records = attribute.attribute(model, paths, cam_dir=tmp_path / 'cams', limits=limits)
+  monkeypatch.undo()
+  assert all(r['error'] is None for r in records), records
+  assert len({shape for shape in batches}) < len(sizes)  # shared programs, not one per size
+  assert all(b * h * w <= max(limits.batch_pixels, h * w) for b, h, w, _ in batches)
+  for path, record in zip(paths, records):
+    rgb = np.asarray(Image.open(path))
+    p_fake, p_heads, maps = _score_alone(model, rgb)
+    assert record['p_fake'] == pytest.approx(p_fake, rel=1e-5, abs=1e-6)
+    assert record['p_heads']['progan'] == pytest.approx(p_heads[0], rel=1e-5, abs=1e-6)
+    # The overlay drawn from the cropped padded map is the one drawn from the map alone.
+    alone = tmp_path / 'alone.png'
+    attribute._write_overlay(alone, rgb, maps, record, model, 'minmax')
+    drawn = np.asarray(Image.open(tmp_path / 'cams' / f'{path.stem}_cam.png')).astype(int)
+    assert np.abs(drawn - np.asarray(Image.open(alone)).astype(int)).max() <= 1
+
+
+def test_reading_scoring_and_freeing_batch_by_batch_bounds_what_is_held(tmp_path, pixel_model,
+                                                                       monkeypatch):
+  """Decoded images alive at once (counted as they are created and garbage-collected) never
+  exceed the pixel budget plus one image, however many files there are."""
+  import weakref
+  model = attribute.load_model(pixel_model)
+  paths = []
+  for i in range(30):
+    side = (32, 64, 96)[i % 3]
+    paths.append(tmp_path / f'{i:02d}.png')
+    Image.fromarray(RNG.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(paths[-1])
+  limits = attribute.MemoryLimits(batch_pixels=128 * 128, batch_images=64)
+  alive, peak = [0], [0]
+  real_pending = attribute._Pending
+
+  def counting(index, x, shown, notes):
+    item = real_pending(index, x, shown, notes)
+    pixels = shown.shape[0] * shown.shape[1]
+    alive[0] += pixels
+    peak[0] = max(peak[0], alive[0])
+    weakref.finalize(item, lambda: alive.__setitem__(0, alive[0] - pixels))
+    return item
+
+  monkeypatch.setattr(attribute, '_Pending', counting)
+  records = attribute.attribute(model, paths, limits=limits)
+  assert all(r['error'] is None for r in records)
+  assert alive[0] == 0
+  total = sum(((32, 64, 96)[i % 3]) ** 2 for i in range(30))
+  assert peak[0] <= limits.batch_pixels + 96 * 96 < total
+
+
+def test_animations_get_a_note_and_tiny_or_thin_images_are_refused(tmp_path, pixel_model):
+  frames = [Image.fromarray(_rgb()) for _ in range(3)]
+  frames[0].save(tmp_path / 'anim.gif', save_all=True, append_images=frames[1:])
+  frames[0].save(tmp_path / 'anim.png', save_all=True, append_images=frames[1:])  # APNG
+  frames[0].save(tmp_path / 'pages.tif', save_all=True, append_images=frames[1:])
+  Image.fromarray(_rgb(1)).save(tmp_path / 'one_pixel.png')
+  Image.fromarray(RNG.integers(0, 256, (2, 4000, 3), dtype=np.uint8)).save(tmp_path / 'thin.png')
+  model = attribute.load_model(pixel_model)
+  records = {r['path'].split('/')[-1]: r for r in attribute.attribute(
+      model, images.list_images([tmp_path]))}
+  for name in ('anim.gif', 'anim.png', 'pages.tif'):
+    assert records[name]['error'] is None and 'first of 3 frames scored' in records[name]['notes']
+  for name in ('one_pixel.png', 'thin.png'):
+    assert records[name]['verdict'] == 'error' and 'too small' in records[name]['error']
+
+
+def test_images_over_the_pixel_limit_are_refused_before_decoding(tmp_path, pixel_model, capsys):
+  Image.fromarray(_rgb(200)).save(tmp_path / 'large.png')
+  Image.fromarray(_rgb()).save(tmp_path / 'small.png')
+  out = tmp_path / 'out.json'
+  assert attribute.main(['--model', str(pixel_model), '--max-pixels', str(100 * 100),
+                         '--json', str(out), str(tmp_path / 'large.png'),
+                         str(tmp_path / 'small.png')]) == 1
+  large, small = json.loads(out.read_text())
+  assert 'over the 10,000-pixel limit' in large['error'] and small['error'] is None
+
+
+def test_a_non_finite_score_is_an_error_record_and_the_json_is_strict(tmp_path, pixel_model,
+                                                                      monkeypatch):
+  Image.fromarray(_rgb()).save(tmp_path / 'a.png')
+  Image.fromarray(_rgb()).save(tmp_path / 'b.png')
+  real_score = attribute.score_batch
+
+  def first_is_nan(*args, **kwargs):
+    p_fake, p_heads, maps = real_score(*args, **kwargs)
+    return np.where(np.arange(len(p_fake)) == 0, np.nan, p_fake), p_heads, maps
+
+  monkeypatch.setattr(attribute, 'score_batch', first_is_nan)
+  out = tmp_path / 'out.json'
+  assert attribute.main(['--model', str(pixel_model), '--json', str(out), str(tmp_path)]) == 1
+  def refuse(constant):
+    raise AssertionError(f'non-standard JSON constant {constant}')
+
+  first, second = json.loads(out.read_text(), parse_constant=refuse)  # strict JSON
+  assert first['verdict'] == 'error' and 'non-finite' in first['error'] and first['p_fake'] is None
+  assert second['error'] is None
+
+
+def test_outputs_are_checked_before_scoring_and_nothing_is_overwritten(tmp_path, pixel_model,
+                                                                       capsys, monkeypatch):
+  image = tmp_path / 'a.png'
+  Image.fromarray(_rgb()).save(image)
+  flag_named = tmp_path / '--json'  # a file named like the flag, e.g. from a shell glob
+  Image.fromarray(_rgb()).save(flag_named, format='PNG')
+  before = flag_named.read_bytes()
+  scored = []
+  monkeypatch.setattr(attribute, 'attribute', lambda *a, **k: scored.append(1) or [])
+  # `attribute --model M *` with that file: argparse reads it as --json <next file>.
+  assert attribute.main(['--model', str(pixel_model), '--json', str(image), str(flag_named)]) == 2
+  assert 'not a JSON file' in capsys.readouterr().err and image.read_bytes()
+  blocked = tmp_path / 'a_file'
+  blocked.write_text('x')
+  for flag in ('--json', '--cam-dir'):
+    assert attribute.main(['--model', str(pixel_model), flag, str(blocked / 'sub' / 'out'),
+                           str(image)]) == 2
+    assert 'cannot create' in capsys.readouterr().err
+  assert attribute.main(['--model', str(pixel_model), '--json', str(tmp_path), str(image)]) == 2
+  assert scored == [] and flag_named.read_bytes() == before
+  # "--" ends the options: the flag-named file is an input like any other.
+  monkeypatch.undo()
+  out = tmp_path / 'out.json'
+  assert attribute.main(['--model', str(pixel_model), '--json', str(out), '--',
+                         str(flag_named)]) == 0
+  assert json.loads(out.read_text())[0]['error'] is None
+
+
+def test_file_names_that_are_not_utf8_are_printed_and_recorded(tmp_path, pixel_model, capsys):
+  import os
+  name = os.fsdecode(b'caf\xe9.png')
+  Image.fromarray(_rgb()).save(tmp_path / name, format='PNG')
+  out = tmp_path / 'out.json'
+  assert attribute.main(['--model', str(pixel_model), '--json', str(out), str(tmp_path)]) == 0
+  record, = json.loads(out.read_text())
+  assert record['path'].endswith('caf\\xe9.png') and record['error'] is None
+  assert 'caf\\xe9.png' in capsys.readouterr().out

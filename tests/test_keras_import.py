@@ -153,3 +153,156 @@ def test_release_models_through_attribute_match_numpy_keras_forward(tmp_path, re
     assert abs(record['p_fake'] - p_fake[0]) < 1e-4, (image_path, record, p_fake)
     for name, p in record['p_heads'].items():
       assert abs(p - p_heads['a'][0]) < 1e-4, (image_path, name, p, p_heads)
+
+
+# ------------------------------------------------------------------------ hostile and careless input
+
+
+def _pixel_h5(path, heads=()):
+  ref.write_h5(path, ref.random_layers(RNG, ref.layer_shapes(3, True, 16, heads)), (16, 16, 3))
+  return path
+
+
+def _replace_bias(path, make):
+  """Swaps dConv_01's bias dataset for what `make(layer_group, name)` creates there."""
+  with h5py.File(path, 'r+') as h5:
+    layer = h5['model_weights/dConv_01']
+    del layer['dConv_01/bias:0']
+    make(layer, 'dConv_01/bias:0')
+
+
+def test_h5_weights_stored_outside_the_file_are_refused_before_reading(tmp_path):
+  """External storage, external and soft links, virtual datasets: a crafted file must not copy a
+  local file (here a 'secret') into a bundle a user may share."""
+  secret = tmp_path / 'secret.txt'
+  secret.write_bytes(np.arange(3, dtype=np.float32).tobytes())
+  other = tmp_path / 'other.h5'
+  with h5py.File(other, 'w') as h5:
+    h5['bias'] = np.zeros(3, np.float32)
+  crafted = {
+      'external storage': lambda g, n: g.create_dataset(n, (3,), np.float32,
+                                                        external=[(str(secret), 0, 12)]),
+      'external link': lambda g, n: g.__setitem__(n, h5py.ExternalLink(str(other), '/bias')),
+      'soft link': lambda g, n: g.__setitem__(n, h5py.SoftLink('/model_weights/dConv_02/dConv_02/bias:0')),
+  }
+
+  def virtual(group, name):
+    layout = h5py.VirtualLayout((3,), np.float32)
+    layout[:] = h5py.VirtualSource(str(other), 'bias', shape=(3,))
+    group.create_virtual_dataset(name, layout)
+
+  crafted['virtual dataset'] = virtual
+  for kind, make in crafted.items():
+    path = _pixel_h5(tmp_path / f'{kind.replace(" ", "_")}.h5')
+    _replace_bias(path, make)
+    with pytest.raises(keras_import.H5ImportError, match='outside the file|links'):
+      keras_import.import_h5(path)
+    assert keras_import.main([str(path), str(tmp_path / kind)]) == 2
+    assert not (tmp_path / kind).exists()
+
+
+def test_h5_declaring_a_huge_dataset_is_refused_without_reading_it(tmp_path):
+  path = _pixel_h5(tmp_path / 'huge.h5')
+  # Chunked, never written: a tiny file declaring 4 G float32 values (16 GB).
+  _replace_bias(path, lambda g, n: g.create_dataset(n, (1 << 32,), np.float32, chunks=(1024,)))
+  assert path.stat().st_size < 1 << 20
+  with pytest.raises(keras_import.H5ImportError, match='declares shape'):
+    keras_import.import_h5(path)
+
+
+def test_malformed_h5_structures_and_non_finite_weights_get_one_clear_error(tmp_path):
+  path = _pixel_h5(tmp_path / 'listed.h5')
+  with h5py.File(path, 'r+') as h5:
+    h5['model_weights'].attrs['layer_names'] = [b'dConv_01', b'ghost']
+  with pytest.raises(keras_import.H5ImportError, match="'ghost' is listed but not stored"):
+    keras_import.import_h5(path)
+  path = _pixel_h5(tmp_path / 'config.h5')
+  with h5py.File(path, 'r+') as h5:
+    h5.attrs['model_config'] = b'{not json'
+  with pytest.raises(keras_import.H5ImportError, match='malformed'):
+    keras_import.import_h5(path)
+  path = _pixel_h5(tmp_path / 'text.h5')
+  _replace_bias(path, lambda g, n: g.create_dataset(n, data=np.array([b'a', b'b', b'c'])))
+  with pytest.raises(keras_import.H5ImportError, match='not floating point'):
+    keras_import.import_h5(path)
+  for bad in (np.nan, np.inf):
+    layers = ref.random_layers(RNG, ref.layer_shapes(3, True, 16, ()))
+    layers['dBNorm_03']['moving_variance'][0] = bad
+    ref.write_h5(tmp_path / 'nan.h5', layers, (16, 16, 3))
+    with pytest.raises(keras_import.H5ImportError, match=r"bn_03.*NaN or infinite"):
+      keras_import.import_h5(tmp_path / 'nan.h5')
+
+
+def test_keras_import_refuses_to_replace_a_folder_unless_asked(tmp_path, capsys):
+  h5 = _pixel_h5(tmp_path / 'm.h5')
+  out = tmp_path / 'out'
+  out.mkdir()
+  (out / 'notes.txt').write_text('mine')
+  assert keras_import.main([str(h5), str(out)]) == 2
+  assert 'not empty' in capsys.readouterr().err
+  assert keras_import.main([str(h5), str(out), '--overwrite']) == 2  # not a bundle: kept
+  assert (out / 'notes.txt').read_text() == 'mine' and sorted(out.iterdir()) == [out / 'notes.txt']
+  bundle = tmp_path / 'bundle'
+  assert keras_import.main([str(h5), str(bundle)]) == 0
+  assert keras_import.main([str(h5), str(bundle)]) == 2  # exists: refused, nothing changed
+  first = json.loads((bundle / 'model.json').read_text())['primary_digest']
+  other = _pixel_h5(tmp_path / 'other.h5')
+  assert keras_import.main([str(other), str(bundle), '--overwrite']) == 0
+  spec, _, _ = checkpoints.load_model_bundle(bundle)
+  assert spec.primary_digest != first and spec.source == str(other)
+  assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith('.')) == []
+  assert keras_import.main([str(h5), str(tmp_path / 'm.h5' / 'x')]) == 2  # parent is a file
+
+
+def _bundle(tmp_path, heads=('a',)):
+  h5 = _pixel_h5(tmp_path / 'b.h5', heads)
+  assert keras_import.main([str(h5), str(tmp_path / 'bundle')]) == 0
+  return tmp_path / 'bundle'
+
+
+@pytest.mark.parametrize('key, value, message', [
+    ('head_names', 'abcd', 'head_names'),
+    ('head_names', ['a', 'a'], 'head_names'),
+    ('primary_digest', '', 'primary_digest'),
+    ('image_size', '16', 'image_size'),
+    ('input_kind', 'rgb', 'input_kind'),
+    ('thresholds', {'fake': 'high'}, 'thresholds'),
+    ('thresholds', {'fake': 1.5}, 'thresholds'),
+    ('best_epochs', 3, 'best_epochs'),
+])
+def test_hand_edited_model_json_is_refused_naming_the_key(tmp_path, key, value, message):
+  bundle = _bundle(tmp_path)
+  record = json.loads((bundle / 'model.json').read_text())
+  record[key] = value
+  (bundle / 'model.json').write_text(json.dumps(record))
+  with pytest.raises(ValueError, match=message):
+    checkpoints.load_model_bundle(bundle)
+
+
+def test_bundle_with_wrong_shapes_or_non_finite_values_is_refused(tmp_path):
+  bundle = _bundle(tmp_path)
+  spec, variables, _ = checkpoints.load_model_bundle(bundle)
+  # Two heads' weights under a one-head model.json: shapes checked against the modules.
+  (tmp_path / 'two').mkdir()
+  two = checkpoints.load_model_bundle(_bundle(tmp_path / 'two', heads=('a1', 'a2')))[1]
+  import orbax.checkpoint as ocp
+  with ocp.StandardCheckpointer() as checkpointer:
+    checkpointer.save(bundle / 'variables', {'primary': variables['primary'],
+                                             'heads': two['heads']}, force=True)
+  with pytest.raises(ValueError, match=r"heads.*file \(2,"):
+    checkpoints.load_model_bundle(bundle)
+  # NaN statistics are refused on export and on load (the digest would not catch them).
+  variables['primary']['batch_stats']['bn_02']['var'][0] = np.nan
+  with pytest.raises(ValueError, match='NaN'):
+    checkpoints.save_model_bundle(tmp_path / 'nan', spec, variables)
+  with pytest.raises(ValueError, match='NaN'):
+    checkpoints.check_finite(variables, 'x')
+  # DCT statistics with NaN or junk are refused by name.
+  stats = tmp_path / 'stats'
+  spectral.DctStats(mean=np.zeros((16, 16)), std=np.ones((16, 16)), count=1).save(stats)
+  np.save(stats / 'mean.npy', np.full((16, 16), np.nan))
+  with pytest.raises(ValueError, match='NaN'):
+    spectral.load_dct_stats(stats)
+  (stats / 'mean.npy').write_bytes(b'junk')
+  with pytest.raises(ValueError, match='mean.npy'):
+    spectral.load_dct_stats(stats)
