@@ -45,10 +45,30 @@ def flops_of(jitted, *args) -> float | None:
     return None
 
 
+def cpu_description() -> dict:
+  """CPU model and the vector extensions XLA's CPU code can use (a ratio holds for these)."""
+  model, flags = platform.processor() or 'unknown', set()
+  try:
+    for line in pathlib.Path('/proc/cpuinfo').read_text().splitlines():
+      key, _, value = line.partition(':')
+      if key.strip() == 'model name':
+        model = value.strip()
+      elif key.strip() == 'flags':
+        flags = set(value.split())
+  except OSError:
+    pass
+  wanted = ('sse4_2', 'avx', 'avx2', 'fma', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'amx_tile')
+  return {'cpu_model': model, 'vector_extensions': [f for f in wanted if f in flags]}
+
+
 def machine() -> dict:
+  import flax
+  import numpy
   device = jax.devices()[0]
   return {'backend': jax.default_backend(), 'device': getattr(device, 'device_kind', str(device)),
-          'cpu_count': os.cpu_count(), 'python': platform.python_version(), 'jax': jax.__version__}
+          'cpu_count': os.cpu_count(), **cpu_description(), 'python': platform.python_version(),
+          'jax': jax.__version__, 'jaxlib': getattr(jax.lib, '__version__', None) or
+          __import__('jaxlib').__version__, 'flax': flax.__version__, 'numpy': numpy.__version__}
 
 
 def write_json(path, record: dict) -> None:

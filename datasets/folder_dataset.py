@@ -56,6 +56,9 @@ def config_from_name(name: str, defaults: FolderConfig) -> FolderConfig:
     return defaults
   train, validation, test = ((defaults.train_size, defaults.validation_size, defaults.test_size)
                              if is_default else map(int, counts))
+  if min(train, validation, test) < 1:
+    raise ValueError(f'builder config {name!r}: every split needs at least one image per source '
+                     '(training, validation, test), e.g. "8-2-2".')
   stored = ' (stored as read)' if png and defaults.jpeg_quality else ''
   return FolderConfig(name=name, description=f'{train}/{validation}/{test} images per source{stored}',
                       train_size=train, validation_size=validation, test_size=test,
@@ -87,22 +90,28 @@ def assign_splits(manual_dir, sources, config: FolderConfig) -> dict:
       splits['test_external'] += [(source, p) for p in files[:config.test_size or None]]
       continue
     if len(files) < wanted:
+      fitting = _fit(len(files), config)
+      advice = (f'Use a smaller config that fits, e.g. {fitting} (prepare --config {fitting}, then '
+                f'train with --config.data.config={fitting}), or add images.' if fitting else
+                'Add images: each split needs at least one per source.')
       raise ValueError(
           f'{manual_dir / source.folder}: {len(files)} images, but config {config.name!r} needs '
-          f'{wanted} ({config.train_size}/{config.validation_size}/{config.test_size}). Use a '
-          f'smaller config, e.g. --config.data.config='
-          f'{_fit(len(files), config)} (or add images).')
+          f'{wanted} ({config.train_size}/{config.validation_size}/{config.test_size}). {advice}')
     bounds = np.cumsum([0, config.train_size, config.validation_size, config.test_size])
     for split, lo, hi in zip(('train', 'validation', 'test'), bounds[:-1], bounds[1:]):
       splits[split] += [(source, p) for p in files[lo:hi]]
   return {k: v for k, v in splits.items() if v}
 
 
-def _fit(available: int, config: FolderConfig) -> str:
-  total = config.train_size + config.validation_size + config.test_size
-  scale = available / total
-  return '-'.join(str(max(1, int(n * scale))) for n in (
-      config.train_size, config.validation_size, config.test_size))
+def _fit(available: int, config: FolderConfig) -> str | None:
+  """Split counts in the config's proportions that `available` images fill (None: under 3)."""
+  if available < 3:
+    return None
+  wanted = [config.train_size, config.validation_size, config.test_size]
+  counts = [max(1, int(n * available / sum(wanted))) for n in wanted]
+  while sum(counts) > available:  # the max(1, ...) floors can overshoot: trim the largest
+    counts[counts.index(max(counts))] -= 1
+  return '-'.join(map(str, counts))
 
 
 def features() -> tfds.features.FeaturesDict:
@@ -127,11 +136,13 @@ def generate_examples(items, prepare_image, skip_corrupt: bool, skipped: list,
       if jpeg_quality:  # the release re-saved these as JPEG (PIL's default quality 75)
         rgb = augment.jpeg(rgb, jpeg_quality)
     except images_lib.ImageReadError as e:
-      (skipped if skip_corrupt else bad).append(str(e))
+      (skipped if skip_corrupt else bad).append(images_lib.printable(e))
       continue
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, format='PNG')
-    yield f'{source.name}_{path.name}', {
+    # The key is text: a file name that is not UTF-8 is written with \\xNN escapes.
+    name = images_lib.printable(path.name)
+    yield f'{source.name}_{name}', {
         'image': buffer.getvalue(), 'label': source.label, 'source': source.name,
         'source_id': source.source_id, 'architecture': source.architecture, 'index': index}
   if bad:

@@ -3,6 +3,7 @@
 Every failure is an `ImageReadError` whose message names the file and the problem, so batch
 commands can record it and carry on.
 """
+import os
 import pathlib
 import warnings
 
@@ -16,6 +17,12 @@ MAX_PIXELS = 8192 * 8192
 
 class ImageReadError(ValueError):
   pass
+
+
+def printable(text) -> str:
+  """Text (a path, a message naming one) safe to print or store: bytes of a file name that are
+  not UTF-8 are shown as \\xNN instead of crashing the print."""
+  return os.fsencode(str(text)).decode('utf-8', 'backslashreplace')
 
 
 def list_images(paths) -> list[pathlib.Path]:

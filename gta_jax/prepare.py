@@ -11,6 +11,7 @@ import sys
 
 import tensorflow_datasets as tfds
 
+from gta_jax import images
 from gta_jax import input_pipeline
 
 
@@ -35,13 +36,14 @@ def main(argv=None) -> int:
         file_format='array_record',
         download_config=tfds.download.DownloadConfig(manual_dir=args.manual_dir))
   except (FileNotFoundError, ValueError) as e:
-    print(f'error: {e}', file=sys.stderr)
+    print(f'error: {images.printable(e)}', file=sys.stderr)
     return 1
   splits = ', '.join(f'{k} {v.num_examples}' for k, v in builder.info.splits.items())
   print(f'prepared {args.dataset}/{builder.builder_config.name} in {args.data_dir}: {splits}')
   skipped = builder.info.metadata.get('skipped_files') or []
   if skipped:
-    print(f'{len(skipped)} unreadable file(s) left out:\n  ' + '\n  '.join(skipped))
+    print(f'{len(skipped)} unreadable file(s) left out:\n  '
+          + '\n  '.join(map(images.printable, skipped)))
   return 0
 
 

@@ -44,6 +44,45 @@ def load_run_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
   return config
 
 
+# Fields a resumed run may change: where the data lives, how often it logs and saves, how it
+# evaluates, and how convolutions are lowered (same function, other speed).
+RESUMABLE_CHANGES = ('data.data_dir', 'log_every_steps', 'checkpoint_every_steps',
+                     'eval.batch_size', 'evals', 'model.conv_impl', 'workdir')
+
+
+def _flatten(record, prefix=''):
+  if isinstance(record, dict):
+    items = {}
+    for key, value in record.items():
+      items.update(_flatten(value, f'{prefix}{key}.'))
+    return items or {prefix[:-1]: {}}
+  return {prefix[:-1]: record}
+
+
+def check_resume_config(workdir, config) -> None:
+  """A resumed run must train as it started: refuses a changed training setting, naming it.
+
+  Changing the data, model, optimiser or phase under a half-trained checkpoint would continue a
+  different experiment under the old name (and overwrite the config.json that describes it).
+  """
+  stored_file = pathlib.Path(workdir) / 'config.json'
+  if not stored_file.is_file():
+    return
+  stored = _flatten(upgrade_record(json.loads(stored_file.read_text())))
+  current = _flatten(json.loads(config.to_json_best_effort()))
+  allowed = lambda key: any(key == k or key.startswith(k + '.') for k in RESUMABLE_CHANGES)
+  changed = sorted(k for k in set(stored) | set(current)
+                   if not allowed(k) and stored.get(k, '<unset>') != current.get(k, '<unset>')
+                   and k in stored)  # fields added since the run started keep their defaults
+  if changed:
+    details = '; '.join(f'config.{k}: {stored.get(k)!r} when it started, now '
+                        f'{current.get(k, "<unset>")!r}' for k in changed[:6])
+    raise errors.ConfigError(
+        f'{workdir} holds a run started with other settings ({details}). Resuming would mix two '
+        'experiments: run the original command to resume it, or give this one a new workdir '
+        '(--config.workdir=...).')
+
+
 def config_for_run(run_dir) -> str | None:
   """runs/phase2_ganfp_jpeg -> 'configs/phase2_ganfp.py:jpeg' (the config whose default workdir
   it is), or None when no config file makes a run of that name."""

@@ -81,6 +81,20 @@ def test_a_config_that_cannot_work_is_refused_before_the_workdir_exists(tmp_path
   assert not (tmp_path / 'run').exists()
 
 
+def test_an_unwritable_workdir_is_refused_before_the_data_is_opened(tmp_path, monkeypatch):
+  from gta_jax import data, errors, train
+  config = chains.load_config_file(str(ROOT / 'configs' / 'phase1_synthetic.py'), 'smoke')
+  opened = []
+  monkeypatch.setattr(data, 'open_dataset', lambda *a: opened.append(a))
+  blocked = tmp_path / 'a_file'
+  blocked.write_text('x')
+  with pytest.raises(errors.ConfigError, match='workdir .*a_file/run'):
+    train.train_and_evaluate(config, blocked / 'run')
+  with pytest.raises(errors.ConfigError, match='exists and is not a folder'):
+    train.train_and_evaluate(config, blocked)
+  assert opened == [] and blocked.read_text() == 'x'
+
+
 def test_launch_shows_a_real_bug_with_its_traceback(tmp_path):
   """Only the project's own errors become one-line messages; a bug keeps its traceback."""
   import subprocess

@@ -75,7 +75,41 @@ def test_too_few_images_names_the_source_and_a_config_that_fits(tmp_path, capsys
                        '--config', '3-1-1', '--data-dir', str(tmp_path / 'other')])
   assert code == 1
   err = capsys.readouterr().err
-  assert 'real_celeba' in err and '4 images' in err and '--config.data.config=' in err
+  assert 'real_celeba' in err and '4 images' in err and '--config.data.config=2-1-1' in err
+
+
+@pytest.mark.parametrize('available, config, expected', [
+    (4, '3-1-1', '2-1-1'), (10, '700-100-200', '7-1-2'), (5, '10-10-10', '1-1-1'),
+    (3, '50-1-1', '1-1-1'), (2, '2-1-1', None)])
+def test_the_suggested_split_counts_fit_the_images_there_are(available, config, expected):
+  from datasets import folder_dataset
+  suggestion = folder_dataset._fit(available, folder_dataset.config_from_name(
+      config, folder_dataset.FolderConfig(name='default')))
+  assert suggestion == expected
+  if suggestion:
+    assert sum(map(int, suggestion.split('-'))) <= available
+
+
+@pytest.mark.parametrize('config', ['0-0-0', '5-0-1', '5-1-0-png'])
+def test_split_counts_of_zero_are_refused(tmp_path, capsys, config):
+  assert prepare.main(['--dataset', 'ganfp', '--manual-dir', str(ROOT / 'datasets/ganfp/dummy_data'),
+                       '--config', config, '--data-dir', str(tmp_path / 'd')]) == 1
+  assert 'at least one image per source' in capsys.readouterr().err
+  assert not list((tmp_path / 'd').rglob('*.array_record*'))
+
+
+def test_a_file_name_that_is_not_utf8_is_prepared_and_named(tmp_path, capsys):
+  import os
+  manual = tmp_path / 'ganfp'
+  shutil.copytree(ROOT / 'datasets/ganfp/dummy_data', manual)
+  folder = manual / 'fake/progan_celeba'
+  first = sorted(folder.iterdir())[0]
+  first.rename(folder / os.fsdecode(b'ProGAN_00000001_caf\xe9.png'))
+  code, data_dir = _build(tmp_path, 'ganfp', manual)
+  assert code == 0, capsys.readouterr().err
+  (folder / os.fsdecode(b'ProGAN_00000001_caf\xe9.png')).write_bytes(b'broken')
+  code, _ = _build(tmp_path / 'again', 'ganfp', manual)
+  assert code == 1 and 'caf' in capsys.readouterr().err
 
 
 def test_corrupt_files_stop_the_build_with_a_list_unless_skipped(tmp_path, capsys):

@@ -37,7 +37,19 @@ class _StorageRef:
 
 
 def _rebuild_tensor(storage, offset, size, stride, *unused):
+  """A tensor view of `storage`, bounds-checked first: as_strided would read any memory a crafted
+  offset or stride points at (and crash the process)."""
   del unused
+  is_count = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0
+  if not (isinstance(storage, np.ndarray) and is_count(offset) and
+          isinstance(size, (tuple, list)) and isinstance(stride, (tuple, list)) and
+          len(size) == len(stride) and all(map(is_count, size)) and all(map(is_count, stride))):
+    raise pickle.UnpicklingError(f'malformed tensor record (offset {offset!r}, size {size!r}, '
+                                 f'stride {stride!r})')
+  last = offset + sum((n - 1) * s for n, s in zip(size, stride)) if all(size) else offset - 1
+  if last >= storage.size or (not all(size) and offset > storage.size):
+    raise pickle.UnpicklingError(f'tensor of size {tuple(size)}, stride {tuple(stride)} at offset '
+                                 f'{offset} reaches past its storage of {storage.size} values')
   array = storage[offset:]
   itemsize = array.itemsize
   return np.lib.stride_tricks.as_strided(array, shape=tuple(size),
@@ -72,10 +84,18 @@ class _RestrictedUnpickler(pickle.Unpickler):
 def load_state_dict(path=None) -> dict[str, np.ndarray]:
   """-> the generator's state_dict as numpy arrays."""
   path = pathlib.Path(path) if path else weights_path()
-  with zipfile.ZipFile(path) as archive:
-    pickle_name = next(n for n in archive.namelist() if n.endswith('/data.pkl'))
-    prefix = pickle_name.rsplit('/', 1)[0]
-    checkpoint = _RestrictedUnpickler(io.BytesIO(archive.read(pickle_name)), archive, prefix).load()
+  try:
+    with zipfile.ZipFile(path) as archive:
+      pickle_name = next((n for n in archive.namelist() if n.endswith('/data.pkl')), None)
+      if pickle_name is None:
+        raise ValueError('no */data.pkl inside (not a PyTorch checkpoint)')
+      prefix = pickle_name.rsplit('/', 1)[0]
+      checkpoint = _RestrictedUnpickler(io.BytesIO(archive.read(pickle_name)), archive,
+                                        prefix).load()
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get('netG_state_dict'), dict):
+      raise ValueError('no netG_state_dict in the checkpoint')
+  except (zipfile.BadZipFile, pickle.UnpicklingError, ValueError, KeyError, EOFError) as e:
+    raise ValueError(f'{path}: cannot load the DCGAN generator weights ({e}).') from None
   return dict(checkpoint['netG_state_dict'])
 
 
