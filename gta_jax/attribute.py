@@ -43,11 +43,26 @@ class LoadedModel:
   variables: dict
   dct_mean: np.ndarray | None = None
   dct_std: np.ndarray | None = None
+  open_set: str | None = None  # 'tpr95' | 'doc': heads claim at these calibrated thresholds
 
   @property
   def thresholds(self) -> verdicts.Thresholds:
-    """What the bundle's outputs claim at (0.5 for release .h5 files, as the release)."""
-    return verdicts.Thresholds.from_json(self.spec.thresholds)
+    """What the outputs claim at: the bundle's (0.5 for release .h5 files, as the release), with
+    the heads' calibrated open-set thresholds when `open_set` is on."""
+    stored = verdicts.Thresholds.from_json(self.spec.thresholds)
+    if self.open_set is None:
+      return stored
+    return verdicts.Thresholds(stored.fake, tuple(self.spec.open_set[self.open_set]))
+
+  def use_open_set(self, method: str) -> None:
+    """'tpr95' | 'doc' | 'off' | 'auto' (tpr95 when the bundle has fitted thresholds)."""
+    fitted = self.spec.open_set or {}
+    if method == 'auto':
+      method = 'tpr95' if 'tpr95' in fitted and self.spec.head_names else 'off'
+    if method != 'off' and method not in fitted:
+      raise UsageError(f'--open-set {method}: the model has no {method} thresholds; fit them with '
+                       '`python -m gta_jax.openset --workdir RUN --fit`, or pass --open-set off.')
+    self.open_set = None if method == 'off' else method
 
 
 def load_model(path, dct_stats_dir=None) -> LoadedModel:
@@ -139,14 +154,9 @@ def _saliency(final_features, decision_params, gap: bool):
   return saliency.grad_cam(final_features, decision_params, gap=False)
 
 
-def display_path(path) -> str:
-  """The path as printable text: bytes that are not UTF-8 shown as \\xNN, never a crash."""
-  return os.fsencode(str(path)).decode('utf-8', 'backslashreplace')
-
-
 def _error_record(path, message: str) -> dict:
-  return {'path': display_path(path), 'p_fake': None, 'p_heads': {}, 'verdict': 'error',
-          'error': display_path(message), 'notes': []}
+  return {'path': images_lib.printable(path), 'p_fake': None, 'p_heads': {}, 'verdict': 'error',
+          'error': images_lib.printable(message), 'notes': []}
 
 
 # Sides of the padded sizes images are batched at (each 1.5x the last): a folder of photos of
@@ -254,8 +264,9 @@ def _score_bucket(model: LoadedModel, records: list, paths, cam_dir, cam_scale: 
           'statistics are broken')
       continue
     heads = dict(zip(spec.head_names, scores[1:]))
-    records[item.index] = {'path': display_path(path), 'p_fake': scores[0], 'p_heads': heads,
-                           'verdict': verdicts.verdict(scores[0], heads, model.thresholds),
+    records[item.index] = {'path': images_lib.printable(path), 'p_fake': scores[0], 'p_heads': heads,
+                           'verdict': verdicts.verdict(scores[0], heads, model.thresholds,
+                                                       open_set=model.open_set is not None),
                            'error': None, 'notes': item.notes}
     if cam_dir is not None:
       rows, cols = -(-item.x.shape[0] // 8), -(-item.x.shape[1] // 8)
@@ -346,6 +357,9 @@ def main(argv=None) -> int:
   parser.add_argument('--max-pixels', type=int, default=MemoryLimits.image_pixels,
                       help='largest image scored, in pixels (default %(default)s: about 2 GB of '
                            'memory; see README "Reliability")')
+  parser.add_argument('--open-set', choices=('auto', 'tpr95', 'doc', 'off'), default='auto',
+                      help='heads claim at thresholds calibrated on validation data and an '
+                           'unclaimed fake is "unknown" (auto: tpr95 when the model has them)')
   parser.add_argument('inputs', nargs='+', metavar='IMAGE_OR_DIR')
   args = parser.parse_args(argv)
   try:
@@ -356,16 +370,22 @@ def main(argv=None) -> int:
     if args.cam_dir:
       _check_writable(pathlib.Path(args.cam_dir), '--cam-dir')
     model = load_model(args.model, args.dct_stats)
+    model.use_open_set(args.open_set)
   except (UsageError, errors.UserError, FileNotFoundError, ValueError) as e:
-    print(f'error: {display_path(e)}', file=sys.stderr)
+    print(f'error: {images_lib.printable(e)}', file=sys.stderr)
     return 2
   paths = images_lib.list_images(args.inputs)
   if not paths:
-    print(f'error: no image files found in {display_path(" ".join(args.inputs))}', file=sys.stderr)
+    print(f'error: no image files found in {images_lib.printable(" ".join(args.inputs))}', file=sys.stderr)
     return 2
   if args.json and any(_same_file(p, args.json) for p in paths):
     print(f'error: --json {args.json} is also one of the inputs.', file=sys.stderr)
     return 2
+  if model.open_set:
+    print(f'open set ({model.open_set}, fitted on {model.spec.open_set.get("split")}): heads claim '
+          f'at ' + ', '.join(f'{n} {t:.3f}' for n, t in zip(
+              model.spec.head_names, model.thresholds.for_heads(len(model.spec.head_names))))
+          + '; a fake no head claims is "unknown"')
   records = attribute(model, paths, args.cam_dir, args.cam_scale,
                       MemoryLimits(image_pixels=args.max_pixels))
   if args.json:  # before printing: the records are the result, the table a view of them

@@ -40,6 +40,9 @@ class ModelSpec:
   best_epochs: tuple[int, ...] = ()  # 1-based epoch of the kept weights, per output
   # What the outputs claim at (gta_jax/verdicts.py): {'fake': t, 'heads': t or [t per head]}.
   thresholds: dict = dataclasses.field(default_factory=lambda: verdicts.Thresholds().to_json())
+  # Open-set thresholds per head fitted on the validation split (gta_jax/openset.py):
+  # {'tpr95': [t per head], 'doc': [t per head], 'split', 'mode', ...}; {} when not fitted.
+  open_set: dict = dataclasses.field(default_factory=dict)
 
   def to_json(self) -> dict:
     return {'format': BUNDLE_FORMAT, **dataclasses.asdict(self), 'head_names': list(self.head_names),
@@ -95,6 +98,16 @@ class ModelSpec:
       raise bad('thresholds', '{"fake": t, "heads": t or [t per head]} with every t in (0, 1)') \
           from None
     kwargs['thresholds'] = thresholds.to_json()
+    open_set = kwargs.get('open_set', {})
+    if not isinstance(open_set, dict):
+      raise bad('open_set', 'a dict of per-head threshold lists')
+    for method in ('tpr95', 'doc'):
+      values = open_set.get(method)
+      if values is not None and not (
+          isinstance(values, list) and len(values) == len(names) and
+          all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1
+              for v in values)):
+        raise bad('open_set', f'open_set.{method}: one threshold in (0, 1) per head')
     return cls(**kwargs)
 
 
@@ -131,6 +144,19 @@ def save_model_bundle(directory, spec: ModelSpec, variables: dict,
     stats = spectral.DctStats(mean=mean, std=std, count=1)
     stats.save(directory / 'dct_stats')
   (directory / 'model.json').write_text(json.dumps(spec.to_json(), indent=2) + '\n')
+  return spec
+
+
+def update_model_spec(directory, **changes) -> ModelSpec:
+  """Rewrites a bundle's model.json with `changes` (e.g. fitted open-set thresholds); the weights
+  are not touched. The new file replaces the old one in one rename."""
+  spec_file = pathlib.Path(directory) / 'model.json'
+  spec = ModelSpec.from_json(json.loads(spec_file.read_text()), spec_file)
+  spec = dataclasses.replace(spec, **changes)
+  ModelSpec.from_json(spec.to_json(), spec_file)  # what is written must read back
+  staging = spec_file.with_name('.model.json.new')
+  staging.write_text(json.dumps(spec.to_json(), indent=2) + '\n')
+  staging.replace(spec_file)
   return spec
 
 
@@ -226,7 +252,33 @@ def save_training(manager: ocp.CheckpointManager, step: int, tree, force: bool =
   manager.save(step, args=ocp.args.StandardSave(jax.device_get(tree)), force=force)
 
 
-def restore_training(manager: ocp.CheckpointManager, like):
-  """The latest checkpoint, restored into the structure, shapes and dtypes of `like`."""
+def restore_training(manager: ocp.CheckpointManager, like, warn=print):
+  """The latest intact checkpoint, restored into the structure, shapes and dtypes of `like`.
+
+  A checkpoint that cannot be read (a disk filled or a file damaged after it was written) is
+  moved aside to `<checkpoints>/unreadable-<step>` (kept, not deleted) with a warning, and the
+  previous one is used: the run loses at most the steps between the two.
+  """
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-  return manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(abstract))
+  directory = pathlib.Path(manager.directory)
+  moved, first_error = [], None
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    except Exception as e:  # Orbax/tensorstore raise many kinds for damaged files
+      first_error = first_error or e
+      aside = directory / f'unreadable-{step}'
+      warn(f'warning: checkpoint {directory}/{step} cannot be read ({type(e).__name__}: '
+           f'{str(e)[:160]}); moving it to {aside} and trying the previous one.')
+      (directory / str(step)).rename(aside)
+      moved.append((aside, directory / str(step)))
+      manager.reload()
+      continue
+    return restored
+  for aside, original in moved:  # none readable: not damage but a mismatch; leave all in place
+    aside.rename(original)
+  manager.reload()
+  raise errors.UserError(
+      f'{directory}: no checkpoint there can be restored into this run (first error: '
+      f'{type(first_error).__name__}: {str(first_error)[:200]}). Use a new workdir, or delete this '
+      'one to start the run again.')

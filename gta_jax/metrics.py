@@ -83,6 +83,37 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
   return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def tnr_at_tpr(known: np.ndarray, scores: np.ndarray, tpr: float = 0.95) -> float | None:
+  """Open set: the share of unknown images rejected at the score threshold that accepts `tpr` of
+  the known ones (higher score = more known; accepted when score >= threshold). None when either
+  group is empty."""
+  known = np.asarray(known, bool)
+  scores = np.asarray(scores, np.float64)
+  if not known.any() or known.all():
+    return None
+  known_scores = np.sort(scores[known])[::-1]
+  # The highest threshold that accepts at least ceil(tpr * n) known images.
+  threshold = known_scores[int(np.ceil(tpr * len(known_scores))) - 1]
+  return float(np.mean(scores[~known] < threshold))
+
+
+def oscr(known: np.ndarray, correct: np.ndarray, scores: np.ndarray) -> float | None:
+  """Open-set classification rate (Dhamija et al. 2018; as POSE reports it): the area under the
+  curve of correct-classification rate of known images (correct and accepted) against the
+  false-positive rate of unknown ones (accepted), as the acceptance threshold on `scores` sweeps
+  from high to low. known, correct: [N] bool (correct only matters for known images)."""
+  known, correct = np.asarray(known, bool), np.asarray(correct, bool)
+  scores = np.asarray(scores, np.float64)
+  if not known.any() or known.all():
+    return None
+  order = np.argsort(-scores, kind='mergesort')
+  sorted_scores = scores[order]
+  last_of_each = np.r_[np.flatnonzero(np.diff(sorted_scores)), len(scores) - 1]
+  ccr = np.r_[0.0, np.cumsum((known & correct)[order])[last_of_each] / known.sum()]
+  fpr = np.r_[0.0, np.cumsum(~known[order])[last_of_each] / (~known).sum()]
+  return float(np.trapezoid(ccr, fpr))
+
+
 def self_contradiction(called_real: np.ndarray, claimed: np.ndarray) -> dict:
   """One head's self-contradiction. called_real, claimed: [N] bool (the primary says real; the
   head claims). rate: among images the primary calls real, the share the head claims (the

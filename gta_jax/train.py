@@ -24,6 +24,7 @@ from gta_jax import errors
 from gta_jax import evaluators
 from gta_jax import families
 from gta_jax import input_pipeline
+from gta_jax import openset
 from gta_jax import run_records
 from gta_jax import verdicts
 from gta_jax.writers import MetricWriter, fmt, log
@@ -166,6 +167,20 @@ def evaluate(config, family, variables: dict, predictions_dir=None) -> dict:
   return evaluators.run_all(built)
 
 
+def check_workdir(workdir: pathlib.Path) -> None:
+  """Creates the workdir, or says why it cannot (before the dataset is opened or a step taken)."""
+  if workdir.exists() and not workdir.is_dir():
+    raise errors.ConfigError(f'workdir {workdir} exists and is not a folder.')
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
+    probe = workdir / '.writable'
+    probe.write_text('')
+    probe.unlink()
+  except OSError as e:
+    raise errors.ConfigError(f'workdir {workdir} is not writable ({e.strerror}); pass '
+                             '--config.workdir=... or --workdir=...') from None
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   """Trains one phase into `workdir` (resuming if it holds a checkpoint) and evaluates it."""
   workdir = pathlib.Path(workdir)
@@ -176,20 +191,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     log(f'{workdir} has finished already; nothing to do (delete it to retrain).')
     return json.loads(results_file.read_text())
   check_config(config)
-  workdir.mkdir(parents=True, exist_ok=True)
-  (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2) + '\n')
-  dataset, family = setup(config, workdir)
-  for name, record in family.records.items():
-    (workdir / name).write_text(json.dumps(record, indent=2) + '\n')
+  check_workdir(workdir)
+  manager = checkpoints.training_manager(workdir / 'checkpoints')
+  resuming = manager.latest_step() is not None
+  if resuming:
+    run_records.check_resume_config(workdir, config)
+  # A workdir without a checkpoint holds no run yet: what a failed attempt recorded there
+  # (config.json, primary.json) is neither checked nor kept.
+  dataset, family = setup(config, workdir if resuming else None)
+
+  def write_records():
+    (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2) + '\n')
+    for name, record in family.records.items():
+      (workdir / name).write_text(json.dumps(record, indent=2) + '\n')
 
   optimizer = make_optimizer(config)
   state = family.init_state(jax.random.key(config.seed), optimizer)
   best = host_variables(state)
   tracker = initial_tracker(family.num_outputs)
-  manager = checkpoints.training_manager(workdir / 'checkpoints')
-  if manager.latest_step() is not None:
+  if resuming:
     restored = checkpoints.restore_training(
-        manager, {'state': state, 'best': best, 'tracker': tracker})
+        manager, {'state': state, 'best': best, 'tracker': tracker}, warn=log)
     state, best = restored['state'], restored['best']
     tracker = jax.tree.map(np.asarray, restored['tracker'])
     log(f'resumed {workdir} at step {int(state.step)}, {int(tracker["epoch"])} epoch(s) validated')
@@ -214,9 +236,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   started, start_step = time.time(), step
   total_steps = steps_per_epoch * config.optim.max_epochs
 
+  records_written = resuming and (workdir / 'config.json').is_file()
+
   def save(force=False, replace=False):
+    nonlocal records_written
     checkpoints.save_training(manager, step, {'state': state, 'best': best, 'tracker': tracker},
                               force, replace)
+    if not records_written:  # with the first checkpoint: the run now exists
+      write_records()
+      records_written = True
 
   try:
     # From the first epoch not yet validated: a run stopped after an epoch's last step but before
@@ -264,6 +292,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     writer.close()
 
   export(family, config, workdir, best, step, tracker)
+  if config.model.family == 'heads':  # open-set thresholds from the validation split, in the bundle
+    spec, variables, _ = checkpoints.load_model_bundle(workdir / 'model')
+    fitted = openset.fit(openset.HeadsRun(workdir, spec, variables, dataset,
+                                          tuple(family.source_ids), config.eval.batch_size))
+    log('open-set thresholds (tpr95, fitted on validation): '
+        + ' '.join(f'{n}={t:.3f}' for n, t in zip(family.sources, fitted['tpr95'])))
   results = evaluate(config, family, best, workdir / 'results' / 'predictions')
   results_file.parent.mkdir(parents=True, exist_ok=True)
   results_file.write_text(json.dumps(results, indent=2) + '\n')

@@ -92,15 +92,31 @@ def test_a_new_head_run_changes_no_existing_head_or_primary(quickstart, smoke_da
     assert checkpoints.tree_digest(_bundle(workdir / phase)[1]) == digest
 
 
-def test_head_run_refuses_a_different_primary(quickstart, smoke_data_dir, tmp_path):
+def test_head_run_records_its_primary_with_its_first_checkpoint_and_refuses_another(
+    quickstart, smoke_data_dir, tmp_path, monkeypatch):
+  """A failed first step leaves nothing that blocks the corrected command; once a checkpoint
+  exists, another primary (path or weights) is refused instead of mixed into the run."""
   workdir, _ = quickstart
-  config = _config('phase3_synthetic', smoke_data_dir, sources=('tconv',),
-                   **{'init.primary': str(workdir / 'phase2_synthetic'), 'optim.max_epochs': 1})
+  phase = lambda primary: _config('phase3_synthetic', smoke_data_dir, sources=('tconv',),
+                                  **{'init.primary': str(workdir / primary),
+                                     'optim.max_epochs': 1})
   run_dir = tmp_path / 'heads'
-  (run_dir).mkdir()
-  (run_dir / 'primary.json').write_text(json.dumps({'path': 'elsewhere', 'digest': 'f' * 64}))
-  with pytest.raises(ValueError, match='different weights'):
-    train.train_and_evaluate(config, run_dir)
+  _interrupt_at(monkeypatch, 0, RuntimeError('bad first step'), proposed.Heads)
+  with pytest.raises(RuntimeError):
+    train.train_and_evaluate(phase('phase1_synthetic'), run_dir)
+  assert not (run_dir / 'primary.json').exists() and not (run_dir / 'config.json').exists()
+  monkeypatch.undo()
+  _interrupt_at(monkeypatch, 3, KeyboardInterrupt(), proposed.Heads)
+  with pytest.raises(KeyboardInterrupt):  # the corrected command, stopped after 3 steps
+    train.train_and_evaluate(phase('phase2_synthetic'), run_dir)
+  monkeypatch.undo()
+  recorded = json.loads((run_dir / 'primary.json').read_text())
+  assert recorded['path'].endswith('phase2_synthetic')
+  with pytest.raises(ValueError, match='init.primary'):
+    train.train_and_evaluate(phase('phase1_synthetic'), run_dir)
+  (run_dir / 'primary.json').write_text(json.dumps({**recorded, 'digest': 'f' * 64}))
+  with pytest.raises(ValueError, match='different weights'):  # same path, other weights
+    train.train_and_evaluate(phase('phase2_synthetic'), run_dir)
 
 
 @pytest.mark.parametrize('name, overrides', [
@@ -124,9 +140,9 @@ def test_phase3_before_its_primary_names_the_config_to_run(smoke_data_dir, tmp_p
     train.train_and_evaluate(config, tmp_path / 'run')
 
 
-def _interrupt_at(monkeypatch, step_to_fail, exception):
-  """Makes the detector's training step raise `exception` once the run reaches `step_to_fail`."""
-  original = proposed.Detector.make_train_step
+def _interrupt_at(monkeypatch, step_to_fail, exception, family=proposed.Detector):
+  """Makes the family's training step raise `exception` once the run reaches `step_to_fail`."""
+  original = family.make_train_step
 
   def make_train_step(self, optimizer):
     step = original(self, optimizer)
@@ -137,7 +153,7 @@ def _interrupt_at(monkeypatch, step_to_fail, exception):
       return step(state, *args)
     return failing
 
-  monkeypatch.setattr(proposed.Detector, 'make_train_step', make_train_step)
+  monkeypatch.setattr(family, 'make_train_step', make_train_step)
 
 
 @pytest.fixture(scope='module')
@@ -203,6 +219,46 @@ def test_a_run_stopped_at_an_epoch_boundary_resumes_to_the_same_model(
   _assert_same_run(straight_dir, tmp_path / 'stopped', reference, resumed)
 
 
+def test_a_resumed_run_refuses_changed_training_settings_and_accepts_logging_ones(
+    straight_phase1, tmp_path, monkeypatch):
+  config, straight_dir, reference = straight_phase1
+  _interrupt_at(monkeypatch, 7, KeyboardInterrupt())
+  with pytest.raises(KeyboardInterrupt):
+    train.train_and_evaluate(config, tmp_path / 'run')
+  monkeypatch.undo()
+  stored = (tmp_path / 'run' / 'config.json').read_text()
+  changed = config.copy_and_resolve_references()
+  changed.optim.learning_rate = config.optim.learning_rate * 2
+  changed.data.train_mode = 'clean'
+  with pytest.raises(ValueError, match=r'optim.learning_rate: .* when it started, now') as info:
+    train.train_and_evaluate(changed, tmp_path / 'run')
+  assert 'data.train_mode' in str(info.value)
+  assert (tmp_path / 'run' / 'config.json').read_text() == stored  # the record is kept
+  allowed = config.copy_and_resolve_references()
+  allowed.log_every_steps = 3  # how often it logs is not what it trains
+  train.train_and_evaluate(allowed, tmp_path / 'run')
+  jax.tree.map(np.testing.assert_array_equal, _bundle(straight_dir)[1], _bundle(tmp_path / 'run')[1])
+
+
+def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(straight_phase1, tmp_path,
+                                                                    monkeypatch, capsys):
+  config, straight_dir, reference = straight_phase1
+  _interrupt_at(monkeypatch, 22, RuntimeError('killed'))
+  with pytest.raises(RuntimeError):
+    train.train_and_evaluate(config, tmp_path / 'run')
+  monkeypatch.undo()
+  checkpoint_dir = tmp_path / 'run' / 'checkpoints'
+  assert sorted(p.name for p in checkpoint_dir.iterdir()) == ['15', '20']
+  for file in (checkpoint_dir / '20').rglob('*'):
+    if file.is_file():
+      file.write_bytes(b'\0' * 7)  # e.g. a disk that filled while it was written
+  resumed = train.train_and_evaluate(config, tmp_path / 'run')
+  printed = capsys.readouterr().out
+  assert 'checkpoint' in printed and 'cannot be read' in printed and 'unreadable-20' in printed
+  assert (checkpoint_dir / 'unreadable-20').is_dir()  # kept, not deleted
+  _assert_same_run(straight_dir, tmp_path / 'run', reference, resumed)
+
+
 def test_joint_heads_step_equals_separate_single_head_steps():
   """K heads trained together are K independent heads: same update as training each alone.
 
@@ -252,10 +308,11 @@ def test_every_config_loads_with_and_without_smoke():
   for path in sorted((ROOT / 'configs').glob('*.py')):
     if path.name in ('__init__.py', 'common.py', 'baselines.py'):
       continue
-    for arg in ('', 'smoke'):
+    fold = getattr(chains._load_module(str(path)), 'FOLDS', ('',))[0]  # configs that need one
+    for arg in (fold, ','.join(filter(None, (fold, 'smoke')))):
       config = chains.load_config_file(str(path), arg)
       assert config.name, path
-      if arg == 'smoke':  # the built-in smoke set, or a folder dataset's dummy_data size
+      if arg.endswith('smoke'):  # the built-in smoke set, or a folder dataset's dummy_data size
         assert config.data.config in ('smoke', '2-1-1') and config.optim.batch_size <= 16
 
 
@@ -455,3 +512,42 @@ def test_phase2_starts_from_the_phase1_bundle_which_holds_its_best_epoch(quickst
            (workdir / 'phase1_synthetic' / 'metrics.jsonl').read_text().splitlines()]
   val = [line['val/loss_0'] for line in lines if 'epoch' in line]
   assert spec.best_epochs == (int(np.argmin(val)) + 1,)  # the bundle is the best epoch's
+
+
+def test_open_set_leave_one_out_fold_fits_thresholds_and_reports_every_protocol(
+    quickstart, smoke_data_dir, tmp_path, capsys):
+  """A heads run without one architecture: thresholds fitted at export, stored in the bundle,
+  used by attribute; openset reports the left-out source as unseen and the seeds both ways."""
+  from gta_jax import attribute, openset
+  workdir, _ = quickstart
+  config = chains.load_config_file(str(ROOT / 'configs' / 'openset_synthetic.py'),
+                                   'without_tconv,smoke')
+  with config.unlocked():
+    config.data.data_dir = smoke_data_dir
+    config.init.primary = str(workdir / 'phase2_synthetic')
+  folds = tmp_path / 'openset'
+  train.train_and_evaluate(config, folds / 'without_tconv')
+  spec = _bundle(folds / 'without_tconv')[0]
+  assert set(spec.open_set) >= {'tpr95', 'doc'} and len(spec.open_set['tpr95']) == 3
+  out = tmp_path / 'openset.json'
+  assert openset.main(['--workdir', str(folds), '--json', str(out)]) == 0
+  results = json.loads(out.read_text())[str(folds / 'without_tconv')]
+  assert set(results) == {'unseen_architecture', 'unseen_seed_as_unknown', 'unseen_seed_as_known',
+                          'unseen_dataset'}
+  for entry in results.values():
+    for key in ('auroc', 'oscr', 'tnr_at_tpr95', 'closed_set_accuracy'):
+      assert 0 <= entry[key] <= 1
+  assert set(results['unseen_architecture']['claimed_most_by']) == {'tconv'}
+  assert results['unseen_seed_as_known']['known'] > results['unseen_seed_as_unknown']['known']
+  # attribute uses the calibrated thresholds by default and says so; off restores 0.5.
+  examples = tmp_path / 'images'
+  chains.write_examples(config, examples)
+  capsys.readouterr()
+  assert attribute.main(['--model', str(folds / 'without_tconv'), str(examples)]) == 0
+  printed = capsys.readouterr().out
+  assert 'open set (tpr95, fitted on validation)' in printed
+  assert attribute.main(['--model', str(folds / 'without_tconv'), '--open-set', 'off',
+                         str(examples)]) == 0
+  assert 'open set' not in capsys.readouterr().out
+  assert attribute.main(['--model', str(workdir / 'phase2_synthetic'), '--open-set', 'doc',
+                         str(examples)]) == 2  # a primary has no heads to calibrate

@@ -1,0 +1,26 @@
+"""Open set, leave one architecture out: phase-III heads for all built-in sources but one, which
+is then a generator no head knows (gta_jax/openset.py's unseen_architecture protocol).
+
+for s in tconv nearest bilinear pixelshuffle; do
+  python launch.py --config=configs/openset_synthetic.py:without_$s \
+      --config.init.primary=runs/quickstart/phase2_synthetic
+done
+python -m gta_jax.openset --workdir runs/openset_synthetic   # per fold, and mean +- std
+"""
+from configs import common
+
+FOLDS = tuple(f'without_{source}' for source in common.SYNTHETIC_SOURCES)
+
+
+def get_config(arg: str = ''):
+  tokens = common.variant_tokens(arg, FOLDS)
+  left_out = [t for t in FOLDS if t in tokens]
+  if len(left_out) != 1:
+    raise ValueError(f'configs/openset_synthetic.py takes one fold: :{" or :".join(FOLDS)} '
+                     '(optionally with ",smoke").')
+  source = left_out[0][len('without_'):]
+  sources = tuple(s for s in common.SYNTHETIC_SOURCES if s != source)
+  config = common.heads_phase('smoke' if 'smoke' in tokens else '', dataset='synthetic', phase=3,
+                              sources=sources)
+  config.name = f'openset_synthetic/{left_out[0]}'
+  return config

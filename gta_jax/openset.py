@@ -1,0 +1,345 @@
+"""Unknown generators: open-set scores, calibrated per-head thresholds, and the protocols to judge them.
+
+python -m gta_jax.openset --workdir RUN [--fit] [--score max_logit] [--json OUT]
+
+A fake that no head claims is the paper's "failed attribution". Whether such an image comes from a
+generator no head knows is an open-set question, answered from the head logits z [K, N] by a
+score (higher = more like a known source):
+  max_probability  max_k sigmoid(z_k)
+  max_logit        max_k z_k
+  energy           logsumexp_k z_k (the negative free energy of Liu et al. 2020 over the heads)
+  doc              max_k (sigmoid(z_k) - t_k) with DOC thresholds t_k
+and by per-head thresholds fitted on the validation split (clean images) of each head's source,
+stored in the model bundle (`model.json: open_set`):
+  tpr95  t_k = the probability at which head k claims 95% of its own source's images
+  doc    t_k = max(0.5, 1 - 3 sigma_k), sigma_k the spread of head k's probabilities on its own
+         source mirrored about 1 (Shu et al. 2017, DOC)
+`attribute --open-set tpr95|doc` then says `unknown` where the primary says fake and no head
+reaches its calibrated threshold.
+
+Protocols (fakes only: which generator made a fake, given that it is one), each reported as AUROC
+(known vs unknown), OSCR, TNR at TPR 95% and closed-set accuracy (known fakes attributed to their
+source, at 0.5 and at the calibrated thresholds):
+  unseen_architecture  test fakes of dataset sources the run has no head for (leave-one-out runs)
+  unseen_seed          the cross-seed split: known architectures, generators trained from another
+                       seed; reported both ways, as known (DNA-Det's view: the architecture is the
+                       class) and as unknown (POSE's view: the trained model is the class)
+  unseen_dataset       the external split (another generator and data); pixel models only
+A workdir holding several heads runs (e.g. configs/openset_synthetic.py's leave-one-out folds) is
+reported per run and as mean and spread over them.
+"""
+import argparse
+import dataclasses
+import functools
+import json
+import pathlib
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gta_jax import checkpoints
+from gta_jax import data
+from gta_jax import errors
+from gta_jax import metrics
+from gta_jax import models
+from gta_jax import run_records
+from gta_jax import verdicts
+from gta_jax.families import base
+from gta_jax.writers import log
+
+SCORES = ('max_probability', 'max_logit', 'energy', 'doc')
+CALIBRATIONS = ('tpr95', 'doc')
+DOC_ALPHA = 3.0
+CALIBRATION_TPR = 0.95
+
+
+# ------------------------------------------------------------------------------------- scores
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+  return 0.5 * (1 + np.tanh(0.5 * np.asarray(logits, np.float64)))
+
+
+def open_set_scores(head_logits: np.ndarray, doc_thresholds=None) -> dict:
+  """[K, N] head logits -> {score name: [N]}, higher = more like a known source."""
+  z = np.asarray(head_logits, np.float64)
+  p = sigmoid(z)
+  top = z.max(axis=0)
+  scores = {'max_probability': p.max(axis=0), 'max_logit': top,
+            'energy': top + np.log(np.exp(z - top).sum(axis=0))}
+  if doc_thresholds is not None:
+    scores['doc'] = (p - np.asarray(doc_thresholds, np.float64)[:, None]).max(axis=0)
+  return scores
+
+
+def tpr_threshold(positive_probabilities: np.ndarray, tpr: float = CALIBRATION_TPR) -> float:
+  """The highest threshold at which a head claims `tpr` of its own source's images."""
+  ranked = np.sort(np.asarray(positive_probabilities, np.float64))[::-1]
+  return float(ranked[int(np.ceil(tpr * len(ranked))) - 1])
+
+
+def doc_threshold(positive_probabilities: np.ndarray, alpha: float = DOC_ALPHA) -> float:
+  """DOC: the positives' probabilities mirrored about 1 give a spread sigma; t = max(0.5, 1 - a s)."""
+  p = np.asarray(positive_probabilities, np.float64)
+  mirrored = np.concatenate([p, 2.0 - p])
+  sigma = float(np.sqrt(np.mean((mirrored - 1.0) ** 2)))
+  return max(0.5, 1.0 - alpha * sigma)
+
+
+def calibrate(head_logits: np.ndarray, source_id: np.ndarray, head_ids) -> dict:
+  """Validation logits of every image -> {'tpr95': [K], 'doc': [K]} per-head thresholds."""
+  p = sigmoid(head_logits)
+  fitted = {'tpr95': [], 'doc': []}
+  for k, head_id in enumerate(head_ids):
+    own = p[k, np.asarray(source_id) == head_id]
+    if own.size == 0:
+      raise errors.ConfigError(f'no validation images of source id {head_id} to calibrate head {k}.')
+    fitted['tpr95'].append(tpr_threshold(own))
+    fitted['doc'].append(doc_threshold(own))
+  return fitted
+
+
+# ---------------------------------------------------------------------------------- evaluation
+
+
+def closed_set_accuracy(p_heads: np.ndarray, source_id: np.ndarray, head_ids,
+                        thresholds: verdicts.Thresholds) -> float | None:
+  """Known fakes attributed to their own source by the verdict rule (an unclaimed one is wrong)."""
+  if len(source_id) == 0:
+    return None
+  predicted = verdicts.attributed_source(p_heads, head_ids, thresholds)
+  return float(np.mean(predicted == np.asarray(source_id)))
+
+
+def evaluate_protocol(known_logits, known_source, unknown_logits, head_ids, fitted: dict,
+                      score: str) -> dict:
+  """Known fakes (logits [K, Nk], true source ids) vs unknown fakes (logits [K, Nu]) -> metrics.
+
+  The top-level metrics use `score`; `by_score` holds every score's AUROC, OSCR and TNR.
+  """
+  head_ids = np.asarray(head_ids)
+  logits = np.concatenate([known_logits, unknown_logits], axis=1)
+  known = np.r_[np.ones(known_logits.shape[1], bool), np.zeros(unknown_logits.shape[1], bool)]
+  # The closed-set decision each score's acceptance is judged with: the most probable head.
+  correct = np.r_[head_ids[np.argmax(known_logits, axis=0)] == known_source,
+                  np.zeros(unknown_logits.shape[1], bool)]
+  by_score = {}
+  for name, values in open_set_scores(logits, fitted.get('doc')).items():
+    by_score[name] = {'auroc': metrics.roc_auc(known, values),
+                      'oscr': metrics.oscr(known, correct, values),
+                      'tnr_at_tpr95': metrics.tnr_at_tpr(known, values, 0.95)}
+  known_p = sigmoid(known_logits)
+  result = dict(by_score[score])
+  result['closed_set_accuracy'] = closed_set_accuracy(known_p, known_source, head_ids,
+                                                      verdicts.Thresholds())
+  result['closed_set_accuracy_argmax'] = float(np.mean(correct[known])) if known.any() else None
+  for method in CALIBRATIONS:
+    if method in fitted:
+      result[f'closed_set_accuracy_{method}'] = closed_set_accuracy(
+          known_p, known_source, head_ids, verdicts.Thresholds(heads=tuple(fitted[method])))
+  result['known'], result['unknown'] = int(known.sum()), int((~known).sum())
+  result['score'] = score
+  result['by_score'] = by_score
+  return result
+
+
+def most_claiming_head(logits: np.ndarray, head_names, thresholds: verdicts.Thresholds) -> dict:
+  """For an unknown source's images: the head that claims most of them, and the share."""
+  claimed = verdicts.claims(sigmoid(logits), thresholds)
+  counts = claimed.sum(axis=1)
+  k = int(np.argmax(counts))
+  return {'head': head_names[k] if counts[k] else None,
+          'share': float(counts[k] / max(claimed.shape[1], 1)),
+          'claimed_by_none': float(np.mean(~claimed.any(axis=0)))}
+
+
+# ------------------------------------------------------------------------------- model and data
+
+
+@functools.partial(jax.jit, static_argnames=('input_kind', 'num_heads'))
+def _head_logits(variables, constants, images, *, input_kind: str, num_heads: int):
+  x = base.preprocess(images, input_kind, constants)
+  out = models.predict(variables, x, input_kind=input_kind, num_heads=num_heads)
+  return out.heads.logit
+
+
+@dataclasses.dataclass
+class HeadsRun:
+  """A finished heads run: its bundle, dataset, and the head ids in the dataset."""
+  workdir: pathlib.Path
+  spec: checkpoints.ModelSpec
+  variables: dict
+  dataset: data.Dataset
+  head_ids: tuple[int, ...]
+  batch_size: int
+
+  @classmethod
+  def open(cls, workdir, data_dir=None) -> 'HeadsRun':
+    workdir = pathlib.Path(workdir)
+    bundle = workdir / 'model'
+    if not checkpoints.is_model_bundle(bundle):
+      raise errors.MissingRunError(f'{workdir} holds no finished run (no model/model.json).')
+    spec, variables, _ = checkpoints.load_model_bundle(bundle)
+    if spec.arch != 'proposed' or not spec.head_names:
+      raise errors.ConfigError(f'{workdir} is not a heads run (phase III/IV): open-set scores '
+                               'come from attribution heads.')
+    config = run_records.load_run_config(workdir)
+    if data_dir:
+      config.data.data_dir = data_dir
+    dataset = data.open_dataset(config.data, spec.input_kind)
+    head_ids = tuple(dataset.source_id(name) for name in spec.head_names)
+    return cls(workdir, spec, variables, dataset, head_ids, config.eval.batch_size)
+
+  def logits(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """-> (head logits [K, N], source ids [N]) over every image of a split (clean)."""
+    constants = {'dct_mean': jnp.asarray(self.dataset.dct_stats[0]),
+                 'dct_std': jnp.asarray(self.dataset.dct_stats[1])}
+    variables = jax.tree.map(jnp.asarray, self.variables)
+    logits, sources = [], []
+    for batch in self.dataset.batches(split, self.batch_size, seed=0):
+      out = jax.device_get(_head_logits(variables, constants, data.to_device(batch['image']),
+                                        input_kind=self.spec.input_kind,
+                                        num_heads=len(self.spec.head_names)))
+      logits.append(np.asarray(out)[:, batch['mask']])
+      sources.append(batch['source_id'][batch['mask']])
+    return np.concatenate(logits, axis=1), np.concatenate(sources)
+
+
+def fit(run: HeadsRun) -> dict:
+  """Fits the thresholds on the validation split and stores them in the run's model bundle."""
+  logits, sources = run.logits('validation')
+  fitted = calibrate(logits, sources, run.head_ids)
+  record = {**fitted, 'split': 'validation', 'mode': 'clean', 'tpr': CALIBRATION_TPR,
+            'doc_alpha': DOC_ALPHA}
+  checkpoints.update_model_spec(run.workdir / 'model', open_set=record)
+  run.spec = dataclasses.replace(run.spec, open_set=record)
+  return record
+
+
+def protocols(run: HeadsRun, score: str) -> dict:
+  """Every protocol the run's data allows -> {protocol: metrics}."""
+  fitted = run.spec.open_set or {}
+  names = list(run.spec.head_names)
+  calibrated = verdicts.Thresholds(heads=tuple(fitted['tpr95'])) if 'tpr95' in fitted else (
+      verdicts.Thresholds())
+  logits, sources = run.logits('test')
+  is_known = np.isin(sources, run.head_ids)
+  known_logits, known_source = logits[:, is_known], sources[is_known]
+  result = {}
+  unseen = (sources != 0) & ~is_known
+  if unseen.any():
+    entry = evaluate_protocol(known_logits, known_source, logits[:, unseen], run.head_ids,
+                              fitted, score)
+    by_source = {}
+    for source_id in np.unique(sources[unseen]):
+      name = next(n for n, i in run.dataset.source_ids.items() if i == source_id)
+      by_source[name] = most_claiming_head(logits[:, sources == source_id], names, calibrated)
+    entry['claimed_most_by'] = by_source
+    result['unseen_architecture'] = entry
+  if run.dataset.has_split('test_cross_seed'):
+    seed_logits, seed_sources = run.logits('test_cross_seed')
+    covered = np.isin(seed_sources, run.head_ids)
+    result['unseen_seed_as_unknown'] = evaluate_protocol(
+        known_logits, known_source, seed_logits[:, covered], run.head_ids, fitted, score)
+    # DNA-Det's view: same architecture = same class. Unknown are then only the architectures
+    # without a head, if the run left one out.
+    known_too = np.concatenate([known_logits, seed_logits[:, covered]], axis=1)
+    known_too_source = np.r_[known_source, seed_sources[covered]]
+    seed_unseen = ~covered & (seed_sources != 0)
+    unknown = np.concatenate([logits[:, unseen], seed_logits[:, seed_unseen]], axis=1)
+    if unknown.shape[1]:
+      result['unseen_seed_as_known'] = evaluate_protocol(
+          known_too, known_too_source, unknown, run.head_ids, fitted, score)
+  if run.dataset.has_split('test_external') and run.spec.input_kind == 'pixel':
+    external_logits, _ = run.logits('test_external')
+    entry = evaluate_protocol(known_logits, known_source, external_logits, run.head_ids, fitted,
+                              score)
+    entry['claimed_most_by'] = {'external': most_claiming_head(external_logits, names, calibrated)}
+    result['unseen_dataset'] = entry
+  return result
+
+
+def heads_runs_under(workdir: pathlib.Path) -> list[pathlib.Path]:
+  """The run itself, or the heads runs one level below it (a chain of folds)."""
+  if checkpoints.is_model_bundle(workdir / 'model'):
+    return [workdir]
+  return sorted(p for p in workdir.iterdir()
+                if p.is_dir() and checkpoints.is_model_bundle(p / 'model')) if workdir.is_dir() else []
+
+
+def aggregate(per_run: dict) -> dict:
+  """{run: {protocol: metrics}} -> {protocol: {metric: {'mean', 'std', 'n'}}} over runs."""
+  summary: dict = {}
+  for results in per_run.values():
+    for protocol, entry in results.items():
+      for key, value in entry.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value is not None:
+          summary.setdefault(protocol, {}).setdefault(key, []).append(float(value))
+  return {protocol: {key: {'mean': float(np.mean(v)), 'std': float(np.std(v)), 'n': len(v)}
+                     for key, v in entries.items()} for protocol, entries in summary.items()}
+
+
+def format_table(results: dict) -> str:
+  columns = ('auroc', 'oscr', 'tnr_at_tpr95', 'closed_set_accuracy', 'closed_set_accuracy_tpr95')
+  lines = [f'{"protocol":<24}' + ''.join(f'{c[:22]:>24}' for c in columns)]
+  for protocol, entry in results.items():
+    cells = []
+    for column in columns:
+      value = entry.get(column)
+      if isinstance(value, dict):
+        cells.append(f'{value["mean"]:.3f} +- {value["std"]:.3f} (n={value["n"]})')
+      else:
+        cells.append('-' if value is None else f'{value:.3f}')
+    lines.append(f'{protocol:<24}' + ''.join(f'{c:>24}' for c in cells))
+  return '\n'.join(lines)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog='python -m gta_jax.openset',
+                                   description=__doc__.split('\n')[0])
+  parser.add_argument('--workdir', required=True,
+                      help='a heads run (phase III/IV), or a folder of heads runs (folds)')
+  parser.add_argument('--score', choices=SCORES[:3] + ('doc',), default='max_logit',
+                      help='the score of the top-level figures (every score is in by_score)')
+  parser.add_argument('--fit', action='store_true',
+                      help='(re)fit the thresholds on the validation split and store them')
+  parser.add_argument('--data-dir', help='where the run\'s dataset is prepared, if moved')
+  parser.add_argument('--json', help='write {run or "mean": {protocol: metrics}} here')
+  args = parser.parse_args(argv)
+  workdir = pathlib.Path(args.workdir)
+  try:
+    runs = heads_runs_under(workdir)
+    if not runs:
+      raise errors.MissingRunError(f'{workdir} holds no finished heads run (no model/model.json '
+                                   'there or one level below).')
+    per_run = {}
+    for run_dir in runs:
+      run = HeadsRun.open(run_dir, args.data_dir)
+      if args.fit or not run.spec.open_set:
+        fitted = fit(run)
+        log(f'{run_dir}: thresholds fitted on validation: tpr95 '
+            + ' '.join(f'{n}={t:.3f}' for n, t in zip(run.spec.head_names, fitted['tpr95']))
+            + '; doc ' + ' '.join(f'{t:.3f}' for t in fitted['doc']))
+      if args.score == 'doc' and 'doc' not in (run.spec.open_set or {}):
+        raise errors.ConfigError(f'{run_dir}: no DOC thresholds; run with --fit.')
+      per_run[str(run_dir)] = protocols(run, args.score)
+  except errors.UserError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  output = dict(per_run)
+  for run_dir, results in per_run.items():
+    print(f'\n{run_dir} (score: {args.score})')
+    print(format_table(results) if results else '  no unknown images in this run\'s data')
+  if len(per_run) > 1:
+    output['mean'] = aggregate(per_run)
+    print(f'\nmean and spread over {len(per_run)} runs')
+    print(format_table(output['mean']))
+  if args.json:
+    pathlib.Path(args.json).write_text(json.dumps(output, indent=2, allow_nan=False) + '\n')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,81 @@
+"""Open-set scores, thresholds and metrics: hand-worked cases and scikit-learn."""
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+from sklearn import metrics as sk
+
+from gta_jax import metrics, openset, verdicts
+
+
+def test_oscr_on_a_hand_worked_case():
+  # Known: 0.9 (correct), 0.8 (wrong), 0.6 (correct); unknown: 0.7, 0.5. Sweeping down, CCR
+  # steps to 1/3 at 0.9, FPR to 1/2 at 0.7, CCR to 2/3 at 0.6, FPR to 1 at 0.5: area
+  # 1/2 * 1/3 + 1/2 * 2/3 = 0.5.
+  known = np.array([1, 1, 1, 0, 0], bool)
+  correct = np.array([1, 0, 1, 0, 0], bool)
+  scores = np.array([0.9, 0.8, 0.6, 0.7, 0.5])
+  assert metrics.oscr(known, correct, scores) == pytest.approx(0.5)
+  # All correct makes OSCR the ROC-AUC of known vs unknown.
+  assert metrics.oscr(known, np.ones(5, bool), scores) == pytest.approx(
+      sk.roc_auc_score(known, scores))
+  assert metrics.oscr(np.ones(3, bool), np.ones(3, bool), scores[:3]) is None
+
+
+def test_tnr_at_tpr95_on_a_hand_worked_case_and_against_scikit_learn():
+  known = np.r_[np.ones(20, bool), np.zeros(3, bool)]
+  scores = np.r_[np.arange(1, 21, dtype=float), [1.5, 2.0, 3.0]]
+  # 19 of 20 known accepted at threshold 2: unknown 1.5 rejected, 2.0 and 3.0 accepted.
+  assert metrics.tnr_at_tpr(known, scores) == pytest.approx(1 / 3)
+  rng = np.random.default_rng(0)
+  for _ in range(20):
+    known = rng.random(300) < 0.6
+    scores = np.round(rng.normal(known * 1.0, 1.0), 1)  # with ties
+    fpr, tpr, _ = sk.roc_curve(known, scores, drop_intermediate=False)
+    expected = 1 - fpr[np.argmax(tpr >= 0.95)]
+    assert metrics.tnr_at_tpr(known, scores) == pytest.approx(expected)
+    assert metrics.roc_auc(known, scores) == pytest.approx(sk.roc_auc_score(known, scores))
+
+
+def test_scores_and_thresholds():
+  z = np.array([[2.0, -1.0, 0.3], [0.5, -3.0, 0.3]])
+  scores = openset.open_set_scores(z, doc_thresholds=[0.9, 0.6])
+  np.testing.assert_allclose(scores['energy'], logsumexp(z, axis=0))
+  np.testing.assert_allclose(scores['max_logit'], [2.0, -1.0, 0.3])
+  p = 1 / (1 + np.exp(-z))
+  np.testing.assert_allclose(scores['max_probability'], p.max(axis=0))
+  np.testing.assert_allclose(scores['doc'], np.maximum(p[0] - 0.9, p[1] - 0.6))
+  # DOC: [1.0, 0.9, 0.8] mirrored about 1 has sigma sqrt(0.1 / 6); t = 1 - 3 sigma.
+  assert openset.doc_threshold([1.0, 0.9, 0.8]) == pytest.approx(1 - 3 * np.sqrt(0.1 / 6))
+  assert openset.doc_threshold([0.9, 0.1, 0.5]) == 0.5  # a wide spread: never below 0.5
+  assert openset.tpr_threshold(np.linspace(0.05, 1.0, 20)) == pytest.approx(0.10)
+  fitted = openset.calibrate(np.log(np.array([[9.0, 1.0, 3.0], [1.0, 1.0, 1.0]])),
+                             np.array([1, 2, 1]), (1, 2))
+  assert fitted['tpr95'] == pytest.approx([0.75, 0.5])  # head 1 on its own images: 0.9 and 0.75
+
+
+def test_unknown_is_a_fake_no_calibrated_head_claims():
+  t = verdicts.Thresholds(0.5, (0.8, 0.6))
+  assert verdicts.verdict(0.9, {'a': 0.7, 'b': 0.5}, t, open_set=True) == 'unknown'
+  assert verdicts.verdict(0.9, {'a': 0.7, 'b': 0.5}, t) == 'fake'
+  assert verdicts.verdict(0.9, {'a': 0.85, 'b': 0.5}, t, open_set=True) == 'attributed:a'
+  assert verdicts.verdict(0.2, {'a': 0.7, 'b': 0.5}, t, open_set=True) == 'real'
+
+
+def test_a_protocol_separates_what_it_should_and_counts_closed_set_accuracy():
+  rng = np.random.default_rng(1)
+  head_ids = (1, 2)
+  known_source = np.repeat([1, 2], 50)
+  known_logits = rng.normal(-3, 1, (2, 100))
+  known_logits[0, :50] += 6  # head 1 fires on source 1, head 2 on source 2
+  known_logits[1, 50:] += 6
+  unknown_logits = rng.normal(-3, 1, (2, 40))
+  fitted = openset.calibrate(known_logits, known_source, head_ids)
+  result = openset.evaluate_protocol(known_logits, known_source, unknown_logits, head_ids,
+                                     fitted, 'max_logit')
+  assert result['auroc'] > 0.95 and result['oscr'] > 0.9 and result['tnr_at_tpr95'] > 0.8
+  assert result['known'] == 100 and result['unknown'] == 40
+  assert result['closed_set_accuracy_argmax'] == pytest.approx(1.0)
+  # Swapping the unknown and known roles turns AUROC around.
+  swapped = openset.evaluate_protocol(unknown_logits, np.full(40, 1), known_logits, head_ids,
+                                      fitted, 'max_logit')
+  assert swapped['auroc'] < 0.05
