@@ -33,6 +33,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config.data.train_mode = 'clean'    # clean | multi | blur | crop | jpeg | noise
   config.data.release_blur_sigma = False  # True: the release's fixed sigma 4 (its bug)
   config.data.noise_variance = False  # True: the paper's "variance U(5,20)"; False: the release's std
+  # Sources left out of the training and validation splits (open set: a generator no run has
+  # seen, not even as a negative); the test splits keep them.
+  config.data.exclude_sources = ()
 
   config.model = ml_collections.ConfigDict()
   # Model family (gta_jax/families/): primary (phases I/II) | heads (III/IV, on a frozen primary)

@@ -1,5 +1,6 @@
-"""Open set, leave one architecture out: phase-III heads for all built-in sources but one, which
-is then a generator no head knows (gta_jax/openset.py's unseen_architecture protocol).
+"""Open set, leave one architecture out: phase-III heads for all built-in sources but one, whose
+images are also dropped from training and validation, so that it is a generator no head has
+seen, not even as a negative (gta_jax/openset.py's unseen_architecture protocol).
 
 for s in tconv nearest bilinear pixelshuffle; do
   python launch.py --config=configs/openset_synthetic.py:without_$s \
@@ -23,4 +24,6 @@ def get_config(arg: str = ''):
   config = common.heads_phase('smoke' if 'smoke' in tokens else '', dataset='synthetic', phase=3,
                               sources=sources)
   config.name = f'openset_synthetic/{left_out[0]}'
+  # Truly unseen: the left-out source's images are not even negatives in training or validation.
+  config.data.exclude_sources = (source,)
   return config

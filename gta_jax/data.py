@@ -28,15 +28,24 @@ class Dataset:
   source_ids: dict[str, int]      # source name -> id (real is 0)
   dct_stats: tuple[np.ndarray, np.ndarray]  # (mean, std) [H, W] float32; (0, 1) scalars for pixel input
   augment_options: augment.Options = augment.Options()  # for every mode and split
+  # Source ids left out of the training and validation splits (config.data.exclude_sources).
+  excluded_ids: tuple[int, ...] = ()
   _sources: dict = dataclasses.field(default_factory=dict, repr=False)
 
   def has_split(self, split: str) -> bool:
     return split in self.builder.info.splits
 
   def source(self, split: str):
-    """The split's random-access data source (opened once)."""
+    """The split's random-access data source (opened once); training and validation without the
+    excluded sources."""
     if split not in self._sources:
-      self._sources[split] = input_pipeline.data_source(self.builder, split)
+      source = input_pipeline.data_source(self.builder, split)
+      if self.excluded_ids and split in ('train', 'validation'):
+        keep = [i for i in range(len(source))
+                if int(source[i]['source_id']) not in self.excluded_ids]
+        log(f'{split}: {len(source) - len(keep)} images of excluded sources left out')
+        source = _Subset(source, keep)
+      self._sources[split] = source
     return self._sources[split]
 
   def image_size_of(self, split: str) -> int:
@@ -60,11 +69,24 @@ class Dataset:
                                   start_batch=start_batch,
                                   options=self.augment_options)
 
-  def source_id(self, name: str) -> int:
+  def source_id(self, name: str, key: str = 'config.sources') -> int:
     if name not in self.source_ids:
-      raise errors.ConfigError(f'config.sources: unknown source {name!r} for {self.name}; choose from '
+      raise errors.ConfigError(f'{key}: unknown source {name!r} for {self.name}; choose from '
                      f'{", ".join(s for s in self.source_ids if s != "real")}.')
     return self.source_ids[name]
+
+
+class _Subset:
+  """Random access to the records of `source` at `indices`."""
+
+  def __init__(self, source, indices):
+    self._source, self._indices = source, list(indices)
+
+  def __len__(self):
+    return len(self._indices)
+
+  def __getitem__(self, index):
+    return self._source[self._indices[index]]
 
 
 def open_dataset(data_config, input_kind: str) -> Dataset:
@@ -78,6 +100,11 @@ def open_dataset(data_config, input_kind: str) -> Dataset:
                     (np.zeros((), np.float32), np.ones((), np.float32)),
                     augment.Options(bool(data_config.release_blur_sigma),
                                     bool(data_config.noise_variance)))
+  excluded = tuple(data_config.get('exclude_sources', ()))
+  dataset.excluded_ids = tuple(dataset.source_id(name, 'config.data.exclude_sources')
+                                for name in excluded)
+  if 0 in dataset.excluded_ids:
+    raise errors.ConfigError('config.data.exclude_sources: the real class cannot be left out.')
   dataset.image_size = dataset.image_size_of('train')
   if input_kind == 'dct':
     mean, std = dct_statistics(dataset)
@@ -88,6 +115,8 @@ def open_dataset(data_config, input_kind: str) -> Dataset:
 def dct_statistics(dataset: Dataset, batch_size: int = 256):
   """Per-coefficient mean/std of the clean training split (Welford), cached beside the dataset."""
   cache = pathlib.Path(dataset.builder.data_dir) / 'dct_stats'
+  if dataset.excluded_ids:  # statistics of the training images the run sees
+    cache = cache.with_name('dct_stats_without_' + '_'.join(map(str, sorted(dataset.excluded_ids))))
   if (cache / 'mean.npy').is_file():
     return spectral.load_dct_stats(cache)
   log(f'computing DCT statistics over the training split -> {cache}')

@@ -519,6 +519,13 @@ def test_open_set_leave_one_out_fold_fits_thresholds_and_reports_every_protocol(
   with config.unlocked():
     config.data.data_dir = smoke_data_dir
     config.init.primary = str(workdir / 'phase2_synthetic')
+  from gta_jax import data
+  dataset = data.open_dataset(config.data, 'pixel')
+  tconv = dataset.source_ids['tconv']
+  for split, present in (('train', False), ('validation', False), ('test', True)):
+    source = dataset.source(split)
+    ids = {int(source[i]['source_id']) for i in range(len(source))}
+    assert (tconv in ids) == present and len(ids) >= 4 - (not present), split
   folds = tmp_path / 'openset'
   train.train_and_evaluate(config, folds / 'without_tconv')
   spec = _bundle(folds / 'without_tconv')[0]
