@@ -9,6 +9,10 @@ score (higher = more like a known source):
   max_logit        max_k z_k
   energy           logsumexp_k z_k (the negative free energy of Liu et al. 2020 over the heads)
   doc              max_k (sigmoid(z_k) - t_k) with DOC thresholds t_k
+  mahalanobis      minus the smallest squared Mahalanobis distance of the pooled features (the
+                   primary's mid features and every head's final features) to a known source's
+                   mean, one shared covariance, fitted on the run's training images (Lee et al.
+                   2018); computed by this command, not stored
 and by per-head thresholds fitted on the validation split (clean images) of each head's source,
 stored in the model bundle (`model.json: open_set`):
   tpr95  t_k = the probability at which head k claims 95% of its own source's images
@@ -49,7 +53,7 @@ from gta_jax import verdicts
 from gta_jax.families import base
 from gta_jax.writers import log
 
-SCORES = ('max_probability', 'max_logit', 'energy', 'doc')
+SCORES = ('max_probability', 'max_logit', 'energy', 'doc', 'mahalanobis')
 CALIBRATIONS = ('tpr95', 'doc')
 DOC_ALPHA = 3.0
 CALIBRATION_TPR = 0.95
@@ -114,10 +118,11 @@ def closed_set_accuracy(p_heads: np.ndarray, source_id: np.ndarray, head_ids,
 
 
 def evaluate_protocol(known_logits, known_source, unknown_logits, head_ids, fitted: dict,
-                      score: str) -> dict:
+                      score: str, extra_scores=None) -> dict:
   """Known fakes (logits [K, Nk], true source ids) vs unknown fakes (logits [K, Nu]) -> metrics.
 
   The top-level metrics use `score`; `by_score` holds every score's AUROC, OSCR and TNR.
+  extra_scores: {name: ([Nk] known, [Nu] unknown)} scores computed elsewhere (Mahalanobis).
   """
   head_ids = np.asarray(head_ids)
   logits = np.concatenate([known_logits, unknown_logits], axis=1)
@@ -126,7 +131,10 @@ def evaluate_protocol(known_logits, known_source, unknown_logits, head_ids, fitt
   correct = np.r_[head_ids[np.argmax(known_logits, axis=0)] == known_source,
                   np.zeros(unknown_logits.shape[1], bool)]
   by_score = {}
-  for name, values in open_set_scores(logits, fitted.get('doc')).items():
+  all_scores = open_set_scores(logits, fitted.get('doc'))
+  for name, (on_known, on_unknown) in (extra_scores or {}).items():
+    all_scores[name] = np.r_[on_known, on_unknown]
+  for name, values in all_scores.items():
     by_score[name] = {'auroc': metrics.roc_auc(known, values),
                       'oscr': metrics.oscr(known, correct, values),
                       'tnr_at_tpr95': metrics.tnr_at_tpr(known, values, 0.95)}
@@ -159,10 +167,32 @@ def most_claiming_head(logits: np.ndarray, head_names, thresholds: verdicts.Thre
 
 
 @functools.partial(jax.jit, static_argnames=('input_kind', 'num_heads'))
-def _head_logits(variables, constants, images, *, input_kind: str, num_heads: int):
+def _head_outputs(variables, constants, images, *, input_kind: str, num_heads: int):
+  """-> (head logits [K, B], pooled features [B, 16 + 32K]: the primary's mid features and each
+  head's final features, globally averaged)."""
   x = base.preprocess(images, input_kind, constants)
   out = models.predict(variables, x, input_kind=input_kind, num_heads=num_heads)
-  return out.heads.logit
+  mid = out.primary.mid_features.mean(axis=(1, 2))
+  heads = jnp.transpose(out.heads.final_features.mean(axis=(2, 3)), (1, 0, 2))
+  return out.heads.logit, jnp.concatenate([mid, heads.reshape(x.shape[0], -1)], axis=1)
+
+
+class Mahalanobis:
+  """Lee et al. (2018)'s score on pooled features: class means of the known sources and one shared
+  covariance, fitted on the run's clean training images; score = -(smallest squared distance)."""
+
+  def __init__(self, features: np.ndarray, source_id: np.ndarray, head_ids):
+    features = np.asarray(features, np.float64)
+    self.means = np.stack([features[source_id == h].mean(axis=0) for h in head_ids])
+    centered = np.concatenate([features[source_id == h] - self.means[k]
+                               for k, h in enumerate(head_ids)])
+    covariance = centered.T @ centered / len(centered)
+    ridge = 1e-6 * np.trace(covariance) / len(covariance)
+    self.precision = np.linalg.inv(covariance + ridge * np.eye(len(covariance)))
+
+  def __call__(self, features: np.ndarray) -> np.ndarray:
+    diffs = np.asarray(features, np.float64)[None] - self.means[:, None]
+    return -np.einsum('knd,de,kne->kn', diffs, self.precision, diffs).min(axis=0)
 
 
 @dataclasses.dataclass
@@ -192,19 +222,26 @@ class HeadsRun:
     head_ids = tuple(dataset.source_id(name) for name in spec.head_names)
     return cls(workdir, spec, variables, dataset, head_ids, config.eval.batch_size)
 
-  def logits(self, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """-> (head logits [K, N], source ids [N]) over every image of a split (clean)."""
+  def outputs(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """-> (head logits [K, N], pooled features [N, D], source ids [N]) over every image of a
+    split (clean)."""
     constants = {'dct_mean': jnp.asarray(self.dataset.dct_stats[0]),
                  'dct_std': jnp.asarray(self.dataset.dct_stats[1])}
     variables = jax.tree.map(jnp.asarray, self.variables)
-    logits, sources = [], []
+    logits, features, sources = [], [], []
     for batch in self.dataset.batches(split, self.batch_size, seed=0):
-      out = jax.device_get(_head_logits(variables, constants, data.to_device(batch['image']),
-                                        input_kind=self.spec.input_kind,
-                                        num_heads=len(self.spec.head_names)))
-      logits.append(np.asarray(out)[:, batch['mask']])
+      z, f = jax.device_get(_head_outputs(variables, constants, data.to_device(batch['image']),
+                                          input_kind=self.spec.input_kind,
+                                          num_heads=len(self.spec.head_names)))
+      logits.append(np.asarray(z)[:, batch['mask']])
+      features.append(np.asarray(f)[batch['mask']])
       sources.append(batch['source_id'][batch['mask']])
-    return np.concatenate(logits, axis=1), np.concatenate(sources)
+    return np.concatenate(logits, axis=1), np.concatenate(features), np.concatenate(sources)
+
+  def logits(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """-> (head logits [K, N], source ids [N])."""
+    logits, _, sources = self.outputs(split)
+    return logits, sources
 
 
 def fit(run: HeadsRun) -> dict:
@@ -224,14 +261,24 @@ def protocols(run: HeadsRun, score: str) -> dict:
   names = list(run.spec.head_names)
   calibrated = verdicts.Thresholds(heads=tuple(fitted['tpr95'])) if 'tpr95' in fitted else (
       verdicts.Thresholds())
-  logits, sources = run.logits('test')
+  train_logits, train_features, train_sources = run.outputs('train')
+  del train_logits
+  mahalanobis = Mahalanobis(train_features, train_sources, run.head_ids)
+  logits, features, sources = run.outputs('test')
+  distance = mahalanobis(features)
   is_known = np.isin(sources, run.head_ids)
   known_logits, known_source = logits[:, is_known], sources[is_known]
+
+  def protocol(known, known_ids, unknown):
+    """known, unknown: (logits, Mahalanobis scores) of each group."""
+    return evaluate_protocol(known[0], known_ids, unknown[0], run.head_ids, fitted, score,
+                             {'mahalanobis': (known[1], unknown[1])})
+
+  known = (known_logits, distance[is_known])
   result = {}
   unseen = (sources != 0) & ~is_known
   if unseen.any():
-    entry = evaluate_protocol(known_logits, known_source, logits[:, unseen], run.head_ids,
-                              fitted, score)
+    entry = protocol(known, known_source, (logits[:, unseen], distance[unseen]))
     by_source = {}
     for source_id in np.unique(sources[unseen]):
       name = next(n for n, i in run.dataset.source_ids.items() if i == source_id)
@@ -239,23 +286,24 @@ def protocols(run: HeadsRun, score: str) -> dict:
     entry['claimed_most_by'] = by_source
     result['unseen_architecture'] = entry
   if run.dataset.has_split('test_cross_seed'):
-    seed_logits, seed_sources = run.logits('test_cross_seed')
+    seed_logits, seed_features, seed_sources = run.outputs('test_cross_seed')
+    seed_distance = mahalanobis(seed_features)
     covered = np.isin(seed_sources, run.head_ids)
-    result['unseen_seed_as_unknown'] = evaluate_protocol(
-        known_logits, known_source, seed_logits[:, covered], run.head_ids, fitted, score)
+    result['unseen_seed_as_unknown'] = protocol(
+        known, known_source, (seed_logits[:, covered], seed_distance[covered]))
     # DNA-Det's view: same architecture = same class. Unknown are then only the architectures
     # without a head, if the run left one out.
-    known_too = np.concatenate([known_logits, seed_logits[:, covered]], axis=1)
-    known_too_source = np.r_[known_source, seed_sources[covered]]
     seed_unseen = ~covered & (seed_sources != 0)
-    unknown = np.concatenate([logits[:, unseen], seed_logits[:, seed_unseen]], axis=1)
-    if unknown.shape[1]:
-      result['unseen_seed_as_known'] = evaluate_protocol(
-          known_too, known_too_source, unknown, run.head_ids, fitted, score)
+    unknown = (np.concatenate([logits[:, unseen], seed_logits[:, seed_unseen]], axis=1),
+               np.r_[distance[unseen], seed_distance[seed_unseen]])
+    if unknown[0].shape[1]:
+      result['unseen_seed_as_known'] = protocol(
+          (np.concatenate([known_logits, seed_logits[:, covered]], axis=1),
+           np.r_[distance[is_known], seed_distance[covered]]),
+          np.r_[known_source, seed_sources[covered]], unknown)
   if run.dataset.has_split('test_external') and run.spec.input_kind == 'pixel':
-    external_logits, _ = run.logits('test_external')
-    entry = evaluate_protocol(known_logits, known_source, external_logits, run.head_ids, fitted,
-                              score)
+    external_logits, external_features, _ = run.outputs('test_external')
+    entry = protocol(known, known_source, (external_logits, mahalanobis(external_features)))
     entry['claimed_most_by'] = {'external': most_claiming_head(external_logits, names, calibrated)}
     result['unseen_dataset'] = entry
   return result
@@ -301,7 +349,7 @@ def main(argv=None) -> int:
                                    description=__doc__.split('\n')[0])
   parser.add_argument('--workdir', required=True,
                       help='a heads run (phase III/IV), or a folder of heads runs (folds)')
-  parser.add_argument('--score', choices=SCORES[:3] + ('doc',), default='max_logit',
+  parser.add_argument('--score', choices=SCORES, default='max_logit',
                       help='the score of the top-level figures (every score is in by_score)')
   parser.add_argument('--fit', action='store_true',
                       help='(re)fit the thresholds on the validation split and store them')

@@ -79,3 +79,17 @@ def test_a_protocol_separates_what_it_should_and_counts_closed_set_accuracy():
   swapped = openset.evaluate_protocol(unknown_logits, np.full(40, 1), known_logits, head_ids,
                                       fitted, 'max_logit')
   assert swapped['auroc'] < 0.05
+
+
+def test_mahalanobis_score_is_minus_the_nearest_squared_distance_under_the_shared_covariance():
+  rng = np.random.default_rng(2)
+  features = np.r_[rng.normal(0, 1, (200, 3)), rng.normal(0, 1, (200, 3)) + [5, 0, 0]]
+  source = np.repeat([1, 2], 200)
+  score = openset.Mahalanobis(features, source, (1, 2))
+  means = np.stack([features[:200].mean(0), features[200:].mean(0)])
+  centered = np.r_[features[:200] - means[0], features[200:] - means[1]]
+  precision = np.linalg.inv(centered.T @ centered / 400)
+  query = np.array([[0.1, 0.2, -0.3], [5.2, 0.0, 0.1], [2.5, 9.0, 0.0]])
+  expected = -np.min([[(q - m) @ precision @ (q - m) for m in means] for q in query], axis=1)
+  np.testing.assert_allclose(score(query), expected, rtol=1e-4)
+  assert score(query)[2] < score(query)[0]  # far from both known sources: less known
