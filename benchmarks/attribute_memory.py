@@ -45,36 +45,28 @@ def photo(rng, height: int, width: int) -> Image.Image:
 
 
 def scenarios(directory: pathlib.Path) -> dict:
+  """-> {description: folder}, each folder written with its images."""
   rng = np.random.default_rng(0)
+  cases = {  # description: (folder, [(file name, height, width)]); a zero-size name = all zeros
+      '6 photos 4032x3024 (12.2 MP) JPEG': (
+          'phone_photos', [(f'{i:02d}.jpg', 3024, 4032) for i in range(6)]),
+      '1 image 4096x4096 (the default limit)': ('at_limit', [('limit.png', 4096, 4096)]),
+      '1 PNG 8192x4096 of zeros (refused: over the limit)': (
+          'over_limit', [('zeros.png', 4096, 8192)]),
+      '256 images 512x512': ('many_512', [(f'{i:03d}.png', 512, 512) for i in range(256)]),
+      '24 images, 24 sizes 256-509 px': (
+          'mixed_sizes', [(f'{i:02d}.png', 256 + 11 * i, 320 - 7 * i) for i in range(24)]),
+      '24 images, one size 384 px': ('one_size', [(f'{i:02d}.png', 384, 384) for i in range(24)]),
+  }
   made = {}
-  folder = directory / 'phone_photos'  # 12 MP, as a phone camera saves them
-  folder.mkdir()
-  for i in range(6):
-    photo(rng, 3024, 4032).save(folder / f'{i:02d}.jpg', quality=92)
-  made['6 photos 4032x3024 (12.2 MP) JPEG'] = folder
-  folder = directory / 'at_limit'
-  folder.mkdir()
-  photo(rng, 4096, 4096).save(folder / 'limit.png')
-  made['1 image 4096x4096 (the default limit)'] = folder
-  folder = directory / 'over_limit'
-  folder.mkdir()
-  Image.new('RGB', (8192, 4096)).save(folder / 'zeros.png')
-  made['1 PNG 8192x4096 of zeros (refused: over the limit)'] = folder
-  folder = directory / 'many_512'
-  folder.mkdir()
-  for i in range(256):
-    photo(rng, 512, 512).save(folder / f'{i:03d}.png')
-  made['256 images 512x512'] = folder
-  folder = directory / 'mixed_sizes'
-  folder.mkdir()
-  for i in range(24):
-    photo(rng, 256 + 11 * i, 320 - 7 * i).save(folder / f'{i:02d}.png')
-  made['24 images, 24 sizes 256-509 px'] = folder
-  folder = directory / 'one_size'
-  folder.mkdir()
-  for i in range(24):
-    photo(rng, 384, 384).save(folder / f'{i:02d}.png')
-  made['24 images, one size 384 px'] = folder
+  for description, (name, files) in cases.items():
+    folder = directory / name
+    folder.mkdir()
+    for file_name, height, width in files:
+      image = (Image.new('RGB', (width, height)) if name == 'over_limit'
+               else photo(rng, height, width))
+      image.save(folder / file_name, **({'quality': 92} if file_name.endswith('.jpg') else {}))
+    made[description] = folder
   return made
 
 

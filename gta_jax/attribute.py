@@ -329,18 +329,9 @@ def check_json_target(path) -> None:
     except (OSError, UnicodeDecodeError, ValueError):
       raise UsageError(f'--json {path} exists and is not a JSON file; refusing to overwrite it '
                        '(put image files after "--" if one is named like a flag).') from None
-  _check_writable(path.parent if path.parent != pathlib.Path('') else pathlib.Path('.'), '--json')
+  errors.check_writable_folder(path.parent, '--json')
   if path.exists() and not os.access(path, os.W_OK):
     raise UsageError(f'--json {path} is not writable.')
-
-
-def _check_writable(directory: pathlib.Path, flag: str) -> None:
-  try:
-    directory.mkdir(parents=True, exist_ok=True)
-  except OSError as e:
-    raise UsageError(f'{flag} {directory}: cannot create the folder ({e.strerror}).') from None
-  if not os.access(directory, os.W_OK | os.X_OK):
-    raise UsageError(f'{flag} {directory}: the folder is not writable.')
 
 
 def main(argv=None) -> int:
@@ -368,7 +359,7 @@ def main(argv=None) -> int:
     if args.json:
       check_json_target(args.json)
     if args.cam_dir:
-      _check_writable(pathlib.Path(args.cam_dir), '--cam-dir')
+      errors.check_writable_folder(args.cam_dir, '--cam-dir')
     model = load_model(args.model, args.dct_stats)
     model.use_open_set(args.open_set)
   except (UsageError, errors.UserError, FileNotFoundError, ValueError) as e:

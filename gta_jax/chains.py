@@ -31,10 +31,11 @@ FORWARDED = ('seed', 'data.name', 'data.config', 'data.data_dir', 'data.release_
              'data.noise_variance', 'model.conv_impl')
 
 
-def _flat(tree, prefix=''):
+def flat_items(tree, prefix=''):
+  """{'a': {'b': 1}} -> ('a.b', 1), ...: a config's fields by dotted key."""
   for key, value in tree.items():
     if isinstance(value, dict):
-      yield from _flat(value, f'{prefix}{key}.')
+      yield from flat_items(value, f'{prefix}{key}.')
     else:
       yield f'{prefix}{key}', value
 
@@ -45,7 +46,7 @@ def check_chain_overrides(config) -> None:
   reference = load_config_file(str(ROOT / 'configs' / 'common.py'))
   if config.data.config == 'smoke':
     reference = _smoke_of(reference)
-  ours, base = dict(_flat(config.to_dict())), dict(_flat(reference.to_dict()))
+  ours, base = dict(flat_items(config.to_dict())), dict(flat_items(reference.to_dict()))
   lost = sorted(k for k in ours if k not in FORWARDED + ('name', 'chain')
                 and ours[k] != base.get(k))
   if lost:

@@ -17,3 +17,20 @@ class MissingRunError(UserError, FileNotFoundError):
 
 class TrainingDiverged(UserError, FloatingPointError):
   """The loss became NaN or infinite."""
+
+
+def check_writable_folder(directory, what: str) -> None:
+  """Creates `directory` if needed and proves it writable with a probe file (os.access says yes to
+  root on read-only mounts): outputs are checked before any work, never found unwritable after."""
+  import pathlib  # local: this module stays free of imports for the commands that catch its errors
+  directory = pathlib.Path(directory)
+  probe = directory / '.gta_jax_writable'
+  try:
+    directory.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise ConfigError(f'{what} {directory}: cannot create the folder ({e.strerror}).') from None
+  try:
+    probe.write_text('')
+    probe.unlink()
+  except OSError as e:
+    raise ConfigError(f'{what} {directory}: the folder is not writable ({e.strerror}).') from None

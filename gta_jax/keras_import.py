@@ -8,7 +8,6 @@ layers `a*` (one head) or `a1*..aN*` (multilabel) are stacked on a leading head 
 """
 import argparse
 import json
-import os
 import pathlib
 import re
 import shutil
@@ -263,12 +262,7 @@ def check_output_folder(out_dir: pathlib.Path, overwrite: bool) -> None:
     if not checkpoints.is_model_bundle(out_dir):
       raise errors.UserError(f'{out_dir} holds files but no model bundle (model.json); refusing '
                              'to replace it even with --overwrite.')
-  try:
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-  except OSError as e:
-    raise errors.UserError(f'{out_dir.parent}: cannot create the folder ({e.strerror}).') from None
-  if not os.access(out_dir.parent, os.W_OK | os.X_OK):
-    raise errors.UserError(f'{out_dir.parent} is not writable.')
+  errors.check_writable_folder(out_dir.parent, 'the folder of OUT_DIR')
 
 
 def _replace_folder(new: pathlib.Path, target: pathlib.Path) -> None:

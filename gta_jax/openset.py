@@ -42,6 +42,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy import special
 
 from gta_jax import checkpoints
 from gta_jax import data
@@ -62,17 +63,12 @@ CALIBRATION_TPR = 0.95
 # ------------------------------------------------------------------------------------- scores
 
 
-def sigmoid(logits: np.ndarray) -> np.ndarray:
-  return 0.5 * (1 + np.tanh(0.5 * np.asarray(logits, np.float64)))
-
-
 def open_set_scores(head_logits: np.ndarray, doc_thresholds=None) -> dict:
   """[K, N] head logits -> {score name: [N]}, higher = more like a known source."""
   z = np.asarray(head_logits, np.float64)
-  p = sigmoid(z)
-  top = z.max(axis=0)
-  scores = {'max_probability': p.max(axis=0), 'max_logit': top,
-            'energy': top + np.log(np.exp(z - top).sum(axis=0))}
+  p = special.expit(z)
+  scores = {'max_probability': p.max(axis=0), 'max_logit': z.max(axis=0),
+            'energy': special.logsumexp(z, axis=0)}
   if doc_thresholds is not None:
     scores['doc'] = (p - np.asarray(doc_thresholds, np.float64)[:, None]).max(axis=0)
   return scores
@@ -94,7 +90,7 @@ def doc_threshold(positive_probabilities: np.ndarray, alpha: float = DOC_ALPHA) 
 
 def calibrate(head_logits: np.ndarray, source_id: np.ndarray, head_ids) -> dict:
   """Validation logits of every image -> {'tpr95': [K], 'doc': [K]} per-head thresholds."""
-  p = sigmoid(head_logits)
+  p = special.expit(head_logits)
   fitted = {'tpr95': [], 'doc': []}
   for k, head_id in enumerate(head_ids):
     own = p[k, np.asarray(source_id) == head_id]
@@ -138,7 +134,7 @@ def evaluate_protocol(known_logits, known_source, unknown_logits, head_ids, fitt
     by_score[name] = {'auroc': metrics.roc_auc(known, values),
                       'oscr': metrics.oscr(known, correct, values),
                       'tnr_at_tpr95': metrics.tnr_at_tpr(known, values, 0.95)}
-  known_p = sigmoid(known_logits)
+  known_p = special.expit(known_logits)
   result = dict(by_score[score])
   result['closed_set_accuracy'] = closed_set_accuracy(known_p, known_source, head_ids,
                                                       verdicts.Thresholds())
@@ -155,7 +151,7 @@ def evaluate_protocol(known_logits, known_source, unknown_logits, head_ids, fitt
 
 def most_claiming_head(logits: np.ndarray, head_names, thresholds: verdicts.Thresholds) -> dict:
   """For an unknown source's images: the head that claims most of them, and the share."""
-  claimed = verdicts.claims(sigmoid(logits), thresholds)
+  claimed = verdicts.claims(special.expit(logits), thresholds)
   counts = claimed.sum(axis=1)
   k = int(np.argmax(counts))
   return {'head': head_names[k] if counts[k] else None,

@@ -50,15 +50,6 @@ RESUMABLE_CHANGES = ('data.data_dir', 'log_every_steps', 'checkpoint_every_steps
                      'eval.batch_size', 'evals', 'model.conv_impl', 'workdir')
 
 
-def _flatten(record, prefix=''):
-  if isinstance(record, dict):
-    items = {}
-    for key, value in record.items():
-      items.update(_flatten(value, f'{prefix}{key}.'))
-    return items or {prefix[:-1]: {}}
-  return {prefix[:-1]: record}
-
-
 def check_resume_config(workdir, config) -> None:
   """A resumed run must train as it started: refuses a changed training setting, naming it.
 
@@ -68,8 +59,8 @@ def check_resume_config(workdir, config) -> None:
   stored_file = pathlib.Path(workdir) / 'config.json'
   if not stored_file.is_file():
     return
-  stored = _flatten(upgrade_record(json.loads(stored_file.read_text())))
-  current = _flatten(json.loads(config.to_json_best_effort()))
+  stored = dict(chains.flat_items(upgrade_record(json.loads(stored_file.read_text()))))
+  current = dict(chains.flat_items(json.loads(config.to_json_best_effort())))
   allowed = lambda key: any(key == k or key.startswith(k + '.') for k in RESUMABLE_CHANGES)
   changed = sorted(k for k in set(stored) | set(current)
                    if not allowed(k) and stored.get(k, '<unset>') != current.get(k, '<unset>')

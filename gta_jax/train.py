@@ -143,16 +143,17 @@ def warm_start(family, config, state, optimizer):
                              optimizer.init(chosen['params']))
 
 
-def export(family, config, workdir: pathlib.Path, best: dict, step: int, tracker: dict) -> None:
-  """Writes the best weights as a model bundle (workdir/model) that attribute and later phases use."""
+def export(family, config, workdir: pathlib.Path, best: dict, step: int, tracker: dict):
+  """Writes the best weights as a model bundle (workdir/model) that attribute and later phases use
+  -> (its spec, its variables)."""
   spec = checkpoints.ModelSpec(
       input_kind=config.model.input, image_size=family.dataset.image_size,
       head_names=family.sources, source=str(workdir), arch=family.arch, task=config.task,
       trained_steps=int(step), best_epochs=tuple(int(e) + 1 for e in tracker['best_epoch']),
       thresholds=thresholds(config).to_json())
   dct = family.dataset.dct_stats if config.model.input == 'dct' else None
-  checkpoints.save_model_bundle(workdir / 'model', spec,
-                                family.bundle_variables(jax.tree.map(np.asarray, best)), dct)
+  variables = family.bundle_variables(jax.tree.map(np.asarray, best))
+  return checkpoints.save_model_bundle(workdir / 'model', spec, variables, dct), variables
 
 
 def evaluate(config, family, variables: dict, predictions_dir=None) -> dict:
@@ -171,14 +172,7 @@ def check_workdir(workdir: pathlib.Path) -> None:
   """Creates the workdir, or says why it cannot (before the dataset is opened or a step taken)."""
   if workdir.exists() and not workdir.is_dir():
     raise errors.ConfigError(f'workdir {workdir} exists and is not a folder.')
-  try:
-    workdir.mkdir(parents=True, exist_ok=True)
-    probe = workdir / '.writable'
-    probe.write_text('')
-    probe.unlink()
-  except OSError as e:
-    raise errors.ConfigError(f'workdir {workdir} is not writable ({e.strerror}); pass '
-                             '--config.workdir=... or --workdir=...') from None
+  errors.check_writable_folder(workdir, 'workdir')
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
@@ -291,9 +285,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     manager.wait_until_finished()
     writer.close()
 
-  export(family, config, workdir, best, step, tracker)
+  spec, variables = export(family, config, workdir, best, step, tracker)
   if config.model.family == 'heads':  # open-set thresholds from the validation split, in the bundle
-    spec, variables, _ = checkpoints.load_model_bundle(workdir / 'model')
     fitted = openset.fit(openset.HeadsRun(workdir, spec, variables, dataset,
                                           tuple(family.source_ids), config.eval.batch_size))
     log('open-set thresholds (tpr95, fitted on validation): '
