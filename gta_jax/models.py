@@ -52,7 +52,7 @@ def uses_gap(input_kind: str) -> bool:
 
 
 def batch_norm(name: str | None = None, momentum: float = BN_MOMENTUM) -> nn.BatchNorm:
-  return nn.BatchNorm(momentum=momentum, epsilon=BN_EPSILON, name=name)
+  return nn.BatchNorm(momentum=momentum, epsilon=BN_EPSILON, name=name, use_fast_variance=False)
 
 
 def dense(features: int, name: str | None = None) -> nn.Dense:
@@ -239,7 +239,7 @@ class _StackedBatchNorm(nn.Module):
     ra_var = self.variable('batch_stats', 'var', jnp.ones, shape)
     if train:
       mean = x.mean(axis=(0, 1, 2))
-      var = jnp.maximum(0.0, (x * x).mean(axis=(0, 1, 2)) - mean * mean)
+      var = jnp.square(x - mean).mean(axis=(0, 1, 2))
       if not self.is_initializing():
         m = self.momentum
         ra_mean.value = m * ra_mean.value + (1 - m) * mean.reshape(shape)
