@@ -36,6 +36,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # Sources left out of the training and validation splits (open set: a generator no run has
   # seen, not even as a negative); the test splits keep them.
   config.data.exclude_sources = ()
+  # grain worker processes that decode and augment (0: threads in the training process). On a GPU
+  # the augmented pipeline needs several to keep up (benchmarks/input_pipeline.py).
+  config.data.workers = 0
 
   config.model = ml_collections.ConfigDict()
   # Model family (gta_jax/families/): primary (phases I/II) | heads (III/IV, on a frozen primary)

@@ -19,6 +19,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from gta_jax import distributed
 from gta_jax import errors
 from gta_jax import spectral
 from gta_jax import verdicts
@@ -137,8 +138,10 @@ def save_model_bundle(directory, spec: ModelSpec, variables: dict,
   spec = dataclasses.replace(spec, primary_digest=tree_digest(variables['primary']))
   directory.mkdir(parents=True, exist_ok=True)
   host_variables = jax.tree.map(np.asarray, variables)
-  with ocp.StandardCheckpointer() as checkpointer:
+  with ocp.StandardCheckpointer() as checkpointer:  # every process takes part (Orbax's barriers)
     checkpointer.save(directory / 'variables', host_variables, force=True)
+  if not distributed.is_main_process():
+    return spec
   if dct_stats is not None:
     mean, std = dct_stats
     stats = spectral.DctStats(mean=mean, std=std, count=1)
@@ -154,6 +157,8 @@ def update_model_spec(directory, **changes) -> ModelSpec:
   spec = ModelSpec.from_json(json.loads(spec_file.read_text()), spec_file)
   spec = dataclasses.replace(spec, **changes)
   ModelSpec.from_json(spec.to_json(), spec_file)  # what is written must read back
+  if not distributed.is_main_process():
+    return spec
   staging = spec_file.with_name('.model.json.new')
   staging.write_text(json.dumps(spec.to_json(), indent=2) + '\n')
   staging.replace(spec_file)
@@ -249,7 +254,7 @@ def save_training(manager: ocp.CheckpointManager, step: int, tree, force: bool =
     manager.wait_until_finished()
     manager.delete(step)
   # Host copies: the next step donates (deletes) the device buffers an async save would read.
-  manager.save(step, args=ocp.args.StandardSave(jax.device_get(tree)), force=force)
+  manager.save(step, args=ocp.args.StandardSave(distributed.to_host(tree)), force=force)
 
 
 def restore_training(manager: ocp.CheckpointManager, like, warn=print):

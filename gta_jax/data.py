@@ -2,17 +2,18 @@
 
 `open_dataset` resolves everything a run needs to know about its data (the prepared TFDS builder,
 image size, source ids, DCT statistics); `Dataset.batches` yields host batches (numpy, see
-gta_jax/input_pipeline.py) with an augmentation mode and a seed; `to_device` is the one place
-where host batches become device arrays.
+gta_jax/input_pipeline.py) with an augmentation mode and a seed, each process its own rows of
+every global batch; `to_device` is the one place where host batches become (sharded) device
+arrays.
 """
 import dataclasses
 import pathlib
 from typing import Any, Iterator
 
-import jax
 import numpy as np
 
 from gta_jax import augment
+from gta_jax import distributed
 from gta_jax import errors
 from gta_jax import input_pipeline
 from gta_jax import spectral
@@ -30,6 +31,7 @@ class Dataset:
   augment_options: augment.Options = augment.Options()  # for every mode and split
   # Source ids left out of the training and validation splits (config.data.exclude_sources).
   excluded_ids: tuple[int, ...] = ()
+  workers: int = 0                # grain worker processes decoding and augmenting (0: in-process)
   _sources: dict = dataclasses.field(default_factory=dict, repr=False)
 
   def has_split(self, split: str) -> bool:
@@ -61,13 +63,17 @@ class Dataset:
 
   def batches(self, split: str, batch_size: int, *, mode: str = 'clean', seed: int, epoch: int = 0,
               shuffle: bool = False, drop_remainder: bool = False,
-              start_batch: int = 0) -> Iterator[dict]:
+              start_batch: int = 0, share: bool = True) -> Iterator[dict]:
     """Host batches of one pass over `split` (see input_pipeline.batches). Training passes
-    shuffle=True, drop_remainder=True; evaluation scores every image (padded + masked)."""
+    shuffle=True, drop_remainder=True; evaluation scores every image (padded + masked).
+
+    share: this process's rows of each global batch of `batch_size` (what `to_device` shards);
+    False: every row (host-side work one process does alone, e.g. DCT statistics)."""
+    rows = distributed.process_rows(batch_size) if share else None
     return input_pipeline.batches(self.source(split), batch_size, seed=seed, epoch=epoch, mode=mode,
                                   shuffle=shuffle, drop_remainder=drop_remainder,
-                                  start_batch=start_batch,
-                                  options=self.augment_options)
+                                  start_batch=start_batch, options=self.augment_options,
+                                  rows=rows, workers=self.workers)
 
   def source_id(self, name: str, key: str = 'config.sources') -> int:
     if name not in self.source_ids:
@@ -99,7 +105,8 @@ def open_dataset(data_config, input_kind: str) -> Dataset:
   dataset = Dataset(data_config.name, builder, 0, source_ids,
                     (np.zeros((), np.float32), np.ones((), np.float32)),
                     augment.Options(bool(data_config.release_blur_sigma),
-                                    bool(data_config.noise_variance)))
+                                    bool(data_config.noise_variance)),
+                    workers=int(data_config.get('workers', 0)))
   excluded = tuple(data_config.get('exclude_sources', ()))
   dataset.excluded_ids = tuple(dataset.source_id(name, 'config.data.exclude_sources')
                                 for name in excluded)
@@ -117,16 +124,18 @@ def dct_statistics(dataset: Dataset, batch_size: int = 256):
   cache = pathlib.Path(dataset.builder.data_dir) / 'dct_stats'
   if dataset.excluded_ids:  # statistics of the training images the run sees
     cache = cache.with_name('dct_stats_without_' + '_'.join(map(str, sorted(dataset.excluded_ids))))
-  if (cache / 'mean.npy').is_file():
-    return spectral.load_dct_stats(cache)
-  log(f'computing DCT statistics over the training split -> {cache}')
-  stats = spectral.DctStats()
-  for batch in dataset.batches('train', batch_size, seed=0):
-    stats.update(spectral.log_dct_numpy(batch['image'][batch['mask']]))
-  stats.save(cache)
-  return stats.mean, stats.std
+  if not (cache / 'mean.npy').is_file() and distributed.is_main_process():
+    log(f'computing DCT statistics over the training split -> {cache}')
+    stats = spectral.DctStats()
+    for batch in dataset.batches('train', batch_size, seed=0, share=False):
+      stats.update(spectral.log_dct_numpy(batch['image'][batch['mask']]))
+    stats.save(cache)
+  distributed.wait_for_all('dct_stats')  # the other processes read what process 0 wrote
+  return spectral.load_dct_stats(cache)
 
 
-def to_device(batch: dict) -> dict:
-  """Host batch -> device arrays: the one place data crosses to the accelerator."""
-  return jax.device_put(batch)
+def to_device(batch: dict, batch_axis: int = 0) -> dict:
+  """This process's rows of a host batch -> global device arrays split over the mesh's `data`
+  axis: the one place data crosses to the accelerators. Label views with the batch last
+  ([K, B] head targets) pass batch_axis=-1."""
+  return distributed.shard(batch, batch_axis)

@@ -24,7 +24,8 @@ def check_writable_folder(directory, what: str) -> None:
   root on read-only mounts): outputs are checked before any work, never found unwritable after."""
   import pathlib  # local: this module stays free of imports for the commands that catch its errors
   directory = pathlib.Path(directory)
-  probe = directory / '.gta_jax_writable'
+  import os
+  probe = directory / f'.gta_jax_writable-{os.getpid()}'  # processes of one run may share it
   try:
     directory.mkdir(parents=True, exist_ok=True)
   except OSError as e:

@@ -5,6 +5,7 @@ source_id [B] int32, mask [B] bool (False on padding of a final partial evaluati
 An example's augmentation draw depends only on (seed, epoch, position in the epoch), and the
 epoch's order only on (seed, epoch), so a run resumed mid-epoch sees exactly the same batches.
 """
+import functools
 import pathlib
 import sys
 
@@ -83,15 +84,36 @@ def _decode(record, seed: int, epoch: int, position: int, mode: str,
           'source_id': np.int32(record['source_id']), 'mask': np.bool_(True)}
 
 
-def _pad_batch(examples, batch_size: int):
-  """Stacks a batch; pads a short final batch with masked copies so shapes stay static."""
-  batch = {key: np.stack([e[key] for e in examples]) for key in examples[0]}
-  missing = batch_size - len(examples)
-  if missing:
-    for key, value in batch.items():
-      pad = np.repeat(value[-1:], missing, axis=0)
-      batch[key] = np.concatenate([value, np.zeros_like(pad) if key == 'mask' else pad])
-  return batch
+def _decode_at(position, record, *, seed: int, epoch: int, mode: str, options: augment.Options):
+  return _decode(record, seed, epoch, position, mode, options)
+
+
+class _BatchRows:
+  """Random access to rows [start, stop) of every global batch of one epoch of `examples`.
+
+  A position past the end (the final partial batch of an evaluation pass) is a masked copy of the
+  last example, so shapes stay static and every image is scored once. A plain class, not a lambda:
+  worker processes receive the pipeline pickled.
+  """
+
+  def __init__(self, examples, batch_size: int, rows: tuple[int, int], num_batches: int):
+    self._examples, self._batch_size, self._rows = examples, batch_size, rows
+    self._length = num_batches * (rows[1] - rows[0])
+
+  def __len__(self):
+    return self._length
+
+  def __getitem__(self, index):
+    start, stop = self._rows
+    batch, row = divmod(index, stop - start)
+    position = batch * self._batch_size + start + row
+    if position < len(self._examples):
+      return self._examples[position]
+    return dict(self._examples[len(self._examples) - 1], mask=np.bool_(False))
+
+
+def _stack(examples):
+  return {key: np.stack([e[key] for e in examples]) for key in examples[0]}
 
 
 def num_batches(source, batch_size: int, drop_remainder: bool) -> int:
@@ -100,19 +122,31 @@ def num_batches(source, batch_size: int, drop_remainder: bool) -> int:
 
 def batches(source, batch_size: int, *, seed: int, epoch: int = 0, mode: str = 'clean',
             shuffle: bool = True, drop_remainder: bool = True, start_batch: int = 0,
-            options: augment.Options = augment.Options(), num_threads: int = 2):
-  """Iterates numpy batches of one epoch of `source`, from batch `start_batch` on."""
-  dataset = grain.MapDataset.source(source)
+            options: augment.Options = augment.Options(), num_threads: int = 2,
+            rows: tuple[int, int] | None = None, workers: int = 0):
+  """Iterates numpy batches of one epoch of `source`, from batch `start_batch` on.
+
+  rows: the rows [start, stop) of each global batch of `batch_size` that this process reads
+  (gta_jax/distributed.py; default all): the global order and each image's augmentation draw are
+  those of a single process. workers > 0: decoding and augmentation run in that many grain worker
+  processes (order unchanged).
+  """
+  rows = rows or (0, batch_size)
+  examples = grain.MapDataset.source(source)
   if shuffle:
-    dataset = dataset.shuffle(seed=int(np.random.default_rng([seed, epoch]).integers(2**31)))
-  dataset = dataset.map_with_index(
-      lambda position, record: _decode(record, seed, epoch, position, mode, options))
-  dataset = dataset.batch(batch_size, drop_remainder=drop_remainder,
-                          batch_fn=lambda examples: _pad_batch(examples, batch_size))
+    examples = examples.shuffle(seed=int(np.random.default_rng([seed, epoch]).integers(2**31)))
+  examples = examples.map_with_index(
+      functools.partial(_decode_at, seed=seed, epoch=epoch, mode=mode, options=options))
+  dataset = grain.MapDataset.source(
+      _BatchRows(examples, batch_size, rows, num_batches(source, batch_size, drop_remainder)))
+  dataset = dataset.batch(rows[1] - rows[0], batch_fn=_stack)
   if start_batch:
     dataset = dataset[start_batch:]
-  return iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
-                                                        prefetch_buffer_size=4)))
+  dataset = dataset.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
+                                                      prefetch_buffer_size=4))
+  if workers:
+    dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+  return iter(dataset)
 
 
 def head_targets(source_id: np.ndarray, target_ids) -> np.ndarray:

@@ -46,6 +46,7 @@ from scipy import special
 
 from gta_jax import checkpoints
 from gta_jax import data
+from gta_jax import distributed
 from gta_jax import errors
 from gta_jax import metrics
 from gta_jax import models
@@ -221,14 +222,15 @@ class HeadsRun:
   def outputs(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """-> (head logits [K, N], pooled features [N, D], source ids [N]) over every image of a
     split (clean)."""
-    constants = {'dct_mean': jnp.asarray(self.dataset.dct_stats[0]),
-                 'dct_std': jnp.asarray(self.dataset.dct_stats[1])}
-    variables = jax.tree.map(jnp.asarray, self.variables)
+    constants = distributed.replicate({'dct_mean': self.dataset.dct_stats[0],
+                                       'dct_std': self.dataset.dct_stats[1]})
+    variables = distributed.replicate(self.variables)
     logits, features, sources = [], [], []
     for batch in self.dataset.batches(split, self.batch_size, seed=0):
-      z, f = jax.device_get(_head_outputs(variables, constants, data.to_device(batch['image']),
-                                          input_kind=self.spec.input_kind,
-                                          num_heads=len(self.spec.head_names)))
+      z, f = distributed.to_host(_head_outputs(variables, constants, data.to_device(batch['image']),
+                                               input_kind=self.spec.input_kind,
+                                               num_heads=len(self.spec.head_names)))
+      batch = distributed.gather_rows(batch)
       logits.append(np.asarray(z)[:, batch['mask']])
       features.append(np.asarray(f)[batch['mask']])
       sources.append(batch['source_id'][batch['mask']])

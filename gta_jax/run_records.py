@@ -46,7 +46,7 @@ def load_run_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
 
 # Fields a resumed run may change: where the data lives, how often it logs and saves, how it
 # evaluates, and how convolutions are lowered (same function, other speed).
-RESUMABLE_CHANGES = ('data.data_dir', 'log_every_steps', 'checkpoint_every_steps',
+RESUMABLE_CHANGES = ('data.data_dir', 'data.workers', 'log_every_steps', 'checkpoint_every_steps',
                      'eval.batch_size', 'evals', 'model.conv_impl', 'workdir')
 
 

@@ -20,6 +20,7 @@ from gta_jax import chains
 from gta_jax import checkpoints
 from gta_jax import convolution
 from gta_jax import data
+from gta_jax import distributed
 from gta_jax import errors
 from gta_jax import evaluators
 from gta_jax import families
@@ -55,6 +56,8 @@ def check_config(config) -> None:
               'log_every_steps', 'checkpoint_every_steps'):
     require(isinstance(value_of(key), int) and value_of(key) >= 1, key,
             'must be a whole number >= 1')
+  require(isinstance(config.data.workers, int) and config.data.workers >= 0, 'data.workers',
+          'must be a whole number >= 0')
   require(np.isfinite(config.optim.learning_rate) and config.optim.learning_rate > 0,
           'optim.learning_rate', 'must be a positive number')
   require(np.isfinite(config.model.bn_momentum) and 0 <= config.model.bn_momentum < 1,
@@ -106,7 +109,7 @@ def update_early_stopping(tracker: dict, best: dict, state, val_loss, epoch: int
 
 def host_variables(state) -> dict:
   """A host copy of the trained variables: survives the donation of `state` to the next step."""
-  return jax.device_get({'params': state.params, 'batch_stats': state.batch_stats})
+  return distributed.to_host({'params': state.params, 'batch_stats': state.batch_stats})
 
 
 def validation_loss(loss_step, family, variables, constants, dataset, batch_size: int,
@@ -117,9 +120,10 @@ def validation_loss(loss_step, family, variables, constants, dataset, batch_size
   total, count = np.zeros(family.num_outputs), 0
   for batch in dataset.batches('validation', batch_size, mode=mode,
                                seed=input_pipeline.VALIDATION_SEED):
-    images = int(batch['mask'].sum())
-    loss = loss_step(variables, constants, data.to_device(batch), family.targets(batch))
-    total += np.asarray(jax.device_get(loss), np.float64) * images
+    loss = loss_step(variables, constants, data.to_device(batch),
+                     data.to_device(family.targets(batch), batch_axis=-1))
+    images = int(distributed.gather_rows(batch['mask']).sum())
+    total += np.asarray(distributed.to_host(loss), np.float64) * images
     count += images
   return total / max(count, 1)
 
@@ -159,8 +163,8 @@ def export(family, config, workdir: pathlib.Path, best: dict, step: int, tracker
 def evaluate(config, family, variables: dict, predictions_dir=None) -> dict:
   """Every evaluator of config.evals on `variables` (what the family trains) -> nested metrics."""
   predict_step = family.make_predict_step()
-  constants = jax.device_put(family.constants())
-  variables = jax.tree.map(jnp.asarray, variables)
+  constants = distributed.replicate(family.constants())
+  variables = distributed.replicate(variables)
   built = evaluators.build(
       config.evals, lambda images: predict_step(variables, constants, images), family.dataset,
       outputs=family.outputs(), thresholds=thresholds(config), batch_size=config.eval.batch_size,
@@ -185,6 +189,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     log(f'{workdir} has finished already; nothing to do (delete it to retrain).')
     return json.loads(results_file.read_text())
   check_config(config)
+  distributed.check_batch_size(config.optim.batch_size, 'optim.batch_size')
+  distributed.check_batch_size(config.eval.batch_size, 'eval.batch_size')
   check_workdir(workdir)
   manager = checkpoints.training_manager(workdir / 'checkpoints')
   resuming = manager.latest_step() is not None
@@ -195,12 +201,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   dataset, family = setup(config, workdir if resuming else None)
 
   def write_records():
+    if not distributed.is_main_process():
+      return
     (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2) + '\n')
     for name, record in family.records.items():
       (workdir / name).write_text(json.dumps(record, indent=2) + '\n')
 
   optimizer = make_optimizer(config)
-  state = family.init_state(jax.random.key(config.seed), optimizer)
+  state = distributed.replicate(family.init_state(jax.random.key(config.seed), optimizer))
   best = host_variables(state)
   tracker = initial_tracker(family.num_outputs)
   if resuming:
@@ -208,12 +216,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
         manager, {'state': state, 'best': best, 'tracker': tracker}, warn=log)
     state, best = restored['state'], restored['best']
     tracker = jax.tree.map(np.asarray, restored['tracker'])
-    log(f'resumed {workdir} at step {int(state.step)}, {int(tracker["epoch"])} epoch(s) validated')
+    log(f'resumed {workdir} at step {int(distributed.to_host(state.step))}, {int(tracker["epoch"])} epoch(s) validated')
   elif config.init.from_run and config.phase in (2, 4):
-    state = warm_start(family, config, state, optimizer)
+    state = distributed.replicate(warm_start(family, config, state, optimizer))
     best = host_variables(state)
   else:
     log('initialised from scratch')
+  log(f'{distributed.num_devices()} device(s), {jax.process_count()} process(es): batches of '
+      f'{config.optim.batch_size} split along the mesh\'s data axis')
 
   batch_size = config.optim.batch_size
   steps_per_epoch = dataset.steps_per_epoch(batch_size)
@@ -221,12 +231,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     raise errors.ConfigError(f'config.optim.batch_size={batch_size} exceeds the training split '
                      f'({dataset.size("train")} images).')
   # Lines logged after the checkpoint we resume from are logged again; drop the earlier copies.
-  writer = MetricWriter(workdir, resume_step=int(state.step),
+  writer = MetricWriter(workdir, resume_step=int(distributed.to_host(state.step)),
                         validated_epochs=int(tracker['epoch']))
   train_step = family.make_train_step(optimizer)
   loss_step = family.make_loss_step()
-  constants = jax.device_put(family.constants())
-  step = int(state.step)
+  constants = distributed.replicate(family.constants())
+  step = int(distributed.to_host(state.step))
   started, start_step = time.time(), step
   total_steps = steps_per_epoch * config.optim.max_epochs
 
@@ -251,11 +261,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
                                    seed=config.seed, epoch=epoch, shuffle=True,
                                    drop_remainder=True,
                                    start_batch=step - epoch * steps_per_epoch):
-        state, step_metrics = train_step(state, constants, data.to_device(batch),
-                                         family.targets(batch), jnp.asarray(tracker['active']))
+        state, step_metrics = train_step(
+            state, constants, data.to_device(batch),
+            data.to_device(family.targets(batch), batch_axis=-1),
+            distributed.replicate(np.asarray(tracker['active'])))
         step += 1
         if step % config.log_every_steps == 0:
-          host = jax.device_get(step_metrics)
+          host = distributed.to_host(step_metrics)
           if not np.all(np.isfinite(host['loss'])):
             raise errors.TrainingDiverged(f'loss became {host["loss"]} at step {step}; stopping. '
                                      'Lower config.optim.learning_rate or check the inputs.')
@@ -292,7 +304,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     log('open-set thresholds (tpr95, fitted on validation): '
         + ' '.join(f'{n}={t:.3f}' for n, t in zip(family.sources, fitted['tpr95'])))
   results = evaluate(config, family, best, workdir / 'results' / 'predictions')
-  results_file.parent.mkdir(parents=True, exist_ok=True)
-  results_file.write_text(json.dumps(results, indent=2) + '\n')
-  log(f'wrote {results_file}')
+  if distributed.is_main_process():
+    results_file.parent.mkdir(parents=True, exist_ok=True)
+    results_file.write_text(json.dumps(results, indent=2) + '\n')
+    log(f'wrote {results_file}')
   return results

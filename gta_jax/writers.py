@@ -7,7 +7,18 @@ import time
 import numpy as np
 
 
+_silent = False
+
+
+def silence() -> None:
+  """Processes other than 0 of a multi-process run print nothing (gta_jax/distributed.py)."""
+  global _silent
+  _silent = True
+
+
 def log(message: str) -> None:
+  if _silent:
+    return
   print(f'[gta_jax {time.strftime("%H:%M:%S")}] {message}', flush=True)
 
 
@@ -22,6 +33,9 @@ class MetricWriter:
   def __init__(self, workdir: pathlib.Path, resume_step: int = 0, validated_epochs: int = 0):
     """resume_step, validated_epochs: where a resumed run starts again; metrics.jsonl keeps only
     the lines before it, so that the lines logged again are not there twice."""
+    self._enabled = not _silent  # process 0 of a multi-process run writes
+    if not self._enabled:
+      return
     from tensorboardX import SummaryWriter
     self._tb = SummaryWriter(str(workdir / 'tensorboard'))
     path = workdir / 'metrics.jsonl'
@@ -33,6 +47,8 @@ class MetricWriter:
     self._lines = open(path, 'a')
 
   def scalars(self, step: int, values: dict) -> None:
+    if not self._enabled:
+      return
     values = {k: float(v) for k, v in values.items()}
     for key, value in values.items():
       self._tb.add_scalar(key, value, step)
@@ -40,5 +56,7 @@ class MetricWriter:
     self._lines.flush()
 
   def close(self) -> None:
+    if not self._enabled:
+      return
     self._tb.close()
     self._lines.close()

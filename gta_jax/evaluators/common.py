@@ -1,8 +1,8 @@
 """What evaluators share: scoring every image of a split, and metric names <-> nested results."""
-import jax
 import numpy as np
 
 from gta_jax import data
+from gta_jax import distributed
 from gta_jax import errors
 from gta_jax import input_pipeline
 
@@ -16,7 +16,8 @@ def score_split(predict_fn, dataset: data.Dataset, split: str, *, mode: str, see
   """
   out = {'p_fake': [], 'p_heads': [], 'label': [], 'source_id': []}
   for batch in dataset.batches(split, batch_size, mode=mode, seed=seed):
-    p_fake, p_heads = jax.device_get(predict_fn(data.to_device(batch['image'])))
+    p_fake, p_heads = distributed.to_host(predict_fn(data.to_device(batch['image'])))
+    batch = distributed.gather_rows(batch)  # every process scores the whole split
     keep = batch['mask']
     out['p_fake'].append(p_fake[keep])
     out['p_heads'].append(p_heads[:, keep])

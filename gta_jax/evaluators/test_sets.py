@@ -6,6 +6,7 @@ import pathlib
 
 import numpy as np
 
+from gta_jax import distributed
 from gta_jax import metrics
 from gta_jax import verdicts
 from gta_jax.evaluators import common
@@ -32,7 +33,7 @@ class TestSets:
   def run(self):
     for mode in self.modes:
       scores = self._scores(self.split, mode)
-      if self.predictions_dir:  # raw scores, for curves and re-analysis
+      if self.predictions_dir and distributed.is_main_process():  # raw scores, for curves and re-analysis
         self.predictions_dir.mkdir(parents=True, exist_ok=True)
         np.savez(self.predictions_dir / f'{mode}.npz', **scores)
       result = metrics.summarize(scores, self.outputs, self.thresholds)

@@ -1,0 +1,114 @@
+"""What tests/test_distributed.py runs in a process of its own, where XLA_FLAGS can give the CPU
+several devices (the flag must be set before JAX starts).
+
+python tests/sharded_checks.py steps DATA_DIR OUT.json
+  One training step of the primary and of two stacked heads, and the scores of the validation
+  split, on a mesh of 1 device and of every device -> their losses, gradients, BatchNorm
+  statistics and scores (numpy .npz beside OUT.json, summary in OUT.json).
+python tests/sharded_checks.py run DATA_DIR WORKDIR
+  The phase-I smoke run of tests/test_distributed.py on 1 device and on every device.
+"""
+import json
+import pathlib
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+from gta_jax import checkpoints, data, distributed, errors, train  # noqa: E402
+from gta_jax.evaluators import common  # noqa: E402
+
+
+def smoke_config(name: str, data_dir: str, **overrides):
+  """A phase's :smoke config on the smoke data, scoring only clean test images."""
+  import importlib
+  config = importlib.import_module(f'configs.{name}').get_config('smoke')
+  with config.unlocked():
+    config.data.data_dir = data_dir
+    config.evals.test.modes = ('clean',)
+    config.log_every_steps = 1
+    for key, value in overrides.items():
+      *parents, leaf = key.split('.')
+      node = config
+      for part in parents:
+        node = node[part]
+      node[leaf] = value
+  return config
+
+
+def gradient_keeper() -> optax.GradientTransformation:
+  """An 'optimizer' that leaves the parameters alone and keeps the step's gradients in its state:
+  the real train step then hands back exactly the gradients it computed."""
+  return optax.GradientTransformation(
+      lambda params: {'grads': jax.tree.map(jnp.zeros_like, params)},
+      lambda grads, state, params=None: (jax.tree.map(jnp.zeros_like, grads), {'grads': grads}))
+
+
+def one_step(family, batch, devices):
+  """-> host {'loss', 'grads', 'batch_stats'} of one train step, and the validation scores."""
+  optimizer = gradient_keeper()
+  with distributed.using_devices(devices):
+    state = distributed.replicate(family.init_state(jax.random.key(0), optimizer))
+    constants = distributed.replicate(family.constants())
+    step = family.make_train_step(optimizer)
+    active = distributed.replicate(np.ones(family.num_outputs, bool))
+    state, metrics = step(state, constants, data.to_device(batch),
+                          data.to_device(family.targets(batch), batch_axis=-1), active)
+    result = distributed.to_host({'loss': metrics['loss'], 'grads': state.opt_state['grads'],
+                                  'batch_stats': state.batch_stats})
+    predict = family.make_predict_step()
+    variables = distributed.replicate(jax.device_get(
+        {'params': state.params, 'batch_stats': state.batch_stats}))
+    scores = common.score_split(lambda images: predict(variables, constants, images),
+                                family.dataset, 'validation', mode='clean', seed=0, batch_size=32)
+  return result, scores
+
+
+def steps(data_dir: str, out: str) -> None:
+  out = pathlib.Path(out)
+  everything = jax.devices()
+  arrays, summary = {}, {'devices': len(everything)}
+  primary_config = smoke_config('phase1_synthetic', data_dir)
+  dataset, primary_family = train.setup(primary_config)
+  # A primary bundle for the heads (random weights: what matters is that both meshes agree).
+  bundle = out.parent / 'primary_bundle'
+  variables = primary_family.init_variables(jax.random.key(1))
+  checkpoints.save_model_bundle(bundle, checkpoints.ModelSpec('pixel', dataset.image_size),
+                                {'primary': jax.device_get(variables)})
+  heads_config = smoke_config('phase3_synthetic', data_dir, sources=('tconv', 'bilinear'),
+                              **{'init.primary': str(bundle)})
+  _, heads_family = train.setup(heads_config)
+  batch = next(dataset.batches('train', 16, seed=1, shuffle=True, drop_remainder=True))
+  for name, family in (('primary', primary_family), ('heads', heads_family)):
+    for count, devices in (('1', everything[:1]), ('all', everything)):
+      result, scores = one_step(family, batch, devices)
+      flat = {f'{name}/{count}/{jax.tree_util.keystr(path)}': np.asarray(leaf) for path, leaf in
+              jax.tree_util.tree_flatten_with_path(result)[0]}
+      flat |= {f'{name}/{count}/scores/{key}': value for key, value in scores.items()}
+      arrays |= flat
+  try:
+    with distributed.using_devices(everything):
+      distributed.check_batch_size(len(everything) * 4 + 2, 'optim.batch_size')
+  except errors.ConfigError as e:
+    summary['indivisible_error'] = str(e)
+  np.savez(out.with_suffix('.npz'), **arrays)
+  out.write_text(json.dumps(summary))
+
+
+def run(data_dir: str, workdir: str) -> None:
+  """The smoke run on a mesh of 1 device (WORKDIR/one) and of every device (WORKDIR/all), in one
+  process: XLA's CPU threading depends on the device count the process was given, so a 1-device
+  run of another process differs by rounding as much as the 4-device run does."""
+  for name, devices in (('one', jax.devices()[:1]), ('all', jax.devices())):
+    with distributed.using_devices(devices):
+      train.train_and_evaluate(smoke_config('phase1_synthetic', data_dir),
+                               pathlib.Path(workdir) / name)
+
+
+if __name__ == '__main__':
+  {'steps': steps, 'run': run}[sys.argv[1]](*sys.argv[2:])

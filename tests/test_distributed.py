@@ -1,0 +1,176 @@
+"""Data parallelism: 4 CPU devices (XLA_FLAGS) and 2 processes (jax.distributed over gloo) against
+1 device.
+
+What "equal" means here. One step: the loss, every gradient, the BatchNorm statistics and every
+score agree to float32 rounding (the global batch's sums are added in another order). A run: its
+first epoch's training losses agree within 1e-5; later, float32 rounding grows step by step
+(Adam divides near-zero gradients by their own size, and the biases before BatchNorm have
+gradients that are zero but for rounding), so the validation losses at the end agree within 1e-3,
+the size of the change that reordering the images of each batch on one device makes
+(BENCHMARKS.md, "Data parallelism").
+"""
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from gta_jax import distributed, errors, input_pipeline, train
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / 'tests'))
+import sharded_checks  # noqa: E402
+
+FIRST_EPOCH_RTOL = 1e-5
+END_OF_RUN_RTOL = 1e-3
+
+
+def _environment(devices: int = 1) -> dict:
+  env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS='cpu')
+  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+  return env
+
+
+def _losses(workdir) -> dict:
+  """metrics.jsonl -> {(step, key): value} of every loss logged."""
+  records = [json.loads(line) for line in
+             (pathlib.Path(workdir) / 'metrics.jsonl').read_text().splitlines()]
+  return {(r['step'], k): v for r in records for k, v in r.items() if 'loss' in k}
+
+
+def _assert_same_run(got_dir, reference_dir, steps_per_epoch: int):
+  got, want = _losses(got_dir), _losses(reference_dir)
+  assert got.keys() == want.keys()
+  for (step, key), value in want.items():
+    rtol = FIRST_EPOCH_RTOL if step <= steps_per_epoch and key.startswith('train') else (
+        END_OF_RUN_RTOL)
+    np.testing.assert_allclose(got[step, key], value, rtol=rtol, err_msg=f'{key} at step {step}')
+  got_results = json.loads((pathlib.Path(got_dir) / 'results' / 'metrics.json').read_text())
+  want_results = json.loads((pathlib.Path(reference_dir) / 'results' / 'metrics.json').read_text())
+  # Every image scored once on every device count; a score may cross 0.5 by rounding: 1 image.
+  got, want = got_results['clean']['detection'], want_results['clean']['detection']
+  assert got['count'] == want['count'] == 120
+  assert abs(got['accuracy'] - want['accuracy']) <= 1 / want['count'] + 1e-9
+  np.testing.assert_allclose(got['roc_auc'], want['roc_auc'], atol=0.02)
+
+
+@pytest.fixture(scope='module')
+def reference_run(smoke_data_dir, tmp_path_factory):
+  """The smoke run on this process's one CPU device."""
+  workdir = tmp_path_factory.mktemp('one_device') / 'run'
+  train.train_and_evaluate(sharded_checks.smoke_config('phase1_synthetic', smoke_data_dir),
+                           workdir)
+  return workdir
+
+
+def test_one_step_and_scores_on_4_devices_equal_1_device(smoke_data_dir, tmp_path):
+  out = tmp_path / 'steps.json'
+  subprocess.run([sys.executable, str(ROOT / 'tests' / 'sharded_checks.py'), 'steps',
+                  smoke_data_dir, str(out)], env=_environment(4), check=True, timeout=600)
+  summary = json.loads(out.read_text())
+  assert summary['devices'] == 4
+  assert summary['indivisible_error'] == ('config.optim.batch_size=18 does not divide by the 4 '
+                                          'devices; use a multiple of 4.')
+  arrays = np.load(out.with_suffix('.npz'))
+  compared = set()
+  for key in arrays.files:
+    family, count, leaf = key.split('/', 2)
+    if count != '1':
+      continue
+    one, four = arrays[key], arrays[f'{family}/all/{leaf}']
+    assert one.shape == four.shape, key
+    if 'grads' in leaf:  # relative to the family's largest gradient: a bias before BatchNorm
+      scale = max(np.abs(arrays[k]).max() for k in arrays.files  # has only rounding noise
+                  if k.startswith(f'{family}/1/') and 'grads' in k)
+      np.testing.assert_allclose(four, one, rtol=1e-4, atol=1e-5 * scale, err_msg=key)
+    elif leaf.startswith('scores/') and leaf.split('/')[1] in ('label', 'source_id'):
+      np.testing.assert_array_equal(four, one, err_msg=key)
+    else:
+      np.testing.assert_allclose(four, one, rtol=1e-5, atol=1e-6, err_msg=key)
+    compared.add((family, leaf.split("'")[1] if leaf.startswith('[') else leaf.split('/')[0]))
+  assert {('primary', 'grads'), ('heads', 'grads'), ('heads', 'batch_stats'), ('heads', 'loss'),
+          ('primary', 'scores')} <= compared
+  # every validation image scored once, padding dropped
+  assert arrays['heads/all/scores/p_heads'].shape == (2, 80)
+
+
+def test_smoke_run_on_4_devices_matches_1_device(smoke_data_dir, tmp_path):
+  subprocess.run([sys.executable, str(ROOT / 'tests' / 'sharded_checks.py'), 'run',
+                  smoke_data_dir, str(tmp_path)], env=_environment(4), check=True, timeout=600)
+  _assert_same_run(tmp_path / 'all', tmp_path / 'one', steps_per_epoch=240 // 16)
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def _launch_processes(smoke_data_dir, workdir, num_processes: int):
+  port = _free_port()
+  command = [sys.executable, str(ROOT / 'launch.py'),
+             '--config=' + str(ROOT / 'configs' / 'phase1_synthetic.py') + ':smoke',
+             f'--config.data.data_dir={smoke_data_dir}', "--config.evals.test.modes=('clean',)",
+             '--config.log_every_steps=1', f'--workdir={workdir}',
+             f'--coordinator_address=127.0.0.1:{port}', f'--num_processes={num_processes}']
+  logs = [open(pathlib.Path(workdir).parent / f'process_{i}.log', 'a')
+          for i in range(num_processes)]
+  return [subprocess.Popen(command + [f'--process_id={i}'], env=_environment(1), stdout=log,
+                           stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+          for i, log in enumerate(logs)]
+
+
+def test_two_processes_killed_and_resumed_match_one_process(smoke_data_dir, reference_run,
+                                                            tmp_path):
+  """Two local processes (one CPU device each, the global batch split between them) are killed
+  once their first checkpoint exists, started again, and end as one process does."""
+  workdir = tmp_path / 'run'
+  processes = _launch_processes(smoke_data_dir, workdir, 2)
+  deadline = time.time() + 300
+  def saved():  # a finished Orbax save: the folder renamed to the bare step number
+    folder = workdir / 'checkpoints'
+    return folder.is_dir() and any(p.name.isdigit() for p in folder.iterdir())
+
+  while not saved() and time.time() < deadline:
+    assert all(p.poll() is None for p in processes), (tmp_path / 'process_0.log').read_text()
+    time.sleep(0.2)
+  for p in processes:
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+  assert not (workdir / 'results').exists()  # stopped before the end
+  processes = _launch_processes(smoke_data_dir, workdir, 2)
+  for p in processes:
+    assert p.wait(timeout=300) == 0, (tmp_path / 'process_0.log').read_text()
+  log0 = (tmp_path / 'process_0.log').read_text()
+  assert 'resumed' in log0 and '2 process(es)' in log0
+  assert (tmp_path / 'process_1.log').read_text().count('[gta_jax') == 0  # only process 0 logs
+  _assert_same_run(workdir, reference_run, steps_per_epoch=240 // 16)
+
+
+def test_process_rows_read_the_global_order_of_one_process(smoke_data_dir):
+  builder = input_pipeline.load_builder(input_pipeline.BUILTIN, 'smoke', smoke_data_dir)
+  for split, kwargs in (('train', dict(mode='multi', shuffle=True, drop_remainder=True)),
+                        ('validation', dict(shuffle=False, drop_remainder=False))):
+    source = input_pipeline.data_source(builder, split)
+    whole = list(input_pipeline.batches(source, 32, seed=5, epoch=1, **kwargs))
+    halves = [list(input_pipeline.batches(source, 32, seed=5, epoch=1, rows=rows, **kwargs))
+              for rows in ((0, 16), (16, 32))]
+    assert len(whole) == len(halves[0]) == len(halves[1])
+    for full, first, second in zip(whole, *halves):
+      for key in full:
+        np.testing.assert_array_equal(np.concatenate([first[key], second[key]]), full[key])
+    assert sum(int(b['mask'].sum()) for b in whole) == (
+        len(source) if split == 'validation' else len(source) // 32 * 32)
+
+
+def test_launch_flags_go_together():
+  with pytest.raises(errors.ConfigError, match='go together'):
+    distributed.initialize('127.0.0.1:1234', None, 0)
+  with pytest.raises(errors.ConfigError, match='process_id=2'):
+    distributed.initialize('127.0.0.1:1234', 2, 2)
