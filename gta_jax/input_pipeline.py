@@ -10,6 +10,7 @@ import pathlib
 import sys
 
 import grain
+from absl import flags
 import numpy as np
 
 from gta_jax import augment
@@ -122,15 +123,19 @@ def num_batches(source, batch_size: int, drop_remainder: bool) -> int:
 
 def batches(source, batch_size: int, *, seed: int, epoch: int = 0, mode: str = 'clean',
             shuffle: bool = True, drop_remainder: bool = True, start_batch: int = 0,
-            options: augment.Options = augment.Options(), num_threads: int = 2,
+            options: augment.Options = augment.Options(), num_threads: int | None = None,
             rows: tuple[int, int] | None = None, workers: int = 0):
   """Iterates numpy batches of one epoch of `source`, from batch `start_batch` on.
 
   rows: the rows [start, stop) of each global batch of `batch_size` that this process reads
   (gta_jax/distributed.py; default all): the global order and each image's augmentation draw are
   those of a single process. workers > 0: decoding and augmentation run in that many grain worker
-  processes (order unchanged).
+  processes (order unchanged). num_threads: grain read threads per process; default 2 in the
+  training process, 1 in each worker (measured: workers then scale at 0.96 of linear, at 2 each
+  at 0.78 for the same total; benchmarks/input_pipeline.py).
   """
+  if num_threads is None:
+    num_threads = 1 if workers else 2
   rows = rows or (0, batch_size)
   examples = grain.MapDataset.source(source)
   if shuffle:
@@ -145,6 +150,8 @@ def batches(source, batch_size: int, *, seed: int, epoch: int = 0, mode: str = '
   dataset = dataset.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
                                                       prefetch_buffer_size=4))
   if workers:
+    if not flags.FLAGS.is_parsed():  # grain's workers read its absl flags: outside an absl app
+      flags.FLAGS.mark_as_parsed()   # (tests, notebooks) they keep their defaults
     dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
   return iter(dataset)
 

