@@ -217,6 +217,7 @@ class HeadsRun:
       config.data.data_dir = data_dir
     dataset = data.open_dataset(config.data, spec.input_kind)
     head_ids = tuple(dataset.source_id(name) for name in spec.head_names)
+    distributed.check_batch_size(config.eval.batch_size, 'eval.batch_size')
     return cls(workdir, spec, variables, dataset, head_ids, config.eval.batch_size)
 
   def outputs(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

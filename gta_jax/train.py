@@ -162,6 +162,7 @@ def export(family, config, workdir: pathlib.Path, best: dict, step: int, tracker
 
 def evaluate(config, family, variables: dict, predictions_dir=None) -> dict:
   """Every evaluator of config.evals on `variables` (what the family trains) -> nested metrics."""
+  distributed.check_batch_size(config.eval.batch_size, 'eval.batch_size')
   predict_step = family.make_predict_step()
   constants = distributed.replicate(family.constants())
   variables = distributed.replicate(variables)
