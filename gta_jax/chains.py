@@ -4,6 +4,7 @@ import importlib.util
 import pathlib
 
 import ml_collections
+from ml_collections.config_flags import config_path
 from PIL import Image
 
 from gta_jax import data
@@ -73,11 +74,7 @@ def run_chain(config, workdir: pathlib.Path, train_and_evaluate) -> dict:
     phase = load_config_file(str(ROOT / path), arg)
     with phase.unlocked():
       for key in FORWARDED:
-        *parents, leaf = key.split('.')
-        source, target = config, phase
-        for parent in parents:
-          source, target = source[parent], target[parent]
-        target[leaf] = source[leaf]
+        config_path.set_value(key, phase, config_path.get_value(key, config))
       for field in ('from_run', 'primary'):
         value = phase.init[field]
         if value.startswith('runs/'):

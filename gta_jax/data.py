@@ -143,12 +143,12 @@ def to_device(batch: dict, batch_axis: int = 0) -> dict:
 
 
 def prefetch_to_device(batches: Iterator[dict], label_view, size: int = 2):
-  """Host batches -> (host batch, device batch, device labels `label_view(batch)` [.., B]), `size`
-  batches ahead: their copies to the devices overlap the step running there (JAX dispatches
+  """Host batches -> (device batch, device labels `label_view(batch)` [.., B]), `size` batches
+  ahead: their copies to the devices overlap the step running there (JAX dispatches
   asynchronously), so a GPU does not wait for its next batch."""
   queue = collections.deque()
   for batch in batches:
-    queue.append((batch, to_device(batch), to_device(label_view(batch), batch_axis=-1)))
+    queue.append((to_device(batch), to_device(label_view(batch), batch_axis=-1)))
     if len(queue) > size:
       yield queue.popleft()
   while queue:

@@ -131,7 +131,7 @@ def batches(source, batch_size: int, *, seed: int, epoch: int = 0, mode: str = '
   (gta_jax/distributed.py; default all): the global order and each image's augmentation draw are
   those of a single process. workers > 0: decoding and augmentation run in that many grain worker
   processes (order unchanged). num_threads: grain read threads per process; default 2 in the
-  training process, 1 in each worker (measured: workers then scale at 0.96 of linear, at 2 each
+  training process, 1 in each worker (measured: workers then scale at 0.97 of linear, at 2 each
   at 0.78 for the same total; benchmarks/input_pipeline.py).
   """
   if num_threads is None:

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from ml_collections.config_flags import config_path
 
 from gta_jax import augment
 from gta_jax import chains
@@ -43,10 +44,7 @@ def thresholds(config) -> verdicts.Thresholds:
 def check_config(config) -> None:
   """Refuses values that cannot work before anything is created, naming the key."""
   def value_of(key: str):
-    value = config
-    for part in key.split('.'):
-      value = value[part]
-    return value
+    return config_path.get_value(key, config)
 
   def require(ok: bool, key: str, what: str):
     if not ok:
@@ -217,12 +215,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
         manager, {'state': state, 'best': best, 'tracker': tracker}, warn=log)
     state, best = restored['state'], restored['best']
     tracker = jax.tree.map(np.asarray, restored['tracker'])
-    log(f'resumed {workdir} at step {int(distributed.to_host(state.step))}, {int(tracker["epoch"])} epoch(s) validated')
   elif config.init.from_run and config.phase in (2, 4):
     state = distributed.replicate(warm_start(family, config, state, optimizer))
     best = host_variables(state)
   else:
     log('initialised from scratch')
+  step = int(distributed.to_host(state.step))
+  if resuming:
+    log(f'resumed {workdir} at step {step}, {int(tracker["epoch"])} epoch(s) validated')
   log(f'{distributed.num_devices()} device(s), {jax.process_count()} process(es): batches of '
       f'{config.optim.batch_size} split along the mesh\'s data axis')
 
@@ -232,12 +232,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     raise errors.ConfigError(f'config.optim.batch_size={batch_size} exceeds the training split '
                      f'({dataset.size("train")} images).')
   # Lines logged after the checkpoint we resume from are logged again; drop the earlier copies.
-  writer = MetricWriter(workdir, resume_step=int(distributed.to_host(state.step)),
+  writer = MetricWriter(workdir, resume_step=step,
                         validated_epochs=int(tracker['epoch']))
   train_step = family.make_train_step(optimizer)
   loss_step = family.make_loss_step()
   constants = distributed.replicate(family.constants())
-  step = int(distributed.to_host(state.step))
   started, start_step = time.time(), step
   total_steps = steps_per_epoch * config.optim.max_epochs
 
@@ -262,7 +261,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
                                 seed=config.seed, epoch=epoch, shuffle=True, drop_remainder=True,
                                 start_batch=step - epoch * steps_per_epoch)
       active = distributed.replicate(np.asarray(tracker['active']))
-      for _, device_batch, targets in data.prefetch_to_device(batches, family.targets):
+      for device_batch, targets in data.prefetch_to_device(batches, family.targets):
         state, step_metrics = train_step(state, constants, device_batch, targets, active)
         step += 1
         if step % config.log_every_steps == 0:

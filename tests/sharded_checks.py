@@ -19,25 +19,21 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
+from ml_collections.config_flags import config_path  # noqa: E402
 
-from gta_jax import checkpoints, data, distributed, errors, train  # noqa: E402
+from gta_jax import chains, checkpoints, data, distributed, errors, train  # noqa: E402
 from gta_jax.evaluators import common  # noqa: E402
 
 
 def smoke_config(name: str, data_dir: str, **overrides):
   """A phase's :smoke config on the smoke data, scoring only clean test images."""
-  import importlib
-  config = importlib.import_module(f'configs.{name}').get_config('smoke')
+  config = chains.load_config_file(str(ROOT / 'configs' / f'{name}.py'), 'smoke')
   with config.unlocked():
     config.data.data_dir = data_dir
     config.evals.test.modes = ('clean',)
     config.log_every_steps = 1
     for key, value in overrides.items():
-      *parents, leaf = key.split('.')
-      node = config
-      for part in parents:
-        node = node[part]
-      node[leaf] = value
+      config_path.set_value(key, config, value)
   return config
 
 

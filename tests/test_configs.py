@@ -2,6 +2,7 @@
 import json
 
 import pytest
+from ml_collections.config_flags import config_path
 
 from conftest import ROOT
 from configs import common
@@ -71,11 +72,7 @@ def test_a_config_that_cannot_work_is_refused_before_the_workdir_exists(tmp_path
   from gta_jax import errors, train
   config = chains.load_config_file(str(ROOT / 'configs' / 'phase1_synthetic.py'), 'smoke')
   with config.unlocked():
-    *parents, leaf = key.split('.')
-    target = config
-    for parent in parents:
-      target = target[parent]
-    target[leaf] = value
+    config_path.set_value(key, config, value)
   with pytest.raises(errors.ConfigError, match=f'config.{key}.*{message}'):
     train.train_and_evaluate(config, tmp_path / 'run')
   assert not (tmp_path / 'run').exists()

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from ml_collections.config_flags import config_path
 
 from conftest import ROOT
 from gta_jax import chains, checkpoints, losses, models, train
@@ -21,11 +22,7 @@ def _config(name, smoke_data_dir, **overrides):
   with config.unlocked():
     config.data.data_dir = smoke_data_dir
     for key, value in overrides.items():
-      target = config
-      *parents, leaf = key.split('.')
-      for parent in parents:
-        target = target[parent]
-      target[leaf] = value
+      config_path.set_value(key, config, value)
   return config
 
 
