@@ -39,6 +39,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # grain worker processes that decode and augment (0: threads in the training process). On a GPU
   # the augmented pipeline needs several to keep up (benchmarks/input_pipeline.py).
   config.data.workers = 0
+  # On content-matched data (the built-in data: each real crop and its reconstructions), shuffle
+  # each crop's images as one block so training batches contrast a crop with its own fakes.
+  config.data.group_by_content = True
 
   config.model = ml_collections.ConfigDict()
   # Model family (gta_jax/families/): primary (phases I/II) | heads (III/IV, on a frozen primary)
@@ -48,6 +51,10 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # Keras's BatchNorm momentum. Its moving statistics need a few hundred steps to settle; runs
   # with few steps per epoch (the built-in data) use a lower value.
   config.model.bn_momentum = 0.99
+  # > 0: before each validation, BatchNorm's inference statistics are recomputed as the equal
+  # average over this many training batches under the current weights ("precise BatchNorm"),
+  # replacing the moving average. 0: Keras's moving average alone (the release).
+  config.model.bn_recalibration_batches = 0
   # How convolutions are lowered (gta_jax/convolution.py): auto = the CPU-tuned form on CPU,
   # lax.conv elsewhere; cpu | lax force one. Same outputs and gradients, different speed.
   config.model.conv_impl = 'auto'
@@ -64,6 +71,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config.optim.b1 = 0.9
   config.optim.b2 = 0.999
   config.optim.eps = 1e-7             # Keras's Adam epsilon
+  # Weight of a real image in the detector's loss (1: the release). The built-in data has 4 fakes
+  # per real image; 4 makes both classes weigh the same (gta_jax/losses.py).
+  config.optim.real_class_weight = 1.0
 
   config.eval = ml_collections.ConfigDict()
   config.eval.batch_size = 256
@@ -126,12 +136,14 @@ def variant(config, arg: str, allowed=()):
 
 
 def use_builtin(config, phase: int):
-  """The built-in data (3,000 training images): small batches and a faster BatchNorm average give
-  the moving statistics enough steps to settle (GANFP's 390 steps per epoch need neither). Heads
-  learn slowly here: 1e-3 and at most 10 epochs (3 for phase IV's augmented fine-tune) keep the
-  quickstart near 13 minutes on 2 CPU cores."""
+  """The built-in data (3,000 training images, 93 steps per epoch): small batches, BatchNorm
+  statistics recomputed before each validation (a moving average over so few steps lags the
+  weights and made validation loss swing 0.3-1.8 from one epoch to the next; README
+  "Steady training"), and budgets that keep the quickstart within 15 minutes on 2 CPU cores."""
   config.optim.batch_size = 32
   config.model.bn_momentum = 0.9
+  config.model.bn_recalibration_batches = 50
+  config.optim.real_class_weight = 4.0
   config.optim.max_epochs = 6
   config.optim.patience = 2
   if phase >= 3:

@@ -33,6 +33,10 @@ class Dataset:
   # Source ids left out of the training and validation splits (config.data.exclude_sources).
   excluded_ids: tuple[int, ...] = ()
   workers: int = 0                # grain worker processes decoding and augmenting (0: in-process)
+  # Shuffle each content group (a real crop and its reconstructions) as one block (training
+  # batches then hold crops beside their fakes): only datasets whose metadata says
+  # `content_matched` have such groups (the built-in data from version 2).
+  group_by_content: bool = False
   _sources: dict = dataclasses.field(default_factory=dict, repr=False)
 
   def has_split(self, split: str) -> bool:
@@ -50,6 +54,16 @@ class Dataset:
         source = _Subset(source, keep)
       self._sources[split] = source
     return self._sources[split]
+
+  def content_groups(self, split: str) -> np.ndarray | None:
+    """One group id per record of `split` (the crop it shows), or None without content groups."""
+    if not self.group_by_content:
+      return None
+    key = ('groups', split)
+    if key not in self._sources:
+      source = self.source(split)
+      self._sources[key] = np.array([int(source[i]['index']) for i in range(len(source))])
+    return self._sources[key]
 
   def image_size_of(self, split: str) -> int:
     """Side of the images of `split` (an external split may differ from the training size)."""
@@ -74,7 +88,8 @@ class Dataset:
     return input_pipeline.batches(self.source(split), batch_size, seed=seed, epoch=epoch, mode=mode,
                                   shuffle=shuffle, drop_remainder=drop_remainder,
                                   start_batch=start_batch, options=self.augment_options,
-                                  rows=rows, workers=self.workers)
+                                  rows=rows, workers=self.workers,
+                                  groups=self.content_groups(split) if shuffle else None)
 
   def source_id(self, name: str, key: str = 'config.sources') -> int:
     if name not in self.source_ids:
@@ -107,7 +122,9 @@ def open_dataset(data_config, input_kind: str) -> Dataset:
                     (np.zeros((), np.float32), np.ones((), np.float32)),
                     augment.Options(bool(data_config.release_blur_sigma),
                                     bool(data_config.noise_variance)),
-                    workers=int(data_config.get('workers', 0)))
+                    workers=int(data_config.get('workers', 0)),
+                    group_by_content=bool(data_config.get('group_by_content', True)
+                                          and builder.info.metadata.get('content_matched', False)))
   excluded = tuple(data_config.get('exclude_sources', ()))
   dataset.excluded_ids = tuple(dataset.source_id(name, 'config.data.exclude_sources')
                                 for name in excluded)

@@ -23,6 +23,8 @@ TEST_SET_SEEDS = {'clean': 0, 'multi': 1001, 'blur': 1002, 'crop': 1003, 'jpeg':
 # Validation is augmented as the training data (the release validated phases II/IV on its
 # augmented validation folder), with one fixed draw so every epoch sees the same images.
 VALIDATION_SEED = 1000
+# Offset of the seed of the training batches that BatchNorm statistics are recalibrated on.
+BN_RECALIBRATION_SEED = 7000
 
 
 class DatasetNotPrepared(errors.UserError, RuntimeError):
@@ -113,6 +115,29 @@ class _BatchRows:
     return dict(self._examples[len(self._examples) - 1], mask=np.bool_(False))
 
 
+class _Reordered:
+  """Random access to `source` in the order `order` (picklable, for worker processes)."""
+
+  def __init__(self, source, order):
+    self._source, self._order = source, np.asarray(order)
+
+  def __len__(self):
+    return len(self._order)
+
+  def __getitem__(self, index):
+    return self._source[int(self._order[index])]
+
+
+def grouped_order(groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """A shuffle that keeps the records of each group together: groups in random order, the records
+  of a group in random order. With content-matched data (a real crop and its reconstructions share
+  a group) most batches then hold each crop beside its fakes, so the gradient sees what differs
+  between them rather than between contents."""
+  groups = np.asarray(groups)
+  rank = rng.permutation(len(np.unique(groups)))[np.unique(groups, return_inverse=True)[1]]
+  return np.lexsort((rng.random(len(groups)), rank))
+
+
 def _stack(examples):
   return {key: np.stack([e[key] for e in examples]) for key in examples[0]}
 
@@ -124,7 +149,8 @@ def num_batches(source, batch_size: int, drop_remainder: bool) -> int:
 def batches(source, batch_size: int, *, seed: int, epoch: int = 0, mode: str = 'clean',
             shuffle: bool = True, drop_remainder: bool = True, start_batch: int = 0,
             options: augment.Options = augment.Options(), num_threads: int | None = None,
-            rows: tuple[int, int] | None = None, workers: int = 0):
+            rows: tuple[int, int] | None = None, workers: int = 0,
+            groups: np.ndarray | None = None):
   """Iterates numpy batches of one epoch of `source`, from batch `start_batch` on.
 
   rows: the rows [start, stop) of each global batch of `batch_size` that this process reads
@@ -132,13 +158,17 @@ def batches(source, batch_size: int, *, seed: int, epoch: int = 0, mode: str = '
   those of a single process. workers > 0: decoding and augmentation run in that many grain worker
   processes (order unchanged). num_threads: grain read threads per process; default 2 in the
   training process, 1 in each worker (measured: workers then scale at 0.97 of linear, at 2 each
-  at 0.78 for the same total; benchmarks/input_pipeline.py).
+  at 0.78 for the same total; benchmarks/input_pipeline.py). groups: one group id per record;
+  a shuffled pass keeps each group's records together (grouped_order).
   """
   if num_threads is None:
     num_threads = 1 if workers else 2
   rows = rows or (0, batch_size)
   examples = grain.MapDataset.source(source)
-  if shuffle:
+  if shuffle and groups is not None:
+    examples = grain.MapDataset.source(
+        _Reordered(source, grouped_order(groups, np.random.default_rng([seed, epoch, 1]))))
+  elif shuffle:
     examples = examples.shuffle(seed=int(np.random.default_rng([seed, epoch]).integers(2**31)))
   examples = examples.map_with_index(
       functools.partial(_decode_at, seed=seed, epoch=epoch, mode=mode, options=options))

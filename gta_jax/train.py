@@ -50,12 +50,17 @@ def check_config(config) -> None:
     if not ok:
       raise errors.ConfigError(f'config.{key}={value_of(key)!r}: {what}.')
 
+  require(isinstance(config.model.bn_recalibration_batches, int)
+          and config.model.bn_recalibration_batches >= 0, 'model.bn_recalibration_batches',
+          'must be a whole number >= 0')
   for key in ('optim.batch_size', 'eval.batch_size', 'optim.max_epochs', 'optim.patience',
               'log_every_steps', 'checkpoint_every_steps'):
     require(isinstance(value_of(key), int) and value_of(key) >= 1, key,
             'must be a whole number >= 1')
   require(isinstance(config.data.workers, int) and config.data.workers >= 0, 'data.workers',
           'must be a whole number >= 0')
+  require(np.isfinite(config.optim.real_class_weight) and config.optim.real_class_weight > 0,
+          'optim.real_class_weight', 'must be a positive number')
   require(np.isfinite(config.optim.learning_rate) and config.optim.learning_rate > 0,
           'optim.learning_rate', 'must be a positive number')
   require(np.isfinite(config.model.bn_momentum) and 0 <= config.model.bn_momentum < 1,
@@ -124,6 +129,22 @@ def validation_loss(loss_step, family, variables, constants, dataset, batch_size
     total += np.asarray(distributed.to_host(loss), np.float64) * images
     count += images
   return total / max(count, 1)
+
+
+def recalibrated(family, stats_step, state, constants, dataset, config, epoch: int, active):
+  """`state` with BatchNorm statistics averaged over config.model.bn_recalibration_batches
+  training batches, drawn as the epoch's training batches (same mode, shuffle and grouping, a
+  seed of their own), see families.base.recalibrate_batch_norm."""
+  count = min(config.model.bn_recalibration_batches,
+              dataset.steps_per_epoch(config.optim.batch_size))
+  batches = dataset.batches('train', config.optim.batch_size, mode=config.data.train_mode,
+                            seed=input_pipeline.BN_RECALIBRATION_SEED + config.seed, epoch=epoch,
+                            shuffle=True, drop_remainder=True)
+  device_batches = (data.to_device(b) for _, b in zip(range(count), batches))
+  stats = families.base.recalibrate_batch_norm(
+      stats_step, {'params': state.params, 'batch_stats': state.batch_stats}, constants,
+      device_batches, active if family.stacked_outputs else None)
+  return state.replace(batch_stats=stats)
 
 
 def warm_start(family, config, state, optimizer):
@@ -236,6 +257,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
                         validated_epochs=int(tracker['epoch']))
   train_step = family.make_train_step(optimizer)
   loss_step = family.make_loss_step()
+  stats_step = family.make_batch_stats_step() if config.model.bn_recalibration_batches else None
   constants = distributed.replicate(family.constants())
   started, start_step = time.time(), step
   total_steps = steps_per_epoch * config.optim.max_epochs
@@ -276,6 +298,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
           writer.scalars(step, {f'train/loss_{i}': v for i, v in enumerate(host['loss'])})
         if step % config.checkpoint_every_steps == 0:
           save()
+      if stats_step is not None:
+        state = recalibrated(family, stats_step, state, constants, dataset, config, epoch, active)
       val_loss = validation_loss(loss_step, family,
                                  {'params': state.params, 'batch_stats': state.batch_stats},
                                  constants, dataset, config.eval.batch_size,

@@ -26,15 +26,61 @@ def test_builtin_dataset_splits_labels_and_sources(builder):
   assert external['label'] == 1
 
 
-def test_fakes_of_different_generators_differ_but_share_content(builder):
-  """Same held-apart input per index for every generator: only the upsampling differs."""
+def test_fakes_reconstruct_the_real_crop_of_their_index(builder):
+  """Content-matched pairs (version 2): every generator's image i reconstructs real crop i, so it
+  is far closer to that crop than to any other, and generators still differ from each other."""
+  from datasets.synthetic_fingerprints import generation
   test = input_pipeline.data_source(builder, 'test')
   by_key = {}
   for i in range(len(test)):
     r = test[i]
-    by_key[(int(r['source_id']), int(r['index']))] = r['image'].astype(float)
-  a, b = by_key[(1, 0)], by_key[(3, 0)]
-  assert 0 < np.abs(a - b).mean() < 40
+    by_key[(int(r['source_id']), int(r['index']))] = r['image']
+  indices = sorted(i for s, i in by_key if s == 0)
+  for source_id in (1, 2, 3, 4):
+    margins = []
+    for i in indices[:8]:
+      own = generation.psnr(by_key[(source_id, i)], by_key[(0, i)])
+      others = max(generation.psnr(by_key[(source_id, i)], by_key[(0, j)])
+                   for j in indices if j != i)
+      assert own > others, (source_id, i, own, others)
+      margins.append(own - others)
+    assert np.mean(margins) > 3, (source_id, margins)
+  assert not np.array_equal(by_key[(1, indices[0])], by_key[(3, indices[0])])
+  psnr = builder.info.metadata['generator_psnr_db']
+  assert set(psnr) == {'tconv', 'nearest', 'bilinear', 'pixelshuffle'}
+  assert builder.info.metadata['content_matched']
+
+
+def test_a_grouped_shuffle_keeps_each_group_together():
+  groups = np.repeat(np.arange(7), 5)[np.random.default_rng(0).permutation(35)]
+  order = input_pipeline.grouped_order(groups, np.random.default_rng(1))
+  assert sorted(order) == list(range(35))
+  seen = groups[order]
+  assert (np.diff(seen) != 0).sum() == 6  # 7 blocks, each group once
+  np.testing.assert_array_equal(order, input_pipeline.grouped_order(groups,
+                                                                    np.random.default_rng(1)))
+  assert not np.array_equal(order, input_pipeline.grouped_order(groups,
+                                                                np.random.default_rng(2)))
+
+
+def test_training_batches_hold_crops_beside_their_fakes(smoke_data_dir):
+  """On the built-in data a shuffled training pass puts each crop beside its reconstructions:
+  most images of a batch have a near copy (same content) in it; with a plain shuffle few do."""
+  import ml_collections
+  from datasets.synthetic_fingerprints import generation
+  from gta_jax import data
+
+  def share_with_a_near_copy(group_by_content):
+    config = ml_collections.ConfigDict(dict(
+        name=input_pipeline.BUILTIN, config='smoke', data_dir=smoke_data_dir,
+        release_blur_sigma=False, noise_variance=False, group_by_content=group_by_content))
+    dataset = data.open_dataset(config, 'pixel')
+    images = next(dataset.batches('train', 20, seed=0, shuffle=True, drop_remainder=True))['image']
+    return np.mean([max(generation.psnr(images[i], images[j]) for j in range(20) if j != i) > 20
+                    for i in range(20)])
+
+  assert share_with_a_near_copy(True) >= 0.9
+  assert share_with_a_near_copy(False) <= 0.5
 
 
 def test_two_runs_give_identical_batches_and_resume_mid_epoch(builder):

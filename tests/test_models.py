@@ -140,3 +140,42 @@ def test_heads_formulations_match_the_vmap_definition(gap, formulation):
       a, b, atol=1e-5 * max(1.0, float(jnp.abs(b).max()))), grad_o, grad_r)
   inference = other.apply(variables, mid).logit
   np.testing.assert_allclose(inference, reference.apply(variables, mid).logit, rtol=1e-5, atol=1e-5)
+
+
+def test_recalibrated_batch_norm_makes_inference_match_training_on_that_batch():
+  """Statistics recalibrated on one batch are that batch's: inference then normalises exactly as
+  the training forward did. Stacked heads: only active heads change."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from gta_jax import models
+  from gta_jax.families import base
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(8, 32, 32, 3)), jnp.float32)
+  model = models.Primary(bn_momentum=0.9)
+  variables = models.init_variables(model, jax.random.key(0), (1, 32, 32, 3))
+  trained = model.apply(variables, x, train=True, mutable=['batch_stats'])[0].logit
+  before = model.apply(variables, x).logit
+  step = jax.jit(lambda v, c, b: model.clone(bn_momentum=0.0).apply(
+      v, b, train=True, mutable=['batch_stats'])[1]['batch_stats'])
+  stats = base.recalibrate_batch_norm(step, variables, None, [x])
+  after = model.apply({'params': variables['params'], 'batch_stats': stats}, x).logit
+  np.testing.assert_allclose(after, trained, rtol=1e-4, atol=1e-5)
+  assert not np.allclose(before, trained, atol=1e-3)
+  # Two batches: the equal average of their statistics.
+  y = x[:, ::-1] * 2 + 1
+  both = base.recalibrate_batch_norm(step, variables, None, [x, y])
+  one = base.recalibrate_batch_norm(step, variables, None, [y])
+  np.testing.assert_allclose(both['bn_02']['mean'],
+                             (stats['bn_02']['mean'] + one['bn_02']['mean']) / 2, rtol=1e-5)
+
+  heads = models.StackedHeads(2, bn_momentum=0.9)
+  mid = jnp.asarray(rng.normal(size=(8, 8, 8, 16)), jnp.float32)
+  head_vars = models.init_variables(heads, jax.random.key(1), (1, 8, 8, 16))
+  head_step = jax.jit(lambda v, c, b: heads.clone(bn_momentum=0.0).apply(
+      v, b, train=True, mutable=['batch_stats'])[1]['batch_stats'])
+  new = base.recalibrate_batch_norm(head_step, head_vars, None, [mid],
+                                    active=jnp.array([True, False]))
+  for old_leaf, new_leaf in zip(jax.tree.leaves(head_vars['batch_stats']), jax.tree.leaves(new)):
+    np.testing.assert_array_equal(new_leaf[1], old_leaf[1])
+    assert not np.allclose(new_leaf[0], old_leaf[0])

@@ -549,3 +549,21 @@ def test_open_set_leave_one_out_fold_fits_thresholds_and_reports_every_protocol(
   assert 'open set' not in capsys.readouterr().out
   assert attribute.main(['--model', str(workdir / 'phase2_synthetic'), '--open-set', 'doc',
                          str(examples)]) == 2  # a primary has no heads to calibrate
+
+
+def test_weighting_real_images_is_a_weighted_mean_that_balances_the_prior():
+  logits = jnp.array([2.0, -1.0, 0.5, 0.0, 3.0])
+  targets = jnp.array([1.0, 0.0, 1.0, 1.0, 0.0])
+  mask = jnp.array([1.0, 1.0, 1.0, 1.0, 0.0])  # the last is padding
+  per_image = np.log1p(np.exp(-np.where(np.asarray(targets) == 1, 1, -1) * np.asarray(logits)))
+  weights = np.array([1, 4, 1, 1, 0])
+  np.testing.assert_allclose(losses.sigmoid_bce_weighting_real(logits, targets, mask, 4.0),
+                             (per_image * weights).sum() / weights.sum(), rtol=1e-6)
+  # An uninformative input seen as 1 real : 4 fakes: the loss's minimiser is p = 0.5 at weight 4
+  # (the prior 0.8 at weight 1).
+  targets = jnp.array([0.0, 1.0, 1.0, 1.0, 1.0])
+  for weight, prior in ((1.0, 0.8), (4.0, 0.5)):
+    grid = jnp.linspace(-3, 3, 601)
+    losses_at = jax.vmap(lambda z: losses.sigmoid_bce_weighting_real(
+        jnp.full(5, z), targets, jnp.ones(5), weight))(grid)
+    assert float(jax.nn.sigmoid(grid[jnp.argmin(losses_at)])) == pytest.approx(prior, abs=0.01)

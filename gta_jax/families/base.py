@@ -123,6 +123,11 @@ class Family:
   def make_predict_step(self) -> Callable:
     raise NotImplementedError
 
+  def make_batch_stats_step(self) -> Callable | None:
+    """-> batch_stats_step(variables, constants, batch) -> the BatchNorm statistics of this one
+    batch (train-mode forward, momentum 0), for recalibrate_batch_norm; None: no BatchNorm."""
+    return None
+
   def targets(self, batch: dict) -> np.ndarray:
     """The host label view of a batch for this family's loss."""
     raise NotImplementedError
@@ -135,6 +140,26 @@ class Family:
   def bundle_variables(self, trained: dict) -> dict:
     """Trained {'params', 'batch_stats'} -> the bundle's {'primary': ..., 'heads': ...}."""
     raise NotImplementedError
+
+
+def recalibrate_batch_norm(stats_step, variables: dict, constants, batches, active=None):
+  """BatchNorm statistics for inference, averaged equally over `batches` drawn as training draws
+  them ("precise BatchNorm", Wu & Johnson 2021): each batch's mean and variance, as the training
+  forward normalised with them, under the weights as they are now. A moving average with few
+  steps per epoch lags the weights by several hundred steps and swings with the last batches;
+  inference then normalises with statistics the trained weights never saw. -> new batch_stats
+  (stacked outputs: only the `active` ones change)."""
+  total, count = None, 0
+  for batch in batches:
+    stats = stats_step(variables, constants, batch)
+    total = stats if total is None else jax.tree.map(jnp.add, total, stats)
+    count += 1
+  if count == 0:
+    return variables['batch_stats']
+  averaged = jax.tree.map(lambda t: t / count, total)
+  if active is None:
+    return averaged
+  return select_outputs(active, averaged, variables['batch_stats'])
 
 
 class SingleModelFamily(Family):

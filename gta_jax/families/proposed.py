@@ -48,6 +48,13 @@ def detector_predict_step(variables, constants, images, *, model, input_kind: st
   return jax.nn.sigmoid(out.logit), jnp.zeros((0, images.shape[0]))
 
 
+def detector_batch_stats_step(variables, constants, batch, *, model, input_kind: str):
+  """-> the primary's BatchNorm statistics of this batch (`model` has momentum 0)."""
+  x = base.preprocess(batch['image'], input_kind, constants)
+  _, updates = model.apply(variables, x, train=True, mutable=['batch_stats'])
+  return updates['batch_stats']
+
+
 def _frozen_mid_features(primary_model, constants, images, input_kind: str):
   """The frozen primary's conv-4 features (BatchNorm in inference mode, no gradient) and output."""
   x = base.preprocess(images, input_kind, constants)
@@ -96,6 +103,14 @@ def heads_predict_step(variables, constants, images, *, primary_model, heads_mod
   return jax.nn.sigmoid(primary.logit), jax.nn.sigmoid(heads.logit)
 
 
+def heads_batch_stats_step(variables, constants, batch, *, primary_model, heads_model,
+                           input_kind: str):
+  """-> the heads' BatchNorm statistics of this batch (`heads_model` has momentum 0)."""
+  _, mid = _frozen_mid_features(primary_model, constants, batch['image'], input_kind)
+  _, updates = heads_model.apply(variables, mid, train=True, mutable=['batch_stats'])
+  return updates['batch_stats']
+
+
 class Detector(base.SingleModelFamily):
   """The primary real-vs-fake network, trained from scratch (I) or on from phase I (II)."""
   name = 'primary'
@@ -106,7 +121,10 @@ class Detector(base.SingleModelFamily):
 
   @property
   def loss_fn(self):
-    return losses.sigmoid_bce
+    weight = float(self.config.optim.real_class_weight)
+    if weight == 1.0:
+      return losses.sigmoid_bce
+    return functools.partial(losses.sigmoid_bce_weighting_real, real_weight=weight)
 
   def __init__(self, config, dataset, workdir=None):
     super().__init__(config, dataset, workdir)
@@ -118,6 +136,11 @@ class Detector(base.SingleModelFamily):
 
   def outputs(self) -> metrics.Outputs:
     return metrics.Outputs(detection=True, any_input_size=self.input_kind == 'pixel')
+
+  def make_batch_stats_step(self):
+    return jax.jit(functools.partial(detector_batch_stats_step,
+                                     model=self.model.clone(bn_momentum=0.0),
+                                     input_kind=self.input_kind))
 
   def init_variables(self, key):
     channels = 1 if self.input_kind == 'dct' else 3
@@ -217,6 +240,11 @@ class Heads(base.Family):
 
   def make_predict_step(self):
     return jax.jit(self._bound(heads_predict_step))
+
+  def make_batch_stats_step(self):
+    return jax.jit(functools.partial(
+        heads_batch_stats_step, primary_model=self.primary_model,
+        heads_model=self.heads_model.clone(bn_momentum=0.0), input_kind=self.input_kind))
 
   def targets(self, batch):
     return input_pipeline.head_targets(batch['source_id'], self.source_ids)
