@@ -8,10 +8,11 @@ each the same --coordinator_address and --num_processes and its own --process_id
 "Scaling out"); under SLURM or Open MPI these are found without flags.
 """
 import os
-import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
+
+from gta_jax import cli
 
 config_flags.DEFINE_config_file('config', None, 'Config file (path[:smoke]).', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Run folder (default: runs/<config.name>).')
@@ -32,31 +33,8 @@ def main(argv):
   train.train_and_evaluate(config, workdir)
 
 
-def parse_flags(argv):
-  """absl's flag parsing, with a mistyped --config.<key> (ml_collections raises AttributeError
-  with a "did you mean" hint while the flags are parsed) as a one-line error."""
-  try:
-    return flags.FLAGS(argv)
-  except AttributeError as e:
-    message = str(e.args[0] if e.args else e).replace('\\n', ' ').replace('\n', ' ')
-    message = message.strip('\'').replace("\\'", "'")
-    sys.exit(f'error: bad config override: {message}')
-  except flags.Error as e:
-    sys.exit(f'error: {e}')
-
-
 def run():
-  from gta_jax.errors import UserError
-  try:
-    app.run(main, flags_parser=parse_flags)
-  except UserError as e:
-    # Our own errors name the file, key or value and what to do; the traceback adds nothing for
-    # a user. Anything else is a bug and keeps its traceback. GTA_JAX_TRACEBACK=1 shows it here too.
-    if os.environ.get('GTA_JAX_TRACEBACK'):
-      raise
-    sys.exit(f'error: {e}')
-  except KeyboardInterrupt:
-    sys.exit('interrupted: the last checkpoint is saved; run the same command to resume.')
+  cli.run(main)
 
 
 if __name__ == '__main__':

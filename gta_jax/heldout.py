@@ -1,0 +1,162 @@
+"""Held-out check: how a trained detector treats real photos (and fakes) it has never seen.
+
+python -m gta_jax.heldout --model RUN --real PHOTOS_DIR [--fake FAKES_DIR] [--json OUT.json]
+
+Training data says little about photos from elsewhere: a detector can separate its training
+classes by a cue (sharpness, content, scale) that real photos from another camera do not share.
+This command prints the false-positive rate on a folder of real photos, and with --fake the
+recall and ROC-AUC against a folder of fakes. Never train on the photos you check with.
+
+Images of the model's input size are scored as they are. Larger ones (camera photos) give
+--crops-per-image crops of the input size, each from the photo LANCZOS down-scaled so that its
+short side is a random 1.5-4x the input size, as the built-in real class is made (random crops of
+down-scaled photos); the draw is fixed by --seed, so reruns score the same crops. Exit status: 0
+when every file was read, 1 when some could not be (listed), 2 on usage errors.
+"""
+import argparse
+import json
+import pathlib
+import sys
+
+import numpy as np
+from PIL import Image
+
+from gta_jax import attribute
+from gta_jax import errors
+from gta_jax import images as images_lib
+from gta_jax import metrics
+
+SHORT_SIDE_RANGE = (1.5, 4.0)  # down-scaled photo's short side, in multiples of the input size
+
+
+def photo_crops(rgb: np.ndarray, size: int, count: int, rng: np.random.Generator) -> np.ndarray:
+  """[H, W, 3] uint8 -> [n, size, size, 3]: the image itself at the input size, else `count`
+  crops of it down-scaled (LANCZOS) to a random short side; a photo too small to down-scale is
+  cropped as it is."""
+  height, width = rgb.shape[:2]
+  if (height, width) == (size, size):
+    return rgb[None]
+  if min(height, width) < size:
+    raise images_lib.ImageReadError(f'{width}x{height} is smaller than the model\'s {size}x{size} '
+                                     'input')
+  crops = []
+  for _ in range(count):
+    short = min(min(height, width), int(size * rng.uniform(*SHORT_SIDE_RANGE)))
+    scale = short / min(height, width)
+    region = rgb
+    if scale < 1:
+      new_size = (max(size, round(width * scale)), max(size, round(height * scale)))
+      region = np.asarray(Image.fromarray(rgb).resize(new_size, Image.Resampling.LANCZOS))
+    top = rng.integers(0, region.shape[0] - size + 1)
+    left = rng.integers(0, region.shape[1] - size + 1)
+    crops.append(region[top:top + size, left:left + size])
+  return np.stack(crops)
+
+
+def score_folder(model: attribute.LoadedModel, folder, crops_per_image: int, seed: int,
+                 batch_size: int = 64) -> tuple[list[dict], list[dict]]:
+  """-> (one record per file: path, crops, p_fake per crop; error records for unreadable files)."""
+  paths = images_lib.list_images([folder])
+  size = model.spec.image_size
+  rng = np.random.default_rng(seed)
+  records, failed = [], []
+  for path in paths:
+    try:
+      rgb, _ = images_lib.read_rgb(path)
+      crops = photo_crops(rgb, size, crops_per_image, rng)
+      inputs = np.stack([attribute.prepare_input(model, crop)[0] for crop in crops])
+    except images_lib.ImageReadError as e:
+      failed.append({'path': images_lib.printable(path),
+                     'error': images_lib.printable(e if str(path) in str(e) else f'{path}: {e}')})
+      continue
+    scores = []
+    for start in range(0, len(inputs), batch_size):
+      p_fake, _, _ = attribute.score_batch(model.variables, inputs[start:start + batch_size],
+                                           input_kind=model.spec.input_kind,
+                                           num_heads=len(model.spec.head_names),
+                                           with_saliency=False)
+      scores.extend(np.asarray(p_fake, np.float64).tolist())
+    records.append({'path': images_lib.printable(path), 'crops': len(scores), 'p_fake': scores})
+  return records, failed
+
+
+def summarize(real: list[dict], fake: list[dict] | None, threshold: float) -> dict:
+  """False-positive rate on the real crops, recall on the fakes, ROC-AUC of the two."""
+  real_scores = np.array([s for r in real for s in r['p_fake']])
+  summary = {'threshold': threshold, 'real': {
+      'images': len(real), 'crops': int(real_scores.size),
+      'false_positive_rate': float(np.mean(real_scores >= threshold)) if real_scores.size else None,
+      'per_image_called_fake': {r['path']: int(np.sum(np.array(r['p_fake']) >= threshold))
+                                for r in real}}}
+  if fake is not None:
+    fake_scores = np.array([s for r in fake for s in r['p_fake']])
+    summary['fake'] = {'images': len(fake), 'crops': int(fake_scores.size),
+                       'recall': float(np.mean(fake_scores >= threshold))
+                       if fake_scores.size else None}
+    labels = np.concatenate([np.zeros(real_scores.size), np.ones(fake_scores.size)])
+    summary['roc_auc'] = metrics.roc_auc(labels, np.concatenate([real_scores, fake_scores]))
+  return summary
+
+
+def format_summary(summary: dict) -> str:
+  real = summary['real']
+  lines = [f'threshold {summary["threshold"]:.2f} (the model\'s)',
+           f'real: {real["crops"]} crops of {real["images"]} images, false-positive rate '
+           + (f'{real["false_positive_rate"]:.3f}' if real['crops'] else 'n/a')]
+  worst = sorted(real['per_image_called_fake'].items(), key=lambda kv: -kv[1])
+  worst = [f'{pathlib.Path(p).name} {n}' for p, n in worst if n][:5]
+  if worst:
+    lines.append('  most crops called fake: ' + ', '.join(worst))
+  if 'fake' in summary:
+    fake = summary['fake']
+    lines.append(f'fake: {fake["crops"]} crops of {fake["images"]} images, recall '
+                 + (f'{fake["recall"]:.3f}' if fake['crops'] else 'n/a'))
+    auc = summary['roc_auc']
+    lines.append('ROC-AUC real vs fake: ' + (f'{auc:.3f}' if auc is not None else 'n/a'))
+  return '\n'.join(lines)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog='python -m gta_jax.heldout', description=__doc__.split(
+      '\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--model', required=True, help='run workdir, model bundle or release .h5')
+  parser.add_argument('--real', required=True, help='folder of real photos never trained on')
+  parser.add_argument('--fake', help='folder of generated images (optional)')
+  parser.add_argument('--dct-stats', help='DCT statistics folder, for DCT release models')
+  parser.add_argument('--crops-per-image', type=int, default=8,
+                      help='crops from each image larger than the model input (default 8)')
+  parser.add_argument('--seed', type=int, default=0, help='the crops\' draw (default 0)')
+  parser.add_argument('--json', help='write the summary and per-crop scores here')
+  args = parser.parse_args(argv)
+  try:
+    if args.crops_per_image < 1:
+      raise attribute.UsageError(f'--crops-per-image {args.crops_per_image}: must be >= 1.')
+    for flag, folder in (('--real', args.real), ('--fake', args.fake)):
+      if folder is not None and not pathlib.Path(folder).is_dir():
+        raise attribute.UsageError(f'{flag} {folder}: no such folder.')
+      if folder is not None and not images_lib.list_images([folder]):
+        raise attribute.UsageError(f'{flag} {folder}: no image files in it.')
+    if args.json:
+      attribute.check_json_target(args.json)
+    model = attribute.load_model(args.model, args.dct_stats)
+  except (attribute.UsageError, errors.UserError, FileNotFoundError, ValueError) as e:
+    print(f'error: {images_lib.printable(e)}', file=sys.stderr)
+    return 2
+  real, failed = score_folder(model, args.real, args.crops_per_image, args.seed)
+  fake = None
+  if args.fake:
+    fake, more = score_folder(model, args.fake, args.crops_per_image, args.seed + 1)
+    failed += more
+  summary = summarize(real, fake, model.thresholds.fake)
+  if args.json:
+    pathlib.Path(args.json).write_text(json.dumps(
+        {'summary': summary, 'real': real, 'fake': fake, 'failed': failed}, indent=2,
+        allow_nan=False) + '\n')
+  print(format_summary(summary))
+  for record in failed:
+    print(f'not scored: {record["error"]}')
+  return 1 if failed else 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,81 @@
+"""The held-out check: crops of large photos, the summary's figures, the command's exits."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import keras_reference as ref
+from gta_jax import heldout, metrics
+
+RNG = np.random.default_rng(3)
+SIZE = 32
+
+
+@pytest.fixture(scope='module')
+def pixel_model(tmp_path_factory):
+  path = tmp_path_factory.mktemp('model') / 'primary_ganfp.h5'
+  ref.write_h5(path, ref.random_layers(RNG, ref.layer_shapes(3, True, SIZE, ())), (SIZE, SIZE, 3))
+  return path
+
+
+def test_large_photos_give_the_asked_crops_and_model_sized_images_are_taken_whole():
+  photo = RNG.integers(0, 256, (300, 400, 3), dtype=np.uint8)
+  crops = heldout.photo_crops(photo, SIZE, 5, np.random.default_rng(0))
+  assert crops.shape == (5, SIZE, SIZE, 3) and crops.dtype == np.uint8
+  again = heldout.photo_crops(photo, SIZE, 5, np.random.default_rng(0))
+  np.testing.assert_array_equal(crops, again)  # the draw is fixed by the seed
+  whole = RNG.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+  np.testing.assert_array_equal(heldout.photo_crops(whole, SIZE, 5, np.random.default_rng(0)),
+                                whole[None])
+  with pytest.raises(ValueError, match='smaller than'):
+    heldout.photo_crops(whole[:20], SIZE, 5, np.random.default_rng(0))
+
+
+def test_crops_come_from_a_down_scaled_photo():
+  """A flat photo with one 1-px line: down-scaling blurs the line, so no crop keeps a full-
+  contrast 1-px line (a crop of the photo at full size would)."""
+  photo = np.full((512, 512, 3), 100, np.uint8)
+  photo[:, 256] = 255
+  crops = heldout.photo_crops(photo, SIZE, 20, np.random.default_rng(1))
+  assert crops.max() < 250
+
+
+def test_summary_figures_are_the_rates_and_auc_of_the_scores():
+  real = [{'path': 'a.jpg', 'p_fake': [0.1, 0.7, 0.2]}, {'path': 'b.jpg', 'p_fake': [0.4]}]
+  fake = [{'path': 'f.png', 'p_fake': [0.9, 0.3]}]
+  summary = heldout.summarize(real, fake, 0.5)
+  assert summary['real']['false_positive_rate'] == pytest.approx(1 / 4)
+  assert summary['real']['per_image_called_fake'] == {'a.jpg': 1, 'b.jpg': 0}
+  assert summary['fake']['recall'] == pytest.approx(1 / 2)
+  # Pairs (real, fake) ranked right: 0.9 beats all 4; 0.3 beats 0.1 and 0.2 -> 6 of 8.
+  assert summary['roc_auc'] == pytest.approx(6 / 8)
+  assert summary['roc_auc'] == pytest.approx(metrics.roc_auc(
+      np.array([0, 0, 0, 0, 1, 1]), np.array([0.1, 0.7, 0.2, 0.4, 0.9, 0.3])))
+
+
+def test_the_command_scores_folders_and_refuses_bad_arguments(tmp_path, pixel_model, capsys):
+  real, fake = tmp_path / 'real', tmp_path / 'fake'
+  real.mkdir()
+  fake.mkdir()
+  Image.fromarray(RNG.integers(0, 256, (120, 90, 3), dtype=np.uint8)).save(real / 'photo.jpg')
+  Image.fromarray(RNG.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)).save(real / 'crop.png')
+  (real / 'broken.png').write_text('not an image')
+  for i in range(3):
+    Image.fromarray(RNG.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)).save(fake / f'{i}.png')
+  out = tmp_path / 'heldout.json'
+  code = heldout.main(['--model', str(pixel_model), '--real', str(real), '--fake', str(fake),
+                       '--crops-per-image', '4', '--json', str(out)])
+  printed = capsys.readouterr().out
+  assert code == 1  # one file could not be read: named, the rest scored
+  assert 'broken.png' in printed and 'false-positive rate' in printed and 'ROC-AUC' in printed
+  record = json.loads(out.read_text())
+  assert record['summary']['real']['crops'] == 4 + 1
+  assert record['summary']['fake']['crops'] == 3
+  assert [r['crops'] for r in record['real']] == [1, 4]  # crop.png whole, photo.jpg 4 crops
+  (real / 'broken.png').unlink()
+  assert heldout.main(['--model', str(pixel_model), '--real', str(real)]) == 0
+  assert heldout.main(['--model', str(pixel_model), '--real', str(tmp_path / 'nowhere')]) == 2
+  assert heldout.main(['--model', str(pixel_model), '--real', str(real),
+                       '--crops-per-image', '0']) == 2
+  assert 'no such folder' in capsys.readouterr().err
