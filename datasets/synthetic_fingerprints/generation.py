@@ -4,8 +4,9 @@ auto-encoders that differ only in their upsampler.
 Content-matched pairs (the principle of DRCT, ICML 2024, and of self-blended images, CVPR 2022):
 every generator reconstructs the very crops that form the real class, so a real crop and its four
 fakes share content, scale and resampling history, and differ only by what the generator's
-decoder leaves behind. A detector cannot separate them by content or sharpness (the fakes are
-27-29 dB from their inputs, see the build log); it has to learn the upsampling fingerprint.
+decoder leaves behind. A detector can separate them by neither content nor (much) sharpness
+(the fakes are 26-28 dB from their inputs, see the build log); it has to learn the upsampling
+fingerprint.
 
 Each auto-encoder squeezes 2x2 pixel blocks into 32 channels (space-to-depth and a dense layer),
 mixes them with a 3x3 convolution, and decodes with its architecture's x2 upsampler followed by

@@ -48,7 +48,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       '1.0.0': 'First release: 4x super-resolution generators fed other crops than the real '
                'class (23 dB; blur separated real from fake).',
       '2.0.0': 'Content-matched pairs: auto-encoders reconstruct the real crops themselves '
-               '(27-29 dB); all 12 bundled colour photos; flat crops redrawn.',
+               '(26-28 dB); all 12 bundled colour photos; flat crops redrawn.',
   }
   BUILDER_CONFIGS = [
       SyntheticConfig(name='default', description='128 px; generation takes ~4 min on 2 cores.'),
