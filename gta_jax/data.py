@@ -38,6 +38,7 @@ class Dataset:
   # `content_matched` have such groups (the built-in data from version 2).
   group_by_content: bool = False
   _sources: dict = dataclasses.field(default_factory=dict, repr=False)
+  _groups: dict = dataclasses.field(default_factory=dict, repr=False)
 
   def has_split(self, split: str) -> bool:
     return split in self.builder.info.splits
@@ -59,11 +60,10 @@ class Dataset:
     """One group id per record of `split` (the crop it shows), or None without content groups."""
     if not self.group_by_content:
       return None
-    key = ('groups', split)
-    if key not in self._sources:
+    if split not in self._groups:
       source = self.source(split)
-      self._sources[key] = np.array([int(source[i]['index']) for i in range(len(source))])
-    return self._sources[key]
+      self._groups[split] = np.array([int(source[i]['index']) for i in range(len(source))])
+    return self._groups[split]
 
   def image_size_of(self, split: str) -> int:
     """Side of the images of `split` (an external split may differ from the training size)."""
