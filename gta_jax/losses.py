@@ -17,13 +17,20 @@ def sigmoid_bce(logits: jax.Array, targets: jax.Array, mask: jax.Array) -> jax.A
   return (losses * mask).sum(-1) / jnp.maximum(mask.sum(), 1)
 
 
-def sigmoid_bce_weighting_real(logits: jax.Array, targets: jax.Array, mask: jax.Array,
-                               real_weight: float) -> jax.Array:
-  """sigmoid_bce with each real (target 0) example weighing `real_weight`: the weighted mean. With
-  real_weight = fakes per real image, both classes weigh the same, so an image that carries no
-  evidence either way scores 0.5 rather than the training prior of fakes (0.8 at 1 real : 4
-  fake, which called smooth unseen photos fake)."""
-  return sigmoid_bce(logits, targets, mask * jnp.where(targets == 0, real_weight, 1.0))
+def sigmoid_bce_class_weighted(logits: jax.Array, targets: jax.Array, mask: jax.Array, *,
+                               negative_weight: float = 1.0,
+                               positive_weight: float = 1.0) -> jax.Array:
+  """sigmoid_bce with each negative (target 0) example weighing `negative_weight` and each
+  positive `positive_weight`: the weighted mean per output. With the weights set to the class
+  ratio, both classes weigh the same, so an input that carries no evidence either way scores 0.5
+  rather than the training prior: the detector's real images (1 real : 4 fakes on the built-in
+  data, whose prior 0.8 called smooth unseen photos fake) and a head's own source (1 : 4, whose
+  prior 0.2 left heads with a high ROC-AUC claiming few of their own images).
+  """
+  weights = mask * jnp.where(targets == 1, positive_weight, negative_weight)
+  losses = optax.sigmoid_binary_cross_entropy(logits, targets)
+  total = weights.sum(-1)
+  return (losses * weights).sum(-1) / jnp.where(total > 0, total, 1.0)
 
 
 def softmax_ce(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Array:

@@ -59,8 +59,8 @@ def check_config(config) -> None:
             'must be a whole number >= 1')
   require(isinstance(config.data.workers, int) and config.data.workers >= 0, 'data.workers',
           'must be a whole number >= 0')
-  require(np.isfinite(config.optim.real_class_weight) and config.optim.real_class_weight > 0,
-          'optim.real_class_weight', 'must be a positive number')
+  for key in ('optim.real_class_weight', 'optim.head_positive_weight'):
+    require(np.isfinite(value_of(key)) and value_of(key) > 0, key, 'must be a positive number')
   require(np.isfinite(config.optim.learning_rate) and config.optim.learning_rate > 0,
           'optim.learning_rate', 'must be a positive number')
   require(np.isfinite(config.model.bn_momentum) and 0 <= config.model.bn_momentum < 1,

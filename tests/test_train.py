@@ -289,8 +289,10 @@ def test_joint_heads_step_equals_separate_single_head_steps():
 
 def test_non_finite_loss_stops_with_a_clear_error(smoke_data_dir, tmp_path, monkeypatch):
   config = _config('phase1_synthetic', smoke_data_dir, log_every_steps=1)
-  original = losses.sigmoid_bce  # (NaN images would not do: XLA's ReLU maps NaN to 0)
-  monkeypatch.setattr(losses, 'sigmoid_bce', lambda *a: original(*a) * jnp.inf)
+  # (NaN images would not do: XLA's ReLU maps NaN to 0.) Both losses a detector may use.
+  for name in ('sigmoid_bce', 'sigmoid_bce_class_weighted'):
+    original = getattr(losses, name)
+    monkeypatch.setattr(losses, name, lambda *a, _f=original, **k: _f(*a, **k) * jnp.inf)
   with pytest.raises(FloatingPointError, match='learning_rate'):
     train.train_and_evaluate(config, tmp_path / 'nan')
 
@@ -551,19 +553,34 @@ def test_open_set_leave_one_out_fold_fits_thresholds_and_reports_every_protocol(
                          str(examples)]) == 2  # a primary has no heads to calibrate
 
 
-def test_weighting_real_images_is_a_weighted_mean_that_balances_the_prior():
+def test_class_weighted_bce_is_a_weighted_mean_that_balances_the_prior():
   logits = jnp.array([2.0, -1.0, 0.5, 0.0, 3.0])
   targets = jnp.array([1.0, 0.0, 1.0, 1.0, 0.0])
   mask = jnp.array([1.0, 1.0, 1.0, 1.0, 0.0])  # the last is padding
   per_image = np.log1p(np.exp(-np.where(np.asarray(targets) == 1, 1, -1) * np.asarray(logits)))
-  weights = np.array([1, 4, 1, 1, 0])
-  np.testing.assert_allclose(losses.sigmoid_bce_weighting_real(logits, targets, mask, 4.0),
-                             (per_image * weights).sum() / weights.sum(), rtol=1e-6)
-  # An uninformative input seen as 1 real : 4 fakes: the loss's minimiser is p = 0.5 at weight 4
-  # (the prior 0.8 at weight 1).
-  targets = jnp.array([0.0, 1.0, 1.0, 1.0, 1.0])
-  for weight, prior in ((1.0, 0.8), (4.0, 0.5)):
+  for negative, positive in ((4.0, 1.0), (1.0, 4.0), (0.25, 0.5)):
+    weights = np.where(np.asarray(targets) == 1, positive, negative) * np.asarray(mask)
+    np.testing.assert_allclose(
+        losses.sigmoid_bce_class_weighted(logits, targets, mask, negative_weight=negative,
+                                          positive_weight=positive),
+        (per_image * weights).sum() / weights.sum(), rtol=1e-6)
+  # Stacked heads: targets [K, B], mask [1, B] -> one weighted mean per head, each over its own
+  # weights (head 1 has a single positive among five).
+  head_targets = jnp.stack([targets, jnp.array([0.0, 0.0, 1.0, 0.0, 0.0])])
+  per_head = losses.sigmoid_bce_class_weighted(
+      jnp.stack([logits, logits]), head_targets, mask[None, :], positive_weight=4.0)
+  for k in range(2):
+    t = np.asarray(head_targets[k])
+    loss = np.log1p(np.exp(-np.where(t == 1, 1, -1) * np.asarray(logits)))
+    weights = np.where(t == 1, 4.0, 1.0) * np.asarray(mask)
+    np.testing.assert_allclose(per_head[k], (loss * weights).sum() / weights.sum(), rtol=1e-6)
+  # An uninformative input seen as 1 real : 4 fakes: the loss's minimiser is p = 0.5 at real weight
+  # 4 (the prior 0.8 at weight 1); a head seeing 1 own : 4 others: 0.5 at positive weight 4.
+  fakes = jnp.array([0.0, 1.0, 1.0, 1.0, 1.0])
+  for the_targets, weights, prior in ((fakes, (1.0, 1.0), 0.8), (fakes, (4.0, 1.0), 0.5),
+                                      (1 - fakes, (1.0, 1.0), 0.2), (1 - fakes, (1.0, 4.0), 0.5)):
     grid = jnp.linspace(-3, 3, 601)
-    losses_at = jax.vmap(lambda z: losses.sigmoid_bce_weighting_real(
-        jnp.full(5, z), targets, jnp.ones(5), weight))(grid)
+    losses_at = jax.vmap(lambda z: losses.sigmoid_bce_class_weighted(
+        jnp.full(5, z), the_targets, jnp.ones(5), negative_weight=weights[0],
+        positive_weight=weights[1]))(grid)
     assert float(jax.nn.sigmoid(grid[jnp.argmin(losses_at)])) == pytest.approx(prior, abs=0.01)

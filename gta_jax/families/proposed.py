@@ -111,6 +111,14 @@ def heads_batch_stats_step(variables, constants, batch, *, primary_model, heads_
   return updates['batch_stats']
 
 
+def class_weighted_bce(*, negative_weight: float = 1.0, positive_weight: float = 1.0):
+  """The release's plain mean BCE at weights 1, else losses.sigmoid_bce_class_weighted."""
+  if negative_weight == 1.0 and positive_weight == 1.0:
+    return losses.sigmoid_bce
+  return functools.partial(losses.sigmoid_bce_class_weighted, negative_weight=float(negative_weight),
+                           positive_weight=float(positive_weight))
+
+
 class Detector(base.SingleModelFamily):
   """The primary real-vs-fake network, trained from scratch (I) or on from phase I (II)."""
   name = 'primary'
@@ -121,10 +129,7 @@ class Detector(base.SingleModelFamily):
 
   @property
   def loss_fn(self):
-    weight = float(self.config.optim.real_class_weight)
-    if weight == 1.0:
-      return losses.sigmoid_bce
-    return functools.partial(losses.sigmoid_bce_weighting_real, real_weight=weight)
+    return class_weighted_bce(negative_weight=self.config.optim.real_class_weight)
 
   def __init__(self, config, dataset, workdir=None):
     super().__init__(config, dataset, workdir)
@@ -231,12 +236,16 @@ class Heads(base.Family):
     return functools.partial(step, primary_model=self.primary_model, heads_model=self.heads_model,
                              input_kind=self.input_kind, **kwargs)
 
+  @property
+  def loss_fn(self):
+    return class_weighted_bce(positive_weight=self.config.optim.head_positive_weight)
+
   def make_train_step(self, optimizer):
-    return jax.jit(self._bound(heads_train_step, loss_fn=losses.sigmoid_bce, optimizer=optimizer),
+    return jax.jit(self._bound(heads_train_step, loss_fn=self.loss_fn, optimizer=optimizer),
                    donate_argnums=0)
 
   def make_loss_step(self):
-    return jax.jit(self._bound(heads_loss_step, loss_fn=losses.sigmoid_bce))
+    return jax.jit(self._bound(heads_loss_step, loss_fn=self.loss_fn))
 
   def make_predict_step(self):
     return jax.jit(self._bound(heads_predict_step))
