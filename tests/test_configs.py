@@ -36,6 +36,22 @@ def test_phase_files_wire_each_phase_to_the_run_before_it():
     assert config.task in families.FAMILIES[config.model.family].tasks
 
 
+def test_only_the_builtin_configs_depart_from_the_release_training():
+  load = lambda name: chains.load_config_file(str(ROOT / 'configs' / f'{name}.py'))
+  for phase in (1, 2):  # the release: detection at 1e-3, both classes weighing 1
+    ganfp = load(f'phase{phase}_ganfp')
+    assert (ganfp.optim.learning_rate, ganfp.optim.real_class_weight) == (1e-3, 1.0)
+  for name in ('phase3_progan', 'phase4_progan', 'phase3_faceshq'):
+    assert (load(name).optim.learning_rate, load(name).optim.head_positive_weight) == (1e-4, 1.0)
+  # Built-in data (1 real : 4 fakes; each head 1 own : 4 others): balanced classes, phase II
+  # continuing phase I at a tenth of its rate.
+  assert [load(f'phase{p}_synthetic').optim.learning_rate for p in (1, 2, 3, 4)] == [
+      1e-3, 1e-4, 1e-3, 1e-3]
+  assert load('phase2_synthetic').optim.real_class_weight == 4.0
+  assert load('phase3_synthetic').optim.head_positive_weight == 4.0
+  assert load('phase4_synthetic').optim.head_positive_weight == 4.0
+
+
 def test_a_run_saved_before_sources_family_and_evaluators_loads_with_todays_fields(tmp_path):
   old = json.loads(chains.load_config_file(str(ROOT / 'configs' / 'phase3_synthetic.py'))
                    .to_json_best_effort())
@@ -64,6 +80,7 @@ def test_the_data_dir_follows_tfds_data_dir(monkeypatch):
     ('optim.max_epochs', 0, 'whole number >= 1'),
     ('model.bn_momentum', float('nan'), r'\[0, 1\)'),
     ('optim.learning_rate', -1e-3, 'positive'),
+    ('optim.head_positive_weight', 0.0, 'positive'),
     ('data.train_mode', 'sharpen', 'choose one of clean, multi'),
     ('model.conv_impl', 'fast', 'auto, cpu, lax'),
 ])
