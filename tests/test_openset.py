@@ -93,3 +93,12 @@ def test_mahalanobis_score_is_minus_the_nearest_squared_distance_under_the_share
   expected = -np.min([[(q - m) @ precision @ (q - m) for m in means] for q in query], axis=1)
   np.testing.assert_allclose(score(query), expected, rtol=1e-4)
   assert score(query)[2] < score(query)[0]  # far from both known sources: less known
+
+
+def test_folds_aggregate_to_mean_and_sample_std_over_runs():
+  per_run = {'a': {'unseen_architecture': {'auroc': 0.8, 'oscr': 0.7, 'note': 'x'}},
+             'b': {'unseen_architecture': {'auroc': 0.9, 'oscr': None}}}
+  summary = openset.aggregate(per_run)['unseen_architecture']
+  assert summary['auroc']['mean'] == pytest.approx(0.85) and summary['auroc']['n'] == 2
+  assert summary['auroc']['std'] == pytest.approx(np.std([0.8, 0.9], ddof=1))
+  assert summary['oscr'] == {'mean': 0.7, 'std': 0.0, 'n': 1} and 'note' not in summary
