@@ -11,6 +11,14 @@ import numpy as np
 from gta_jax import verdicts
 
 
+def mean_and_spread(values) -> dict:
+  """{'mean', 'std', 'n'} of repeated runs' figures (seeds, folds); std is the sample standard
+  deviation (ddof=1), 0 for a single run."""
+  array = np.asarray(values, np.float64)
+  return {'mean': float(array.mean()), 'std': float(array.std(ddof=1)) if array.size > 1 else 0.0,
+          'n': int(array.size)}
+
+
 def binary_metrics(labels: np.ndarray, scores: np.ndarray,
                    threshold: float = verdicts.DEFAULT_THRESHOLD) -> dict:
   """accuracy, precision, recall, F1 (release definitions), ROC-AUC, plus counts."""

@@ -318,16 +318,15 @@ def heads_runs_under(workdir: pathlib.Path) -> list[pathlib.Path]:
 
 def aggregate(per_run: dict) -> dict:
   """{run: {protocol: metrics}} -> {protocol: {metric: {'mean', 'std', 'n'}}} over runs; std is
-  the sample standard deviation (ddof=1), as gta_jax.sweep reports seeds, 0 for one run."""
+  metrics.mean_and_spread's sample standard deviation, as gta_jax.sweep reports seeds."""
   summary: dict = {}
   for results in per_run.values():
     for protocol, entry in results.items():
       for key, value in entry.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value is not None:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
           summary.setdefault(protocol, {}).setdefault(key, []).append(float(value))
-  return {protocol: {key: {'mean': float(np.mean(v)),
-                           'std': float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, 'n': len(v)}
-                     for key, v in entries.items()} for protocol, entries in summary.items()}
+  return {protocol: {key: metrics.mean_and_spread(v) for key, v in entries.items()}
+          for protocol, entries in summary.items()}
 
 
 def format_table(results: dict) -> str:

@@ -15,11 +15,11 @@ import math
 import pathlib
 import sys
 
-import numpy as np
 from absl import flags, logging
 from ml_collections import config_flags
 
 from gta_jax import cli
+from gta_jax import metrics
 
 config_flags.DEFINE_config_file('config', None, 'Config file (path[:smoke]).', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Sweep folder (default: runs/sweep_<config.name>).')
@@ -52,10 +52,7 @@ def aggregate(results_by_seed: dict) -> dict:
       values.setdefault(path, {})[str(seed)] = value
   summary = {}
   for path, by_seed in values.items():
-    array = np.array(list(by_seed.values()))
-    summary[path] = {'mean': float(array.mean()),
-                     'std': float(array.std(ddof=1)) if array.size > 1 else 0.0,
-                     'n': int(array.size), 'values': by_seed}
+    summary[path] = metrics.mean_and_spread(list(by_seed.values())) | {'values': by_seed}
   return summary
 
 
