@@ -13,6 +13,7 @@ mixes them with a 3x3 convolution, and decodes with its architecture's x2 upsamp
 a 3x3 convolution to RGB; it is trained (L1, Adam, cosine decay) on 32 px patches of the real
 crops. Everything is deterministic from the seed.
 """
+import functools
 import importlib.util
 import pathlib
 import time
@@ -135,23 +136,25 @@ class TransposedConv4x4(nn.Module):
 
 class ReconstructingGenerator(nn.Module):
   """[B, S, S, 3] in [-1, 1] -> its reconstruction through a x2 bottleneck; only `upsampling`
-  differs between sources."""
+  differs between sources (`width` scales the channels: the 'wider' variant)."""
   upsampling: str
+  width: float = 1.0
 
-  def _upsample(self, h):
+  def _upsample(self, h, channels):
     if self.upsampling == 'tconv':
-      return TransposedConv4x4(HIGH_CHANNELS, name='up')(h)
+      return TransposedConv4x4(channels, name='up')(h)
     if self.upsampling == 'pixelshuffle':
-      return depth_to_space(Conv3x3(4 * HIGH_CHANNELS, name='up')(h))
+      return depth_to_space(Conv3x3(4 * channels, name='up')(h))
     b, hh, ww, c = h.shape
     h = jax.image.resize(h, (b, hh * 2, ww * 2, c), method=self.upsampling)
-    return Conv3x3(HIGH_CHANNELS, name='up')(h)
+    return Conv3x3(channels, name='up')(h)
 
   @nn.compact
   def __call__(self, images):
-    h = nn.relu(nn.Dense(LOW_CHANNELS)(space_to_depth(images)))
-    h = nn.relu(Conv3x3(LOW_CHANNELS)(h))
-    h = nn.relu(self._upsample(h))
+    low, high = round(LOW_CHANNELS * self.width), round(HIGH_CHANNELS * self.width)
+    h = nn.relu(nn.Dense(low)(space_to_depth(images)))
+    h = nn.relu(Conv3x3(low)(h))
+    h = nn.relu(self._upsample(h, high))
     return Conv3x3(3)(h)
 
 
@@ -165,19 +168,16 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
   return float(10 * np.log10(255.0 ** 2 / max(mse, 1e-12)))
 
 
-def train_generator(architecture: str, targets: np.ndarray, seed: int, steps: int,
-                    learning_rate: float = 3e-3):
-  """Trains one auto-encoder to reconstruct `targets` (L1 on random 32 px patches)."""
-  model = ReconstructingGenerator(architecture)
-  key = jax.random.key(seed)
-  patch = min(PATCH, targets.shape[1])
-  params = model.init(key, jnp.zeros((1, patch, patch, 3)))['params']
+@functools.lru_cache(maxsize=None)
+def _training_step(architecture: str, width: float, loss_kind: str, learning_rate: float,
+                   steps: int, patch: int):
+  """(model, optimizer, jitted step) for one generator recipe, built once: the 38 generators of
+  the `variants` config share a handful of recipes, and compiling dominated their build."""
+  model = ReconstructingGenerator(architecture, width)
   optimizer = optax.adam(optax.cosine_decay_schedule(learning_rate, max(steps, 1)))
-  opt_state = optimizer.init(params)
-  data = to_unit(targets)
 
   @jax.jit
-  def step(params, opt_state, index):
+  def step(params, opt_state, data, key, index):
     rng = jax.random.fold_in(key, index)
     pick_key, y_key, x_key = jax.random.split(rng, 3)
     picks = jax.random.randint(pick_key, (BATCH,), 0, data.shape[0])
@@ -187,36 +187,63 @@ def train_generator(architecture: str, targets: np.ndarray, seed: int, steps: in
     batch = jax.lax.dynamic_slice(data[picks], (0, top, left, 0), (BATCH, patch, patch, 3))
 
     def loss_fn(p):
-      return jnp.abs(model.apply({'params': p}, batch) - batch).mean()
+      error = model.apply({'params': p}, batch) - batch
+      return jnp.abs(error).mean() if loss_kind == 'l1' else jnp.square(error).mean()
 
     loss, grads = jax.value_and_grad(loss_fn)(params)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
 
+  return model, optimizer, step
+
+
+def train_generator(architecture: str, targets: np.ndarray, seed: int, steps: int,
+                    learning_rate: float = 3e-3, *, loss_kind: str = 'l1', width: float = 1.0,
+                    init_params=None):
+  """Trains one auto-encoder to reconstruct `targets` (L1, or L2, on random 32 px patches);
+  from `init_params` when given (training further, fine-tuning), else from `seed`."""
+  if loss_kind not in ('l1', 'l2'):
+    raise ValueError(f'unknown generator loss {loss_kind!r}; use "l1" or "l2".')
+  patch = min(PATCH, targets.shape[1])
+  model, optimizer, step = _training_step(architecture, width, loss_kind, learning_rate, steps,
+                                          patch)
+  key = jax.random.key(seed)
+  params = (model.init(key, jnp.zeros((1, patch, patch, 3)))['params'] if init_params is None
+            else init_params)
+  opt_state = optimizer.init(params)
+  data = to_unit(targets)
   for index in range(steps):
-    params, opt_state, _ = step(params, opt_state, index)
+    params, opt_state, _ = step(params, opt_state, data, key, index)
   return params
 
 
-def reconstruct(architecture: str, params, inputs: np.ndarray, batch_size: int = 50) -> np.ndarray:
+@functools.lru_cache(maxsize=None)
+def _reconstruction(architecture: str, width: float):
+  model = ReconstructingGenerator(architecture, width)
+  return jax.jit(lambda params, x: model.apply({'params': params}, x))
+
+
+def reconstruct(architecture: str, params, inputs: np.ndarray, batch_size: int = 50,
+                width: float = 1.0) -> np.ndarray:
   """Real crops [N, S, S, 3] uint8 -> the generator's reconstructions, uint8."""
-  model = ReconstructingGenerator(architecture)
-  apply = jax.jit(lambda x: model.apply({'params': params}, x))
+  apply = _reconstruction(architecture, width)
   out = []
   for start in range(0, len(inputs), batch_size):
-    fake = apply(to_unit(inputs[start:start + batch_size]))
+    fake = apply(params, to_unit(inputs[start:start + batch_size]))
     out.append(np.asarray(jnp.clip(jnp.round((fake + 1) * 127.5), 0, 255).astype(jnp.uint8)))
   return np.concatenate(out) if out else np.zeros((0, *inputs.shape[1:]), np.uint8)
 
 
 def generate_sources(size: int, per_source: int, cross_seed_count: int, train_steps: int,
-                     seed: int, training_count: int, log=print) -> tuple[dict, dict, dict]:
+                     seed: int, training_count: int, log=print,
+                     trained_params: dict | None = None) -> tuple[dict, dict, dict]:
   """-> ({'real': crops, arch: reconstructions of those crops, ...},
          {arch: a second seed's reconstructions of the last `cross_seed_count` crops},
          {arch: PSNR in dB of the main generator against its inputs}); deterministic in `seed`.
 
   Generators train on the first `training_count` crops (the training split), so the test
-  crops are reconstructed by networks that never saw them.
+  crops are reconstructed by networks that never saw them. trained_params: filled with each
+  architecture's main generator (what `generate_variants` trains further and fine-tunes).
   """
   start = time.time()
   photos = load_bundled_photos()
@@ -226,6 +253,8 @@ def generate_sources(size: int, per_source: int, cross_seed_count: int, train_st
   for index, architecture in enumerate(ARCHITECTURES):
     params = train_generator(architecture, real[:training_count], seed * 100 + index, train_steps)
     sources[architecture] = reconstruct(architecture, params, real)
+    if trained_params is not None:
+      trained_params[architecture] = params
     fidelity[architecture] = psnr(sources[architecture], real)
     log(f'  generator {architecture}: PSNR {fidelity[architecture]:.1f} dB against its inputs '
         f'after {train_steps} steps ({time.time() - start:.0f}s)')
@@ -237,3 +266,57 @@ def generate_sources(size: int, per_source: int, cross_seed_count: int, train_st
           f'{psnr(cross_seed[architecture], real[-cross_seed_count:]):.1f} dB '
           f'({time.time() - start:.0f}s)')
   return sources, cross_seed, fidelity
+
+
+# Generator variants (the `variants` builder config): DNA-Det's and GTA-Net's question, does a head
+# know the architecture or only the weights it was trained against? Split -> how each
+# architecture's variant generator is made; every variant reconstructs the last test crops.
+UNSEEN_SEEDS = 3
+UNSEEN_ARCHITECTURES = ('cubic', 'lanczos3')  # jax.image.resize upsamplers no head is trained on
+VARIANT_SPLITS = {
+    'test_unseen_seeds': f'{UNSEEN_SEEDS} more seeds, trained as the main generator',
+    'test_trained_further': 'the main generator trained for as many steps again (lr 1e-3)',
+    'test_finetuned': 'the main generator fine-tuned on other content (half the steps, lr 1e-3, '
+                      'on 64 px DCGAN faces)',
+    'test_retrained_l2': 'retrained from another seed with an L2 loss instead of L1',
+    'test_wider': 'retrained from another seed with 1.5x the channels',
+    'test_unseen_architectures': 'architectures no head is trained on: '
+                                 + ', '.join(UNSEEN_ARCHITECTURES) + ' upsamplers',
+}
+
+
+def generate_variants(real: np.ndarray, training_count: int, test_count: int,
+                      main_params: dict, other_content: np.ndarray, train_steps: int, seed: int,
+                      log=print) -> tuple[dict, dict]:
+  """-> ({split: {'<architecture>.<variant>' (or an unseen architecture): uint8 images}},
+         {the same source names: PSNR in dB}); each variant reconstructs the last `test_count`
+  crops of `real`, trains on its first `training_count`; deterministic in `seed`."""
+  start = time.time()
+  targets, inputs = real[:training_count], real[-test_count:]
+  splits = {name: {} for name in VARIANT_SPLITS}
+  fidelity = {}
+
+  def add(split, name, architecture, params, width=1.0):
+    images = reconstruct(architecture, params, inputs, width=width)
+    splits[split][name] = images
+    fidelity[name] = psnr(images, inputs)
+    log(f'  variant {name}: PSNR {fidelity[name]:.1f} dB ({time.time() - start:.0f}s)')
+
+  for index, architecture in enumerate(ARCHITECTURES):
+    for j in range(UNSEEN_SEEDS):
+      params = train_generator(architecture, targets, seed * 100 + 60 + 10 * j + index, train_steps)
+      add('test_unseen_seeds', f'{architecture}.unseen_seed_{j + 1}', architecture, params)
+    params = train_generator(architecture, targets, seed * 100 + 20 + index, train_steps, 1e-3,
+                             init_params=main_params[architecture])
+    add('test_trained_further', f'{architecture}.trained_further', architecture, params)
+    params = train_generator(architecture, other_content, seed * 100 + 25 + index,
+                             max(train_steps // 2, 1), 1e-3, init_params=main_params[architecture])
+    add('test_finetuned', f'{architecture}.finetuned', architecture, params)
+    params = train_generator(architecture, targets, seed * 100 + 30 + index, train_steps, loss_kind='l2')
+    add('test_retrained_l2', f'{architecture}.retrained_l2', architecture, params)
+    params = train_generator(architecture, targets, seed * 100 + 35 + index, train_steps, width=1.5)
+    add('test_wider', f'{architecture}.wider', architecture, params, width=1.5)
+  for index, architecture in enumerate(UNSEEN_ARCHITECTURES):
+    params = train_generator(architecture, targets, seed * 100 + 90 + index, train_steps)
+    add('test_unseen_architectures', architecture, architecture, params)
+  return splits, fidelity

@@ -9,6 +9,14 @@ the same architectures trained from a second seed (architecture-level attributio
 at native size. The build logs each generator's PSNR against its inputs and stores it in the
 dataset's metadata (`generator_psnr_db`).
 
+The `variants` config (and `smoke_variants`) holds the very same train/validation/test/cross-seed/
+external splits as `default` (`smoke`), plus one test split per kind of generator variant
+(generation.VARIANT_SPLITS: more unseen seeds, trained further, fine-tuned on other content,
+retrained with an L2 loss, wider, and two unseen architectures). Each variant image records its
+generator in `source` ('<architecture>.<variant>') and its architecture in `architecture` and
+`source_id`. It takes ~3x the default's build time, so the quickstart does not build it;
+`python -m gta_jax.crosstest` does, for any run trained on `default`.
+
 Built on first use by any config that names it, or explicitly (no network):
   python -m gta_jax.prepare --dataset synthetic_fingerprints [--config smoke] [--data-dir data/tfds]
 """
@@ -24,8 +32,9 @@ from datasets.synthetic_fingerprints import dcgan
 from datasets.synthetic_fingerprints import generation
 
 # Source ids follow the GANFP convention: real 0, then the four fake sources 1-4.
+# The unseen architectures of the variant splits follow.
 SOURCE_IDS = {'real': 0, 'tconv': 1, 'nearest': 2, 'bilinear': 3, 'pixelshuffle': 4,
-              'dcgan_faces': 5}
+              'dcgan_faces': 5, 'cubic': 6, 'lanczos3': 7}
 
 
 @dataclasses.dataclass
@@ -38,6 +47,7 @@ class SyntheticConfig(tfds.core.BuilderConfig):
   external_test_size: int = 250
   generator_steps: int = 200
   seed: int = 0
+  variant_test_size: int = 0  # images per variant generator (0: no variant splits)
 
 
 class Builder(tfds.core.GeneratorBasedBuilder):
@@ -50,13 +60,20 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       '2.0.0': 'Content-matched pairs: auto-encoders reconstruct the real crops themselves '
                '(26-28 dB); all 12 bundled colour photos; flat crops redrawn.',
   }
+  _SMOKE = dict(image_size=32, train_size=48, validation_size=16, test_size=24,
+                cross_seed_test_size=16, external_test_size=16, generator_steps=60)
   BUILDER_CONFIGS = [
       SyntheticConfig(name='default', description='128 px; generation takes ~4 min on 2 cores.'),
       SyntheticConfig(name='smoke', description='32 px, a few images per source, for tests.',
-                      image_size=32, train_size=48, validation_size=16, test_size=24,
-                      cross_seed_test_size=16, external_test_size=16, generator_steps=60),
+                      **_SMOKE),
+      SyntheticConfig(name='variants', variant_test_size=100,
+                      description='default + generator-variant test splits (~11 min on 2 cores).'),
+      SyntheticConfig(name='smoke_variants', variant_test_size=8,
+                      description='smoke + generator-variant test splits, for tests.', **_SMOKE),
   ]
   DEFAULT_CONFIG_NAME = 'default'
+  # Each config's counterpart with the variant splits (the same shared splits), for crosstest.
+  VARIANT_CONFIGS = {'default': 'variants', 'smoke': 'smoke_variants'}
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
@@ -73,11 +90,22 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     start = time.time()
     print(f'synthetic_fingerprints/{cfg.name}: generating {cfg.image_size} px images offline...')
     per_source = cfg.train_size + cfg.validation_size + cfg.test_size
+    if cfg.variant_test_size > cfg.test_size:
+      raise ValueError(f'{cfg.name}: variant_test_size {cfg.variant_test_size} exceeds test_size '
+                       f'{cfg.test_size} (variants reconstruct test crops).')
+    main_params = {}
     sources, cross_seed, fidelity = generation.generate_sources(
         cfg.image_size, per_source, cfg.cross_seed_test_size, cfg.generator_steps, cfg.seed,
-        training_count=cfg.train_size)
-    self.info.metadata['generator_psnr_db'] = {k: round(v, 2) for k, v in fidelity.items()}
+        training_count=cfg.train_size, trained_params=main_params)
     faces = dcgan.sample_faces(cfg.external_test_size, cfg.seed + 1)
+    variant_splits = {}
+    if cfg.variant_test_size:
+      variant_splits, variant_fidelity = generation.generate_variants(
+          sources['real'], cfg.train_size, cfg.variant_test_size, main_params, faces,
+          cfg.generator_steps, cfg.seed)
+      fidelity |= variant_fidelity
+      self.info.metadata['variant_splits'] = dict(generation.VARIANT_SPLITS)
+    self.info.metadata['generator_psnr_db'] = {k: round(v, 2) for k, v in fidelity.items()}
     print(f'synthetic_fingerprints/{cfg.name}: generated in {time.time() - start:.0f}s; writing.')
     bounds = {'train': (0, cfg.train_size),
               'validation': (cfg.train_size, cfg.train_size + cfg.validation_size),
@@ -86,10 +114,12 @@ class Builder(tfds.core.GeneratorBasedBuilder):
               for name, (lo, hi) in bounds.items()}
     splits['test_cross_seed'] = cross_seed
     splits['test_external'] = {'dcgan_faces': faces}
+    splits |= variant_splits
     return {name: self._generate_examples(split) for name, split in splits.items()}
 
   def _generate_examples(self, images_by_source):
     for source, images in images_by_source.items():
+      architecture = source.split('.')[0]  # '<architecture>.<variant>' in the variant splits
       for index, image in enumerate(images):
         buffer = io.BytesIO()
         Image.fromarray(image).save(buffer, format='PNG')
@@ -97,7 +127,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             'image': buffer.getvalue(),
             'label': 0 if source == 'real' else 1,
             'source': source,
-            'source_id': SOURCE_IDS[source],
-            'architecture': source,
+            'source_id': SOURCE_IDS[architecture],
+            'architecture': architecture,
             'index': index,
         }
