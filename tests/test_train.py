@@ -584,3 +584,64 @@ def test_class_weighted_bce_is_a_weighted_mean_that_balances_the_prior():
         jnp.full(5, z), the_targets, jnp.ones(5), negative_weight=weights[0],
         positive_weight=weights[1]))(grid)
     assert float(jax.nn.sigmoid(grid[jnp.argmin(losses_at)])) == pytest.approx(prior, abs=0.01)
+
+
+def test_crosstest_scores_every_variant_split_of_the_variants_counterpart(
+    quickstart, smoke_data_dir, tmp_path, capsys):
+  """A run on `smoke` is cross-tested on `smoke_variants`, which holds the same images plus one
+  split per generator variant; every figure agrees with the confusion matrix it comes with."""
+  from gta_jax import crosstest, data, input_pipeline
+  from datasets.synthetic_fingerprints import generation
+  workdir, _ = quickstart
+  phase3 = workdir / 'phase3_synthetic'
+  out = tmp_path / 'crosstest.json'
+  assert crosstest.main(['--workdir', str(phase3), '--json', str(out)]) == 0
+  printed = capsys.readouterr().out
+  results = json.loads(out.read_text())
+  assert json.loads((phase3 / 'results' / 'crosstest.json').read_text()) == results
+  assert set(results) == set(generation.VARIANT_SPLITS) | {'real', 'test_cross_seed'}
+  for split in generation.VARIANT_SPLITS:
+    assert split in printed
+  # The shared splits are the smoke config's own images, so the run's primary and heads apply.
+  smoke = input_pipeline.load_builder('synthetic_fingerprints', 'smoke', smoke_data_dir)
+  variants = input_pipeline.load_builder('synthetic_fingerprints', 'smoke_variants', smoke_data_dir)
+  for split in ('train', 'test'):
+    a, b = (input_pipeline.data_source(builder, split) for builder in (smoke, variants))
+    records = lambda s: sorted((str(s[i]['source']), s[i]['image'].tobytes()) for i in range(len(s)))
+    assert records(a) == records(b), split
+  # Each variant image names its generator; its label is its architecture's.
+  unseen = input_pipeline.data_source(variants, 'test_unseen_seeds')
+  names = {(str(unseen[i]['source'], 'utf-8'), str(unseen[i]['architecture'], 'utf-8'),
+            int(unseen[i]['source_id'])) for i in range(len(unseen))}
+  assert ('tconv.unseen_seed_3', 'tconv', 1) in names and len(names) == 12
+  dataset = data.open_dataset(_config('phase3_synthetic', smoke_data_dir).data, 'pixel')
+  assert results['real']['count'] == sum(
+      int(r['label'] == 0) for r in (dataset.source('test')[i] for i in range(dataset.size('test'))))
+  assert 0 <= results['real']['false_claims'] <= 1
+  assert results['real']['false_claims'] >= max(results['real']['by_head'].values())
+  heads = ('tconv', 'nearest', 'bilinear', 'pixelshuffle')
+  for split, entry in results.items():
+    if split == 'real':
+      continue
+    assert entry['count'] == variants.info.splits[split].num_examples
+    matrix, classes = np.array(entry['confusion_matrix']), entry['classes']
+    assert matrix.sum() == entry['count']
+    # Column 0: attributed to no head (the paper's multiclass rule calls those real).
+    assert entry['unclaimed'] == pytest.approx(matrix[:, classes.index(0)].sum() / entry['count'])
+    if split == 'test_unseen_architectures':  # no head for cubic / lanczos3: no recall, no accuracy
+      assert classes[-1] == -1 and entry['recall'] == {} and entry['accuracy'] is None
+      continue
+    assert set(entry['recall']) == set(heads) and -1 not in classes
+    for name in heads:  # a head claims at least the images attributed to it
+      row = matrix[classes.index(dataset.source_ids[name])]
+      assert entry['recall'][name] >= row[classes.index(dataset.source_ids[name])] / row.sum() - 1e-9
+    assert entry['accuracy'] == pytest.approx(np.trace(matrix) / matrix.sum())
+    assert entry['mean_recall'] == pytest.approx(np.mean(list(entry['recall'].values())))
+
+
+def test_crosstest_refuses_a_detection_run_in_one_line(quickstart, capsys):
+  from gta_jax import crosstest
+  workdir, _ = quickstart
+  assert crosstest.main(['--workdir', str(workdir / 'phase2_synthetic')]) == 2
+  assert 'detection run' in capsys.readouterr().err
+  assert crosstest.main(['--workdir', str(workdir / 'nothing_here')]) == 2

@@ -7,6 +7,7 @@ A new test protocol is a new module here and one line in EVALUATORS, not a branc
 """
 from gta_jax.evaluators import cross_seed
 from gta_jax.evaluators import test_sets
+from gta_jax.evaluators import variant_splits
 from gta_jax.evaluators.common import flatten, nest  # noqa: F401  (re-exported)
 
 from gta_jax import errors
@@ -14,6 +15,7 @@ from gta_jax import errors
 EVALUATORS = {
     'test_sets': test_sets.TestSets,
     'cross_seed': cross_seed.CrossSeed,
+    'variant_splits': variant_splits.VariantSplits,
 }
 
 
