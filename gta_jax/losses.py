@@ -37,3 +37,25 @@ def softmax_ce(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Arr
   """Mean softmax cross-entropy: logits [B, C], labels [B] int class index, mask [B] -> scalar."""
   losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
   return (losses * mask).sum() / jnp.maximum(mask.sum(), 1)
+
+
+def supervised_contrastive(embeddings: jax.Array, labels: jax.Array, mask: jax.Array,
+                           temperature: float = 0.07, base_temperature: float = 0.07) -> jax.Array:
+  """Supervised contrastive loss (Khosla et al. 2020), as the public SupContrast code's SupConLoss
+  with contrast_mode='all' (which DNA-Det reuses): every valid view is an anchor, its positives
+  are the other valid views of its label, and it is contrasted with every other valid view
+  (never itself). An anchor without a positive adds 0 and still counts in the mean, as there.
+
+  embeddings: [N, D] L2-normalised; labels: [N] int; mask: [N] bool/float (padding: 0).
+  -> scalar: the mean over valid anchors of -(T / T_base) * mean log-probability of a positive.
+  """
+  valid = mask.astype(jnp.float32)
+  logits = embeddings @ embeddings.T / temperature
+  logits = logits - jax.lax.stop_gradient(logits.max(axis=1, keepdims=True))
+  others = (1.0 - jnp.eye(labels.shape[0])) * valid[None, :] * valid[:, None]
+  positives = (labels[:, None] == labels[None, :]).astype(jnp.float32) * others
+  log_prob = logits - jnp.log((jnp.exp(logits) * others).sum(axis=1, keepdims=True) + 1e-30)
+  pairs = positives.sum(axis=1)
+  mean_log_prob = (positives * log_prob).sum(axis=1) / jnp.where(pairs < 1e-6, 1.0, pairs)
+  per_anchor = -(temperature / base_temperature) * mean_log_prob
+  return (per_anchor * valid).sum() / jnp.maximum(valid.sum(), 1)

@@ -62,25 +62,75 @@ def _frozen_mid_features(primary_model, constants, images, input_kind: str):
   return primary, jax.lax.stop_gradient(primary.mid_features)
 
 
+def random_patches(features: jax.Array, key: jax.Array, count: int, size: int) -> jax.Array:
+  """[B, h, w, C] -> [B * count, size, size, C]: `count` random windows per image (image-major),
+  at even offsets so that each window keeps the heads' stride-2 grid."""
+  b, h, w, _ = features.shape
+  rows_key, cols_key = jax.random.split(key)
+  rows = jax.random.randint(rows_key, (b, count), 0, (h - size) // 2 + 1) * 2
+  cols = jax.random.randint(cols_key, (b, count), 0, (w - size) // 2 + 1) * 2
+
+  def window(image, top, left):
+    return jax.lax.dynamic_slice(image, (top, left, 0), (size, size, image.shape[-1]))
+
+  per_image = jax.vmap(jax.vmap(window, in_axes=(None, 0, 0)), in_axes=(0, 0, 0))
+  return per_image(features, rows, cols).reshape(b * count, size, size, features.shape[-1])
+
+
+def contrastive_embeddings(projection: dict, final_features: jax.Array) -> jax.Array:
+  """Each head's pooled final features [K, N, h, w, 32] -> its L2-normalised projection
+  [K, N, D] (a per-head linear layer: training only, never exported)."""
+  pooled = final_features.mean(axis=(2, 3))
+  projected = jnp.einsum('knc,kcd->knd', pooled, projection['kernel']) + projection['bias'][:, None]
+  return projected / jnp.maximum(jnp.linalg.norm(projected, axis=-1, keepdims=True), 1e-12)
+
+
 def heads_train_step(state: base.TrainState, constants, batch, targets, active, *, primary_model,
-                     heads_model, input_kind: str, loss_fn, optimizer):
+                     heads_model, input_kind: str, loss_fn, optimizer, patches: int = 0,
+                     patch_size: int = 0, contrastive: bool = False, temperature: float = 0.07,
+                     contrastive_weight: float | None = None):
   """One step of all K heads on frozen primary features; stopped heads (active=0) stay put.
 
   targets: [K, B] one-vs-rest labels. Each head's loss depends only on its own slice of the
   stacked parameters, so summing the K losses trains K independent heads at once.
+
+  Architecture recipes (config.heads): patches > 0 trains on that many random windows of
+  `patch_size` mid-feature pixels per image (one loss per window: each window has to carry the
+  fingerprint; the mid features are computed once on the whole image, so a window sees what the
+  same place of the whole image sees); contrastive adds the supervised contrastive loss of each
+  head's projected pooled features, with the images' source ids as labels and every window as a
+  view, weighted by `contrastive_weight` or, when None, by learned uncertainty weights
+  (Kendall et al. 2018, as DNA-Det): exp(-s_i) L_i + s_i per loss, s in params['loss_log_vars'].
   """
   _, mid = _frozen_mid_features(primary_model, constants, batch['image'], input_kind)
+  mask, source_id = batch['mask'], batch['source_id']
+  if patches:
+    key = jax.random.fold_in(jax.random.wrap_key_data(constants['patch_key']), state.step)
+    mid = random_patches(mid, key, patches, patch_size)
+    targets = jnp.repeat(targets, patches, axis=-1)
+    mask, source_id = jnp.repeat(mask, patches), jnp.repeat(source_id, patches)
 
   def loss_of(params):
     out, updates = heads_model.apply({'params': params, 'batch_stats': state.batch_stats}, mid,
                                      train=True, mutable=['batch_stats'])
-    per_head = loss_fn(out.logit, targets, batch['mask'][None, :])
+    per_head = loss_fn(out.logit, targets, mask[None, :])
+    if contrastive:
+      embeddings = contrastive_embeddings(params['projection'], out.final_features)
+      supcon = jax.vmap(losses.supervised_contrastive, in_axes=(0, None, None, None))(
+          embeddings, source_id, mask, temperature)
+      if contrastive_weight is None:
+        log_vars = params['loss_log_vars']  # [K, 2]
+        combined = (jnp.exp(-log_vars[:, 0]) * per_head + log_vars[:, 0]
+                    + jnp.exp(-log_vars[:, 1]) * supcon + log_vars[:, 1])
+      else:
+        combined = per_head + contrastive_weight * supcon
+      return combined.sum(), (per_head, out, updates)
     return per_head.sum(), (per_head, out, updates)
 
   (_, (per_head, out, updates)), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
   updated = base.apply_gradients(state, grads, updates['batch_stats'], optimizer)
   keep = functools.partial(base.select_outputs, active)
-  accuracy = base.masked_mean((out.logit >= 0) == (targets == 1), batch['mask'][None, :], axis=-1)
+  accuracy = base.masked_mean((out.logit >= 0) == (targets == 1), mask[None, :], axis=-1)
   return base.TrainState(updated.step, keep(updated.params, state.params),
                          keep(updated.batch_stats, state.batch_stats),
                          keep(updated.opt_state, state.opt_state)), {
@@ -184,6 +234,18 @@ class Heads(base.Family):
                                            conv_impl=config.model.conv_impl)
     self.primary_variables, record = self._load_primary(config, dataset, workdir)
     self.records['primary.json'] = record
+    self.recipe = config.heads
+    mid_size = -(-dataset.image_size // 4)
+    if self.recipe.patches and not (
+        self.recipe.patch_size % 8 == 0 and 16 <= self.recipe.patch_size <= 4 * mid_size):
+      raise errors.ConfigError(
+          f'config.heads.patch_size={self.recipe.patch_size!r}: a multiple of 8 px from 16 to the '
+          f'image size ({dataset.image_size} px), so that windows keep the primary\'s stride grid.')
+    if self.recipe.contrastive and config.init.from_run:
+      raise errors.ConfigError(
+          'config.heads.contrastive trains heads from scratch (phase III recipes); '
+          f'config.init.from_run={config.init.from_run!r} warm-starts from a bundle, which holds '
+          'no contrastive projection.')
 
   @staticmethod
   def _load_primary(config, dataset, workdir):
@@ -226,23 +288,42 @@ class Heads(base.Family):
                            any_input_size=self.input_kind == 'pixel')
 
   def constants(self) -> dict:
-    return super().constants() | {'primary': self.primary_variables}
+    constants = super().constants() | {'primary': self.primary_variables}
+    if self.recipe.patches:  # the windows' offsets: fold_in(patch_key, step) in the step
+      constants['patch_key'] = jax.random.key_data(
+          jax.random.fold_in(jax.random.key(self.config.seed), 1))
+    return constants
 
   def init_variables(self, key):
     size = -(-self.dataset.image_size // 4)
-    return models.init_variables(self.heads_model, key, (1, size, size, 16))
+    variables = models.init_variables(self.heads_model, key, (1, size, size, 16))
+    if self.recipe.contrastive:  # training-only parameters, stacked per head; never exported
+      k, features = len(self.sources), self.recipe.projection_features
+      projection = {'kernel': models.KERNEL_INIT(jax.random.fold_in(key, 1), (k, 32, features)),
+                    'bias': jnp.zeros((k, features))}
+      variables = {**variables, 'params': {**variables['params'], 'projection': projection}}
+      if self.recipe.contrastive_weighting == 'learned':
+        variables['params']['loss_log_vars'] = jnp.zeros((k, 2))
+    return variables
 
   def _bound(self, step, **kwargs):
     return functools.partial(step, primary_model=self.primary_model, heads_model=self.heads_model,
                              input_kind=self.input_kind, **kwargs)
+
+  def _recipe_options(self) -> dict:
+    recipe = self.recipe
+    return {'patches': int(recipe.patches), 'patch_size': int(recipe.patch_size) // 4,
+            'contrastive': bool(recipe.contrastive), 'temperature': float(recipe.temperature),
+            'contrastive_weight': (None if recipe.contrastive_weighting == 'learned'
+                                   else float(recipe.contrastive_weight))}
 
   @property
   def loss_fn(self):
     return class_weighted_bce(positive_weight=self.config.optim.head_positive_weight)
 
   def make_train_step(self, optimizer):
-    return jax.jit(self._bound(heads_train_step, loss_fn=self.loss_fn, optimizer=optimizer),
-                   donate_argnums=0)
+    return jax.jit(self._bound(heads_train_step, loss_fn=self.loss_fn, optimizer=optimizer,
+                               **self._recipe_options()), donate_argnums=0)
 
   def make_loss_step(self):
     return jax.jit(self._bound(heads_loss_step, loss_fn=self.loss_fn))
@@ -268,4 +349,7 @@ class Heads(base.Family):
     return variables['heads']
 
   def bundle_variables(self, trained):
-    return {'primary': self.primary_variables, 'heads': trained}
+    """The heads as attribute loads them: without the training-only contrastive parameters."""
+    params = {k: v for k, v in trained['params'].items()
+              if k not in ('projection', 'loss_log_vars')}
+    return {'primary': self.primary_variables, 'heads': {**trained, 'params': params}}

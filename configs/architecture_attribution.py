@@ -1,0 +1,38 @@
+"""Heads that aim at a generator's architecture rather than its weights (DNA-Det, GTA-Net): phase
+III on a given frozen primary with an architecture recipe (config.heads), then cross-tested on
+unseen seeds, further-trained, fine-tuned, retrained and wider generators.
+
+python launch.py --config=configs/architecture_attribution.py \
+    --config.init.primary=runs/quickstart/phase2_synthetic
+python -m gta_jax.crosstest --workdir runs/architecture_attribution
+
+The argument picks a recipe of the ablation (benchmarks/architecture_ablation.py); none = the
+default recipe below:
+  paper        the paper's heads (whole images, BCE)
+  patches      + random windows, one loss each (DNA-Det's patch training)
+  contrastive  + patches + the supervised contrastive loss on projected head features
+"""
+from configs import common
+
+RECIPES = ('paper', 'patches', 'contrastive')
+DEFAULT_RECIPE = 'contrastive'
+
+
+def get_config(arg: str = ''):
+  tokens = common.variant_tokens(arg, RECIPES)
+  chosen = [t for t in RECIPES if t in tokens]
+  if len(chosen) > 1:
+    raise ValueError(f'configs/architecture_attribution.py takes one recipe of {", ".join(RECIPES)}.')
+  recipe = chosen[0] if chosen else DEFAULT_RECIPE
+  smoke = 'smoke' in tokens
+  config = common.heads_phase('smoke' if smoke else '', dataset='synthetic', phase=3,
+                              sources=common.SYNTHETIC_SOURCES)
+  config.name = 'architecture_attribution' + ('' if recipe == DEFAULT_RECIPE else f'_{recipe}')
+  config.init.primary = 'runs/quickstart/phase2_synthetic'
+  if recipe in ('patches', 'contrastive'):
+    # 4 windows of 64 px per 128 px image: the heads see as many pixels per step as on whole
+    # images (DNA-Det's 16 would quadruple a step).
+    config.heads.patches = 4
+    config.heads.patch_size = 16 if smoke else 64
+  config.heads.contrastive = recipe == 'contrastive'
+  return config

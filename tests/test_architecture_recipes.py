@@ -1,0 +1,126 @@
+"""The heads' architecture recipes: the supervised contrastive loss against an independent
+transcription, patch windows, and a heads run with both that exports the paper's heads."""
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from gta_jax import chains, checkpoints, losses, train
+from gta_jax.families import proposed
+
+
+def supcon_by_the_formula(views: np.ndarray, labels: np.ndarray, temperature: float) -> float:
+  """Khosla et al. 2020, eq. 2 (L_out), written anchor by anchor: views [B, V, D] L2-normalised
+  (SupContrast's layout), labels [B]. Every view is an anchor (contrast_mode='all'); its
+  denominator runs over every other view, never itself; an anchor without positives adds 0 to
+  the mean (SupContrast's mask_pos_pairs rule); SupContrast scales by T / base_T (base 0.07)."""
+  b, v, _ = views.shape
+  flat = np.concatenate([views[:, j] for j in range(v)])  # torch.cat(torch.unbind(f, 1)): view-major
+  flat_labels = np.tile(labels, v)
+  total = 0.0
+  for i in range(len(flat)):
+    others = [a for a in range(len(flat)) if a != i]
+    denominator = sum(np.exp(flat[i] @ flat[a] / temperature) for a in others)
+    positives = [p for p in others if flat_labels[p] == flat_labels[i]]
+    if positives:
+      total += -np.mean([np.log(np.exp(flat[i] @ flat[p] / temperature) / denominator)
+                         for p in positives])
+  return temperature / 0.07 * total / len(flat)
+
+
+def _unit(x):
+  return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+@pytest.mark.parametrize('temperature', [0.07, 0.5])
+def test_supervised_contrastive_matches_the_formula_with_views_and_lone_labels(temperature):
+  rng = np.random.default_rng(0)
+  views = _unit(rng.normal(size=(6, 2, 8))).astype(np.float64)
+  labels = np.array([0, 1, 0, 2, 1, 3])  # label 3 has one image: its two views are positives
+  flat = np.concatenate([views[:, 0], views[:, 1]])
+  got = losses.supervised_contrastive(jnp.asarray(flat, jnp.float32),
+                                      jnp.asarray(np.tile(labels, 2)), jnp.ones(12), temperature)
+  assert float(got) == pytest.approx(supcon_by_the_formula(views, labels, temperature), abs=1e-5)
+  # One view each and a label seen once: that anchor has no positive and adds 0 to the mean.
+  single = views[:, :1]
+  got = losses.supervised_contrastive(jnp.asarray(single[:, 0], jnp.float32), jnp.asarray(labels),
+                                      jnp.ones(6), temperature)
+  assert float(got) == pytest.approx(supcon_by_the_formula(single, labels, temperature), abs=1e-5)
+
+
+def test_supervised_contrastive_ignores_padding_views_entirely():
+  rng = np.random.default_rng(1)
+  views = _unit(rng.normal(size=(5, 8))).astype(np.float32)
+  labels = np.array([0, 1, 0, 1, 0])
+  padded = np.concatenate([views, _unit(rng.normal(size=(3, 8))).astype(np.float32)])
+  got = losses.supervised_contrastive(jnp.asarray(padded), jnp.asarray(np.r_[labels, 0, 1, 0]),
+                                      jnp.asarray(np.r_[np.ones(5), np.zeros(3)]))
+  want = supcon_by_the_formula(views[:, None].astype(np.float64), labels, 0.07)
+  assert float(got) == pytest.approx(want, abs=1e-5)
+  # Views that agree with their labels cost less than views that do not.
+  aligned = np.stack([np.eye(8)[label] for label in labels]).astype(np.float32)
+  assert float(losses.supervised_contrastive(jnp.asarray(aligned), jnp.asarray(labels),
+                                             jnp.ones(5))) < float(got)
+
+
+def test_patch_windows_are_even_offset_slices_of_each_image():
+  features = jnp.arange(2 * 8 * 8 * 3, dtype=jnp.float32).reshape(2, 8, 8, 3)
+  windows = proposed.random_patches(features, jax.random.key(0), 5, 4)
+  assert windows.shape == (10, 4, 4, 3)
+  for n in range(10):
+    image = np.asarray(features[n // 5])
+    matches = [(t, l) for t in range(0, 5, 2) for l in range(0, 5, 2)
+               if np.array_equal(image[t:t + 4, l:l + 4], np.asarray(windows[n]))]
+    assert matches, n  # window n is a slice of its own image, at even offsets
+
+
+def _recipe_config(smoke_data_dir, primary, **overrides):
+  from ml_collections.config_flags import config_path
+  config = chains.load_config_file(str(ROOT / 'configs' / 'architecture_attribution.py'), 'smoke')
+  with config.unlocked():
+    config.data.data_dir = smoke_data_dir
+    config.init.primary = str(primary)
+    for key, value in overrides.items():
+      config_path.set_value(key, config, value)
+  return config
+
+
+@pytest.fixture(scope='module')
+def smoke_primary(smoke_data_dir, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('primary')
+  config = chains.load_config_file(str(ROOT / 'configs' / 'phase1_synthetic.py'), 'smoke')
+  with config.unlocked():
+    config.data.data_dir = smoke_data_dir
+  train.train_and_evaluate(config, workdir)
+  return workdir
+
+
+def test_patch_and_contrastive_heads_train_and_export_the_papers_heads(
+    smoke_data_dir, smoke_primary, tmp_path):
+  from gta_jax import attribute
+  config = _recipe_config(smoke_data_dir, smoke_primary)
+  assert config.heads.patches > 0 and config.heads.contrastive
+  workdir = tmp_path / 'recipe'
+  results = train.train_and_evaluate(config, workdir)
+  assert set(results['clean']['heads']) == set(config.sources)
+  spec, variables, _ = checkpoints.load_model_bundle(workdir / 'model')  # checks the layout
+  assert 'projection' not in variables['heads']['params']
+  assert 'loss_log_vars' not in variables['heads']['params']
+  examples = tmp_path / 'images'
+  chains.write_examples(config, examples)
+  assert attribute.main(['--model', str(workdir), str(examples)]) == 0
+  recorded = json.loads((workdir / 'config.json').read_text())['heads']
+  assert recorded['patches'] == config.heads.patches and recorded['contrastive'] is True
+
+
+def test_recipe_settings_are_checked_by_name(smoke_data_dir, smoke_primary, tmp_path):
+  from gta_jax import errors
+  for key, value, message in (('heads.patch_size', 12, 'heads.patch_size'),
+                              ('heads.contrastive_weighting', 'sum', 'learned or fixed'),
+                              ('heads.patches', -1, 'heads.patches')):
+    config = _recipe_config(smoke_data_dir, smoke_primary, **{key: value})
+    with pytest.raises(errors.ConfigError, match=message):
+      train.train_and_evaluate(config, tmp_path / key)
