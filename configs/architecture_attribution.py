@@ -1,5 +1,5 @@
 """Heads that aim at a generator's architecture rather than its weights (DNA-Det, GTA-Net): phase
-III on a given frozen primary with an architecture recipe (config.heads), then cross-tested on
+III on a given frozen primary with an architecture recipe (config.recipe), then cross-tested on
 unseen seeds, further-trained, fine-tuned, retrained and wider generators.
 
 python launch.py --config=configs/architecture_attribution.py \
@@ -32,7 +32,7 @@ def get_config(arg: str = ''):
   if recipe in ('patches', 'contrastive'):
     # 4 windows of 64 px per 128 px image: the heads see as many pixels per step as on whole
     # images (DNA-Det's 16 would quadruple a step).
-    config.heads.patches = 4
-    config.heads.patch_size = 16 if smoke else 64
-  config.heads.contrastive = recipe == 'contrastive'
+    config.recipe.patches = 4
+    config.recipe.patch_size = 16 if smoke else 64
+  config.recipe.contrastive = recipe == 'contrastive'
   return config

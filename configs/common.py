@@ -78,16 +78,17 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # built-in data each head sees 1 own image per 4 others (real + 3 sources); 4 balances them.
   config.optim.head_positive_weight = 1.0
 
-  # Heads' training recipe (phase III): the paper's by default. The others aim at the generator's
-  # architecture rather than its weights (DNA-Det, GTA-Net; README "Architecture attribution").
-  config.heads = ml_collections.ConfigDict()
-  config.heads.patches = 0            # > 0: random windows per image, one loss each (0: whole image)
-  config.heads.patch_size = 64        # window side in input pixels (a multiple of 8)
-  config.heads.contrastive = False    # + supervised contrastive loss on projected head features
-  config.heads.contrastive_weighting = 'learned'  # learned (uncertainty weights) | fixed
-  config.heads.contrastive_weight = 1.0  # its weight when fixed
-  config.heads.temperature = 0.07
-  config.heads.projection_features = 128
+  # Attribution training recipe (heads in phase III, and the DNA-Det baseline): the paper's by
+  # default. The others aim at the generator's architecture rather than its weights (DNA-Det,
+  # GTA-Net; README "Architecture attribution").
+  config.recipe = ml_collections.ConfigDict()
+  config.recipe.patches = 0            # > 0: random windows per image, one loss each (0: whole image)
+  config.recipe.patch_size = 64        # window side in input pixels (a multiple of 8)
+  config.recipe.contrastive = False    # + supervised contrastive loss on projected head features
+  config.recipe.contrastive_weighting = 'learned'  # learned (DNA-Det's automatic weights) | fixed
+  config.recipe.contrastive_weight = 1.0  # its weight when fixed
+  config.recipe.temperature = 0.07
+  config.recipe.projection_features = 128
 
   config.eval = ml_collections.ConfigDict()
   config.eval.batch_size = 256

@@ -59,3 +59,10 @@ def supervised_contrastive(embeddings: jax.Array, labels: jax.Array, mask: jax.A
   mean_log_prob = (positives * log_prob).sum(axis=1) / jnp.where(pairs < 1e-6, 1.0, pairs)
   per_anchor = -(temperature / base_temperature) * mean_log_prob
   return (per_anchor * valid).sum() / jnp.maximum(valid.sum(), 1)
+
+
+def automatically_weighted(task_losses: jax.Array, weights: jax.Array) -> jax.Array:
+  """DNA-Det's AutomaticWeightedLoss (after Kendall et al. 2018): sum_i 0.5 / w_i^2 L_i +
+  log(1 + w_i^2) over the last axis, the w_i trained with the model (initialised to 1), so
+  that neither loss needs a hand-set weight. task_losses, weights: [..., T] -> [...]."""
+  return (0.5 / jnp.square(weights) * task_losses + jnp.log1p(jnp.square(weights))).sum(-1)

@@ -66,14 +66,14 @@ def check_config(config) -> None:
   require(np.isfinite(config.model.bn_momentum) and 0 <= config.model.bn_momentum < 1,
           'model.bn_momentum', 'must be in [0, 1)')
   require(0 < config.eval.threshold < 1, 'eval.threshold', 'must be in (0, 1)')
-  require(isinstance(config.heads.patches, int) and config.heads.patches >= 0, 'heads.patches',
+  require(isinstance(config.recipe.patches, int) and config.recipe.patches >= 0, 'recipe.patches',
           'must be a whole number >= 0')
-  require(config.heads.contrastive_weighting in ('learned', 'fixed'), 'heads.contrastive_weighting',
+  require(config.recipe.contrastive_weighting in ('learned', 'fixed'), 'recipe.contrastive_weighting',
           'choose learned or fixed')
-  for key in ('heads.temperature', 'heads.contrastive_weight'):
+  for key in ('recipe.temperature', 'recipe.contrastive_weight'):
     require(np.isfinite(value_of(key)) and value_of(key) > 0, key, 'must be a positive number')
-  require(isinstance(config.heads.projection_features, int) and config.heads.projection_features >= 1,
-          'heads.projection_features', 'must be a whole number >= 1')
+  require(isinstance(config.recipe.projection_features, int) and config.recipe.projection_features >= 1,
+          'recipe.projection_features', 'must be a whole number >= 1')
   require(config.model.input in ('pixel', 'dct'), 'model.input', 'choose pixel or dct')
   require(config.data.train_mode in augment.MODES, 'data.train_mode',
           f'choose one of {", ".join(augment.MODES)}')

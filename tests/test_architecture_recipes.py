@@ -102,25 +102,36 @@ def test_patch_and_contrastive_heads_train_and_export_the_papers_heads(
     smoke_data_dir, smoke_primary, tmp_path):
   from gta_jax import attribute
   config = _recipe_config(smoke_data_dir, smoke_primary)
-  assert config.heads.patches > 0 and config.heads.contrastive
+  assert config.recipe.patches > 0 and config.recipe.contrastive
   workdir = tmp_path / 'recipe'
   results = train.train_and_evaluate(config, workdir)
   assert set(results['clean']['heads']) == set(config.sources)
   spec, variables, _ = checkpoints.load_model_bundle(workdir / 'model')  # checks the layout
   assert 'projection' not in variables['heads']['params']
-  assert 'loss_log_vars' not in variables['heads']['params']
+  assert 'loss_weights' not in variables['heads']['params']
   examples = tmp_path / 'images'
   chains.write_examples(config, examples)
   assert attribute.main(['--model', str(workdir), str(examples)]) == 0
-  recorded = json.loads((workdir / 'config.json').read_text())['heads']
-  assert recorded['patches'] == config.heads.patches and recorded['contrastive'] is True
+  recorded = json.loads((workdir / 'config.json').read_text())['recipe']
+  assert recorded['patches'] == config.recipe.patches and recorded['contrastive'] is True
 
 
 def test_recipe_settings_are_checked_by_name(smoke_data_dir, smoke_primary, tmp_path):
   from gta_jax import errors
-  for key, value, message in (('heads.patch_size', 12, 'heads.patch_size'),
-                              ('heads.contrastive_weighting', 'sum', 'learned or fixed'),
-                              ('heads.patches', -1, 'heads.patches')):
+  for key, value, message in (('recipe.patch_size', 12, 'recipe.patch_size'),
+                              ('recipe.contrastive_weighting', 'sum', 'learned or fixed'),
+                              ('recipe.patches', -1, 'recipe.patches')):
     config = _recipe_config(smoke_data_dir, smoke_primary, **{key: value})
     with pytest.raises(errors.ConfigError, match=message):
       train.train_and_evaluate(config, tmp_path / key)
+
+
+def test_automatic_weighting_is_dna_dets_formula_and_learns_to_scale_a_loss_down():
+  task_losses, weights = jnp.array([[2.0, 0.5]]), jnp.array([[1.0, 2.0]])
+  want = 0.5 / 1 * 2.0 + np.log(2.0) + 0.5 / 4 * 0.5 + np.log(5.0)
+  assert float(losses.automatically_weighted(task_losses, weights)[0]) == pytest.approx(want)
+  # Its gradient in w_i vanishes at w_i^2 = L_i / 4 + sqrt(L_i^2 / 16 + L_i / 2): a larger loss
+  # earns a larger w_i, i.e. a smaller effective weight 0.5 / w_i^2.
+  grad = jax.grad(lambda w: losses.automatically_weighted(jnp.array([4.0, 0.25]), w))
+  best = np.sqrt([L / 4 + np.sqrt(L ** 2 / 16 + L / 2) for L in (4.0, 0.25)])
+  np.testing.assert_allclose(grad(jnp.asarray(best, jnp.float32)), 0, atol=1e-5)

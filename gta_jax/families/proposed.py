@@ -94,13 +94,13 @@ def heads_train_step(state: base.TrainState, constants, batch, targets, active, 
   targets: [K, B] one-vs-rest labels. Each head's loss depends only on its own slice of the
   stacked parameters, so summing the K losses trains K independent heads at once.
 
-  Architecture recipes (config.heads): patches > 0 trains on that many random windows of
+  Architecture recipes (config.recipe): patches > 0 trains on that many random windows of
   `patch_size` mid-feature pixels per image (one loss per window: each window has to carry the
   fingerprint; the mid features are computed once on the whole image, so a window sees what the
   same place of the whole image sees); contrastive adds the supervised contrastive loss of each
   head's projected pooled features, with the images' source ids as labels and every window as a
-  view, weighted by `contrastive_weight` or, when None, by learned uncertainty weights
-  (Kendall et al. 2018, as DNA-Det): exp(-s_i) L_i + s_i per loss, s in params['loss_log_vars'].
+  view, weighted by `contrastive_weight` or, when None, by learned weights as DNA-Det
+  (losses.automatically_weighted, the weights in params['loss_weights']).
   """
   _, mid = _frozen_mid_features(primary_model, constants, batch['image'], input_kind)
   mask, source_id = batch['mask'], batch['source_id']
@@ -118,10 +118,9 @@ def heads_train_step(state: base.TrainState, constants, batch, targets, active, 
       embeddings = contrastive_embeddings(params['projection'], out.final_features)
       supcon = jax.vmap(losses.supervised_contrastive, in_axes=(0, None, None, None))(
           embeddings, source_id, mask, temperature)
-      if contrastive_weight is None:
-        log_vars = params['loss_log_vars']  # [K, 2]
-        combined = (jnp.exp(-log_vars[:, 0]) * per_head + log_vars[:, 0]
-                    + jnp.exp(-log_vars[:, 1]) * supcon + log_vars[:, 1])
+      if contrastive_weight is None:  # [K, 2] weights, one pair per head
+        combined = losses.automatically_weighted(jnp.stack([per_head, supcon], -1),
+                                                 params['loss_weights'])
       else:
         combined = per_head + contrastive_weight * supcon
       return combined.sum(), (per_head, out, updates)
@@ -234,16 +233,16 @@ class Heads(base.Family):
                                            conv_impl=config.model.conv_impl)
     self.primary_variables, record = self._load_primary(config, dataset, workdir)
     self.records['primary.json'] = record
-    self.recipe = config.heads
+    self.recipe = config.recipe
     mid_size = -(-dataset.image_size // 4)
     if self.recipe.patches and not (
         self.recipe.patch_size % 8 == 0 and 16 <= self.recipe.patch_size <= 4 * mid_size):
       raise errors.ConfigError(
-          f'config.heads.patch_size={self.recipe.patch_size!r}: a multiple of 8 px from 16 to the '
+          f'config.recipe.patch_size={self.recipe.patch_size!r}: a multiple of 8 px from 16 to the '
           f'image size ({dataset.image_size} px), so that windows keep the primary\'s stride grid.')
     if self.recipe.contrastive and config.init.from_run:
       raise errors.ConfigError(
-          'config.heads.contrastive trains heads from scratch (phase III recipes); '
+          'config.recipe.contrastive trains heads from scratch (phase III recipes); '
           f'config.init.from_run={config.init.from_run!r} warm-starts from a bundle, which holds '
           'no contrastive projection.')
 
@@ -303,7 +302,7 @@ class Heads(base.Family):
                     'bias': jnp.zeros((k, features))}
       variables = {**variables, 'params': {**variables['params'], 'projection': projection}}
       if self.recipe.contrastive_weighting == 'learned':
-        variables['params']['loss_log_vars'] = jnp.zeros((k, 2))
+        variables['params']['loss_weights'] = jnp.ones((k, 2))
     return variables
 
   def _bound(self, step, **kwargs):
@@ -351,5 +350,5 @@ class Heads(base.Family):
   def bundle_variables(self, trained):
     """The heads as attribute loads them: without the training-only contrastive parameters."""
     params = {k: v for k, v in trained['params'].items()
-              if k not in ('projection', 'loss_log_vars')}
+              if k not in ('projection', 'loss_weights')}
     return {'primary': self.primary_variables, 'heads': {**trained, 'params': params}}
