@@ -58,6 +58,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # How convolutions are lowered (gta_jax/convolution.py): auto = the CPU-tuned form on CPU,
   # lax.conv elsewhere; cpu | lax force one. Same outputs and gradients, different speed.
   config.model.conv_impl = 'auto'
+  config.model.dnadet_width = 64      # the DNA-Det baseline's first width (the release's)
 
   config.init = ml_collections.ConfigDict()
   config.init.from_run = ''           # continue from this run's best weights (phases II and IV)

@@ -35,7 +35,7 @@ class ModelSpec:
   head_names: tuple[str, ...] = ()
   source: str = ''                # where the weights came from (file or run), for the record
   primary_digest: str = ''        # tree_digest of the primary's variables
-  arch: str = 'proposed'          # proposed | gandct | postpool (baselines: variables['primary'])
+  arch: str = 'proposed'  # proposed | gandct | postpool | dnadet (baselines: variables['primary'])
   task: str = 'detection'         # detection | attribution | multiclass (config.task)
   trained_steps: int = 0          # optimiser steps the run took (0: imported)
   best_epochs: tuple[int, ...] = ()  # 1-based epoch of the kept weights, per output
@@ -79,8 +79,8 @@ class ModelSpec:
     for key in ('source', 'arch', 'task'):
       if key in kwargs and not isinstance(kwargs[key], str):
         raise bad(key, 'a string')
-    if kwargs.get('arch', 'proposed') not in ('proposed', 'gandct', 'postpool'):
-      raise bad('arch', 'proposed, gandct or postpool')
+    if kwargs.get('arch', 'proposed') not in ('proposed', 'gandct', 'postpool', 'dnadet'):
+      raise bad('arch', 'proposed, gandct, postpool or dnadet')
     if not is_int(kwargs.get('trained_steps', 0)) or kwargs.get('trained_steps', 0) < 0:
       raise bad('trained_steps', 'a non-negative integer')
     epochs = kwargs.get('best_epochs', [])

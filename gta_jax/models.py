@@ -350,6 +350,37 @@ class GanfpPostpool(nn.Module):
     return logits[:, 0] if self.num_classes == 1 else logits
 
 
+class DnaDetNet(nn.Module):
+  """DNA-Det's Simple_CNN (Yang et al., AAAI 2022) with its SupConNet projection: four blocks of a
+  4x4/s2 and a 3x3/s1 convolution, each with BatchNorm and LeakyReLU(0.2), from `width` to
+  8 x `width` channels; global average pooling; dropout 0.2 and a linear classifier over
+  (real, sources...); and an MLP projection (8w -> 8w -> `projection_features`, L2-normalised)
+  for the contrastive loss. The release applies a softmax to the logits and then PyTorch's
+  CrossEntropyLoss (a second softmax); we return logits and take one softmax.
+  -> (logits [B, classes], embedding [B, projection_features])."""
+  num_classes: int
+  width: int = 64
+  projection_features: int = 128
+  bn_momentum: float = 0.9  # PyTorch's BatchNorm2d default (momentum 0.1 in its convention)
+  conv_impl: str = 'auto'
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False):
+    h = x
+    for block, features in enumerate((self.width, 2 * self.width, 4 * self.width, 8 * self.width)):
+      for layer, (kernel, stride) in enumerate(((4, 2), (3, 1))):
+        h = Conv(features, kernel, stride, self.conv_impl, name=f'conv_{block}{layer}')(h)
+        h = batch_norm(f'bn_{block}{layer}', self.bn_momentum)(h, use_running_average=not train)
+        h = nn.leaky_relu(h, 0.2)
+    pooled = h.mean(axis=(1, 2))
+    logits = dense(self.num_classes, 'classifier')(
+        nn.Dropout(0.2, deterministic=not train)(pooled))
+    projected = dense(self.projection_features, 'projection_out')(
+        nn.relu(dense(8 * self.width, 'projection_in')(pooled)))
+    norm = jnp.maximum(jnp.linalg.norm(projected, axis=-1, keepdims=True), 1e-12)
+    return logits, projected / norm
+
+
 def count_parameters(variables) -> int:
   """Number of scalars in a variable tree (params and BatchNorm statistics, as Keras counts)."""
   return sum(int(leaf.size) for leaf in jax.tree.leaves(variables))

@@ -135,3 +135,26 @@ def test_automatic_weighting_is_dna_dets_formula_and_learns_to_scale_a_loss_down
   grad = jax.grad(lambda w: losses.automatically_weighted(jnp.array([4.0, 0.25]), w))
   best = np.sqrt([L / 4 + np.sqrt(L ** 2 / 16 + L / 2) for L in (4.0, 0.25)])
   np.testing.assert_allclose(grad(jnp.asarray(best, jnp.float32)), 0, atol=1e-5)
+
+
+def test_dnadet_baseline_trains_on_crops_and_is_cross_tested_by_its_argmax(
+    smoke_data_dir, tmp_path):
+  from gta_jax import crosstest
+  config = chains.load_config_file(str(ROOT / 'configs' / 'baseline_dnadet.py'), 'smoke')
+  with config.unlocked():
+    config.data.data_dir = smoke_data_dir
+  workdir = tmp_path / 'dnadet'
+  results = train.train_and_evaluate(config, workdir)
+  assert 0 <= results['clean']['multiclass']['accuracy'] <= 1
+  spec, variables, _ = checkpoints.load_model_bundle(workdir / 'model')
+  assert spec.arch == 'dnadet' and spec.task == 'multiclass'
+  assert 'loss_weights' not in variables['primary']['params']
+  cross = crosstest.crosstest_run(workdir)
+  ids = {'tconv': 1, 'nearest': 2, 'bilinear': 3, 'pixelshuffle': 4}
+  for split in ('test_unseen_seeds', 'test_wider'):
+    matrix, classes = np.array(cross[split]['confusion_matrix']), cross[split]['classes']
+    for name, recall in cross[split]['recall'].items():  # a softmax model claims by its argmax
+      row = matrix[classes.index(ids[name])]
+      assert recall == pytest.approx(row[classes.index(ids[name])] / row.sum())
+    assert cross[split]['unclaimed'] == pytest.approx(matrix[:, classes.index(0)].sum()
+                                                      / matrix.sum())

@@ -1,6 +1,7 @@
 """Model families, chosen by `config.model.family` from this explicit registry (never by string
 import). A new family: a module here implementing gta_jax.families.base.Family, and one line below."""
 from gta_jax.families import baseline
+from gta_jax.families import dnadet
 from gta_jax.families import proposed
 from gta_jax.families.base import Family, TrainState  # noqa: F401  (re-exported)
 
@@ -11,6 +12,7 @@ FAMILIES = {
     'heads': proposed.Heads,          # phases III/IV: one-vs-rest heads on a frozen primary
     'gandct': baseline.GanDctConv,    # baseline gandct-conv
     'postpool': baseline.GanfpPostpool,  # baseline ganfp-postpool
+    'dnadet': dnadet.DnaDet,          # baseline DNA-Det (multiclass, crops + contrastive)
 }
 
 
