@@ -29,6 +29,8 @@ source, at 0.5 and at the calibrated thresholds):
                        seed; reported both ways, as known (DNA-Det's view: the architecture is the
                        class) and as unknown (POSE's view: the trained model is the class)
   unseen_dataset       the external split (another generator and data); pixel models only
+  unseen_variant_architecture  (--variants) the generator-variant data's unseen architectures
+                       (cubic and lanczos3 upsamplers on the built-in data): no fold retraining
 A workdir holding several heads runs (e.g. configs/openset_synthetic.py's leave-one-out folds) is
 reported per run and as mean and spread over them.
 """
@@ -56,6 +58,7 @@ from gta_jax.families import base
 from gta_jax.writers import log
 
 SCORES = ('max_probability', 'max_logit', 'energy', 'doc', 'mahalanobis')
+VARIANT_ARCHITECTURES = 'test_unseen_architectures'  # the built-in `variants` data's split
 CALIBRATIONS = ('tpr95', 'doc')
 DOC_ALPHA = 3.0
 CALIBRATION_TPR = 0.95
@@ -203,7 +206,9 @@ class HeadsRun:
   batch_size: int
 
   @classmethod
-  def open(cls, workdir, data_dir=None) -> 'HeadsRun':
+  def open(cls, workdir, data_dir=None, variants: bool = False) -> 'HeadsRun':
+    """variants: read the dataset's generator-variant counterpart (the same images plus the
+    variant splits; the built-in data's `variants` config, built on first use)."""
     workdir = pathlib.Path(workdir)
     bundle = workdir / 'model'
     if not checkpoints.is_model_bundle(bundle):
@@ -215,6 +220,9 @@ class HeadsRun:
     config = run_records.load_run_config(workdir)
     if data_dir:
       config.data.data_dir = data_dir
+    if variants:
+      from gta_jax import crosstest  # local: crosstest imports train, which openset does not need
+      config.data.config = crosstest.variants_config(config.data.name, config.data.config)
     dataset = data.open_dataset(config.data, spec.input_kind)
     head_ids = tuple(dataset.source_id(name) for name in spec.head_names)
     distributed.check_batch_size(config.eval.batch_size, 'eval.batch_size')
@@ -300,6 +308,14 @@ def protocols(run: HeadsRun, score: str) -> dict:
           (np.concatenate([known_logits, seed_logits[:, covered]], axis=1),
            np.r_[distance[is_known], seed_distance[covered]]),
           np.r_[known_source, seed_sources[covered]], unknown)
+  if run.dataset.has_split(VARIANT_ARCHITECTURES):  # generators of architectures no head knows
+    variant_logits, variant_features, variant_sources = run.outputs(VARIANT_ARCHITECTURES)
+    entry = protocol(known, known_source, (variant_logits, mahalanobis(variant_features)))
+    entry['claimed_most_by'] = {
+        next(n for n, i in run.dataset.source_ids.items() if i == source_id):
+        most_claiming_head(variant_logits[:, variant_sources == source_id], names, calibrated)
+        for source_id in np.unique(variant_sources)}
+    result['unseen_variant_architecture'] = entry
   if run.dataset.has_split('test_external') and run.spec.input_kind == 'pixel':
     external_logits, external_features, _ = run.outputs('test_external')
     entry = protocol(known, known_source, (external_logits, mahalanobis(external_features)))
@@ -331,7 +347,8 @@ def aggregate(per_run: dict) -> dict:
 
 def format_table(results: dict) -> str:
   columns = ('auroc', 'oscr', 'tnr_at_tpr95', 'closed_set_accuracy', 'closed_set_accuracy_tpr95')
-  lines = [f'{"protocol":<24}' + ''.join(f'{c[:22]:>24}' for c in columns)]
+  width = max([24] + [len(p) + 2 for p in results])
+  lines = [f'{"protocol":<{width}}' + ''.join(f'{c[:22]:>24}' for c in columns)]
   for protocol, entry in results.items():
     cells = []
     for column in columns:
@@ -340,7 +357,7 @@ def format_table(results: dict) -> str:
         cells.append(f'{value["mean"]:.3f} +- {value["std"]:.3f} (n={value["n"]})')
       else:
         cells.append('-' if value is None else f'{value:.3f}')
-    lines.append(f'{protocol:<24}' + ''.join(f'{c:>24}' for c in cells))
+    lines.append(f'{protocol:<{width}}' + ''.join(f'{c:>24}' for c in cells))
   return '\n'.join(lines)
 
 
@@ -354,6 +371,10 @@ def main(argv=None) -> int:
   parser.add_argument('--fit', action='store_true',
                       help='(re)fit the thresholds on the validation split and store them')
   parser.add_argument('--data-dir', help='where the run\'s dataset is prepared, if moved')
+  parser.add_argument('--variants', action='store_true',
+                      help='also score the unseen architectures of the dataset\'s generator-'
+                           'variant counterpart (protocol unseen_variant_architecture; the '
+                           'built-in data builds it on first use, ~11 min)')
   parser.add_argument('--json', help='write {run or "mean": {protocol: metrics}} here')
   args = parser.parse_args(argv)
   workdir = pathlib.Path(args.workdir)
@@ -364,7 +385,7 @@ def main(argv=None) -> int:
                                    'there or one level below).')
     per_run = {}
     for run_dir in runs:
-      run = HeadsRun.open(run_dir, args.data_dir)
+      run = HeadsRun.open(run_dir, args.data_dir, args.variants)
       if args.fit or not run.spec.open_set:
         fitted = fit(run)
         log(f'{run_dir}: thresholds fitted on validation: tpr95 '

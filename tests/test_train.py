@@ -645,3 +645,19 @@ def test_crosstest_refuses_a_detection_run_in_one_line(quickstart, capsys):
   assert crosstest.main(['--workdir', str(workdir / 'phase2_synthetic')]) == 2
   assert 'detection run' in capsys.readouterr().err
   assert crosstest.main(['--workdir', str(workdir / 'nothing_here')]) == 2
+
+
+def test_openset_scores_the_variant_datas_unseen_architectures_without_retraining(
+    quickstart, tmp_path):
+  """--variants adds the generator-variant data's unseen architectures as a protocol."""
+  from gta_jax import openset
+  workdir, _ = quickstart
+  run = tmp_path / 'phase3'
+  shutil.copytree(workdir / 'phase3_synthetic', run)  # fitting writes into the bundle
+  out = tmp_path / 'openset.json'
+  assert openset.main(['--workdir', str(run), '--variants', '--json', str(out)]) == 0
+  entry = json.loads(out.read_text())[str(run)]['unseen_variant_architecture']
+  assert set(entry['claimed_most_by']) == {'cubic', 'lanczos3'}
+  assert 0 <= entry['auroc'] <= 1 and 0 <= entry['oscr'] <= 1
+  assert openset.main(['--workdir', str(run), '--json', str(out)]) == 0
+  assert 'unseen_variant_architecture' not in json.loads(out.read_text())[str(run)]
