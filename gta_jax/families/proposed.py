@@ -103,12 +103,13 @@ def heads_train_step(state: base.TrainState, constants, batch, targets, active, 
   (losses.automatically_weighted, the weights in params['loss_weights']).
   """
   _, mid = _frozen_mid_features(primary_model, constants, batch['image'], input_kind)
-  mask, source_id = batch['mask'], batch['source_id']
+  mask = batch['mask']
+  source_id = batch['source_id'] if contrastive else None  # the contrastive labels
   if patches:
     key = jax.random.fold_in(jax.random.wrap_key_data(constants['patch_key']), state.step)
     mid = random_patches(mid, key, patches, patch_size)
-    targets = jnp.repeat(targets, patches, axis=-1)
-    mask, source_id = jnp.repeat(mask, patches), jnp.repeat(source_id, patches)
+    targets, mask = jnp.repeat(targets, patches, axis=-1), jnp.repeat(mask, patches)
+    source_id = None if source_id is None else jnp.repeat(source_id, patches)
 
   def loss_of(params):
     out, updates = heads_model.apply({'params': params, 'batch_stats': state.batch_stats}, mid,
