@@ -158,3 +158,23 @@ def test_dnadet_baseline_trains_on_crops_and_is_cross_tested_by_its_argmax(
       assert recall == pytest.approx(row[classes.index(ids[name])] / row.sum())
     assert cross[split]['unclaimed'] == pytest.approx(matrix[:, classes.index(0)].sum()
                                                       / matrix.sum())
+
+
+def test_ablation_benchmark_reports_mean_and_spread_over_seeds(smoke_data_dir, smoke_primary,
+                                                                tmp_path, capsys):
+  import sys
+  sys.path.insert(0, str(ROOT / 'benchmarks'))
+  import architecture_ablation
+  out = tmp_path / 'ablation.json'
+  assert architecture_ablation.main([
+      '--primary', str(smoke_primary), '--workdir', str(tmp_path / 'runs'), '--recipes', 'paper',
+      '--seeds', '0,1', '--data-dir', smoke_data_dir, '--json', str(out), '--smoke']) == 0
+  record = json.loads(out.read_text())
+  per_seed = record['recipes']['paper']['per_seed']
+  summary = record['recipes']['paper']['summary']
+  values = [per_seed[s]['test_unseen_seeds recall'] for s in ('0', '1')]
+  assert summary['test_unseen_seeds recall']['n'] == 2
+  assert summary['test_unseen_seeds recall']['mean'] == pytest.approx(np.mean(values))
+  assert summary['test_unseen_seeds recall']['std'] == pytest.approx(np.std(values, ddof=1))
+  assert record['machine']['cpu_model']
+  assert '| test_unseen_seeds recall |' in capsys.readouterr().out
