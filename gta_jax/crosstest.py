@@ -20,11 +20,10 @@ import sys
 import ml_collections
 import numpy as np
 
-from gta_jax import checkpoints
 from gta_jax import errors
+from gta_jax import evaluate
 from gta_jax import input_pipeline
 from gta_jax import train
-from gta_jax.run_records import load_run_config
 from gta_jax.writers import log
 
 
@@ -36,21 +35,17 @@ def variants_config(name: str, config: str) -> str:
 def crosstest_run(workdir, data_dir=None) -> dict:
   """A finished run -> {split: metrics} (see the module docstring), also written to its results."""
   workdir = pathlib.Path(workdir)
-  if not checkpoints.is_model_bundle(workdir / 'model') or not (workdir / 'config.json').is_file():
-    raise errors.MissingRunError(f'{workdir} holds no finished run (expected config.json and '
-                                 'model/); train it first with python launch.py --config=...')
-  config = load_run_config(workdir)
-  config.init.primary, config.init.from_run = str(workdir / 'model'), ''
-  if data_dir:
-    config.data.data_dir = str(data_dir)
-  config.data.config = variants_config(config.data.name, config.data.config)
-  config.evals = ml_collections.ConfigDict({'crosstest': {'type': 'variant_splits'}})
-  _, family = train.setup(config, workdir)
+
+  def adjust(config):
+    if data_dir:
+      config.data.data_dir = str(data_dir)
+    config.data.config = variants_config(config.data.name, config.data.config)
+    config.evals = ml_collections.ConfigDict({'crosstest': {'type': 'variant_splits'}})
+
+  config, family, trained = evaluate.load_finished_run(workdir, adjust)
   if not family.outputs().head_names:
     raise errors.ConfigError(f'{workdir} is a detection run; crosstest scores attribution runs '
                              '(phase III/IV heads or a multiclass baseline).')
-  spec, variables, _ = checkpoints.load_model_bundle(workdir / 'model')
-  trained = family.variables_from_bundle(spec, variables, workdir / 'model')
   results = train.evaluate(config, family, trained).get('crosstest', {})
   if len(results) <= 1:  # only the real images: nothing to cross-test on
     raise errors.ConfigError(

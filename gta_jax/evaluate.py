@@ -17,18 +17,29 @@ from gta_jax.run_records import load_run_config
 from gta_jax.writers import log
 
 
-def evaluate_run(workdir, test_sets=None) -> dict:
-  workdir = pathlib.Path(workdir)
+def load_finished_run(workdir: pathlib.Path, adjust=None):
+  """A finished run's config (with `adjust(config)` applied), family and best weights, the
+  heads' primary read from the run's own bundle (digest-checked) -> (config, family, trained)."""
   if not checkpoints.is_model_bundle(workdir / 'model') or not (workdir / 'config.json').is_file():
     raise errors.MissingRunError(f'{workdir} holds no finished run (expected config.json and model/); '
                             'train it first with python launch.py --config=...')
   config = load_run_config(workdir)
   config.init.primary, config.init.from_run = str(workdir / 'model'), ''
-  if test_sets:
-    config.evals.test.modes = tuple(test_sets)
-  _, family = train.setup(config, workdir)  # the heads' primary is the bundle's, digest-checked
+  if adjust is not None:
+    adjust(config)
+  _, family = train.setup(config, workdir)
   spec, variables, _ = checkpoints.load_model_bundle(workdir / 'model')
-  trained = family.variables_from_bundle(spec, variables, workdir / 'model')
+  return config, family, family.variables_from_bundle(spec, variables, workdir / 'model')
+
+
+def evaluate_run(workdir, test_sets=None) -> dict:
+  workdir = pathlib.Path(workdir)
+
+  def adjust(config):
+    if test_sets:
+      config.evals.test.modes = tuple(test_sets)
+
+  config, family, trained = load_finished_run(workdir, adjust)
   results = train.evaluate(config, family, trained, workdir / 'results' / 'predictions')
   out = workdir / 'results' / 'metrics.json'
   if out.is_file():  # keep the test sets this call did not re-score

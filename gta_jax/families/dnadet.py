@@ -90,11 +90,7 @@ class DnaDet(base.Family):
     if self.input_kind != 'pixel':
       raise errors.ConfigError('config.model.input: the DNA-Det baseline takes pixel input.')
     self.recipe = config.recipe
-    if self.recipe.patches and not (self.recipe.patch_size % 8 == 0
-                                    and 16 <= self.recipe.patch_size <= dataset.image_size):
-      raise errors.ConfigError(
-          f'config.recipe.patch_size={self.recipe.patch_size!r}: a multiple of 8 px from 16 to '
-          f'the image size ({dataset.image_size} px).')
+    proposed.check_patch_size(self.recipe, dataset.image_size)
     self.model = models.DnaDetNet(1 + len(self.sources), config.model.dnadet_width,
                                   config.recipe.projection_features, config.model.bn_momentum,
                                   config.model.conv_impl)
@@ -123,13 +119,8 @@ class DnaDet(base.Family):
     return functools.partial(step, model=self.model, input_kind=self.input_kind, **kwargs)
 
   def make_train_step(self, optimizer):
-    recipe = self.recipe
-    return jax.jit(self._bind(
-        dnadet_train_step, optimizer=optimizer, patches=int(recipe.patches),
-        patch_size=int(recipe.patch_size), contrastive=bool(recipe.contrastive),
-        temperature=float(recipe.temperature),
-        contrastive_weight=(None if recipe.contrastive_weighting == 'learned'
-                            else float(recipe.contrastive_weight))), donate_argnums=0)
+    return jax.jit(self._bind(dnadet_train_step, optimizer=optimizer,
+                              **proposed.recipe_step_options(self.recipe)), donate_argnums=0)
 
   def make_loss_step(self):
     return jax.jit(self._bind(dnadet_loss_step))

@@ -85,6 +85,23 @@ def contrastive_embeddings(projection: dict, final_features: jax.Array) -> jax.A
   return projected / jnp.maximum(jnp.linalg.norm(projected, axis=-1, keepdims=True), 1e-12)
 
 
+def check_patch_size(recipe, image_size: int) -> None:
+  """Refuses windows that would break the primary's stride grid or not fit the images."""
+  if recipe.patches and not (recipe.patch_size % 8 == 0 and 16 <= recipe.patch_size <= image_size):
+    raise errors.ConfigError(
+        f'config.recipe.patch_size={recipe.patch_size!r}: a multiple of 8 px from 16 to the image '
+        f'size ({image_size} px), so that windows keep the primary\'s stride grid.')
+
+
+def recipe_step_options(recipe, pixels_per_unit: int = 1) -> dict:
+  """config.recipe -> a training step's recipe options; patch_size in the units the step crops
+  (input pixels, or mid-feature pixels of `pixels_per_unit` = 4 input pixels each)."""
+  return {'patches': int(recipe.patches), 'patch_size': int(recipe.patch_size) // pixels_per_unit,
+          'contrastive': bool(recipe.contrastive), 'temperature': float(recipe.temperature),
+          'contrastive_weight': (None if recipe.contrastive_weighting == 'learned'
+                                 else float(recipe.contrastive_weight))}
+
+
 def heads_train_step(state: base.TrainState, constants, batch, targets, active, *, primary_model,
                      heads_model, input_kind: str, loss_fn, optimizer, patches: int = 0,
                      patch_size: int = 0, contrastive: bool = False, temperature: float = 0.07,
@@ -235,12 +252,7 @@ class Heads(base.Family):
     self.primary_variables, record = self._load_primary(config, dataset, workdir)
     self.records['primary.json'] = record
     self.recipe = config.recipe
-    mid_size = -(-dataset.image_size // 4)
-    if self.recipe.patches and not (
-        self.recipe.patch_size % 8 == 0 and 16 <= self.recipe.patch_size <= 4 * mid_size):
-      raise errors.ConfigError(
-          f'config.recipe.patch_size={self.recipe.patch_size!r}: a multiple of 8 px from 16 to the '
-          f'image size ({dataset.image_size} px), so that windows keep the primary\'s stride grid.')
+    check_patch_size(self.recipe, dataset.image_size)
     if self.recipe.contrastive and config.init.from_run:
       raise errors.ConfigError(
           'config.recipe.contrastive trains heads from scratch (phase III recipes); '
@@ -323,7 +335,7 @@ class Heads(base.Family):
 
   def make_train_step(self, optimizer):
     return jax.jit(self._bound(heads_train_step, loss_fn=self.loss_fn, optimizer=optimizer,
-                               **self._recipe_options()), donate_argnums=0)
+                               **recipe_step_options(self.recipe, 4)), donate_argnums=0)
 
   def make_loss_step(self):
     return jax.jit(self._bound(heads_loss_step, loss_fn=self.loss_fn))
