@@ -11,10 +11,12 @@ default recipe below:
   paper        the paper's heads (whole images, BCE)
   patches      + random windows, one loss each (DNA-Det's patch training)
   contrastive  + patches + the supervised contrastive loss on projected head features
+  frequency    + contrastive + auxiliary frequency maps beside the mid features (phase-only
+               spectrum, high-pass residual, 4x4-block log-DCT: gta_jax/frequency.py)
 """
 from configs import common
 
-RECIPES = ('paper', 'patches', 'contrastive')
+RECIPES = ('paper', 'patches', 'contrastive', 'frequency')
 DEFAULT_RECIPE = 'contrastive'
 
 
@@ -29,10 +31,12 @@ def get_config(arg: str = ''):
                               sources=common.SYNTHETIC_SOURCES)
   config.name = 'architecture_attribution' + ('' if recipe == DEFAULT_RECIPE else f'_{recipe}')
   config.init.primary = 'runs/quickstart/phase2_synthetic'
-  if recipe in ('patches', 'contrastive'):
+  if recipe in ('patches', 'contrastive', 'frequency'):
     # 4 windows of 64 px per 128 px image: the heads see as many pixels per step as on whole
     # images (DNA-Det's 16 would quadruple a step).
     config.recipe.patches = 4
     config.recipe.patch_size = 16 if smoke else 64
-  config.recipe.contrastive = recipe == 'contrastive'
+  config.recipe.contrastive = recipe in ('contrastive', 'frequency')
+  if recipe == 'frequency':
+    config.recipe.frequency_inputs = ('phase', 'highpass', 'dct')
   return config

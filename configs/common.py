@@ -90,6 +90,10 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config.recipe.contrastive_weight = 1.0  # its weight when fixed
   config.recipe.temperature = 0.07
   config.recipe.projection_features = 128
+  # Auxiliary frequency maps concatenated with the frozen mid features for the heads (pixel
+  # models): any of 'phase' (phase-only spectrum), 'highpass' (residual), 'dct' (4x4-block
+  # log-DCT); gta_jax/frequency.py. Stored in the model bundle, which attribute reads.
+  config.recipe.frequency_inputs = ()
 
   config.eval = ml_collections.ConfigDict()
   config.eval.batch_size = 256

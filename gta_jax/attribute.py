@@ -21,6 +21,7 @@ from PIL import Image
 
 from gta_jax import checkpoints
 from gta_jax import errors
+from gta_jax import frequency
 from gta_jax import images as images_lib
 from gta_jax import keras_import
 from gta_jax import models
@@ -123,9 +124,10 @@ def prepare_input(model: LoadedModel, rgb: np.ndarray) -> tuple[np.ndarray, np.n
   return x[..., None].astype(np.float32), rgb, notes
 
 
-@functools.partial(jax.jit, static_argnames=('input_kind', 'num_heads', 'with_saliency'))
+@functools.partial(jax.jit, static_argnames=('input_kind', 'num_heads', 'with_saliency',
+                                             'frequency_inputs'))
 def score_batch(variables, x, *, input_kind: str, num_heads: int, with_saliency: bool,
-                valid_size=None):
+                valid_size=None, frequency_inputs: tuple[str, ...] = ()):
   """-> (p_fake [B], p_heads [K, B], saliency maps [1 + K, B, h, w] or None).
 
   valid_size: [B, 2] rows, cols of each image in a zero-padded batch of mixed sizes (pixel
@@ -133,7 +135,7 @@ def score_batch(variables, x, *, input_kind: str, num_heads: int, with_saliency:
   ceil(rows / 8) x ceil(cols / 8).
   """
   out = models.predict(variables, x, input_kind=input_kind, num_heads=num_heads,
-                       valid_size=valid_size)
+                       valid_size=valid_size, frequency_inputs=frequency_inputs)
   gap = models.uses_gap(input_kind)
   p_fake = jax.nn.sigmoid(out.primary.logit)
   p_heads = jax.nn.sigmoid(out.heads.logit) if num_heads else jax.numpy.zeros((0, x.shape[0]))
@@ -228,8 +230,9 @@ def attribute(model: LoadedModel, paths, cam_dir=None, cam_scale: str = 'minmax'
 
 
 def _bucket_shape(model: LoadedModel, shape: tuple) -> tuple:
-  if model.spec.input_kind != 'pixel':
-    return shape  # one size: the trained one
+  if model.spec.input_kind != 'pixel' or frequency.needs_exact_size(
+      model.spec.head_frequency_inputs):
+    return shape  # one size: the trained one (DCT), or each image's own (a global spectrum)
   return (bucket_side(shape[0]), bucket_side(shape[1]), shape[2])
 
 
@@ -254,7 +257,8 @@ def _score_bucket(model: LoadedModel, records: list, paths, cam_dir, cam_scale: 
   p_fake, p_heads, maps = jax.device_get(score_batch(
       model.variables, x, input_kind=spec.input_kind, num_heads=len(spec.head_names),
       with_saliency=cam_dir is not None,
-      valid_size=valid if spec.input_kind == 'pixel' else None))
+      valid_size=valid if spec.input_kind == 'pixel' else None,
+      frequency_inputs=spec.head_frequency_inputs))
   for row, item in enumerate(items):
     path = paths[item.index]
     scores = [float(p_fake[row])] + [float(p) for p in p_heads[:, row]]

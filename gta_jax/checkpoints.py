@@ -21,6 +21,7 @@ import orbax.checkpoint as ocp
 
 from gta_jax import distributed
 from gta_jax import errors
+from gta_jax import frequency
 from gta_jax import spectral
 from gta_jax import verdicts
 
@@ -44,10 +45,13 @@ class ModelSpec:
   # Open-set thresholds per head fitted on the validation split (gta_jax/openset.py):
   # {'tpr95': [t per head], 'doc': [t per head], 'split', 'mode', ...}; {} when not fitted.
   open_set: dict = dataclasses.field(default_factory=dict)
+  # Auxiliary frequency maps the heads read beside the mid features (gta_jax/frequency.py).
+  head_frequency_inputs: tuple[str, ...] = ()
 
   def to_json(self) -> dict:
     return {'format': BUNDLE_FORMAT, **dataclasses.asdict(self), 'head_names': list(self.head_names),
-            'best_epochs': list(self.best_epochs)}
+            'best_epochs': list(self.best_epochs),
+            'head_frequency_inputs': list(self.head_frequency_inputs)}
 
   @classmethod
   def from_json(cls, record, path) -> 'ModelSpec':
@@ -88,6 +92,14 @@ class ModelSpec:
       raise bad('best_epochs', 'a list of integers')
     kwargs['head_names'] = tuple(names)
     kwargs['best_epochs'] = tuple(epochs)
+    inputs = kwargs.get('head_frequency_inputs', [])
+    try:
+      kwargs['head_frequency_inputs'] = frequency.check_names(inputs, 'head_frequency_inputs')
+      if not isinstance(inputs, list) or (inputs and kwargs['input_kind'] != 'pixel'):
+        raise ValueError
+    except (TypeError, ValueError):
+      raise bad('head_frequency_inputs', f'a list of distinct names of {", ".join(frequency.FREQUENCY_INPUTS)} '
+                '(pixel models only)') from None
     if kwargs.get('task') == 'heads':  # bundles written before config.task covered heads runs
       kwargs['task'] = 'attribution'
     try:
@@ -217,7 +229,8 @@ def check_variables(spec: ModelSpec, variables: dict, path) -> None:
   if spec.head_names:
     expected['heads'] = jax.eval_shape(lambda: models.init_variables(
         models.StackedHeads(len(spec.head_names), gap), jax.random.key(0),
-        (1, -(-size // 4), -(-size // 4), 16)))
+        (1, -(-size // 4), -(-size // 4),
+         16 + frequency.num_channels(spec.head_frequency_inputs))))
   got_shapes = jax.tree.map(np.shape, variables)
   want_shapes = jax.tree.map(lambda s: tuple(s.shape), expected)
   if got_shapes != want_shapes:

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from gta_jax import convolution
+from gta_jax import frequency
 
 # Keras RandomNormal(stddev=0.02) kernels and zero biases, as the release initialises every layer.
 KERNEL_INIT = nn.initializers.normal(stddev=0.02)
@@ -396,14 +397,28 @@ class Predictions(NamedTuple):
   heads: HeadOutputs | None  # None for a primary-only model
 
 
+def head_inputs(mid_features: jax.Array, x: jax.Array, frequency_inputs=(),
+                valid_size: jax.Array | None = None) -> jax.Array:
+  """What the secondary heads read: the frozen primary's mid features (no gradient), then the
+  auxiliary frequency maps of the scaled pixels x (gta_jax/frequency.py) when a recipe adds them."""
+  mid_features = jax.lax.stop_gradient(mid_features)
+  if not frequency_inputs:
+    return mid_features
+  return jnp.concatenate(
+      [mid_features, frequency.frequency_features(x, frequency_inputs, valid_size)], axis=-1)
+
+
 def predict(variables: dict, x: jax.Array, *, input_kind: str, num_heads: int,
-            conv_impl: str = 'auto', valid_size: jax.Array | None = None) -> Predictions:
+            conv_impl: str = 'auto', valid_size: jax.Array | None = None,
+            frequency_inputs: tuple[str, ...] = ()) -> Predictions:
   """Inference through the primary and (if any) its K stacked heads; BatchNorm in inference mode.
 
   variables: {'primary': {...}, 'heads': {...}} as in a model bundle. x: [B, H, W, C] float32,
   already preprocessed for `input_kind` ('pixel' or 'dct'). valid_size: [B, 2] rows, cols of
   each image when x is a zero-padded batch of mixed sizes (pixel models): the outputs are those
-  of each image alone, and the feature maps are zero outside valid_size / 4 or / 8.
+  of each image alone, and the feature maps are zero outside valid_size / 4 or / 8 (a global
+  frequency input needs images of one size: frequency.needs_exact_size). frequency_inputs: the
+  heads' auxiliary inputs (ModelSpec.head_frequency_inputs).
   """
   gap = uses_gap(input_kind)
   primary = Primary(gap, conv_impl=conv_impl).apply(variables['primary'], x, train=False,
@@ -411,6 +426,6 @@ def predict(variables: dict, x: jax.Array, *, input_kind: str, num_heads: int,
   heads = None
   if num_heads:
     heads = StackedHeads(num_heads, gap, conv_impl=conv_impl).apply(
-        variables['heads'], jax.lax.stop_gradient(primary.mid_features), train=False,
-        valid_size=strided_size(strided_size(valid_size, 2), 2))
+        variables['heads'], head_inputs(primary.mid_features, x, frequency_inputs, valid_size),
+        train=False, valid_size=strided_size(strided_size(valid_size, 2), 2))
   return Predictions(primary, heads)

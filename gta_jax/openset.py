@@ -166,12 +166,14 @@ def most_claiming_head(logits: np.ndarray, head_names, thresholds: verdicts.Thre
 # ------------------------------------------------------------------------------- model and data
 
 
-@functools.partial(jax.jit, static_argnames=('input_kind', 'num_heads'))
-def _head_outputs(variables, constants, images, *, input_kind: str, num_heads: int):
+@functools.partial(jax.jit, static_argnames=('input_kind', 'num_heads', 'frequency_inputs'))
+def _head_outputs(variables, constants, images, *, input_kind: str, num_heads: int,
+                  frequency_inputs: tuple[str, ...] = ()):
   """-> (head logits [K, B], pooled features [B, 16 + 32K]: the primary's mid features and each
   head's final features, globally averaged)."""
   x = base.preprocess(images, input_kind, constants)
-  out = models.predict(variables, x, input_kind=input_kind, num_heads=num_heads)
+  out = models.predict(variables, x, input_kind=input_kind, num_heads=num_heads,
+                       frequency_inputs=frequency_inputs)
   mid = out.primary.mid_features.mean(axis=(1, 2))
   heads = jnp.transpose(out.heads.final_features.mean(axis=(2, 3)), (1, 0, 2))
   return out.heads.logit, jnp.concatenate([mid, heads.reshape(x.shape[0], -1)], axis=1)
@@ -238,7 +240,8 @@ class HeadsRun:
     for batch in self.dataset.batches(split, self.batch_size, seed=0):
       z, f = distributed.to_host(_head_outputs(variables, constants, data.to_device(batch['image']),
                                                input_kind=self.spec.input_kind,
-                                               num_heads=len(self.spec.head_names)))
+                                               num_heads=len(self.spec.head_names),
+                                               frequency_inputs=self.spec.head_frequency_inputs))
       batch = distributed.gather_rows(batch)
       logits.append(np.asarray(z)[:, batch['mask']])
       features.append(np.asarray(f)[batch['mask']])

@@ -25,6 +25,7 @@ from gta_jax import distributed
 from gta_jax import errors
 from gta_jax import evaluators
 from gta_jax import families
+from gta_jax import frequency
 from gta_jax import input_pipeline
 from gta_jax import openset
 from gta_jax import run_records
@@ -75,6 +76,12 @@ def check_config(config) -> None:
   require(isinstance(config.recipe.projection_features, int) and config.recipe.projection_features >= 1,
           'recipe.projection_features', 'must be a whole number >= 1')
   require(config.model.input in ('pixel', 'dct'), 'model.input', 'choose pixel or dct')
+  try:
+    frequency.check_names(config.recipe.frequency_inputs)
+  except (TypeError, ValueError) as e:
+    raise errors.ConfigError(str(e)) from None
+  require(not config.recipe.frequency_inputs or config.model.input == 'pixel',
+          'recipe.frequency_inputs', 'are maps of the pixels: use them with model.input=pixel')
   require(config.data.train_mode in augment.MODES, 'data.train_mode',
           f'choose one of {", ".join(augment.MODES)}')
   require(config.phase in (1, 2, 3, 4), 'phase', 'choose 1, 2, 3 or 4')
@@ -181,7 +188,7 @@ def export(family, config, workdir: pathlib.Path, best: dict, step: int, tracker
       input_kind=config.model.input, image_size=family.dataset.image_size,
       head_names=family.sources, source=str(workdir), arch=family.arch, task=config.task,
       trained_steps=int(step), best_epochs=tuple(int(e) + 1 for e in tracker['best_epoch']),
-      thresholds=thresholds(config).to_json())
+      thresholds=thresholds(config).to_json(), head_frequency_inputs=family.head_frequency_inputs)
   dct = family.dataset.dct_stats if config.model.input == 'dct' else None
   variables = family.bundle_variables(jax.tree.map(np.asarray, best))
   return checkpoints.save_model_bundle(workdir / 'model', spec, variables, dct), variables

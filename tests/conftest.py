@@ -24,3 +24,15 @@ def smoke_data_dir(tmp_path_factory):
   data_dir = tmp_path_factory.mktemp('tfds')
   input_pipeline.load_builder(input_pipeline.BUILTIN, 'smoke', str(data_dir))
   return str(data_dir)
+
+
+@pytest.fixture(scope='session')
+def smoke_primary(smoke_data_dir, tmp_path_factory):
+  """A phase-I smoke primary on the smoke data, trained once per session (heads recipes read it)."""
+  from gta_jax import chains, train
+  workdir = tmp_path_factory.mktemp('primary')
+  config = chains.load_config_file(str(ROOT / 'configs' / 'phase1_synthetic.py'), 'smoke')
+  with config.unlocked():
+    config.data.data_dir = smoke_data_dir
+  train.train_and_evaluate(config, workdir)
+  return workdir

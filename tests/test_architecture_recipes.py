@@ -88,16 +88,6 @@ def _recipe_config(smoke_data_dir, primary, **overrides):
   return config
 
 
-@pytest.fixture(scope='module')
-def smoke_primary(smoke_data_dir, tmp_path_factory):
-  workdir = tmp_path_factory.mktemp('primary')
-  config = chains.load_config_file(str(ROOT / 'configs' / 'phase1_synthetic.py'), 'smoke')
-  with config.unlocked():
-    config.data.data_dir = smoke_data_dir
-  train.train_and_evaluate(config, workdir)
-  return workdir
-
-
 def test_patch_and_contrastive_heads_train_and_export_the_papers_heads(
     smoke_data_dir, smoke_primary, tmp_path):
   from gta_jax import attribute

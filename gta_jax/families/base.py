@@ -74,6 +74,10 @@ class Family:
   """
   name: str = ''
   arch: str = 'proposed'      # recorded in the model bundle
+  # The heads' auxiliary frequency maps (config.recipe.frequency_inputs), recorded in the bundle;
+  # only families whose heads read them set this.
+  head_frequency_inputs: tuple[str, ...] = ()
+  reads_frequency_inputs: bool = False
   tasks: tuple[str, ...] = ()
   # True: the outputs' variables carry a leading output axis and each output keeps its own best
   # weights and stops on its own (stacked heads); False: one set of weights for all outputs.
@@ -89,6 +93,10 @@ class Family:
     self.task = config.task
     self.sources = tuple(config.sources)
     self.source_ids = tuple(dataset.source_id(s) for s in self.sources)
+    if tuple(config.recipe.frequency_inputs) and not self.reads_frequency_inputs:
+      raise errors.ConfigError(
+          f'config.recipe.frequency_inputs={tuple(config.recipe.frequency_inputs)!r}: only the '
+          f'secondary heads (config.model.family=heads) read them, not {self.name!r}.')
     # Files the trainer writes into the workdir once set-up succeeded (e.g. primary.json).
     self.records: dict[str, dict] = {}
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from gta_jax import checkpoints
 from gta_jax import errors
+from gta_jax import frequency
 from gta_jax import input_pipeline
 from gta_jax import keras_import
 from gta_jax import losses
@@ -55,11 +56,13 @@ def detector_batch_stats_step(variables, constants, batch, *, model, input_kind:
   return updates['batch_stats']
 
 
-def _frozen_mid_features(primary_model, constants, images, input_kind: str):
-  """The frozen primary's conv-4 features (BatchNorm in inference mode, no gradient) and output."""
+def _frozen_head_inputs(primary_model, constants, images, input_kind: str,
+                        frequency_inputs: tuple[str, ...] = ()):
+  """The frozen primary's output and what the heads read: its conv-4 features (BatchNorm in
+  inference mode, no gradient), plus any auxiliary frequency maps (models.head_inputs)."""
   x = base.preprocess(images, input_kind, constants)
   primary = primary_model.apply(constants['primary'], x, train=False)
-  return primary, jax.lax.stop_gradient(primary.mid_features)
+  return primary, models.head_inputs(primary.mid_features, x, frequency_inputs)
 
 
 def random_patches(features: jax.Array, key: jax.Array, count: int, size: int) -> jax.Array:
@@ -105,7 +108,8 @@ def recipe_step_options(recipe, pixels_per_unit: int = 1) -> dict:
 def heads_train_step(state: base.TrainState, constants, batch, targets, active, *, primary_model,
                      heads_model, input_kind: str, loss_fn, optimizer, patches: int = 0,
                      patch_size: int = 0, contrastive: bool = False, temperature: float = 0.07,
-                     contrastive_weight: float | None = None):
+                     contrastive_weight: float | None = None,
+                     frequency_inputs: tuple[str, ...] = ()):
   """One step of all K heads on frozen primary features; stopped heads (active=0) stay put.
 
   targets: [K, B] one-vs-rest labels. Each head's loss depends only on its own slice of the
@@ -117,9 +121,11 @@ def heads_train_step(state: base.TrainState, constants, batch, targets, active, 
   same place of the whole image sees); contrastive adds the supervised contrastive loss of each
   head's projected pooled features, with the images' source ids as labels and every window as a
   view, weighted by `contrastive_weight` or, when None, by learned weights as DNA-Det
-  (losses.automatically_weighted, the weights in params['loss_weights']).
+  (losses.automatically_weighted, the weights in params['loss_weights']). frequency_inputs adds
+  auxiliary frequency maps of the whole image beside the mid features (windowed with them).
   """
-  _, mid = _frozen_mid_features(primary_model, constants, batch['image'], input_kind)
+  _, mid = _frozen_head_inputs(primary_model, constants, batch['image'], input_kind,
+                               frequency_inputs)
   mask = batch['mask']
   source_id = batch['source_id'] if contrastive else None  # the contrastive labels
   if patches:
@@ -155,25 +161,28 @@ def heads_train_step(state: base.TrainState, constants, batch, targets, active, 
 
 
 def heads_loss_step(variables, constants, batch, targets, *, primary_model, heads_model,
-                    input_kind: str, loss_fn):
+                    input_kind: str, loss_fn, frequency_inputs: tuple[str, ...] = ()):
   """-> [K] validation loss of the batch per head."""
-  _, mid = _frozen_mid_features(primary_model, constants, batch['image'], input_kind)
+  _, mid = _frozen_head_inputs(primary_model, constants, batch['image'], input_kind,
+                               frequency_inputs)
   out = heads_model.apply(variables, mid, train=False)
   return loss_fn(out.logit, targets, batch['mask'][None, :])
 
 
 def heads_predict_step(variables, constants, images, *, primary_model, heads_model,
-                       input_kind: str):
+                       input_kind: str, frequency_inputs: tuple[str, ...] = ()):
   """-> (p_fake [B] of the frozen primary, p_heads [K, B]) in inference mode."""
-  primary, mid = _frozen_mid_features(primary_model, constants, images, input_kind)
+  primary, mid = _frozen_head_inputs(primary_model, constants, images, input_kind,
+                                     frequency_inputs)
   heads = heads_model.apply(variables, mid, train=False)
   return jax.nn.sigmoid(primary.logit), jax.nn.sigmoid(heads.logit)
 
 
 def heads_batch_stats_step(variables, constants, batch, *, primary_model, heads_model,
-                           input_kind: str):
+                           input_kind: str, frequency_inputs: tuple[str, ...] = ()):
   """-> the heads' BatchNorm statistics of this batch (`heads_model` has momentum 0)."""
-  _, mid = _frozen_mid_features(primary_model, constants, batch['image'], input_kind)
+  _, mid = _frozen_head_inputs(primary_model, constants, batch['image'], input_kind,
+                               frequency_inputs)
   _, updates = heads_model.apply(variables, mid, train=True, mutable=['batch_stats'])
   return updates['batch_stats']
 
@@ -239,6 +248,7 @@ class Heads(base.Family):
   name = 'heads'
   tasks = ('attribution',)
   stacked_outputs = True
+  reads_frequency_inputs = True
 
   def __init__(self, config, dataset, workdir=None):
     super().__init__(config, dataset, workdir)
@@ -252,6 +262,7 @@ class Heads(base.Family):
     self.primary_variables, record = self._load_primary(config, dataset, workdir)
     self.records['primary.json'] = record
     self.recipe = config.recipe
+    self.head_frequency_inputs = tuple(config.recipe.frequency_inputs)
     check_patch_size(self.recipe, dataset.image_size)
     if self.recipe.contrastive and config.init.from_run:
       raise errors.ConfigError(
@@ -308,7 +319,8 @@ class Heads(base.Family):
 
   def init_variables(self, key):
     size = -(-self.dataset.image_size // 4)
-    variables = models.init_variables(self.heads_model, key, (1, size, size, 16))
+    channels = 16 + frequency.num_channels(self.head_frequency_inputs)
+    variables = models.init_variables(self.heads_model, key, (1, size, size, channels))
     if self.recipe.contrastive:  # training-only parameters, stacked per head; never exported
       k, features = len(self.sources), self.recipe.projection_features
       projection = {'kernel': models.KERNEL_INIT(jax.random.fold_in(key, 1), (k, 32, features)),
@@ -318,16 +330,11 @@ class Heads(base.Family):
         variables['params']['loss_weights'] = jnp.ones((k, 2))
     return variables
 
-  def _bound(self, step, **kwargs):
-    return functools.partial(step, primary_model=self.primary_model, heads_model=self.heads_model,
-                             input_kind=self.input_kind, **kwargs)
-
-  def _recipe_options(self) -> dict:
-    recipe = self.recipe
-    return {'patches': int(recipe.patches), 'patch_size': int(recipe.patch_size) // 4,
-            'contrastive': bool(recipe.contrastive), 'temperature': float(recipe.temperature),
-            'contrastive_weight': (None if recipe.contrastive_weighting == 'learned'
-                                   else float(recipe.contrastive_weight))}
+  def _bound(self, step, heads_model=None, **kwargs):
+    return functools.partial(step, primary_model=self.primary_model,
+                             heads_model=heads_model or self.heads_model,
+                             input_kind=self.input_kind,
+                             frequency_inputs=self.head_frequency_inputs, **kwargs)
 
   @property
   def loss_fn(self):
@@ -344,9 +351,8 @@ class Heads(base.Family):
     return jax.jit(self._bound(heads_predict_step))
 
   def make_batch_stats_step(self):
-    return jax.jit(functools.partial(
-        heads_batch_stats_step, primary_model=self.primary_model,
-        heads_model=self.heads_model.clone(bn_momentum=0.0), input_kind=self.input_kind))
+    return jax.jit(self._bound(heads_batch_stats_step,
+                               heads_model=self.heads_model.clone(bn_momentum=0.0)))
 
   def targets(self, batch):
     return input_pipeline.head_targets(batch['source_id'], self.source_ids)
@@ -355,6 +361,10 @@ class Heads(base.Family):
     if tuple(spec.head_names) != self.sources:
       raise errors.ConfigError(f'{source} trained heads {spec.head_names}, config.sources is '
                        f'{self.sources}.')
+    if tuple(spec.head_frequency_inputs) != self.head_frequency_inputs:
+      raise errors.ConfigError(
+          f'{source} trained heads on the frequency inputs {tuple(spec.head_frequency_inputs)}, '
+          f'config.recipe.frequency_inputs is {self.head_frequency_inputs}: set it to the same.')
     if spec.primary_digest != self.records['primary.json']['digest']:
       raise errors.ConfigError(f'{source} was trained on a different primary than '
                        f'{self.records["primary.json"]["path"]}.')
