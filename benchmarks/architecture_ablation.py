@@ -2,8 +2,8 @@
 cross-tested on the generator-variant splits.
 
 python benchmarks/architecture_ablation.py --primary runs/quickstart/phase2_synthetic \
-    --workdir runs/architecture_ablation [--recipes paper,patches,contrastive,frequency] [--seeds 0,1,2] \
-    [--data-dir data/tfds] [--json out.json] [--smoke]
+    --workdir runs/architecture_ablation [--recipes paper,patches,contrastive,frequency,pretrained]
+    [--seeds 0,1,2] [--data-dir data/tfds] [--json out.json] [--smoke]
 
 Each (recipe, seed) trains configs/architecture_attribution.py:<recipe> (recipe `dnadet`:
 configs/baseline_dnadet.py, the DNA-Det baseline) with config.seed = seed into
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--primary', required=True, help='a phase-II run (the frozen primary)')
   parser.add_argument('--workdir', default='runs/architecture_ablation')
-  parser.add_argument('--recipes', default="paper,patches,contrastive,frequency,dnadet")
+  parser.add_argument('--recipes', default="paper,patches,contrastive,frequency,pretrained,dnadet")
   parser.add_argument('--seeds', default='0,1,2')
   parser.add_argument('--data-dir')
   parser.add_argument('--json')

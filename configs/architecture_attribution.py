@@ -13,10 +13,12 @@ default recipe below:
   contrastive  + patches + the supervised contrastive loss on projected head features
   frequency    + contrastive + auxiliary frequency maps beside the mid features (phase-only
                spectrum, high-pass residual, 4x4-block log-DCT: gta_jax/frequency.py)
+  pretrained   + frequency + DNA-Det's pre-training of the heads' convs on classifying image
+               transformations of the real training images (gta_jax/pretrain.py)
 """
 from configs import common
 
-RECIPES = ('paper', 'patches', 'contrastive', 'frequency')
+RECIPES = ('paper', 'patches', 'contrastive', 'frequency', 'pretrained')
 DEFAULT_RECIPE = 'contrastive'
 
 
@@ -31,12 +33,14 @@ def get_config(arg: str = ''):
                               sources=common.SYNTHETIC_SOURCES)
   config.name = 'architecture_attribution' + ('' if recipe == DEFAULT_RECIPE else f'_{recipe}')
   config.init.primary = 'runs/quickstart/phase2_synthetic'
-  if recipe in ('patches', 'contrastive', 'frequency'):
+  if recipe != 'paper':
     # 4 windows of 64 px per 128 px image: the heads see as many pixels per step as on whole
     # images (DNA-Det's 16 would quadruple a step).
     config.recipe.patches = 4
     config.recipe.patch_size = 16 if smoke else 64
-  config.recipe.contrastive = recipe in ('contrastive', 'frequency')
-  if recipe == 'frequency':
+  config.recipe.contrastive = recipe in ('contrastive', 'frequency', 'pretrained')
+  if recipe in ('frequency', 'pretrained'):
     config.recipe.frequency_inputs = ('phase', 'highpass', 'dct')
+  if recipe == 'pretrained':
+    config.recipe.pretrain_steps = 20 if smoke else 300
   return config

@@ -94,6 +94,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # models): any of 'phase' (phase-only spectrum), 'highpass' (residual), 'dct' (4x4-block
   # log-DCT); gta_jax/frequency.py. Stored in the model bundle, which attribute reads.
   config.recipe.frequency_inputs = ()
+  # > 0: pre-train the heads' convs for that many steps on classifying image transformations of
+  # the real training images (JPEG, blur, resize, noise) before phase III (DNA-Det; gta_jax/pretrain.py).
+  config.recipe.pretrain_steps = 0
 
   config.eval = ml_collections.ConfigDict()
   config.eval.batch_size = 256

@@ -29,10 +29,11 @@ _LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, as spectral.greyscale
 
 
 def _pixel_mask(shape, valid_size):
-  """[B, H, W] 1 inside each image's valid rows/cols, 0 in batch padding (all ones if None)."""
+  """[B, H, W] 1 inside each image's valid rows/cols, 0 in batch padding; None: no padding
+  (no mask, rather than a constant one that XLA would spend seconds folding)."""
   b, h, w = shape
   if valid_size is None:
-    return jnp.ones(shape, jnp.float32)
+    return None
   rows = jnp.arange(h)[None, :, None] < valid_size[:, 0, None, None]
   cols = jnp.arange(w)[None, None, :] < valid_size[:, 1, None, None]
   return (rows & cols).astype(jnp.float32)
@@ -52,24 +53,28 @@ def _space_to_depth(x: jax.Array) -> jax.Array:
   return cells.reshape(b, h // CELL, w // CELL, CHANNELS_PER_INPUT)
 
 
-def phase_only(luma: jax.Array, mask: jax.Array) -> jax.Array:
+def _apply(x: jax.Array, mask: jax.Array | None) -> jax.Array:
+  return x if mask is None else x * mask
+
+
+def phase_only(luma: jax.Array, mask: jax.Array | None = None) -> jax.Array:
   """[B, H, W] -> [B, H, W]: real(ifft2(exp(i * angle(fft2(luma - mean))))) per image."""
-  centred = (luma - _masked_mean(luma, mask)[:, None, None]) * mask
+  centred = _apply(luma - _masked_mean(luma, mask)[:, None, None], mask)
   spectrum = jnp.fft.fft2(centred)
   unit = spectrum / jnp.maximum(jnp.abs(spectrum), 1e-30)  # 0 where the magnitude is 0
   return jnp.real(jnp.fft.ifft2(unit)).astype(jnp.float32)
 
 
-def high_pass_residual(luma: jax.Array, mask: jax.Array) -> jax.Array:
+def high_pass_residual(luma: jax.Array, mask: jax.Array | None = None) -> jax.Array:
   """[B, H, W] -> [B, H, W]: luma minus its 3x3 mean (zero padding beyond the image)."""
-  luma = luma * mask
+  luma = _apply(luma, mask)
   window_sum = jax.lax.reduce_window(luma, 0.0, jax.lax.add, (1, 3, 3), (1, 1, 1), 'SAME')
   return luma - window_sum / 9.0
 
 
-def block_dct_log_spectrum(luma: jax.Array, mask: jax.Array) -> jax.Array:
+def block_dct_log_spectrum(luma: jax.Array, mask: jax.Array | None = None) -> jax.Array:
   """[B, H, W] -> [B, ceil(H/4), ceil(W/4), 16]: ln(|2-D DCT| + 1e-3) of each 4x4 block."""
-  blocks = _space_to_depth(luma * mask)
+  blocks = _space_to_depth(_apply(luma, mask))
   cells = blocks.reshape(*blocks.shape[:3], CELL, CELL)
   basis = jnp.asarray(spectral.dct_matrix(CELL), jnp.float32)
   hi = jax.lax.Precision.HIGHEST
@@ -104,16 +109,18 @@ def needs_exact_size(names) -> bool:
   return 'phase' in tuple(names)
 
 
-def _masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
+def _masked_mean(x: jax.Array, mask: jax.Array | None) -> jax.Array:
   axes = tuple(range(1, x.ndim))
+  if mask is None:
+    return x.mean(axes)
   return (x * mask).sum(axes) / jnp.maximum(mask.sum(axes), 1.0)
 
 
-def _standardise(x: jax.Array, mask: jax.Array) -> jax.Array:
+def _standardise(x: jax.Array, mask: jax.Array | None) -> jax.Array:
   """Per image: zero mean and unit variance over the valid cells, zero in padding."""
-  mask = jnp.broadcast_to(mask, x.shape)
+  mask = None if mask is None else jnp.broadcast_to(mask, x.shape)
   mean = _masked_mean(x, mask)
-  centred = (x - mean.reshape(-1, *[1] * (x.ndim - 1))) * mask
+  centred = _apply(x - mean.reshape(-1, *[1] * (x.ndim - 1)), mask)
   std = jnp.sqrt(_masked_mean(jnp.square(centred), mask))
   return centred / jnp.maximum(std, 1e-6).reshape(-1, *[1] * (x.ndim - 1))
 
@@ -124,10 +131,17 @@ def frequency_features(scaled_pixels: jax.Array, names, valid_size=None) -> jax.
   valid_size: [B, 2] rows, cols of each image in a zero-padded batch (see models.Primary).
   """
   names = tuple(names)
+  if not names:
+    raise ValueError('frequency_features needs at least one input name')
   luma = jnp.einsum('bhwc,c->bhw', scaled_pixels.astype(jnp.float32), jnp.asarray(_LUMA))
+  if valid_size is None and (luma.shape[1] % CELL or luma.shape[2] % CELL):
+    # the cells padded to a multiple of 4 px must not count in the standardisation
+    valid_size = jnp.broadcast_to(jnp.asarray(luma.shape[1:]), (luma.shape[0], 2))
   pixel_mask = _pixel_mask(luma.shape, valid_size)
-  pixels_per_cell = _space_to_depth(pixel_mask)  # [B, h, w, 16]
-  cell_mask = pixels_per_cell.max(axis=-1, keepdims=True)  # a cell with any image pixel
+  pixels_per_cell = cell_mask = None
+  if pixel_mask is not None:
+    pixels_per_cell = _space_to_depth(pixel_mask)  # [B, h, w, 16]
+    cell_mask = pixels_per_cell.max(axis=-1, keepdims=True)  # a cell with any image pixel
   maps = []
   for name in names:
     on_pixels, transform = FREQUENCY_INPUTS[name]
@@ -135,5 +149,4 @@ def frequency_features(scaled_pixels: jax.Array, names, valid_size=None) -> jax.
       maps.append(_standardise(_space_to_depth(transform(luma, pixel_mask)), pixels_per_cell))
     else:
       maps.append(_standardise(transform(luma, pixel_mask), cell_mask))
-  return jnp.concatenate(maps, axis=-1) if maps else jnp.zeros(
-      (*cell_mask.shape[:3], 0), jnp.float32)
+  return jnp.concatenate(maps, axis=-1)

@@ -73,6 +73,8 @@ def check_config(config) -> None:
           'choose learned or fixed')
   for key in ('recipe.temperature', 'recipe.contrastive_weight'):
     require(np.isfinite(value_of(key)) and value_of(key) > 0, key, 'must be a positive number')
+  require(isinstance(config.recipe.pretrain_steps, int) and config.recipe.pretrain_steps >= 0,
+          'recipe.pretrain_steps', 'must be a whole number >= 0')
   require(isinstance(config.recipe.projection_features, int) and config.recipe.projection_features >= 1,
           'recipe.projection_features', 'must be a whole number >= 1')
   require(config.model.input in ('pixel', 'dct'), 'model.input', 'choose pixel or dct')

@@ -168,3 +168,45 @@ def test_ablation_benchmark_reports_mean_and_spread_over_seeds(smoke_data_dir, s
   assert summary['test_unseen_seeds recall']['std'] == pytest.approx(np.std(values, ddof=1))
   assert record['machine']['cpu_model']
   assert '| test_unseen_seeds recall |' in capsys.readouterr().out
+
+
+def test_transformation_batches_are_drawn_from_seed_and_step_and_each_class_changes_the_image():
+  from gta_jax import pretrain
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
+  first, classes = pretrain.transformation_batch(images, seed=3, step=5)
+  again, classes_again = pretrain.transformation_batch(images, seed=3, step=5)
+  np.testing.assert_array_equal(first, again)
+  np.testing.assert_array_equal(classes, classes_again)
+  assert not np.array_equal(classes, pretrain.transformation_batch(images, 3, 6)[1])
+  for index, (name, transform) in enumerate(pretrain.TRANSFORMS.items()):
+    out = transform(images[0], np.random.default_rng(0))
+    assert out.shape == images[0].shape and out.dtype == np.uint8, name
+    assert np.array_equal(out, images[0]) == (name == 'none'), name
+
+
+def test_pretraining_learns_the_transformations_and_hands_phase_three_fresh_decisions(
+    smoke_data_dir, smoke_primary, tmp_path):
+  from gta_jax import pretrain
+  config = _recipe_config(smoke_data_dir, smoke_primary, **{'recipe.pretrain_steps': 1})
+  _, family = train.setup(config)
+  images = pretrain.real_training_images(family.dataset)
+  fresh = family.heads_model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 16)), train=False)
+  pretrained, history = pretrain.pretrained_heads(
+      fresh, jax.random.key(1), images=images, steps=600, batch_size=32, learning_rate=3e-3,
+      seed=0, constants=family.constants(), primary_model=family.primary_model,
+      heads_model=family.heads_model, input_kind='pixel')
+  # each step draws new transformations, so the last steps' accuracy is on unseen draws
+  assert history[-1]['accuracy'] > 2.5 / len(pretrain.TRANSFORMS)  # chance: 1 / 10
+  assert history[-1]['loss'] < min(h['loss'] for h in history[:2]) - 0.2
+  assert history[-1]['loss'] < np.log(len(pretrain.TRANSFORMS)) - 0.4
+  heads, initial = pretrained['params']['heads'], fresh['params']['heads']
+  np.testing.assert_array_equal(heads['decision']['dense']['kernel'],
+                                initial['decision']['dense']['kernel'])
+  assert not np.allclose(heads['conv_01']['kernel'], initial['conv_01']['kernel'])
+
+  # the recipe: pre-training runs before phase III and its record lands in the workdir
+  config = _recipe_config(smoke_data_dir, smoke_primary, **{'recipe.pretrain_steps': 10})
+  train.train_and_evaluate(config, tmp_path / 'pretrained')
+  record = json.loads((tmp_path / 'pretrained' / 'pretraining.json').read_text())
+  assert record['steps'] == 10 and record['classes'] == list(pretrain.TRANSFORMS)

@@ -147,7 +147,7 @@ def test_frequency_inputs_are_checked_by_name_and_family(smoke_data_dir, smoke_p
   with detector.unlocked():
     detector.data.data_dir = smoke_data_dir
     detector.recipe.frequency_inputs = ('dct',)
-  with pytest.raises(errors.ConfigError, match='only the secondary heads'):
+  with pytest.raises(errors.ConfigError, match="only the secondary heads"):
     train.train_and_evaluate(detector, tmp_path / 'detector')
 
 

@@ -74,10 +74,10 @@ class Family:
   """
   name: str = ''
   arch: str = 'proposed'      # recorded in the model bundle
-  # The heads' auxiliary frequency maps (config.recipe.frequency_inputs), recorded in the bundle;
-  # only families whose heads read them set this.
+  # The heads' auxiliary frequency maps (config.recipe.frequency_inputs), recorded in the bundle.
   head_frequency_inputs: tuple[str, ...] = ()
-  reads_frequency_inputs: bool = False
+  # The config.recipe settings beyond the defaults this family implements (others are refused).
+  recipe_extras: tuple[str, ...] = ()
   tasks: tuple[str, ...] = ()
   # True: the outputs' variables carry a leading output axis and each output keeps its own best
   # weights and stops on its own (stacked heads); False: one set of weights for all outputs.
@@ -93,10 +93,12 @@ class Family:
     self.task = config.task
     self.sources = tuple(config.sources)
     self.source_ids = tuple(dataset.source_id(s) for s in self.sources)
-    if tuple(config.recipe.frequency_inputs) and not self.reads_frequency_inputs:
-      raise errors.ConfigError(
-          f'config.recipe.frequency_inputs={tuple(config.recipe.frequency_inputs)!r}: only the '
-          f'secondary heads (config.model.family=heads) read them, not {self.name!r}.')
+    for extra in ('frequency_inputs', 'pretrain_steps'):
+      value = config.recipe[extra]
+      if value and extra not in self.recipe_extras:
+        raise errors.ConfigError(
+            f'config.recipe.{extra}={value!r}: only the secondary heads '
+            f'(config.model.family=heads) implement it, not {self.name!r}.')
     # Files the trainer writes into the workdir once set-up succeeded (e.g. primary.json).
     self.records: dict[str, dict] = {}
 

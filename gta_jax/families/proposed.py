@@ -16,6 +16,7 @@ from gta_jax import keras_import
 from gta_jax import losses
 from gta_jax import metrics
 from gta_jax import models
+from gta_jax import pretrain
 from gta_jax import run_records
 from gta_jax.families import base
 
@@ -248,7 +249,7 @@ class Heads(base.Family):
   name = 'heads'
   tasks = ('attribution',)
   stacked_outputs = True
-  reads_frequency_inputs = True
+  recipe_extras = ('frequency_inputs', 'pretrain_steps')
 
   def __init__(self, config, dataset, workdir=None):
     super().__init__(config, dataset, workdir)
@@ -264,11 +265,11 @@ class Heads(base.Family):
     self.recipe = config.recipe
     self.head_frequency_inputs = tuple(config.recipe.frequency_inputs)
     check_patch_size(self.recipe, dataset.image_size)
-    if self.recipe.contrastive and config.init.from_run:
+    if (self.recipe.contrastive or self.recipe.pretrain_steps) and config.init.from_run:
       raise errors.ConfigError(
-          'config.recipe.contrastive trains heads from scratch (phase III recipes); '
-          f'config.init.from_run={config.init.from_run!r} warm-starts from a bundle, which holds '
-          'no contrastive projection.')
+          'config.recipe.contrastive and config.recipe.pretrain_steps start heads from scratch '
+          f'(phase III recipes); config.init.from_run={config.init.from_run!r} warm-starts from a '
+          'bundle, which holds no contrastive projection and is trained already.')
 
   @staticmethod
   def _load_primary(config, dataset, workdir):
@@ -321,6 +322,17 @@ class Heads(base.Family):
     size = -(-self.dataset.image_size // 4)
     channels = 16 + frequency.num_channels(self.head_frequency_inputs)
     variables = models.init_variables(self.heads_model, key, (1, size, size, channels))
+    if self.recipe.pretrain_steps:  # DNA-Det's pre-training of the convs (gta_jax/pretrain.py)
+      variables, history = pretrain.pretrained_heads(
+          variables, jax.random.fold_in(key, 2), images=pretrain.real_training_images(self.dataset),
+          steps=int(self.recipe.pretrain_steps), batch_size=self.config.optim.batch_size,
+          learning_rate=self.config.optim.learning_rate, seed=self.config.seed,
+          constants=self.constants(), primary_model=self.primary_model,
+          heads_model=self.heads_model, input_kind=self.input_kind,
+          frequency_inputs=self.head_frequency_inputs)
+      self.records['pretraining.json'] = {'steps': int(self.recipe.pretrain_steps),
+                                          'classes': list(pretrain.TRANSFORMS),
+                                          'history': history}
     if self.recipe.contrastive:  # training-only parameters, stacked per head; never exported
       k, features = len(self.sources), self.recipe.projection_features
       projection = {'kernel': models.KERNEL_INIT(jax.random.fold_in(key, 1), (k, 32, features)),
