@@ -245,7 +245,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
       (workdir / name).write_text(json.dumps(record, indent=2) + '\n')
 
   optimizer = make_optimizer(config)
-  state = distributed.replicate(family.init_state(jax.random.key(config.seed), optimizer))
+  state = family.init_state(jax.random.key(config.seed), optimizer)
+  warm_started = bool(config.init.from_run) and config.phase in (2, 4)
+  if not resuming and not warm_started:
+    state = family.pretrained_state(state, jax.random.key(config.seed), optimizer)
+  state = distributed.replicate(state)
   best = host_variables(state)
   tracker = initial_tracker(family.num_outputs)
   if resuming:
@@ -253,7 +257,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
         manager, {'state': state, 'best': best, 'tracker': tracker}, warn=log)
     state, best = restored['state'], restored['best']
     tracker = jax.tree.map(np.asarray, restored['tracker'])
-  elif config.init.from_run and config.phase in (2, 4):
+  elif warm_started:
     state = distributed.replicate(warm_start(family, config, state, optimizer))
     best = host_variables(state)
   else:

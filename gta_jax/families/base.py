@@ -123,6 +123,12 @@ class Family:
   def init_state(self, key: jax.Array, optimizer) -> TrainState:
     return new_state(self.init_variables(key), optimizer)
 
+  def pretrained_state(self, state: TrainState, key: jax.Array, optimizer) -> TrainState:
+    """A run that starts from scratch (not resumed, not warm-started) -> its first state after
+    any pre-training the family does (the heads' config.recipe.pretrain_steps); default: as is."""
+    del key, optimizer
+    return state
+
   # -- steps (jitted once per family instance)
   def make_train_step(self, optimizer) -> Callable:
     raise NotImplementedError

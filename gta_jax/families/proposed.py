@@ -322,17 +322,6 @@ class Heads(base.Family):
     size = -(-self.dataset.image_size // 4)
     channels = 16 + frequency.num_channels(self.head_frequency_inputs)
     variables = models.init_variables(self.heads_model, key, (1, size, size, channels))
-    if self.recipe.pretrain_steps:  # DNA-Det's pre-training of the convs (gta_jax/pretrain.py)
-      variables, history = pretrain.pretrained_heads(
-          variables, jax.random.fold_in(key, 2), images=pretrain.real_training_images(self.dataset),
-          steps=int(self.recipe.pretrain_steps), batch_size=self.config.optim.batch_size,
-          learning_rate=self.config.optim.learning_rate, seed=self.config.seed,
-          constants=self.constants(), primary_model=self.primary_model,
-          heads_model=self.heads_model, input_kind=self.input_kind,
-          frequency_inputs=self.head_frequency_inputs)
-      self.records['pretraining.json'] = {'steps': int(self.recipe.pretrain_steps),
-                                          'classes': list(pretrain.TRANSFORMS),
-                                          'history': history}
     if self.recipe.contrastive:  # training-only parameters, stacked per head; never exported
       k, features = len(self.sources), self.recipe.projection_features
       projection = {'kernel': models.KERNEL_INIT(jax.random.fold_in(key, 1), (k, 32, features)),
@@ -341,6 +330,24 @@ class Heads(base.Family):
       if self.recipe.contrastive_weighting == 'learned':
         variables['params']['loss_weights'] = jnp.ones((k, 2))
     return variables
+
+  def pretrained_state(self, state, key, optimizer):
+    """DNA-Det's pre-training of the heads' convs (config.recipe.pretrain_steps,
+    gta_jax/pretrain.py) before phase III; its history goes to pretraining.json."""
+    if not self.recipe.pretrain_steps:
+      return state
+    heads = {'params': {'heads': state.params['heads']}, 'batch_stats': state.batch_stats}
+    pretrained, history = pretrain.pretrained_heads(
+        heads, jax.random.fold_in(key, 2), images=pretrain.real_training_images(self.dataset),
+        steps=int(self.recipe.pretrain_steps), batch_size=self.config.optim.batch_size,
+        learning_rate=self.config.optim.learning_rate, seed=self.config.seed,
+        constants=self.constants(), primary_model=self.primary_model,
+        heads_model=self.heads_model, input_kind=self.input_kind,
+        frequency_inputs=self.head_frequency_inputs)
+    self.records['pretraining.json'] = {'steps': int(self.recipe.pretrain_steps),
+                                        'classes': list(pretrain.TRANSFORMS), 'history': history}
+    return base.new_state({'params': {**state.params, **pretrained['params']},
+                           'batch_stats': pretrained['batch_stats']}, optimizer)
 
   def _bound(self, step, heads_model=None, **kwargs):
     return functools.partial(step, primary_model=self.primary_model,
