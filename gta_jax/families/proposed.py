@@ -125,19 +125,19 @@ def heads_train_step(state: base.TrainState, constants, batch, targets, active, 
   (losses.automatically_weighted, the weights in params['loss_weights']). frequency_inputs adds
   auxiliary frequency maps of the whole image beside the mid features (windowed with them).
   """
-  _, mid = _frozen_head_inputs(primary_model, constants, batch['image'], input_kind,
-                               frequency_inputs)
+  _, head_inputs = _frozen_head_inputs(primary_model, constants, batch['image'], input_kind,
+                                       frequency_inputs)
   mask = batch['mask']
   source_id = batch['source_id'] if contrastive else None  # the contrastive labels
   if patches:
     key = jax.random.fold_in(jax.random.wrap_key_data(constants['patch_key']), state.step)
-    mid = random_patches(mid, key, patches, patch_size)
+    head_inputs = random_patches(head_inputs, key, patches, patch_size)
     targets, mask = jnp.repeat(targets, patches, axis=-1), jnp.repeat(mask, patches)
     source_id = None if source_id is None else jnp.repeat(source_id, patches)
 
   def loss_of(params):
-    out, updates = heads_model.apply({'params': params, 'batch_stats': state.batch_stats}, mid,
-                                     train=True, mutable=['batch_stats'])
+    out, updates = heads_model.apply({'params': params, 'batch_stats': state.batch_stats},
+                                     head_inputs, train=True, mutable=['batch_stats'])
     per_head = loss_fn(out.logit, targets, mask[None, :])
     if contrastive:
       embeddings = contrastive_embeddings(params['projection'], out.final_features)
@@ -164,27 +164,27 @@ def heads_train_step(state: base.TrainState, constants, batch, targets, active, 
 def heads_loss_step(variables, constants, batch, targets, *, primary_model, heads_model,
                     input_kind: str, loss_fn, frequency_inputs: tuple[str, ...] = ()):
   """-> [K] validation loss of the batch per head."""
-  _, mid = _frozen_head_inputs(primary_model, constants, batch['image'], input_kind,
-                               frequency_inputs)
-  out = heads_model.apply(variables, mid, train=False)
+  _, head_inputs = _frozen_head_inputs(primary_model, constants, batch['image'], input_kind,
+                                       frequency_inputs)
+  out = heads_model.apply(variables, head_inputs, train=False)
   return loss_fn(out.logit, targets, batch['mask'][None, :])
 
 
 def heads_predict_step(variables, constants, images, *, primary_model, heads_model,
                        input_kind: str, frequency_inputs: tuple[str, ...] = ()):
   """-> (p_fake [B] of the frozen primary, p_heads [K, B]) in inference mode."""
-  primary, mid = _frozen_head_inputs(primary_model, constants, images, input_kind,
-                                     frequency_inputs)
-  heads = heads_model.apply(variables, mid, train=False)
+  primary, head_inputs = _frozen_head_inputs(primary_model, constants, images, input_kind,
+                                             frequency_inputs)
+  heads = heads_model.apply(variables, head_inputs, train=False)
   return jax.nn.sigmoid(primary.logit), jax.nn.sigmoid(heads.logit)
 
 
 def heads_batch_stats_step(variables, constants, batch, *, primary_model, heads_model,
                            input_kind: str, frequency_inputs: tuple[str, ...] = ()):
   """-> the heads' BatchNorm statistics of this batch (`heads_model` has momentum 0)."""
-  _, mid = _frozen_head_inputs(primary_model, constants, batch['image'], input_kind,
-                               frequency_inputs)
-  _, updates = heads_model.apply(variables, mid, train=True, mutable=['batch_stats'])
+  _, head_inputs = _frozen_head_inputs(primary_model, constants, batch['image'], input_kind,
+                                       frequency_inputs)
+  _, updates = heads_model.apply(variables, head_inputs, train=True, mutable=['batch_stats'])
   return updates['batch_stats']
 
 
