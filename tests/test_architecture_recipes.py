@@ -186,7 +186,7 @@ def test_transformation_batches_are_drawn_from_seed_and_step_and_each_class_chan
 
 
 def test_pretraining_learns_the_transformations_and_hands_phase_three_fresh_decisions(
-    smoke_data_dir, smoke_primary, tmp_path):
+    smoke_data_dir, smoke_primary):
   from gta_jax import pretrain
   config = _recipe_config(smoke_data_dir, smoke_primary, **{'recipe.pretrain_steps': 1})
   _, family = train.setup(config)
@@ -205,8 +205,4 @@ def test_pretraining_learns_the_transformations_and_hands_phase_three_fresh_deci
                                 initial['decision']['dense']['kernel'])
   assert not np.allclose(heads['conv_01']['kernel'], initial['conv_01']['kernel'])
 
-  # the recipe: pre-training runs before phase III and its record lands in the workdir
-  config = _recipe_config(smoke_data_dir, smoke_primary, **{'recipe.pretrain_steps': 10})
-  train.train_and_evaluate(config, tmp_path / 'pretrained')
-  record = json.loads((tmp_path / 'pretrained' / 'pretraining.json').read_text())
-  assert record['steps'] == 10 and record['classes'] == list(pretrain.TRANSFORMS)
+  # the whole recipe (pre-training, then phase III) runs in tests/test_frequency_inputs.py

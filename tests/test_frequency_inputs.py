@@ -79,10 +79,10 @@ def test_unknown_or_repeated_names_are_refused_naming_the_key():
       frequency.check_names(names)
 
 
-def _frequency_config(smoke_data_dir, primary, **overrides):
+def _frequency_config(smoke_data_dir, primary, recipe='frequency', **overrides):
   from ml_collections.config_flags import config_path
   config = chains.load_config_file(str(ROOT / 'configs' / 'architecture_attribution.py'),
-                                   'frequency,smoke')
+                                   f'{recipe},smoke')
   with config.unlocked():
     config.data.data_dir = smoke_data_dir
     config.init.primary = str(primary)
@@ -93,14 +93,18 @@ def _frequency_config(smoke_data_dir, primary, **overrides):
 
 def test_frequency_heads_train_export_and_attribute_images_of_any_size(
     smoke_data_dir, smoke_primary, tmp_path):
+  """The `pretrained` recipe: transformation pre-training, then frequency-input heads."""
   from PIL import Image
 
-  from gta_jax import attribute
-  config = _frequency_config(smoke_data_dir, smoke_primary)
+  from gta_jax import attribute, pretrain
+  config = _frequency_config(smoke_data_dir, smoke_primary, 'pretrained')
   assert config.recipe.frequency_inputs == ('phase', 'highpass', 'dct')
   workdir = tmp_path / 'frequency'
   results = train.train_and_evaluate(config, workdir)
   assert set(results['clean']['heads']) == set(config.sources)
+  record = json.loads((workdir / 'pretraining.json').read_text())
+  assert record['steps'] == config.recipe.pretrain_steps > 0
+  assert record['classes'] == list(pretrain.TRANSFORMS)
   spec, variables, _ = checkpoints.load_model_bundle(workdir / 'model')  # checks the layout
   assert spec.head_frequency_inputs == ('phase', 'highpass', 'dct')
   assert variables['heads']['params']['heads']['conv_01']['kernel'].shape[-2] == 16 + 48
