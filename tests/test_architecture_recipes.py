@@ -79,7 +79,8 @@ def test_patch_windows_are_even_offset_slices_of_each_image():
 
 def _recipe_config(smoke_data_dir, primary, **overrides):
   from ml_collections.config_flags import config_path
-  config = chains.load_config_file(str(ROOT / 'configs' / 'architecture_attribution.py'), 'smoke')
+  config = chains.load_config_file(str(ROOT / 'configs' / 'architecture_attribution.py'),
+                                   'contrastive,smoke')
   with config.unlocked():
     config.data.data_dir = smoke_data_dir
     config.init.primary = str(primary)
