@@ -7,9 +7,9 @@ python launch.py --config=configs/architecture_attribution.py \
 python -m gta_jax.crosstest --workdir runs/architecture_attribution
 
 The argument picks a recipe of the ablation (benchmarks/architecture_ablation.py); none =
-`frequency`, which met more of the targets than any other in that ablation (clean F1 per head,
-false claims on real images, fine-tuned and further-trained generators, and unseen architectures
-in the open-set protocol) while `contrastive` recalls unseen seeds best (BENCHMARKS.md):
+`frequency`, which met more of the issue's targets than any other in that ablation (clean F1
+per head, false claims on real images, fine-tuned and further-trained generators), while
+`contrastive` recalls unseen seeds best (BENCHMARKS.md):
   paper        the paper's heads (whole images, BCE)
   patches      + random windows, one loss each (DNA-Det's patch training)
   contrastive  + patches + the supervised contrastive loss on projected head features
