@@ -31,9 +31,9 @@ _LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, as spectral.greyscale
 def _pixel_mask(shape, valid_size):
   """[B, H, W] 1 inside each image's valid rows/cols, 0 in batch padding; None: no padding
   (no mask, rather than a constant one that XLA would spend seconds folding)."""
-  b, h, w = shape
   if valid_size is None:
     return None
+  _, h, w = shape
   rows = jnp.arange(h)[None, :, None] < valid_size[:, 0, None, None]
   cols = jnp.arange(w)[None, None, :] < valid_size[:, 1, None, None]
   return (rows & cols).astype(jnp.float32)

@@ -36,3 +36,19 @@ def smoke_primary(smoke_data_dir, tmp_path_factory):
     config.data.data_dir = smoke_data_dir
   train.train_and_evaluate(config, workdir)
   return workdir
+
+
+def recipe_config(smoke_data_dir, primary, recipe: str, **overrides):
+  """configs/architecture_attribution.py:<recipe>,smoke on the smoke data and `primary`, with
+  dotted-key overrides (e.g. **{'recipe.patches': 2})."""
+  from ml_collections.config_flags import config_path
+
+  from gta_jax import chains
+  config = chains.load_config_file(str(ROOT / 'configs' / 'architecture_attribution.py'),
+                                   f'{recipe},smoke')
+  with config.unlocked():
+    config.data.data_dir = smoke_data_dir
+    config.init.primary = str(primary)
+    for key, value in overrides.items():
+      config_path.set_value(key, config, value)
+  return config

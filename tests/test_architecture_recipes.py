@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, recipe_config
 from gta_jax import chains, checkpoints, losses, train
 from gta_jax.families import proposed
 
@@ -78,15 +78,7 @@ def test_patch_windows_are_even_offset_slices_of_each_image():
 
 
 def _recipe_config(smoke_data_dir, primary, **overrides):
-  from ml_collections.config_flags import config_path
-  config = chains.load_config_file(str(ROOT / 'configs' / 'architecture_attribution.py'),
-                                   'contrastive,smoke')
-  with config.unlocked():
-    config.data.data_dir = smoke_data_dir
-    config.init.primary = str(primary)
-    for key, value in overrides.items():
-      config_path.set_value(key, config, value)
-  return config
+  return recipe_config(smoke_data_dir, primary, 'contrastive', **overrides)
 
 
 def test_patch_and_contrastive_heads_train_and_export_the_papers_heads(

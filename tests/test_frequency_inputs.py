@@ -9,7 +9,7 @@ import pytest
 import scipy.fft
 import scipy.ndimage
 
-from conftest import ROOT
+from conftest import ROOT, recipe_config
 from gta_jax import chains, checkpoints, errors, frequency, models, train
 
 LUMA = np.array([0.299, 0.587, 0.114])
@@ -80,15 +80,7 @@ def test_unknown_or_repeated_names_are_refused_naming_the_key():
 
 
 def _frequency_config(smoke_data_dir, primary, recipe='frequency', **overrides):
-  from ml_collections.config_flags import config_path
-  config = chains.load_config_file(str(ROOT / 'configs' / 'architecture_attribution.py'),
-                                   f'{recipe},smoke')
-  with config.unlocked():
-    config.data.data_dir = smoke_data_dir
-    config.init.primary = str(primary)
-    for key, value in overrides.items():
-      config_path.set_value(key, config, value)
-  return config
+  return recipe_config(smoke_data_dir, primary, recipe, **overrides)
 
 
 def test_frequency_heads_train_export_and_attribute_images_of_any_size(
