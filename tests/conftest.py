@@ -1,9 +1,25 @@
 """Shared test set-up: the reference release files are optional (a user's clone has no ../shared)."""
+import atexit
 import os
 import pathlib
+import shutil
 import sys
+import tempfile
 
 import pytest
+
+# One XLA compilation cache for the session, empty at its start and shared with the subprocesses
+# the tests launch (they inherit the environment). Most tests build fresh jitted steps of the same
+# smoke shapes, and a fresh process compiles the random initialisers op by op (~15 s for the
+# primary on 2 cores, ~2 s from the cache): reusing compiled programs by their HLO fingerprint
+# changes no result, only the suite's time. Set before JAX is imported; a user's own
+# JAX_COMPILATION_CACHE_DIR is left alone.
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  _CACHE = tempfile.mkdtemp(prefix='gta_jax_test_xla_cache_')
+  atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+  os.environ.update({'JAX_COMPILATION_CACHE_DIR': _CACHE,
+                     'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0',
+                     'JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES': '0'})
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))

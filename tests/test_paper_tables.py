@@ -62,23 +62,7 @@ def _smoke(reference: str, data_dir: str, root: pathlib.Path):
   return config
 
 
-@pytest.fixture
-def compilation_cache(tmp_path):
-  """Many of these runs compile the same steps (same shapes): reuse them from a disk cache."""
-  import jax
-  settings = {'jax_compilation_cache_dir': str(tmp_path / 'xla_cache'),
-              'jax_persistent_cache_min_compile_time_secs': 0.0,
-              'jax_persistent_cache_min_entry_size_bytes': 0}
-  before = {name: getattr(jax.config, name) for name in settings}
-  for name, value in settings.items():
-    jax.config.update(name, value)
-  yield
-  for name, value in before.items():
-    jax.config.update(name, value)
-
-
-def test_every_table_config_runs_in_order_and_every_report_renders(dummy_data_dir, tmp_path,
-                                                                  compilation_cache):
+def test_every_table_config_runs_in_order_and_every_report_renders(dummy_data_dir, tmp_path):
   root = tmp_path / 'runs'
   for table, configs, runs in TABLES:
     for reference, run in zip(configs, runs):
