@@ -77,14 +77,10 @@ def test_patch_windows_are_even_offset_slices_of_each_image():
     assert matches, n  # window n is a slice of its own image, at even offsets
 
 
-def _recipe_config(smoke_data_dir, primary, **overrides):
-  return recipe_config(smoke_data_dir, primary, 'contrastive', **overrides)
-
-
 def test_patch_and_contrastive_heads_train_and_export_the_papers_heads(
     smoke_data_dir, smoke_primary, tmp_path):
   from gta_jax import attribute
-  config = _recipe_config(smoke_data_dir, smoke_primary)
+  config = recipe_config(smoke_data_dir, smoke_primary, 'contrastive')
   assert config.recipe.patches > 0 and config.recipe.contrastive
   workdir = tmp_path / 'recipe'
   results = train.train_and_evaluate(config, workdir)
@@ -104,7 +100,7 @@ def test_recipe_settings_are_checked_by_name(smoke_data_dir, smoke_primary, tmp_
   for key, value, message in (('recipe.patch_size', 12, 'recipe.patch_size'),
                               ('recipe.contrastive_weighting', 'sum', 'learned or fixed'),
                               ('recipe.patches', -1, 'recipe.patches')):
-    config = _recipe_config(smoke_data_dir, smoke_primary, **{key: value})
+    config = recipe_config(smoke_data_dir, smoke_primary, 'contrastive', **{key: value})
     with pytest.raises(errors.ConfigError, match=message):
       train.train_and_evaluate(config, tmp_path / key)
 
@@ -181,7 +177,8 @@ def test_transformation_batches_are_drawn_from_seed_and_step_and_each_class_chan
 def test_pretraining_learns_the_transformations_and_hands_phase_three_fresh_decisions(
     smoke_data_dir, smoke_primary):
   from gta_jax import pretrain
-  config = _recipe_config(smoke_data_dir, smoke_primary, **{'recipe.pretrain_steps': 1})
+  config = recipe_config(smoke_data_dir, smoke_primary, 'contrastive',
+                         **{'recipe.pretrain_steps': 1})
   _, family = train.setup(config)
   images = pretrain.real_training_images(family.dataset)
   fresh = family.heads_model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 16)), train=False)

@@ -79,17 +79,13 @@ def test_unknown_or_repeated_names_are_refused_naming_the_key():
       frequency.check_names(names)
 
 
-def _frequency_config(smoke_data_dir, primary, recipe='frequency', **overrides):
-  return recipe_config(smoke_data_dir, primary, recipe, **overrides)
-
-
 def test_frequency_heads_train_export_and_attribute_images_of_any_size(
     smoke_data_dir, smoke_primary, tmp_path):
   """The `pretrained` recipe: transformation pre-training, then frequency-input heads."""
   from PIL import Image
 
   from gta_jax import attribute, pretrain
-  config = _frequency_config(smoke_data_dir, smoke_primary, 'pretrained')
+  config = recipe_config(smoke_data_dir, smoke_primary, 'pretrained')
   assert config.recipe.frequency_inputs == ('phase', 'highpass', 'dct')
   workdir = tmp_path / 'frequency'
   results = train.train_and_evaluate(config, workdir)
@@ -129,14 +125,15 @@ def test_frequency_heads_train_export_and_attribute_images_of_any_size(
                              np.asarray(1 / (1 + np.exp(-np.asarray(direct.heads.logit))))[:, 0],
                              atol=1e-5)
   with pytest.raises(errors.ConfigError, match='frequency inputs'):
-    family_without = train.setup(_frequency_config(smoke_data_dir, smoke_primary,
-                                                   **{'recipe.frequency_inputs': ('dct',)}),
+    family_without = train.setup(recipe_config(smoke_data_dir, smoke_primary, 'frequency',
+                                               **{'recipe.frequency_inputs': ('dct',)}),
                                  tmp_path / 'other')[1]
     family_without.variables_from_bundle(spec, variables, workdir / 'model')
 
 
 def test_frequency_inputs_are_checked_by_name_and_family(smoke_data_dir, smoke_primary, tmp_path):
-  bad = _frequency_config(smoke_data_dir, smoke_primary, **{'recipe.frequency_inputs': ('fft',)})
+  bad = recipe_config(smoke_data_dir, smoke_primary, 'frequency',
+                      **{'recipe.frequency_inputs': ('fft',)})
   with pytest.raises(errors.ConfigError, match='config.recipe.frequency_inputs'):
     train.train_and_evaluate(bad, tmp_path / 'bad')
   detector = chains.load_config_file(str(ROOT / 'configs' / 'phase1_synthetic.py'), 'smoke')
