@@ -101,3 +101,53 @@ def test_data_to_device_is_where_batches_become_device_arrays():
   moved = data.to_device(batch)
   assert all(isinstance(v, jax.Array) for v in moved.values())
   np.testing.assert_array_equal(moved['image'], batch['image'])
+
+
+class _NoiseAndFlat(_Splits):
+  """Real images are white noise, fakes flat grey (24 x 24): a softness detector tells them."""
+
+  image_size = 24
+
+  def image_size_of(self, split):
+    return 24
+
+  def batches(self, split, batch_size, *, mode, seed):
+    rng = np.random.default_rng(0)
+    for batch in super().batches(split, batch_size, mode=mode, seed=seed):
+      real = batch['label'] == 0
+      images = np.full((len(real), 24, 24, 3), 128, np.uint8)
+      images[real] = rng.integers(0, 256, (int(real.sum()), 24, 24, 3))
+      yield dict(batch, image=images)
+
+
+def _softness_detector(images):
+  """p_fake = 1 when neighbouring pixels differ little (a detector that learnt 'soft = fake');
+  its one head claims what it calls fake."""
+  images = np.asarray(images, np.float32)
+  soft = (np.abs(np.diff(images, axis=2)).mean(axis=(1, 2, 3)) < 40).astype(np.float32)
+  return soft, soft[None]
+
+
+def test_softened_reals_probe_scores_only_real_images_after_each_softening():
+  dataset = _NoiseAndFlat({'test': [(0, 0, 0)] * 5 + [(0, 1, 1)] * 7})
+  outputs = metrics.Outputs(True, ('a',), (1,), 'claims', True)
+  config = ml_collections.ConfigDict({'test_softened_reals': {'type': 'softened_reals'}})
+
+  def probe(predict):
+    built = evaluators.build(config, predict, dataset, outputs=outputs, thresholds=THRESHOLDS,
+                             batch_size=4, predictions_dir=None)
+    return evaluators.run_all(built)['softened_real']
+
+  results = probe(_softness_detector)
+  assert set(results) == {'blur_0.7', 'blur_1.0', 'blur_1.5', 'lanczos_x1.5'}
+  for kind in results:  # every softened noise image looks soft; the flat fakes are not counted
+    assert results[kind] == {'false_positive_rate': 1.0, 'false_claims': 1.0}, kind
+  clean = _softness_detector(next(dataset.batches('test', 5, mode='clean', seed=0))['image'])[0]
+  assert not clean.any()  # unsoftened, the same real images are called real
+  always_real = probe(lambda images: (np.zeros(len(images)), np.zeros((1, len(images)))))
+  assert all(r == {'false_positive_rate': 0.0, 'false_claims': 0.0} for r in always_real.values())
+  with pytest.raises(ValueError, match='config.evals.x.*unknown softening glare'):
+    evaluators.build(ml_collections.ConfigDict({'x': {'type': 'softened_reals',
+                                                      'kinds': ('glare',)}}),
+                     _predict, dataset, outputs=outputs, thresholds=THRESHOLDS, batch_size=1,
+                     predictions_dir=None)

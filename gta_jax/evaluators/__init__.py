@@ -6,6 +6,7 @@ predict function (uint8 images -> (p_fake, p_heads)) and its own data, and its `
 A new test protocol is a new module here and one line in EVALUATORS, not a branch in the trainer.
 """
 from gta_jax.evaluators import cross_seed
+from gta_jax.evaluators import softened_reals
 from gta_jax.evaluators import test_sets
 from gta_jax.evaluators import variant_splits
 from gta_jax.evaluators.common import flatten, nest  # noqa: F401  (re-exported)
@@ -16,6 +17,7 @@ EVALUATORS = {
     'test_sets': test_sets.TestSets,
     'cross_seed': cross_seed.CrossSeed,
     'variant_splits': variant_splits.VariantSplits,
+    'softened_reals': softened_reals.SoftenedReals,
 }
 
 
@@ -31,7 +33,7 @@ def build(evals_config, predict_fn, dataset, **shared) -> list:
                        f'{", ".join(EVALUATORS)}.')
     try:
       built.append(EVALUATORS[kind](predict_fn, dataset, **shared, **options))
-    except TypeError as e:
+    except (TypeError, ValueError) as e:  # an unknown option, or a value it refuses
       raise errors.ConfigError(f'config.evals.{name}: {e}') from None
   return built
 

@@ -8,17 +8,20 @@ from gta_jax import input_pipeline
 
 
 def score_split(predict_fn, dataset: data.Dataset, split: str, *, mode: str, seed: int,
-                batch_size: int) -> dict:
+                batch_size: int, transform=None, only_real: bool = False) -> dict:
   """Scores every image of a split (no dropped last batch) under a fixed-seed perturbation.
 
   predict_fn: [B, H, W, 3] uint8 images -> (p_fake [B], p_heads [K, B]).
+  transform: [B, H, W, 3] uint8 -> the same, applied on the host after the perturbation.
+  only_real: keep the real images' scores only.
   -> host arrays p_fake [N], p_heads [K, N], label [N], source_id [N].
   """
   out = {'p_fake': [], 'p_heads': [], 'label': [], 'source_id': []}
   for batch in dataset.batches(split, batch_size, mode=mode, seed=seed):
-    p_fake, p_heads = distributed.to_host(predict_fn(data.to_device(batch['image'])))
+    images = batch['image'] if transform is None else transform(batch['image'])
+    p_fake, p_heads = distributed.to_host(predict_fn(data.to_device(images)))
     batch = distributed.gather_rows(batch)  # every process scores the whole split
-    keep = batch['mask']
+    keep = batch['mask'] & (batch['label'] == 0) if only_real else batch['mask']
     out['p_fake'].append(p_fake[keep])
     out['p_heads'].append(p_heads[:, keep])
     out['label'].append(batch['label'][keep])
