@@ -42,6 +42,11 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # On content-matched data (the built-in data: each real crop and its reconstructions), shuffle
   # each crop's images as one block so training batches contrast a crop with its own fakes.
   config.data.group_by_content = True
+  # Share of the real training and validation images blurred by a random Gaussian (sigma 0.4-2.5
+  # px; gta_jax/augment.py `soften`) before any perturbation; test splits never. 0: the paper.
+  # The built-in fakes are softer than their inputs, and without it the detector learnt "soft =
+  # fake" (README "Steady training").
+  config.data.real_softening = 0.0
 
   config.model = ml_collections.ConfigDict()
   # Model family (gta_jax/families/): primary (phases I/II) | heads (III/IV, on a frozen primary)
@@ -110,6 +115,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       external_split='test_external'))
   config.evals.test_cross_seed = ml_collections.ConfigDict(dict(type='cross_seed',
                                                                 split='test_cross_seed'))
+  # Shortcut probe: the test split's real images softened (gta_jax/evaluators/softened_reals.py).
+  config.evals.test_softened_reals = ml_collections.ConfigDict(dict(type='softened_reals',
+                                                                    split='test'))
 
   config.log_every_steps = 20
   config.checkpoint_every_steps = 100
@@ -167,6 +175,7 @@ def use_builtin(config, phase: int):
   config.model.bn_momentum = 0.9
   config.model.bn_recalibration_batches = 50
   config.optim.real_class_weight = 4.0
+  config.data.real_softening = 0.5
   config.optim.max_epochs = 6
   config.optim.patience = 2
   if phase == 2:

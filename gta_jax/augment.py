@@ -14,6 +14,10 @@
 (`blur`, `crop`, `jpeg`, `noise`) applies that kind to half of the images; `clean` does nothing.
 All draws come from a numpy Generator the caller derives from (seed, epoch, index), so a resumed
 run sees exactly the same images.
+
+`soften` is not one of the paper's perturbations: it is the real-class softening of the built-in
+data (config.data.real_softening), a Gaussian blur of a share of the *real* training images only,
+so that softness alone says nothing about the label (see gta_jax/input_pipeline.py).
 """
 import dataclasses
 import io
@@ -94,3 +98,22 @@ def augment(image: np.ndarray, mode: str, rng: np.random.Generator,
 def example_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
   """The generator for one example's draws: a function of (seed, epoch, index) only."""
   return np.random.default_rng([seed, epoch, index])
+
+
+# Real-class softening: sigma drawn log-uniformly over this range (px). The built-in fakes are
+# about as soft as a sigma-0.6 blur of their inputs; a camera's defocus, motion and denoising
+# reach far softer, so the range runs well past that.
+SOFTENING_SIGMA = (0.4, 2.5)
+
+
+def soften(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """[H, W, 3] uint8 -> the same, Gaussian-blurred with a random sigma in SOFTENING_SIGMA."""
+  low, high = np.log(SOFTENING_SIGMA[0]), np.log(SOFTENING_SIGMA[1])
+  sigma = float(np.exp(rng.uniform(low, high)))
+  return cv2.GaussianBlur(image, (0, 0), sigmaX=sigma, sigmaY=sigma,
+                          borderType=cv2.BORDER_REFLECT_101)
+
+
+def softening_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+  """The softening draw's own stream, so that it leaves the perturbations' draws unchanged."""
+  return np.random.default_rng([seed, epoch, index, 1])

@@ -21,6 +21,9 @@ from gta_jax import spectral
 from gta_jax.writers import log
 
 
+TRAINING_SPLITS = ('train', 'validation')  # the splits that hold the run's training distribution
+
+
 @dataclasses.dataclass
 class Dataset:
   """A prepared dataset and what a run needs to know about it (host side)."""
@@ -37,6 +40,9 @@ class Dataset:
   # batches then hold crops beside their fakes): only datasets whose metadata says
   # `content_matched` have such groups (the built-in data from version 2).
   group_by_content: bool = False
+  # Share of the real images of the training and validation splits softened by a random blur
+  # (config.data.real_softening; augment.soften). Test splits are never softened.
+  real_softening: float = 0.0
   _sources: dict = dataclasses.field(default_factory=dict, repr=False)
   _groups: dict = dataclasses.field(default_factory=dict, repr=False)
 
@@ -78,9 +84,13 @@ class Dataset:
 
   def batches(self, split: str, batch_size: int, *, mode: str = 'clean', seed: int, epoch: int = 0,
               shuffle: bool = False, drop_remainder: bool = False,
-              start_batch: int = 0, share: bool = True) -> Iterator[dict]:
+              start_batch: int = 0, share: bool = True,
+              as_trained: bool = True) -> Iterator[dict]:
     """Host batches of one pass over `split` (see input_pipeline.batches). Training passes
     shuffle=True, drop_remainder=True; evaluation scores every image (padded + masked).
+
+    as_trained: the training and validation splits' real images softened as config.data says
+    (the distribution the run learns); False: as stored (statistics of the clean images).
 
     share: this process's rows of each global batch of `batch_size` (what `to_device` shards);
     False: every row (host-side work one process does alone, e.g. DCT statistics)."""
@@ -89,7 +99,9 @@ class Dataset:
                                   shuffle=shuffle, drop_remainder=drop_remainder,
                                   start_batch=start_batch, options=self.augment_options,
                                   rows=rows, workers=self.workers,
-                                  groups=self.content_groups(split) if shuffle else None)
+                                  groups=self.content_groups(split) if shuffle else None,
+                                  real_softening=self.real_softening
+                                  if as_trained and split in TRAINING_SPLITS else 0.0)
 
   def source_id(self, name: str, key: str = 'config.sources') -> int:
     if name not in self.source_ids:
@@ -124,7 +136,8 @@ def open_dataset(data_config, input_kind: str) -> Dataset:
                                     bool(data_config.noise_variance)),
                     workers=int(data_config.get('workers', 0)),
                     group_by_content=bool(data_config.get('group_by_content', True)
-                                          and builder.info.metadata.get('content_matched', False)))
+                                          and builder.info.metadata.get('content_matched', False)),
+                    real_softening=float(data_config.get('real_softening', 0.0)))
   excluded = tuple(data_config.get('exclude_sources', ()))
   dataset.excluded_ids = tuple(dataset.source_id(name, 'config.data.exclude_sources')
                                 for name in excluded)
@@ -145,7 +158,7 @@ def dct_statistics(dataset: Dataset, batch_size: int = 256):
   if not (cache / 'mean.npy').is_file() and distributed.is_main_process():
     log(f'computing DCT statistics over the training split -> {cache}')
     stats = spectral.DctStats()
-    for batch in dataset.batches('train', batch_size, seed=0, share=False):
+    for batch in dataset.batches('train', batch_size, seed=0, share=False, as_trained=False):
       stats.update(spectral.log_dct_numpy(batch['image'][batch['mask']]))
     stats.save(cache)
   distributed.wait_for_all('dct_stats')  # the other processes read what process 0 wrote

@@ -130,3 +130,62 @@ def test_worker_processes_give_the_same_batches(builder):
   for a, b in zip(in_process, with_workers):
     for key in a:
       np.testing.assert_array_equal(a[key], b[key])
+
+
+def _high_frequency_energy(images):
+  """Mean squared difference of horizontal neighbours: what a blur removes."""
+  return np.mean(np.diff(images.astype(np.float64), axis=-2) ** 2, axis=(-3, -2, -1))
+
+
+def test_soften_blurs_within_its_sigma_range_and_is_deterministic():
+  from gta_jax import augment
+  import cv2
+  image = np.random.default_rng(0).integers(0, 256, (48, 48, 3)).astype(np.uint8)
+  softest = cv2.GaussianBlur(image, (0, 0), augment.SOFTENING_SIGMA[1])
+  sharpest = cv2.GaussianBlur(image, (0, 0), augment.SOFTENING_SIGMA[0])
+  energies = []
+  for draw in range(20):
+    soft = augment.soften(image, np.random.default_rng(draw))
+    np.testing.assert_array_equal(soft, augment.soften(image, np.random.default_rng(draw)))
+    energies.append(_high_frequency_energy(soft))
+  assert all(_high_frequency_energy(softest) <= e <= _high_frequency_energy(sharpest)
+             for e in energies)
+  assert np.ptp(energies) > 0.25 * _high_frequency_energy(sharpest)  # sigma varies between draws
+
+
+def test_real_softening_blurs_only_real_images_of_the_training_splits(smoke_data_dir):
+  """config.data.real_softening: a share of the *real* training and validation images is blurred
+  (so softness alone does not say fake); fakes, test splits and DCT statistics' passes never
+  change, the draw is the same on every pass (resumes), and the perturbations' draws of the
+  other images stay as they were."""
+  import ml_collections
+  from gta_jax import data
+
+  def dataset_with(share):
+    config = ml_collections.ConfigDict(dict(
+        name=input_pipeline.BUILTIN, config='smoke', data_dir=smoke_data_dir,
+        release_blur_sigma=False, noise_variance=False, real_softening=share))
+    return data.open_dataset(config, 'pixel')
+
+  def one_pass(dataset, split, mode='clean', **kwargs):
+    batches = list(dataset.batches(split, 32, seed=3, epoch=1, mode=mode, **kwargs))
+    return {key: np.concatenate([b[key] for b in batches]) for key in ('image', 'label')}
+
+  plain, all_soft, half_soft = dataset_with(0.0), dataset_with(1.0), dataset_with(0.5)
+  for split in ('train', 'validation'):
+    before, after = one_pass(plain, split), one_pass(all_soft, split)
+    real = before['label'] == 0
+    np.testing.assert_array_equal(before['image'][~real], after['image'][~real])
+    assert np.all(_high_frequency_energy(after['image'][real])
+                  < _high_frequency_energy(before['image'][real]))
+    half = one_pass(half_soft, split)
+    changed = np.any(half['image'] != before['image'], axis=(1, 2, 3))
+    assert not changed[~real].any() and 0.2 < changed[real].mean() < 0.8
+    np.testing.assert_array_equal(half['image'], one_pass(half_soft, split)['image'])
+  for split in ('test', 'test_cross_seed'):
+    np.testing.assert_array_equal(one_pass(plain, split)['image'], one_pass(all_soft, split)['image'])
+  np.testing.assert_array_equal(one_pass(plain, 'train')['image'],
+                                one_pass(all_soft, 'train', as_trained=False)['image'])
+  multi_before, multi_after = one_pass(plain, 'train', 'multi'), one_pass(all_soft, 'train', 'multi')
+  fake = multi_before['label'] == 1
+  np.testing.assert_array_equal(multi_before['image'][fake], multi_after['image'][fake])
