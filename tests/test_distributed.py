@@ -31,7 +31,11 @@ sys.path.insert(0, str(ROOT / 'tests'))
 import sharded_checks  # noqa: E402
 
 FIRST_STEPS, FIRST_STEPS_RTOL = 5, 1e-5
-LATER_RTOL, LATER_MEAN_RTOL = 5e-2, 1e-2
+# Later steps drift chaotically in float32 (README "Scaling out"), by an amount that depends on
+# the machine: on 2026-12-02's 2-core EPYC one step-20 loss differed by 7.0e-2 at the commit
+# that had passed with 5e-2 elsewhere (same numbers twice); the mean stays within 1e-2.
+LATER_RTOL, LATER_MEAN_RTOL = 1e-1, 1e-2
+TEST_ACCURACY_IMAGES = 5  # of 120; 4 were seen on that machine, 2 on dataset version 2 before
 
 
 def _environment(devices: int = 1) -> dict:
@@ -59,10 +63,10 @@ def _assert_same_run(got_dir, reference_dir):
   got_results = json.loads((pathlib.Path(got_dir) / 'results' / 'metrics.json').read_text())
   want_results = json.loads((pathlib.Path(reference_dir) / 'results' / 'metrics.json').read_text())
   # Every image scored once on every device count; the drifted weights may move a few scores
-  # across 0.5 (2 of 120 in one run on dataset version 2): at most 3 images.
+  # across 0.5: at most TEST_ACCURACY_IMAGES.
   got, want = got_results['clean']['detection'], want_results['clean']['detection']
   assert got['count'] == want['count'] == 120
-  assert abs(got['accuracy'] - want['accuracy']) <= 3 / want['count'] + 1e-9
+  assert abs(got['accuracy'] - want['accuracy']) <= TEST_ACCURACY_IMAGES / want['count'] + 1e-9
   np.testing.assert_allclose(got['roc_auc'], want['roc_auc'], atol=0.02)
 
 
@@ -123,6 +127,7 @@ def _launch_processes(smoke_data_dir, workdir, num_processes: int):
   command = [sys.executable, str(ROOT / 'launch.py'),
              '--config=' + str(ROOT / 'configs' / 'phase1_synthetic.py') + ':smoke',
              f'--config.data.data_dir={smoke_data_dir}', "--config.evals.test.modes=('clean',)",
+             '--config.data.real_softening=0.0',  # as sharded_checks.smoke_config
              '--config.log_every_steps=1', f'--workdir={workdir}',
              f'--coordinator_address=127.0.0.1:{port}', f'--num_processes={num_processes}']
   logs = [open(pathlib.Path(workdir).parent / f'process_{i}.log', 'a')
@@ -161,7 +166,8 @@ def test_two_processes_killed_and_resumed_match_one_process(smoke_data_dir, refe
 
 def test_process_rows_read_the_global_order_of_one_process(smoke_data_dir):
   builder = input_pipeline.load_builder(input_pipeline.BUILTIN, 'smoke', smoke_data_dir)
-  for split, kwargs in (('train', dict(mode='multi', shuffle=True, drop_remainder=True)),
+  for split, kwargs in (('train', dict(mode='multi', shuffle=True, drop_remainder=True,
+                                       real_softening=0.5)),
                         ('validation', dict(shuffle=False, drop_remainder=False))):
     source = input_pipeline.data_source(builder, split)
     whole = list(input_pipeline.batches(source, 32, seed=5, epoch=1, **kwargs))
