@@ -109,7 +109,11 @@ SOFTENING_SIGMA = (0.4, 2.5)
 def soften(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
   """[H, W, 3] uint8 -> the same, Gaussian-blurred with a random sigma in SOFTENING_SIGMA."""
   low, high = np.log(SOFTENING_SIGMA[0]), np.log(SOFTENING_SIGMA[1])
-  sigma = float(np.exp(rng.uniform(low, high)))
+  return gaussian_blur(image, float(np.exp(rng.uniform(low, high))))
+
+
+def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
+  """An untruncated Gaussian of `sigma` px (OpenCV sizes the kernel), mirrored at the border."""
   return cv2.GaussianBlur(image, (0, 0), sigmaX=sigma, sigmaY=sigma,
                           borderType=cv2.BORDER_REFLECT_101)
 

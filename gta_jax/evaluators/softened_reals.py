@@ -7,10 +7,10 @@ then calls defocused, hazy or dark camera photos fake (the built-in data's fakes
 called fake and, for heads, the share some head claims. Metric names:
 'softened_real/<kind>/false_positive_rate', 'softened_real/<kind>/false_claims'.
 """
-import cv2
 import numpy as np
 from PIL import Image
 
+from gta_jax import augment
 from gta_jax import metrics
 from gta_jax import verdicts
 from gta_jax.evaluators import common
@@ -18,8 +18,7 @@ from gta_jax.evaluators import common
 
 def gaussian(sigma: float):
   def soften(images):
-    return np.stack([cv2.GaussianBlur(image, (0, 0), sigmaX=sigma, sigmaY=sigma,
-                                      borderType=cv2.BORDER_REFLECT_101) for image in images])
+    return np.stack([augment.gaussian_blur(image, sigma) for image in images])
   return soften
 
 
