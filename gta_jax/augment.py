@@ -18,6 +18,9 @@ run sees exactly the same images.
 `soften` is not one of the paper's perturbations: it is the real-class softening of the built-in
 data (config.data.real_softening), a Gaussian blur of a share of the *real* training images only,
 so that softness alone says nothing about the label (see gta_jax/input_pipeline.py).
+`photometric_jitter` is the built-in data's other widening of the training distribution
+(config.data.photometric_jitter): random saturation, contrast, brightness and gamma for real and
+fake images alike, one draw per content group, so that colour and tone say nothing either.
 """
 import dataclasses
 import io
@@ -121,3 +124,35 @@ def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
 def softening_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
   """The softening draw's own stream, so that it leaves the perturbations' draws unchanged."""
   return np.random.default_rng([seed, epoch, index, 1])
+
+
+# Photometric jitter (config.data.photometric_jitter): factors drawn log-uniformly over these
+# ranges, the brightness shift uniformly (0-255 scale). Wide enough to take the bundled photos'
+# few palettes to saturated flowers, grey skies and hard studio light.
+JITTER_SATURATION = (0.4, 2.0)
+JITTER_CONTRAST = (0.5, 2.0)
+JITTER_BRIGHTNESS = 32.0
+JITTER_GAMMA = (0.67, 1.5)
+
+
+def _log_uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
+  return float(np.exp(rng.uniform(np.log(bounds[0]), np.log(bounds[1]))))
+
+
+def photometric_jitter(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """[H, W, 3] uint8 -> the same with random saturation, contrast (about the image's mean),
+  brightness and gamma, clipped and rounded back to uint8. Pointwise in space: an upsampler's
+  spatial fingerprint is scaled with the image, never removed."""
+  saturation, contrast = _log_uniform(rng, JITTER_SATURATION), _log_uniform(rng, JITTER_CONTRAST)
+  brightness, gamma = rng.uniform(-JITTER_BRIGHTNESS, JITTER_BRIGHTNESS), _log_uniform(rng, JITTER_GAMMA)
+  pixels = image.astype(np.float32)
+  grey = pixels @ np.array([0.299, 0.587, 0.114], np.float32)
+  pixels = grey[..., None] + saturation * (pixels - grey[..., None])
+  pixels = pixels.mean() + contrast * (pixels - pixels.mean()) + brightness
+  pixels = 255.0 * (np.clip(pixels, 0.0, 255.0) / 255.0) ** gamma
+  return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+
+
+def jitter_rng(seed: int, epoch: int, group: int) -> np.random.Generator:
+  """The jitter's own stream, keyed by content group: a crop and its fakes share one draw."""
+  return np.random.default_rng([seed, epoch, group, 2])

@@ -43,6 +43,9 @@ class Dataset:
   # Share of the real images of the training and validation splits softened by a random blur
   # (config.data.real_softening; augment.soften). Test splits are never softened.
   real_softening: float = 0.0
+  # Share of the content groups of the training and validation splits given one random
+  # saturation / contrast / brightness / gamma (config.data.photometric_jitter). Test splits never.
+  photometric_jitter: float = 0.0
   _sources: dict = dataclasses.field(default_factory=dict, repr=False)
   _groups: dict = dataclasses.field(default_factory=dict, repr=False)
 
@@ -95,13 +98,15 @@ class Dataset:
     share: this process's rows of each global batch of `batch_size` (what `to_device` shards);
     False: every row (host-side work one process does alone, e.g. DCT statistics)."""
     rows = distributed.process_rows(batch_size) if share else None
+    as_trained_split = as_trained and split in TRAINING_SPLITS
     return input_pipeline.batches(self.source(split), batch_size, seed=seed, epoch=epoch, mode=mode,
                                   shuffle=shuffle, drop_remainder=drop_remainder,
                                   start_batch=start_batch, options=self.augment_options,
                                   rows=rows, workers=self.workers,
                                   groups=self.content_groups(split) if shuffle else None,
-                                  real_softening=self.real_softening
-                                  if as_trained and split in TRAINING_SPLITS else 0.0)
+                                  real_softening=self.real_softening if as_trained_split else 0.0,
+                                  photometric_jitter=self.photometric_jitter
+                                  if as_trained_split else 0.0)
 
   def source_id(self, name: str, key: str = 'config.sources') -> int:
     if name not in self.source_ids:
@@ -137,7 +142,8 @@ def open_dataset(data_config, input_kind: str) -> Dataset:
                     workers=int(data_config.get('workers', 0)),
                     group_by_content=bool(data_config.get('group_by_content', True)
                                           and builder.info.metadata.get('content_matched', False)),
-                    real_softening=float(data_config.get('real_softening', 0.0)))
+                    real_softening=float(data_config.get('real_softening', 0.0)),
+                    photometric_jitter=float(data_config.get('photometric_jitter', 0.0)))
   excluded = tuple(data_config.get('exclude_sources', ()))
   dataset.excluded_ids = tuple(dataset.source_id(name, 'config.data.exclude_sources')
                                 for name in excluded)

@@ -84,9 +84,9 @@ def check_config(config) -> None:
     raise errors.ConfigError(str(e)) from None
   require(not config.recipe.frequency_inputs or config.model.input == 'pixel',
           'recipe.frequency_inputs', 'are maps of the pixels: use them with model.input=pixel')
-  require(isinstance(config.data.real_softening, (int, float))
-          and 0 <= config.data.real_softening <= 1, 'data.real_softening',
-          'must be a share from 0 to 1')
+  for key in ('real_softening', 'photometric_jitter'):
+    require(isinstance(config.data[key], (int, float)) and 0 <= config.data[key] <= 1,
+            f'data.{key}', 'must be a share from 0 to 1')
   require(config.data.train_mode in augment.MODES, 'data.train_mode',
           f'choose one of {", ".join(augment.MODES)}')
   require(config.phase in (1, 2, 3, 4), 'phase', 'choose 1, 2, 3 or 4')

@@ -189,3 +189,61 @@ def test_real_softening_blurs_only_real_images_of_the_training_splits(smoke_data
   multi_before, multi_after = one_pass(plain, 'train', 'multi'), one_pass(all_soft, 'train', 'multi')
   fake = multi_before['label'] == 1
   np.testing.assert_array_equal(multi_before['image'][fake], multi_after['image'][fake])
+
+
+def test_photometric_jitter_gives_a_crop_and_its_fakes_one_draw(smoke_data_dir):
+  """config.data.photometric_jitter: the training and validation images, real and fake alike,
+  get a random saturation / contrast / brightness / gamma, one draw per content group (the real
+  crop and its reconstructions change the same way, so only the fingerprint still separates
+  them); test splits never change, and a pass is the same every time (resumes)."""
+  import ml_collections
+  from gta_jax import augment, data
+
+  def dataset_with(share):
+    config = ml_collections.ConfigDict(dict(
+        name=input_pipeline.BUILTIN, config='smoke', data_dir=smoke_data_dir,
+        release_blur_sigma=False, noise_variance=False, photometric_jitter=share))
+    return data.open_dataset(config, 'pixel')
+
+  def by_key(dataset, split):
+    source = dataset.source(split)
+    groups = np.array([int(source[i]['index']) for i in range(len(source))])
+    images = np.concatenate([b['image'][b['mask']] for b in dataset.batches(split, 32, seed=3,
+                                                                             epoch=1)])
+    return images, groups, np.array([int(source[i]['source_id']) for i in range(len(source))])
+
+  plain, jittered, half = dataset_with(0.0), dataset_with(1.0), dataset_with(0.5)
+  for split in ('train', 'validation'):
+    before, groups, source_ids = by_key(plain, split)
+    after, _, _ = by_key(jittered, split)
+    def jittered_as_group(image, group):
+      rng = augment.jitter_rng(3, 1, int(group))
+      rng.uniform()  # the share's draw
+      return augment.photometric_jitter(image, rng)
+
+    for i in np.flatnonzero(source_ids == 0)[:6]:  # real crop i and its fakes: the same transform
+      members = np.flatnonzero(groups == groups[i])
+      assert len(members) == 5
+      for j in members:
+        np.testing.assert_array_equal(after[j], jittered_as_group(before[j], groups[i]))
+    assert np.any(after != before, axis=(1, 2, 3)).mean() > 0.9
+    halved, _, _ = by_key(half, split)
+    changed_groups = {int(g) for g, c in zip(groups, np.any(halved != before, axis=(1, 2, 3))) if c}
+    assert 0.2 < len(changed_groups) / len(set(groups.tolist())) < 0.8
+    np.testing.assert_array_equal(halved, by_key(half, split)[0])
+  for split in ('test', 'test_cross_seed'):
+    np.testing.assert_array_equal(by_key(plain, split)[0], by_key(jittered, split)[0])
+
+
+def test_photometric_jitter_scales_a_fingerprint_without_removing_it():
+  """A pointwise transform: the difference between an image and its nearest-neighbour-upsampled
+  version survives every draw (it is scaled with the contrast, never smoothed away)."""
+  from gta_jax import augment
+  rng = np.random.default_rng(0)
+  image = rng.integers(40, 216, (32, 32, 3), dtype=np.uint8)
+  upsampled = np.repeat(np.repeat(image[::2, ::2], 2, 0), 2, 1)
+  for draw in range(20):
+    a = augment.photometric_jitter(image, np.random.default_rng(draw))
+    b = augment.photometric_jitter(upsampled, np.random.default_rng(draw))
+    assert a.dtype == np.uint8 and a.shape == image.shape
+    assert np.abs(a.astype(int) - b).mean() > 0.25 * np.abs(image.astype(int) - upsampled).mean()
