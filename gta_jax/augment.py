@@ -128,8 +128,11 @@ def softening_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
 
 # Photometric jitter (config.data.photometric_jitter): factors drawn log-uniformly over these
 # ranges, the brightness shift uniformly (0-255 scale). Wide enough to take the bundled photos'
-# few palettes to saturated flowers, grey skies and hard studio light.
+# few palettes to saturated flowers, grey skies and hard studio light. A share of the draws is
+# fully grey (R = G = B): the bundled photos are all in colour, and the first detectors called a
+# grey-scale camera photo fake on every crop.
 JITTER_SATURATION = (0.4, 2.0)
+JITTER_GREY_SHARE = 0.15
 JITTER_CONTRAST = (0.5, 2.0)
 JITTER_BRIGHTNESS = 32.0
 JITTER_GAMMA = (0.67, 1.5)
@@ -144,6 +147,8 @@ def photometric_jitter(image: np.ndarray, rng: np.random.Generator) -> np.ndarra
   brightness and gamma, clipped and rounded back to uint8. Pointwise in space: an upsampler's
   spatial fingerprint is scaled with the image, never removed."""
   saturation, contrast = _log_uniform(rng, JITTER_SATURATION), _log_uniform(rng, JITTER_CONTRAST)
+  if rng.uniform() < JITTER_GREY_SHARE:
+    saturation = 0.0
   brightness, gamma = rng.uniform(-JITTER_BRIGHTNESS, JITTER_BRIGHTNESS), _log_uniform(rng, JITTER_GAMMA)
   pixels = image.astype(np.float32)
   grey = pixels @ np.array([0.299, 0.587, 0.114], np.float32)
