@@ -47,18 +47,8 @@ def flops_of(jitted, *args) -> float | None:
 
 def cpu_description() -> dict:
   """CPU model and the vector extensions XLA's CPU code can use (a ratio holds for these)."""
-  model, flags = platform.processor() or 'unknown', set()
-  try:
-    for line in pathlib.Path('/proc/cpuinfo').read_text().splitlines():
-      key, _, value = line.partition(':')
-      if key.strip() == 'model name':
-        model = value.strip()
-      elif key.strip() == 'flags':
-        flags = set(value.split())
-  except OSError:
-    pass
-  wanted = ('sse4_2', 'avx', 'avx2', 'fma', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'amx_tile')
-  return {'cpu_model': model, 'vector_extensions': [f for f in wanted if f in flags]}
+  from gta_jax import provenance
+  return provenance.cpu_description()
 
 
 def machine() -> dict:

@@ -20,6 +20,7 @@ from ml_collections import config_flags
 
 from gta_jax import cli
 from gta_jax import metrics
+from gta_jax import provenance
 
 config_flags.DEFINE_config_file('config', None, 'Config file (path[:smoke]).', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Sweep folder (default: runs/sweep_<config.name>).')
@@ -80,6 +81,12 @@ def finished_results(workdir: pathlib.Path) -> dict:
   return found
 
 
+def provenance_by_run(workdir: pathlib.Path) -> dict:
+  """{seed_<s>/<phase>: provenance record} of every run under the sweep that wrote one."""
+  return {str(f.parent.relative_to(workdir)): json.loads(f.read_text())
+          for f in sorted(workdir.glob('seed_*/**/provenance.json'))}
+
+
 def parse_seeds(values) -> list[int]:
   try:
     seeds = [int(v) for v in values]
@@ -123,6 +130,12 @@ def main(argv):
   print(f'{len(results)} seed(s): {", ".join(results)}')
   print(format_table(summary))
   print(f'wrote {workdir / "summary.json"}')
+  records = provenance_by_run(workdir)
+  warning = provenance.compare_builds(records)
+  (workdir / 'provenance.json').write_text(json.dumps({'runs': records, 'warning': warning},
+                                                      indent=2) + '\n')
+  if warning:
+    print(f'warning: {warning}')
 
 
 if __name__ == '__main__':

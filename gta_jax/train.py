@@ -28,6 +28,7 @@ from gta_jax import families
 from gta_jax import frequency
 from gta_jax import input_pipeline
 from gta_jax import openset
+from gta_jax import provenance
 from gta_jax import run_records
 from gta_jax import verdicts
 from gta_jax.writers import MetricWriter, fmt, log
@@ -244,6 +245,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     if not distributed.is_main_process():
       return
     (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2) + '\n')
+    (workdir / 'provenance.json').write_text(
+        json.dumps(provenance.run_provenance(dataset), indent=2) + '\n')
     for name, record in family.records.items():
       (workdir / name).write_text(json.dumps(record, indent=2) + '\n')
 

@@ -54,3 +54,17 @@ def test_a_smoke_sweep_runs_each_seed_and_summarizes(smoke_data_dir, tmp_path):
   again = subprocess.run([sys.executable, '-m', 'gta_jax.sweep', f'--workdir={workdir}',
                           '--summarize'], capture_output=True, text=True, timeout=300, cwd=ROOT)
   assert again.returncode == 0 and '2 seed(s): 3, 4' in again.stdout
+  # Each run recorded the build it trained on; both seeds share one, so no warning.
+  records = json.loads((workdir / 'provenance.json').read_text())
+  assert set(records['runs']) == {'seed_3', 'seed_4'} and records['warning'] is None
+  digests = {r['dataset']['sha256'] for r in records['runs'].values()}
+  assert len(digests) == 1 and 'warning' not in again.stdout
+  # A seed trained on another build is named.
+  record_file = workdir / 'seed_4' / 'provenance.json'
+  other = json.loads(record_file.read_text())
+  other['dataset']['sha256'] = 'f' * 64
+  record_file.write_text(json.dumps(other))
+  mixed = subprocess.run([sys.executable, '-m', 'gta_jax.sweep', f'--workdir={workdir}',
+                          '--summarize'], capture_output=True, text=True, timeout=300, cwd=ROOT)
+  assert mixed.returncode == 0 and 'warning: these runs trained on 2 different builds' in mixed.stdout
+  assert 'ffffffffffff: seed_4' in mixed.stdout

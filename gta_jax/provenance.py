@@ -1,0 +1,96 @@
+"""What a run's figures depend on besides its config: the exact dataset build and the machine.
+
+The built-in data is generated on the machine that first opens it (small auto-encoders trained
+there). One machine rebuilds it byte for byte, but a machine with other floating-point kernels
+builds other fakes, and a seed then gives other figures (README "Figures that reproduce"). A run
+therefore records the digest of the build it trained on and the machine beside its config
+(`provenance.json`), and a sweep says when its seeds do not share one build.
+"""
+import hashlib
+import json
+import os
+import pathlib
+import platform
+
+DIGEST_FILE = 'build_digest.json'  # cached beside the prepared dataset's files
+
+
+def dataset_digest(builder) -> dict:
+  """{name, config, version, sha256, files} of a prepared TFDS build: SHA-256 over its record
+  files' names and bytes in name order. Cached in the build's folder and recomputed when a
+  file's size or modification time differs from the cache's (`files`)."""
+  folder = pathlib.Path(builder.data_dir)
+  cache = folder / DIGEST_FILE
+  files = sorted(p for p in folder.iterdir() if '.array_record' in p.name or '.tfrecord' in p.name)
+  listing = {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in files}
+  if cache.is_file():
+    cached = json.loads(cache.read_text())
+    if cached.get('files') == listing:
+      return cached
+  digest = hashlib.sha256()
+  for path in files:
+    digest.update(path.name.encode() + b'\0')
+    with path.open('rb') as f:
+      for chunk in iter(lambda: f.read(1 << 22), b''):
+        digest.update(chunk)
+  record = {'name': builder.name, 'config': builder.builder_config.name if builder.builder_config
+            else None, 'version': str(builder.version), 'sha256': digest.hexdigest(),
+            'files': listing}
+  try:
+    cache.write_text(json.dumps(record, indent=2) + '\n')
+  except OSError:  # a read-only dataset folder: recompute next time
+    pass
+  return record
+
+
+VECTOR_EXTENSIONS = ('sse4_2', 'avx', 'avx2', 'fma', 'avx512f', 'avx512_vnni', 'avx512_bf16',
+                     'amx_tile')
+
+
+def cpu_description() -> dict:
+  """CPU model and the vector extensions XLA's CPU code can use."""
+  model, flags = platform.processor() or 'unknown', set()
+  try:
+    for line in pathlib.Path('/proc/cpuinfo').read_text().splitlines():
+      key, _, value = line.partition(':')
+      if key.strip() == 'model name':
+        model = value.strip()
+      elif key.strip() == 'flags':
+        flags = set(value.split())
+  except OSError:
+    pass
+  return {'cpu_model': model, 'vector_extensions': [f for f in VECTOR_EXTENSIONS if f in flags]}
+
+
+def machine() -> dict:
+  """Backend, device, CPU and the versions of the libraries whose numerics a run depends on."""
+  import jax
+  import jaxlib
+  import flax
+  import numpy
+  import cv2
+  device = jax.devices()[0]
+  return {'backend': jax.default_backend(), 'device': getattr(device, 'device_kind', str(device)),
+          'device_count': jax.device_count(), 'cpu_count': os.cpu_count(), **cpu_description(),
+          'python': platform.python_version(), 'jax': jax.__version__,
+          'jaxlib': jaxlib.__version__, 'flax': flax.__version__, 'numpy': numpy.__version__,
+          'opencv': cv2.__version__}
+
+
+def run_provenance(dataset) -> dict:
+  """-> {'dataset': dataset_digest, 'machine': machine()} for a run's provenance.json."""
+  return {'dataset': dataset_digest(dataset.builder), 'machine': machine()}
+
+
+def compare_builds(records: dict) -> str | None:
+  """{run name: provenance record} -> a warning naming the runs whose dataset builds differ, or
+  None when all that have a record share one build."""
+  by_digest: dict[str, list[str]] = {}
+  for name, record in records.items():
+    if record:
+      by_digest.setdefault(record['dataset']['sha256'][:12], []).append(name)
+  if len(by_digest) <= 1:
+    return None
+  groups = '; '.join(f'{digest}: {", ".join(names)}' for digest, names in by_digest.items())
+  return (f'these runs trained on {len(by_digest)} different builds of the dataset ({groups}); '
+          'their spread mixes seed and build (README "Figures that reproduce").')
