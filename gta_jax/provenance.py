@@ -48,8 +48,9 @@ VECTOR_EXTENSIONS = ('sse4_2', 'avx', 'avx2', 'fma', 'avx512f', 'avx512_vnni', '
 
 
 def cpu_description() -> dict:
-  """CPU model and the vector extensions XLA's CPU code can use."""
-  model, flags = platform.processor() or 'unknown', set()
+  """CPU model, its family/model/stepping (a virtual machine may name only "AMD EPYC", which
+  spans several generations) and the vector extensions XLA's CPU code can use."""
+  model, flags, ids = platform.processor() or 'unknown', set(), {}
   try:
     for line in pathlib.Path('/proc/cpuinfo').read_text().splitlines():
       key, _, value = line.partition(':')
@@ -57,9 +58,14 @@ def cpu_description() -> dict:
         model = value.strip()
       elif key.strip() == 'flags':
         flags = set(value.split())
+      elif key.strip() in ('cpu family', 'model', 'stepping'):
+        ids.setdefault(key.strip(), value.strip())
   except OSError:
     pass
-  return {'cpu_model': model, 'vector_extensions': [f for f in VECTOR_EXTENSIONS if f in flags]}
+  return {'cpu_model': model,
+          'cpu_family_model_stepping': '/'.join(ids.get(k, '?') for k in ('cpu family', 'model',
+                                                                          'stepping')),
+          'vector_extensions': [f for f in VECTOR_EXTENSIONS if f in flags]}
 
 
 def machine() -> dict:
