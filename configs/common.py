@@ -180,6 +180,9 @@ def use_builtin(config, phase: int):
   config.model.bn_recalibration_batches = 50
   config.optim.real_class_weight = 4.0
   config.data.real_softening = 0.5
+  # The bundled photos have few palettes and no grey-scale one; jitter widens them (README
+  # "Photometric jitter": unseen DCGAN faces called fake 0.42 +- 0.32 -> 0.64 +- 0.07, 3 seeds).
+  config.data.photometric_jitter = 0.5
   config.optim.max_epochs = 6
   config.optim.patience = 2
   if phase == 2:

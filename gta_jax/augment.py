@@ -10,7 +10,9 @@
   release draws it; the paper says "variance U(5, 20)", which `noise_variance=True` follows:
   std = sqrt(U[5, 20])).
 
-`multi` applies each with p = 0.5 in the order blur -> crop -> jpeg -> noise; a single-kind mode
+`multi` applies each with p = 0.5 in the order blur -> crop -> jpeg -> noise; `one` (not the
+paper's) applies at most one, drawn from {none, blur, crop, jpeg, noise} with p = 1/5 each, so no
+image carries stacked perturbations (README "Photometric jitter, and which perturbation ..."); a single-kind mode
 (`blur`, `crop`, `jpeg`, `noise`) applies that kind to half of the images; `clean` does nothing.
 All draws come from a numpy Generator the caller derives from (seed, epoch, index), so a resumed
 run sees exactly the same images.
@@ -29,7 +31,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-MODES = ('clean', 'multi', 'blur', 'crop', 'jpeg', 'noise')
+MODES = ('clean', 'multi', 'one', 'blur', 'crop', 'jpeg', 'noise')
+KINDS = ('blur', 'crop', 'jpeg', 'noise')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,10 +92,13 @@ def augment(image: np.ndarray, mode: str, rng: np.random.Generator,
   if mode == 'clean':
     return image
   if mode == 'multi':
-    for kind in ('blur', 'crop', 'jpeg', 'noise'):
+    for kind in KINDS:
       if rng.uniform() < 0.5:
         image = _apply(kind, image, rng, options)
     return image
+  if mode == 'one':
+    choice = int(rng.integers(len(KINDS) + 1))
+    return image if choice == len(KINDS) else _apply(KINDS[choice], image, rng, options)
   if mode in MODES:
     return _apply(mode, image, rng, options) if rng.uniform() < 0.5 else image
   raise ValueError(f'unknown augmentation mode {mode!r}; choose one of {", ".join(MODES)}.')

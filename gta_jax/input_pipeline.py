@@ -19,7 +19,8 @@ from gta_jax import errors
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BUILTIN = 'synthetic_fingerprints'
 # Fixed seeds for the augmented test sets, so every model is scored on the same images.
-TEST_SET_SEEDS = {'clean': 0, 'multi': 1001, 'blur': 1002, 'crop': 1003, 'jpeg': 1004, 'noise': 1005}
+TEST_SET_SEEDS = {'clean': 0, 'multi': 1001, 'blur': 1002, 'crop': 1003, 'jpeg': 1004, 'noise': 1005,
+                  'one': 1006}
 # Validation is augmented as the training data (the release validated phases II/IV on its
 # augmented validation folder), with one fixed draw so every epoch sees the same images.
 VALIDATION_SEED = 1000

@@ -37,6 +37,7 @@ def smoke_config(name: str, data_dir: str, **overrides):
     # near 0.5, so that drift flipped 9 of 120 verdicts; the softening draw itself depends on
     # the global position only (test_process_rows_read_the_global_order_of_one_process).
     config.data.real_softening = 0.0
+    config.data.photometric_jitter = 0.0  # likewise (its draw depends on the content group only)
     for key, value in overrides.items():
       config_path.set_value(key, config, value)
   return config

@@ -59,6 +59,20 @@ def test_multi_is_deterministic_per_example_and_applies_each_kind_half_the_time(
   assert 0.02 < np.mean(untouched) < 0.12  # 1 - 0.5^4 = 93.75% get at least one perturbation
 
 
+def test_one_applies_at_most_one_kind_each_a_fifth_of_the_time(monkeypatch):
+  drawn = _record_draws(monkeypatch)
+  counts = []
+  for i in range(1000):
+    before = len(drawn)
+    augment.augment(_image(8), 'one', augment.example_rng(0, 0, i))
+    counts.append(len(drawn) - before)
+  assert set(counts) <= {0, 1}
+  kinds = [d[0] for d in drawn]
+  for kind in augment.KINDS:
+    assert 0.15 < kinds.count(kind) / 1000 < 0.25
+  assert 0.15 < counts.count(0) / 1000 < 0.25
+
+
 def test_unknown_mode_is_named():
   with pytest.raises(ValueError, match="'sharpen'"):
     augment.augment(_image(8), 'sharpen', np.random.default_rng(0))

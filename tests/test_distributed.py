@@ -128,6 +128,7 @@ def _launch_processes(smoke_data_dir, workdir, num_processes: int):
              '--config=' + str(ROOT / 'configs' / 'phase1_synthetic.py') + ':smoke',
              f'--config.data.data_dir={smoke_data_dir}', "--config.evals.test.modes=('clean',)",
              '--config.data.real_softening=0.0',  # as sharded_checks.smoke_config
+             '--config.data.photometric_jitter=0.0',
              '--config.log_every_steps=1', f'--workdir={workdir}',
              f'--coordinator_address=127.0.0.1:{port}', f'--num_processes={num_processes}']
   logs = [open(pathlib.Path(workdir).parent / f'process_{i}.log', 'a')
