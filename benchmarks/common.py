@@ -1,8 +1,6 @@
 """Helpers shared by the benchmark scripts: timing, the machine's matmul peak, JSON output."""
 import json
-import os
 import pathlib
-import platform
 import sys
 import time
 
@@ -45,20 +43,11 @@ def flops_of(jitted, *args) -> float | None:
     return None
 
 
-def cpu_description() -> dict:
-  """CPU model and the vector extensions XLA's CPU code can use (a ratio holds for these)."""
-  from gta_jax import provenance
-  return provenance.cpu_description()
-
-
 def machine() -> dict:
-  import flax
-  import numpy
-  device = jax.devices()[0]
-  return {'backend': jax.default_backend(), 'device': getattr(device, 'device_kind', str(device)),
-          'cpu_count': os.cpu_count(), **cpu_description(), 'python': platform.python_version(),
-          'jax': jax.__version__, 'jaxlib': getattr(jax.lib, '__version__', None) or
-          __import__('jaxlib').__version__, 'flax': flax.__version__, 'numpy': numpy.__version__}
+  """The machine a ratio holds for: backend, device, CPU model and vector extensions, library
+  versions (the same record every run writes to provenance.json)."""
+  from gta_jax import provenance
+  return provenance.machine()
 
 
 def write_json(path, record: dict) -> None:

@@ -159,7 +159,8 @@ def photometric_jitter(image: np.ndarray, rng: np.random.Generator) -> np.ndarra
   pixels = image.astype(np.float32)
   grey = pixels @ np.array([0.299, 0.587, 0.114], np.float32)
   pixels = grey[..., None] + saturation * (pixels - grey[..., None])
-  pixels = pixels.mean() + contrast * (pixels - pixels.mean()) + brightness
+  mean = pixels.mean()
+  pixels = mean + contrast * (pixels - mean) + brightness
   pixels = 255.0 * (np.clip(pixels, 0.0, 255.0) / 255.0) ** gamma
   return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
 
