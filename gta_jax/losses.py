@@ -33,6 +33,26 @@ def sigmoid_bce_class_weighted(logits: jax.Array, targets: jax.Array, mask: jax.
   return (losses * weights).sum(-1) / jnp.where(total > 0, total, 1.0)
 
 
+def sigmoid_bce_hardest_positives_dropped(logits: jax.Array, targets: jax.Array, mask: jax.Array,
+                                          *, drop: float, negative_weight: float = 1.0,
+                                          positive_weight: float = 1.0) -> jax.Array:
+  """sigmoid_bce_class_weighted without the `drop` share of each output's positives (fakes; a
+  head's own source) that have the highest loss in the batch (loss truncation). A perturbation
+  can erase a fingerprint; such an image labelled positive teaches that a degraded or unfamiliar
+  image is positive, which a detector then says of camera photos. Left out, an image without
+  evidence is pushed toward negative by the negatives alone. Which positives are left out is not
+  differentiated (a constant of each step). logits, targets: [..., B]; mask: broadcastable."""
+  mask = jnp.broadcast_to(mask, targets.shape)
+  positive = (targets == 1) & (mask > 0)
+  fixed = jax.lax.stop_gradient(optax.sigmoid_binary_cross_entropy(logits, targets))
+  ranked = -jnp.sort(jnp.where(positive, -fixed, jnp.inf), axis=-1)  # positives' losses, highest first
+  dropped = jnp.floor(drop * positive.sum(-1, keepdims=True)).astype(jnp.int32)
+  cutoff = jnp.take_along_axis(ranked, jnp.minimum(dropped, targets.shape[-1] - 1), axis=-1)
+  kept = jnp.where(positive, fixed <= cutoff, True)
+  return sigmoid_bce_class_weighted(logits, targets, mask * kept, negative_weight=negative_weight,
+                                    positive_weight=positive_weight)
+
+
 def softmax_ce(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Array:
   """Mean softmax cross-entropy: logits [B, C], labels [B] int class index, mask [B] -> scalar."""
   losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)

@@ -63,6 +63,9 @@ def check_config(config) -> None:
           'must be a whole number >= 0')
   for key in ('optim.real_class_weight', 'optim.head_positive_weight'):
     require(np.isfinite(value_of(key)) and value_of(key) > 0, key, 'must be a positive number')
+  require(isinstance(config.optim.drop_hardest_positives, (int, float))
+          and 0 <= config.optim.drop_hardest_positives < 1, 'optim.drop_hardest_positives',
+          'must be a share in [0, 1)')
   require(np.isfinite(config.optim.learning_rate) and config.optim.learning_rate > 0,
           'optim.learning_rate', 'must be a positive number')
   require(np.isfinite(config.model.bn_momentum) and 0 <= config.model.bn_momentum < 1,

@@ -41,6 +41,8 @@ def test_only_the_builtin_configs_depart_from_the_release_training():
   for phase in (1, 2):  # the release: detection at 1e-3, both classes weighing 1
     ganfp = load(f'phase{phase}_ganfp')
     assert (ganfp.optim.learning_rate, ganfp.optim.real_class_weight) == (1e-3, 1.0)
+    assert ganfp.optim.drop_hardest_positives == 0.0
+  assert load('phase2_ganfp').data.train_mode == 'multi'  # the paper's stacked perturbations
   for name in ('phase3_progan', 'phase4_progan', 'phase3_faceshq'):
     assert (load(name).optim.learning_rate, load(name).optim.head_positive_weight) == (1e-4, 1.0)
   # Built-in data (1 real : 4 fakes; each head 1 own : 4 others): balanced classes, phase II
@@ -48,6 +50,10 @@ def test_only_the_builtin_configs_depart_from_the_release_training():
   assert [load(f'phase{p}_synthetic').optim.learning_rate for p in (1, 2, 3, 4)] == [
       1e-3, 1e-4, 1e-3, 1e-3]
   assert load('phase2_synthetic').optim.real_class_weight == 4.0
+  # ... and at most one perturbation per image in phase II; ':jpeg' / ':crop' still choose theirs.
+  assert load('phase2_synthetic').data.train_mode == 'one'
+  assert chains.load_config_file(str(ROOT / 'configs' / 'phase2_synthetic.py'),
+                                 'jpeg').data.train_mode == 'jpeg'
   assert load('phase3_synthetic').optim.head_positive_weight == 4.0
   assert load('phase4_synthetic').optim.head_positive_weight == 4.0
 
@@ -81,6 +87,7 @@ def test_the_data_dir_follows_tfds_data_dir(monkeypatch):
     ('model.bn_momentum', float('nan'), r'\[0, 1\)'),
     ('optim.learning_rate', -1e-3, 'positive'),
     ('optim.head_positive_weight', 0.0, 'positive'),
+    ('optim.drop_hardest_positives', 1.0, r'share in \[0, 1\)'),
     ('data.train_mode', 'sharpen', 'choose one of clean, multi'),
     ('model.conv_impl', 'fast', 'auto, cpu, lax'),
 ])

@@ -586,6 +586,39 @@ def test_class_weighted_bce_is_a_weighted_mean_that_balances_the_prior():
     assert float(jax.nn.sigmoid(grid[jnp.argmin(losses_at)])) == pytest.approx(prior, abs=0.01)
 
 
+def test_dropping_the_hardest_positives_leaves_out_the_worst_scored_share_of_each_output():
+  """losses.sigmoid_bce_hardest_positives_dropped against a numpy transcription: per output, the
+  floor(drop * positives) positives with the highest loss are left out; negatives and padding as
+  in the class-weighted loss; the choice is not differentiated (no gradient through the ranking)."""
+  rng = np.random.default_rng(0)
+  logits = jnp.asarray(rng.normal(size=(3, 12)) * 2, jnp.float32)
+  targets = jnp.asarray(rng.uniform(size=(3, 12)) < 0.6, jnp.float32)
+  mask = jnp.asarray(np.r_[np.ones(10), np.zeros(2)], jnp.float32)  # the last two are padding
+
+  def transcribed(z, t, drop):
+    z, t, m = np.asarray(z, np.float64), np.asarray(t), np.asarray(mask)
+    loss = np.log1p(np.exp(-np.where(t == 1, 1, -1) * z))
+    positives = np.flatnonzero((t == 1) & (m > 0))
+    left_out = positives[np.argsort(-loss[positives])][:int(np.floor(drop * len(positives)))]
+    weights = np.where(t == 1, 2.0, 3.0) * m
+    weights[left_out] = 0
+    return (loss * weights).sum() / weights.sum()
+
+  for drop in (0.0, 0.2, 0.5, 0.9):
+    got = losses.sigmoid_bce_hardest_positives_dropped(logits, targets, mask[None, :], drop=drop,
+                                                        negative_weight=3.0, positive_weight=2.0)
+    np.testing.assert_allclose(got, [transcribed(logits[k], targets[k], drop) for k in range(3)],
+                               rtol=1e-5)
+  np.testing.assert_allclose(
+      losses.sigmoid_bce_hardest_positives_dropped(logits, targets, mask[None, :], drop=0.0),
+      losses.sigmoid_bce_class_weighted(logits, targets, mask[None, :]), rtol=1e-6)
+  # A left-out positive gets no gradient; a kept one and every negative do.
+  z, t = jnp.array([4.0, -4.0, 1.0, 0.0]), jnp.array([1.0, 1.0, 1.0, 0.0])
+  grad = jax.grad(lambda z: losses.sigmoid_bce_hardest_positives_dropped(
+      z, t, jnp.ones(4), drop=0.34))(z)
+  assert grad[1] == 0 and grad[0] != 0 and grad[2] != 0 and grad[3] != 0
+
+
 def test_crosstest_scores_every_variant_split_of_the_variants_counterpart(
     quickstart, smoke_data_dir, tmp_path, capsys):
   """A run on `smoke` is cross-tested on `smoke_variants`, which holds the same images plus one

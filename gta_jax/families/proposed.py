@@ -188,8 +188,15 @@ def heads_batch_stats_step(variables, constants, batch, *, primary_model, heads_
   return updates['batch_stats']
 
 
-def class_weighted_bce(*, negative_weight: float = 1.0, positive_weight: float = 1.0):
-  """The release's plain mean BCE at weights 1, else losses.sigmoid_bce_class_weighted."""
+def class_weighted_bce(*, negative_weight: float = 1.0, positive_weight: float = 1.0,
+                       drop_hardest_positives: float = 0.0):
+  """The release's plain mean BCE at weights 1, else losses.sigmoid_bce_class_weighted; with a
+  share of the hardest positives dropped, losses.sigmoid_bce_hardest_positives_dropped."""
+  if drop_hardest_positives:
+    return functools.partial(losses.sigmoid_bce_hardest_positives_dropped,
+                             drop=float(drop_hardest_positives),
+                             negative_weight=float(negative_weight),
+                             positive_weight=float(positive_weight))
   if negative_weight == 1.0 and positive_weight == 1.0:
     return losses.sigmoid_bce
   return functools.partial(losses.sigmoid_bce_class_weighted, negative_weight=float(negative_weight),
@@ -206,7 +213,8 @@ class Detector(base.SingleModelFamily):
 
   @property
   def loss_fn(self):
-    return class_weighted_bce(negative_weight=self.config.optim.real_class_weight)
+    return class_weighted_bce(negative_weight=self.config.optim.real_class_weight,
+                              drop_hardest_positives=self.config.optim.drop_hardest_positives)
 
   def __init__(self, config, dataset, workdir=None):
     super().__init__(config, dataset, workdir)
@@ -357,7 +365,8 @@ class Heads(base.Family):
 
   @property
   def loss_fn(self):
-    return class_weighted_bce(positive_weight=self.config.optim.head_positive_weight)
+    return class_weighted_bce(positive_weight=self.config.optim.head_positive_weight,
+                              drop_hardest_positives=self.config.optim.drop_hardest_positives)
 
   def make_train_step(self, optimizer):
     return jax.jit(self._bound(heads_train_step, loss_fn=self.loss_fn, optimizer=optimizer,
