@@ -1,10 +1,10 @@
 """What a run's figures depend on besides its config: the exact dataset build and the machine.
 
 The built-in data is generated on the machine that first opens it (small auto-encoders trained
-there). One machine rebuilds it byte for byte, but a machine with other floating-point kernels
-builds other fakes, and a seed then gives other figures (README "Figures that reproduce"). A run
-therefore records the digest of the build it trained on and the machine beside its config
-(`provenance.json`), and a sweep says when its seeds do not share one build.
+there); a machine with other floating-point kernels could build other fakes, and a seed then
+gives other figures (README "Figures that reproduce"). A run therefore records the digest of the
+images it trained on and the machine beside its config (`provenance.json`), and a sweep says
+when its seeds do not share one build.
 """
 import hashlib
 import json
@@ -12,30 +12,42 @@ import os
 import pathlib
 import platform
 
+import numpy as np
+
 DIGEST_FILE = 'build_digest.json'  # cached beside the prepared dataset's files
 
 
+DIGEST_OF = 'decoded records'  # what `sha256` covers; a cache of another kind is recomputed
+
+
 def dataset_digest(builder) -> dict:
-  """{name, config, version, sha256, files} of a prepared TFDS build: SHA-256 over its record
-  files' names and bytes in name order. Cached in the build's folder and recomputed when a
-  file's size or modification time differs from the cache's (`files`)."""
+  """{name, config, version, sha256, digest_of, files} of a prepared TFDS build: SHA-256 over its
+  decoded records, split by split in name order, each record's features in key order (dtype,
+  shape and bytes). Not over the files: TFDS writes a record's features in an order that varies
+  from process to process, so two builds of the same images differ in their bytes. Cached in the
+  build's folder and recomputed when a file's size or modification time differs from the
+  cache's (`files`)."""
   folder = pathlib.Path(builder.data_dir)
   cache = folder / DIGEST_FILE
   files = sorted(p for p in folder.iterdir() if '.array_record' in p.name or '.tfrecord' in p.name)
   listing = {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in files}
   if cache.is_file():
     cached = json.loads(cache.read_text())
-    if cached.get('files') == listing:
+    if cached.get('files') == listing and cached.get('digest_of') == DIGEST_OF:
       return cached
   digest = hashlib.sha256()
-  for path in files:
-    digest.update(path.name.encode() + b'\0')
-    with path.open('rb') as f:
-      for chunk in iter(lambda: f.read(1 << 22), b''):
-        digest.update(chunk)
+  for split in sorted(builder.info.splits):
+    source = builder.as_data_source(split=split)
+    digest.update(f'{split}\0{len(source)}\0'.encode())
+    for index in range(len(source)):
+      record = source[index]
+      for key in sorted(record):
+        value = np.asarray(record[key])
+        digest.update(f'{key}\0{value.dtype.str}\0{value.shape}\0'.encode())
+        digest.update(value.tobytes())
   record = {'name': builder.name, 'config': builder.builder_config.name if builder.builder_config
             else None, 'version': str(builder.version), 'sha256': digest.hexdigest(),
-            'files': listing}
+            'digest_of': DIGEST_OF, 'files': listing}
   try:
     cache.write_text(json.dumps(record, indent=2) + '\n')
   except OSError:  # a read-only dataset folder: recompute next time
