@@ -88,6 +88,10 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # loss left out of the loss (0: the release). Images whose perturbations erased the fingerprint
   # then no longer teach "degraded = positive" (losses.sigmoid_bce_hardest_positives_dropped).
   config.optim.drop_hardest_positives = 0.0
+  # Decay of a moving average of the weights that validation, early stopping and export use
+  # (0: none, the release; gta_jax/averaging.py). Pair it with model.bn_recalibration_batches,
+  # which recomputes the BatchNorm statistics under the averaged weights.
+  config.optim.weight_average_decay = 0.0
   # Weight of a head's own-source (positive) images in the heads' loss (1: the release). On the
   # built-in data each head sees 1 own image per 4 others (real + 3 sources); 4 balances them.
   config.optim.head_positive_weight = 1.0

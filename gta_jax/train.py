@@ -17,6 +17,7 @@ import optax
 from ml_collections.config_flags import config_path
 
 from gta_jax import augment
+from gta_jax import averaging
 from gta_jax import chains
 from gta_jax import checkpoints
 from gta_jax import convolution
@@ -35,8 +36,18 @@ from gta_jax.writers import MetricWriter, fmt, log
 
 
 def make_optimizer(config) -> optax.GradientTransformation:
-  """Adam with Keras's defaults (beta 0.9/0.999, eps 1e-7) at a constant rate, as the release."""
-  return optax.adam(config.optim.learning_rate, config.optim.b1, config.optim.b2, config.optim.eps)
+  """Adam with Keras's defaults (beta 0.9/0.999, eps 1e-7) at a constant rate, as the release;
+  with config.optim.weight_average_decay, also a moving average of the weights (averaging.py)."""
+  adam = optax.adam(config.optim.learning_rate, config.optim.b1, config.optim.b2, config.optim.eps)
+  decay = config.optim.weight_average_decay
+  return optax.chain(adam, averaging.track_average(decay)) if decay else adam
+
+
+def evaluated_state(state):
+  """What validation, early stopping and export see: the averaged weights where the optimizer
+  keeps an average, else the weights as trained."""
+  average = averaging.averaged_params(state.opt_state)
+  return state if average is None else state.replace(params=average)
 
 
 def thresholds(config) -> verdicts.Thresholds:
@@ -63,6 +74,9 @@ def check_config(config) -> None:
           'must be a whole number >= 0')
   for key in ('optim.real_class_weight', 'optim.head_positive_weight'):
     require(np.isfinite(value_of(key)) and value_of(key) > 0, key, 'must be a positive number')
+  require(isinstance(config.optim.weight_average_decay, (int, float))
+          and 0 <= config.optim.weight_average_decay < 1, 'optim.weight_average_decay',
+          'must be in [0, 1) (0: no average)')
   require(isinstance(config.optim.drop_hardest_positives, (int, float))
           and 0 <= config.optim.drop_hardest_positives < 1, 'optim.drop_hardest_positives',
           'must be a share in [0, 1)')
@@ -328,13 +342,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
           writer.scalars(step, {f'train/loss_{i}': v for i, v in enumerate(host['loss'])})
         if step % config.checkpoint_every_steps == 0:
           save()
+      evaluated = evaluated_state(state)
       if stats_step is not None:
-        state = recalibrated(family, stats_step, state, constants, dataset, config, epoch, active)
+        evaluated = recalibrated(family, stats_step, evaluated, constants, dataset, config, epoch,
+                                 active)
+      state = state.replace(batch_stats=evaluated.batch_stats)  # inference statistics only
       val_loss = validation_loss(loss_step, family,
-                                 {'params': state.params, 'batch_stats': state.batch_stats},
+                                 {'params': evaluated.params, 'batch_stats': evaluated.batch_stats},
                                  constants, dataset, config.eval.batch_size,
                                  config.data.train_mode)
-      best, tracker = update_early_stopping(tracker, best, state, val_loss, epoch,
+      best, tracker = update_early_stopping(tracker, best, evaluated, val_loss, epoch,
                                             config.optim.patience, family.stacked_outputs)
       writer.scalars(step, {f'val/loss_{i}': v for i, v in enumerate(val_loss)}
                      | {'epoch': epoch + 1})

@@ -9,6 +9,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from ml_collections.config_flags import config_path
 
@@ -188,6 +189,50 @@ def test_interrupted_run_resumes_to_the_same_weights(straight_phase1, tmp_path, 
   assert steps[-1] == resumes_from
   resumed = train.train_and_evaluate(config, tmp_path / 'interrupted')
   _assert_same_run(straight_dir, tmp_path / 'interrupted', reference, resumed)
+
+
+def test_the_weight_average_is_a_moving_average_that_validation_and_export_read():
+  """averaging.track_average against the recurrence, computed by hand: Adam's updates are
+  unchanged, and the average is what evaluated_state hands to validation; without it, the
+  trained state itself."""
+  from gta_jax import averaging
+  params = {'w': jnp.array([1.0, -2.0, 0.5])}
+  plain, averaged = optax.adam(0.1), optax.chain(optax.adam(0.1), averaging.track_average(0.8))
+  plain_state, averaged_state = plain.init(params), averaged.init(params)
+  weights, expected = params, np.asarray(params['w'], np.float64)
+  for i in range(4):
+    grads = {'w': jnp.array([1.0, -1.0, 0.5 * i])}
+    updates, plain_state = plain.update(grads, plain_state, weights)
+    same, averaged_state = averaged.update(grads, averaged_state, weights)
+    np.testing.assert_array_equal(updates['w'], same['w'])
+    weights = optax.apply_updates(weights, updates)
+    expected = 0.8 * expected + 0.2 * np.asarray(weights['w'])
+  np.testing.assert_allclose(averaging.averaged_params(averaged_state)['w'], expected, rtol=1e-6)
+  assert averaging.averaged_params(plain_state) is None
+  state = base.TrainState(jnp.zeros((), jnp.int32), weights, {}, averaged_state)
+  np.testing.assert_allclose(train.evaluated_state(state).params['w'], expected, rtol=1e-6)
+  unaveraged = base.TrainState(jnp.zeros((), jnp.int32), weights, {}, plain_state)
+  assert train.evaluated_state(unaveraged) is unaveraged
+
+
+def test_a_run_with_a_weight_average_exports_it_and_resumes_to_the_same_model(
+    straight_phase1, smoke_data_dir, tmp_path, monkeypatch):
+  """config.optim.weight_average_decay: the average rides in the optimizer state, so a run
+  interrupted mid-epoch resumes to the same model; the model it exports is not the plain run's."""
+  config, straight_dir, _ = straight_phase1
+  averaged = _config('phase1_synthetic', smoke_data_dir,
+                     **{'data.train_mode': 'multi', 'optim.weight_average_decay': 0.8})
+  reference = train.train_and_evaluate(averaged, tmp_path / 'straight')
+  _interrupt_at(monkeypatch, 22, KeyboardInterrupt())
+  with pytest.raises(KeyboardInterrupt):
+    train.train_and_evaluate(averaged, tmp_path / 'interrupted')
+  monkeypatch.undo()
+  resumed = train.train_and_evaluate(averaged, tmp_path / 'interrupted')
+  _assert_same_run(tmp_path / 'straight', tmp_path / 'interrupted', reference, resumed)
+  plain_weights = jax.tree.leaves(_bundle(straight_dir)[1])
+  averaged_weights = jax.tree.leaves(_bundle(tmp_path / 'straight')[1])
+  assert len(plain_weights) == len(averaged_weights)
+  assert any(not np.array_equal(a, b) for a, b in zip(plain_weights, averaged_weights))
 
 
 @pytest.mark.parametrize('where, call, exception', [

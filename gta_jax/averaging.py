@@ -1,0 +1,42 @@
+"""An exponential moving average of the weights, kept in the optimizer's state.
+
+On the built-in data phase I's weights swing from epoch to epoch (validation loss 0.20, 0.51,
+0.17 over three epochs of one seed), and which photos a detector calls fake swings with them.
+An average over the last few hundred steps sits in the middle of that swing. It lives in the
+optimizer state (`optax.chain(adam, track_average(decay))`), so checkpoints, resumes and the
+data-parallel step carry it with nothing else changed; validation, early stopping and export
+read it through `averaged_params`.
+"""
+from typing import Any, NamedTuple
+
+import jax
+import optax
+
+
+class AverageState(NamedTuple):
+  average: Any  # the averaged params, the tree of the params
+
+
+def track_average(decay: float) -> optax.GradientTransformation:
+  """Leaves the updates as they are and keeps `decay * average + (1 - decay) * new params`,
+  starting from the params it is initialised with (a warm start's, or the initialisation's)."""
+  def init(params):
+    return AverageState(jax.tree.map(lambda p: p, params))
+
+  def update(updates, state, params=None):
+    if params is None:
+      raise ValueError('track_average needs the params: optimizer.update(grads, state, params)')
+    new = optax.apply_updates(params, updates)
+    return updates, AverageState(jax.tree.map(lambda a, p: decay * a + (1 - decay) * p,
+                                              state.average, new))
+
+  return optax.GradientTransformation(init, update)
+
+
+def averaged_params(opt_state):
+  """The averaged params of an optimizer state that holds a track_average, else None."""
+  parts = opt_state if isinstance(opt_state, tuple) else (opt_state,)
+  for part in parts:
+    if isinstance(part, AverageState):
+      return part.average
+  return None
