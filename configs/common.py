@@ -200,8 +200,8 @@ def use_builtin(config, phase: int):
     config.optim.learning_rate = 1e-4
     # At most one perturbation per image, p 1/5 each of none / blur / crop / JPEG / noise (not the
     # paper's `multi`, which stacks them). Photos called fake, 3 seeds, KDE / MATE / grey-scale:
-    # 0.100 / 0.128 / 0.167 with `multi`, 0.070 / 0.075 / 0.074 with `one` (README
-    # "Photometric jitter, and which perturbation makes phase II call photos fake").
+    # 0.157 / 0.149 / 0.226 with `multi`, 0.040 / 0.101 / 0.098 with `one`, for 0.06 of
+    # multi-augmented accuracy (README "What the quickstart measures").
     config.data.train_mode = 'one'
   if phase >= 3:
     config.optim.head_positive_weight = 4.0
