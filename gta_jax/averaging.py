@@ -22,7 +22,7 @@ def track_average(decay: float) -> optax.GradientTransformation:
   """Leaves the updates as they are and keeps `decay * average + (1 - decay) * new params`,
   starting from the params it is initialised with (a warm start's, or the initialisation's)."""
   def init(params):
-    return AverageState(jax.tree.map(lambda p: p, params))
+    return AverageState(params)  # arrays are immutable: no copy needed
 
   def update(updates, state, params=None):
     if params is None:
