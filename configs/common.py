@@ -75,6 +75,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
 
   config.optim = ml_collections.ConfigDict()
   config.optim.learning_rate = 1e-3   # 1e-3 detection, 1e-4 attribution (the release)
+  # constant (the release) | cosine: from learning_rate to 0 over max_epochs (gta_jax/train.py).
+  config.optim.schedule = 'constant'
   config.optim.batch_size = 256
   config.optim.max_epochs = 100
   config.optim.patience = 5           # early stopping on validation loss

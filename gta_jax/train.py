@@ -35,10 +35,24 @@ from gta_jax import verdicts
 from gta_jax.writers import MetricWriter, fmt, log
 
 
-def make_optimizer(config) -> optax.GradientTransformation:
-  """Adam with Keras's defaults (beta 0.9/0.999, eps 1e-7) at a constant rate, as the release;
-  with config.optim.weight_average_decay, also a moving average of the weights (averaging.py)."""
-  adam = optax.adam(config.optim.learning_rate, config.optim.b1, config.optim.b2, config.optim.eps)
+SCHEDULES = ('constant', 'cosine')
+
+
+def learning_rate_schedule(config, total_steps: int):
+  """The rate per step: constant, as the release, or a cosine from it to 0 over the run's budget
+  (config.optim.max_epochs epochs), so the weights a run ends with are not the last large step's."""
+  rate = config.optim.learning_rate
+  if config.optim.schedule == 'constant':
+    return rate
+  return optax.cosine_decay_schedule(rate, decay_steps=max(int(total_steps), 1), alpha=0.0)
+
+
+def make_optimizer(config, total_steps: int = 0) -> optax.GradientTransformation:
+  """Adam with Keras's defaults (beta 0.9/0.999, eps 1e-7) at config.optim.schedule's rate over
+  `total_steps` (the run's budget); with config.optim.weight_average_decay, also a moving average
+  of the weights (averaging.py)."""
+  adam = optax.adam(learning_rate_schedule(config, total_steps), config.optim.b1, config.optim.b2,
+                    config.optim.eps)
   decay = config.optim.weight_average_decay
   return optax.chain(adam, averaging.track_average(decay)) if decay else adam
 
@@ -82,6 +96,7 @@ def check_config(config) -> None:
           'must be a share in [0, 1)')
   require(np.isfinite(config.optim.learning_rate) and config.optim.learning_rate > 0,
           'optim.learning_rate', 'must be a positive number')
+  require(config.optim.schedule in SCHEDULES, 'optim.schedule', f'choose {" or ".join(SCHEDULES)}')
   require(np.isfinite(config.model.bn_momentum) and 0 <= config.model.bn_momentum < 1,
           'model.bn_momentum', 'must be in [0, 1)')
   require(0 < config.eval.threshold < 1, 'eval.threshold', 'must be in (0, 1)')
@@ -267,7 +282,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     for name, record in family.records.items():
       (workdir / name).write_text(json.dumps(record, indent=2) + '\n')
 
-  optimizer = make_optimizer(config)
+  batch_size = config.optim.batch_size
+  steps_per_epoch = dataset.steps_per_epoch(batch_size)
+  if steps_per_epoch == 0:
+    raise errors.ConfigError(f'config.optim.batch_size={batch_size} exceeds the training split '
+                     f'({dataset.size("train")} images).')
+  total_steps = steps_per_epoch * config.optim.max_epochs
+  optimizer = make_optimizer(config, total_steps)
   state = family.init_state(jax.random.key(config.seed), optimizer)
   warm_started = bool(config.init.from_run) and config.phase in (2, 4)
   if not resuming and not warm_started:
@@ -291,11 +312,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   log(f'{distributed.num_devices()} device(s), {jax.process_count()} process(es): batches of '
       f'{config.optim.batch_size} split along the mesh\'s data axis')
 
-  batch_size = config.optim.batch_size
-  steps_per_epoch = dataset.steps_per_epoch(batch_size)
-  if steps_per_epoch == 0:
-    raise errors.ConfigError(f'config.optim.batch_size={batch_size} exceeds the training split '
-                     f'({dataset.size("train")} images).')
   # Lines logged after the checkpoint we resume from are logged again; drop the earlier copies.
   writer = MetricWriter(workdir, resume_step=step,
                         validated_epochs=int(tracker['epoch']))
@@ -304,7 +320,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   stats_step = family.make_batch_stats_step() if config.model.bn_recalibration_batches else None
   constants = distributed.replicate(family.constants())
   started, start_step = time.time(), step
-  total_steps = steps_per_epoch * config.optim.max_epochs
 
   records_written = resuming and (workdir / 'config.json').is_file()
 

@@ -14,7 +14,7 @@ import pytest
 from ml_collections.config_flags import config_path
 
 from conftest import ROOT
-from gta_jax import chains, checkpoints, losses, models, train
+from gta_jax import chains, checkpoints, errors, losses, models, train
 from gta_jax.families import base, proposed
 
 
@@ -215,13 +215,42 @@ def test_the_weight_average_is_a_moving_average_that_validation_and_export_read(
   assert train.evaluated_state(unaveraged) is unaveraged
 
 
+def test_the_cosine_schedule_runs_from_the_rate_to_zero_over_the_budget():
+  """config.optim.schedule: Adam's first step moves each weight by the full rate, a step at the
+  end of the budget by nothing; 'constant' is the release's plain rate; a typo names the key."""
+  config = chains.load_config_file(str(ROOT / 'configs' / 'common.py'))
+  with config.unlocked():
+    config.optim.learning_rate, config.optim.schedule = 0.1, 'cosine'
+  schedule = train.learning_rate_schedule(config, total_steps=100)
+  np.testing.assert_allclose([schedule(0), schedule(50), schedule(100)], [0.1, 0.05, 0.0],
+                             atol=1e-7)
+  params = {'w': jnp.array([1.0, -2.0])}
+  optimizer = train.make_optimizer(config, total_steps=4)
+  opt_state, moves = optimizer.init(params), []
+  for _ in range(5):
+    updates, opt_state = optimizer.update({'w': jnp.array([3.0, -0.5])}, opt_state, params)
+    moves.append(np.abs(np.asarray(updates['w'])))
+  np.testing.assert_allclose(moves[0], [0.1, 0.1], rtol=1e-5)  # Adam's first step: rate * sign
+  np.testing.assert_allclose(moves[4], [0.0, 0.0], atol=1e-9)
+  assert all((moves[i] > moves[i + 1]).all() for i in range(4))
+  with config.unlocked():
+    config.optim.schedule = 'constant'
+  assert train.learning_rate_schedule(config, total_steps=100) == 0.1
+  with config.unlocked():
+    config.optim.schedule = 'cosin'
+  with pytest.raises(errors.ConfigError, match=r"config\.optim\.schedule='cosin'"):
+    train.check_config(config)
+
+
 def test_a_run_with_a_weight_average_exports_it_and_resumes_to_the_same_model(
     straight_phase1, smoke_data_dir, tmp_path, monkeypatch):
   """config.optim.weight_average_decay: the average rides in the optimizer state, so a run
-  interrupted mid-epoch resumes to the same model; the model it exports is not the plain run's."""
+  interrupted mid-epoch resumes to the same model; the model it exports is not the plain run's.
+  The cosine schedule's step count rides there too (the resumed rate is the straight run's)."""
   config, straight_dir, _ = straight_phase1
   averaged = _config('phase1_synthetic', smoke_data_dir,
-                     **{'data.train_mode': 'multi', 'optim.weight_average_decay': 0.8})
+                     **{'data.train_mode': 'multi', 'optim.weight_average_decay': 0.8,
+                        'optim.schedule': 'cosine'})
   reference = train.train_and_evaluate(averaged, tmp_path / 'straight')
   _interrupt_at(monkeypatch, 22, KeyboardInterrupt())
   with pytest.raises(KeyboardInterrupt):
