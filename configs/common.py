@@ -51,6 +51,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # given a random saturation, contrast, brightness and gamma (gta_jax/augment.py
   # `photometric_jitter`); test splits never. 0: the paper.
   config.data.photometric_jitter = 0.0
+  # True: each content group of the training and validation splits turned or mirrored by one of
+  # the square's 8 symmetries (gta_jax/augment.py `orient`); test splits never. False: the paper.
+  config.data.random_orientation = False
 
   config.model = ml_collections.ConfigDict()
   # Model family (gta_jax/families/): primary (phases I/II) | heads (III/IV, on a frozen primary)

@@ -23,6 +23,8 @@ so that softness alone says nothing about the label (see gta_jax/input_pipeline.
 `photometric_jitter` is the built-in data's other widening of the training distribution
 (config.data.photometric_jitter): random saturation, contrast, brightness and gamma for real and
 fake images alike, one draw per content group, so that colour and tone say nothing either.
+`orient` (config.data.random_orientation) turns a content group by one of the square's 8
+symmetries: eight contents per crop for the detector, out of the same photographs.
 """
 import dataclasses
 import io
@@ -168,3 +170,16 @@ def photometric_jitter(image: np.ndarray, rng: np.random.Generator) -> np.ndarra
 def jitter_rng(seed: int, epoch: int, group: int) -> np.random.Generator:
   """The jitter's own stream, keyed by content group: a crop and its fakes share one draw."""
   return np.random.default_rng([seed, epoch, group, 2])
+
+
+def orient(image: np.ndarray, symmetry: int) -> np.ndarray:
+  """[H, W, C] -> the image under symmetry 0-7 of the square: turned by 90 degrees (symmetry % 4)
+  times, then transposed when symmetry >= 4. 0 is the image itself; pixels are moved, never
+  resampled, so a fingerprint keeps its values (its phase on the pixel grid may change)."""
+  turned = np.rot90(image, symmetry % 4, axes=(0, 1))
+  return np.ascontiguousarray(turned.transpose(1, 0, 2) if symmetry >= 4 else turned)
+
+
+def orientation_rng(seed: int, epoch: int, group: int) -> np.random.Generator:
+  """The orientation's own stream, keyed by content group: a crop and its fakes turn together."""
+  return np.random.default_rng([seed, epoch, group, 3])

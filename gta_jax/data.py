@@ -46,6 +46,9 @@ class Dataset:
   # Share of the content groups of the training and validation splits given one random
   # saturation / contrast / brightness / gamma (config.data.photometric_jitter). Test splits never.
   photometric_jitter: float = 0.0
+  # Turn each content group of the training and validation splits by a random one of the square's
+  # 8 symmetries (config.data.random_orientation). Test splits never.
+  random_orientation: bool = False
   _sources: dict = dataclasses.field(default_factory=dict, repr=False)
   _groups: dict = dataclasses.field(default_factory=dict, repr=False)
 
@@ -106,7 +109,8 @@ class Dataset:
                                   groups=self.content_groups(split) if shuffle else None,
                                   real_softening=self.real_softening if as_trained_split else 0.0,
                                   photometric_jitter=self.photometric_jitter
-                                  if as_trained_split else 0.0)
+                                  if as_trained_split else 0.0,
+                                  random_orientation=self.random_orientation and as_trained_split)
 
   def source_id(self, name: str, key: str = 'config.sources') -> int:
     if name not in self.source_ids:
@@ -143,7 +147,8 @@ def open_dataset(data_config, input_kind: str) -> Dataset:
                     group_by_content=bool(data_config.get('group_by_content', True)
                                           and builder.info.metadata.get('content_matched', False)),
                     real_softening=float(data_config.get('real_softening', 0.0)),
-                    photometric_jitter=float(data_config.get('photometric_jitter', 0.0)))
+                    photometric_jitter=float(data_config.get('photometric_jitter', 0.0)),
+                    random_orientation=bool(data_config.get('random_orientation', False)))
   excluded = tuple(data_config.get('exclude_sources', ()))
   dataset.excluded_ids = tuple(dataset.source_id(name, 'config.data.exclude_sources')
                                 for name in excluded)

@@ -120,6 +120,8 @@ def check_config(config) -> None:
   for key in ('real_softening', 'photometric_jitter'):
     require(isinstance(config.data[key], (int, float)) and 0 <= config.data[key] <= 1,
             f'data.{key}', 'must be a share from 0 to 1')
+  require(isinstance(config.data.random_orientation, bool), 'data.random_orientation',
+          'must be True or False')
   require(config.data.train_mode in augment.MODES, 'data.train_mode',
           f'choose one of {", ".join(augment.MODES)}')
   require(config.phase in (1, 2, 3, 4), 'phase', 'choose 1, 2, 3 or 4')

@@ -235,6 +235,50 @@ def test_photometric_jitter_gives_a_crop_and_its_fakes_one_draw(smoke_data_dir):
     np.testing.assert_array_equal(by_key(plain, split)[0], by_key(jittered, split)[0])
 
 
+def test_random_orientation_turns_a_crop_and_its_fakes_together(smoke_data_dir):
+  """config.data.random_orientation: each content group of the training and validation splits is
+  moved by one of the square's 8 symmetries, the same for a real crop and its reconstructions;
+  all 8 occur, pixels are only moved, and test splits never change."""
+  import ml_collections
+  from gta_jax import augment, data
+
+  def dataset_with(turn):
+    config = ml_collections.ConfigDict(dict(
+        name=input_pipeline.BUILTIN, config='smoke', data_dir=smoke_data_dir,
+        release_blur_sigma=False, noise_variance=False, random_orientation=turn))
+    return data.open_dataset(config, 'pixel')
+
+  def in_order(dataset, split):
+    source = dataset.source(split)
+    groups = np.array([int(source[i]['index']) for i in range(len(source))])
+    images = np.concatenate([b['image'][b['mask']] for b in dataset.batches(split, 32, seed=3,
+                                                                             epoch=1)])
+    return images, groups
+
+  plain, turned = dataset_with(False), dataset_with(True)
+  for split in ('train', 'validation'):
+    before, groups = in_order(plain, split)
+    after, _ = in_order(turned, split)
+    symmetries = set()
+    for group in np.unique(groups):
+      symmetry = int(augment.orientation_rng(3, 1, int(group)).integers(8))
+      symmetries.add(symmetry)
+      for j in np.flatnonzero(groups == group):
+        np.testing.assert_array_equal(after[j], augment.orient(before[j], symmetry))
+    assert symmetries == set(range(8)) or (split == 'validation' and len(symmetries) >= 4)
+    np.testing.assert_array_equal(after, in_order(turned, split)[0])  # a pass is the same every time
+  for split in ('test', 'test_cross_seed'):
+    np.testing.assert_array_equal(in_order(plain, split)[0], in_order(turned, split)[0])
+  image = np.random.default_rng(0).integers(0, 255, (4, 4, 3), dtype=np.uint8)
+  views = [augment.orient(image, k) for k in range(8)]
+  np.testing.assert_array_equal(views[0], image)
+  assert len({v.tobytes() for v in views}) == 8
+  for view in views:
+    np.testing.assert_array_equal(np.sort(view, axis=None), np.sort(image, axis=None))
+  np.testing.assert_array_equal(views[4], image.transpose(1, 0, 2))
+  np.testing.assert_array_equal(views[1], np.rot90(image))
+
+
 def test_photometric_jitter_scales_a_fingerprint_without_removing_it():
   """A pointwise transform: the difference between an image and its nearest-neighbour-upsampled
   version survives every draw (it is scaled with the contrast, never smoothed away)."""
