@@ -1,4 +1,6 @@
-"""Phase IV on the built-in data: the phase-III heads retrained on multi-augmented images.
+"""Phase IV on the built-in data: the phase-III heads retrained on augmented images (`one`: at most
+one of blur / crop / JPEG / noise per image, as phase II; `--config.data.train_mode=multi` is the
+paper's stacked perturbations).
 
 python launch.py --config=configs/phase4_synthetic.py --config.init.from_run=runs/phase3_synthetic
 """

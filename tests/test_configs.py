@@ -42,7 +42,12 @@ def test_only_the_builtin_configs_depart_from_the_release_training():
     ganfp = load(f'phase{phase}_ganfp')
     assert (ganfp.optim.learning_rate, ganfp.optim.real_class_weight) == (1e-3, 1.0)
     assert ganfp.optim.drop_hardest_positives == 0.0
-  assert load('phase2_ganfp').data.train_mode == 'multi'  # the paper's stacked perturbations
+  for name in ('phase2_ganfp', 'phase4_progan', 'phase4_faceshq'):  # the paper's stacked perturbations
+    assert load(name).data.train_mode == 'multi'
+  assert load('phase4_synthetic').data.train_mode == 'one'
+  for name in ('phase1_synthetic', 'phase3_synthetic', 'phase3_progan'):
+    assert load(name).data.train_mode == 'clean'
+  assert load('phase1_synthetic').optim.schedule == 'constant'  # the release's constant rate
   for name in ('phase3_progan', 'phase4_progan', 'phase3_faceshq'):
     assert (load(name).optim.learning_rate, load(name).optim.head_positive_weight) == (1e-4, 1.0)
   # Built-in data (1 real : 4 fakes; each head 1 own : 4 others): balanced classes, phase II
@@ -89,6 +94,7 @@ def test_the_data_dir_follows_tfds_data_dir(monkeypatch):
     ('optim.head_positive_weight', 0.0, 'positive'),
     ('optim.drop_hardest_positives', 1.0, r'share in \[0, 1\)'),
     ('data.train_mode', 'sharpen', 'choose one of clean, multi'),
+    ('optim.schedule', 'linear', 'choose constant or cosine'),
     ('model.conv_impl', 'fast', 'auto, cpu, lax'),
 ])
 def test_a_config_that_cannot_work_is_refused_before_the_workdir_exists(tmp_path, key, value,
