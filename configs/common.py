@@ -47,6 +47,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # The built-in fakes are softer than their inputs, and without it the detector learnt "soft =
   # fake" (README "Steady training").
   config.data.real_softening = 0.0
+  # Share of the real training and validation images sharpened by a random unsharp mask (after
+  # any softening; gta_jax/augment.py `sharpen`); test splits never. 0: the paper.
+  config.data.real_sharpening = 0.0
   # Share of the training and validation images (real and fake, one draw per content group)
   # given a random saturation, contrast, brightness and gamma (gta_jax/augment.py
   # `photometric_jitter`); test splits never. 0: the paper.

@@ -19,7 +19,8 @@ run sees exactly the same images.
 
 `soften` is not one of the paper's perturbations: it is the real-class softening of the built-in
 data (config.data.real_softening), a Gaussian blur of a share of the *real* training images only,
-so that softness alone says nothing about the label (see gta_jax/input_pipeline.py).
+so that softness alone says nothing about the label (see gta_jax/input_pipeline.py); `sharpen`
+(config.data.real_sharpening) is its opposite, an unsharp mask on a share of the real images.
 `photometric_jitter` is the built-in data's other widening of the training distribution
 (config.data.photometric_jitter): random saturation, contrast, brightness and gamma for real and
 fake images alike, one draw per content group, so that colour and tone say nothing either.
@@ -127,6 +128,27 @@ def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
   """An untruncated Gaussian of `sigma` px (OpenCV sizes the kernel), mirrored at the border."""
   return cv2.GaussianBlur(image, (0, 0), sigmaX=sigma, sigmaY=sigma,
                           borderType=cv2.BORDER_REFLECT_101)
+
+
+# Real-class sharpening (config.data.real_sharpening): an unsharp mask, image + amount * (image -
+# blur(image, sigma)), both drawn log-uniformly. Strong textures (brick, blinds, grass) carry the
+# high-frequency energy an upsampler's trace adds; sharpened reals say that energy alone is not it.
+SHARPENING_SIGMA = (0.5, 1.5)
+SHARPENING_AMOUNT = (0.3, 2.0)
+
+
+def sharpen(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """[H, W, 3] uint8 -> the same with its detail amplified by a random unsharp mask."""
+  sigma = float(np.exp(rng.uniform(*np.log(SHARPENING_SIGMA))))
+  amount = float(np.exp(rng.uniform(*np.log(SHARPENING_AMOUNT))))
+  pixels = image.astype(np.float32)
+  detail = pixels - gaussian_blur(pixels, sigma)
+  return np.clip(np.rint(pixels + amount * detail), 0, 255).astype(np.uint8)
+
+
+def sharpening_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+  """The sharpening draw's own stream, so that it leaves every other draw unchanged."""
+  return np.random.default_rng([seed, epoch, index, 4])
 
 
 def softening_rng(seed: int, epoch: int, index: int) -> np.random.Generator:

@@ -43,6 +43,8 @@ class Dataset:
   # Share of the real images of the training and validation splits softened by a random blur
   # (config.data.real_softening; augment.soften). Test splits are never softened.
   real_softening: float = 0.0
+  # Share of them sharpened by a random unsharp mask (config.data.real_sharpening; augment.sharpen).
+  real_sharpening: float = 0.0
   # Share of the content groups of the training and validation splits given one random
   # saturation / contrast / brightness / gamma (config.data.photometric_jitter). Test splits never.
   photometric_jitter: float = 0.0
@@ -108,6 +110,7 @@ class Dataset:
                                   rows=rows, workers=self.workers,
                                   groups=self.content_groups(split) if shuffle else None,
                                   real_softening=self.real_softening if as_trained_split else 0.0,
+                                  real_sharpening=self.real_sharpening if as_trained_split else 0.0,
                                   photometric_jitter=self.photometric_jitter
                                   if as_trained_split else 0.0,
                                   random_orientation=self.random_orientation and as_trained_split)
@@ -147,6 +150,7 @@ def open_dataset(data_config, input_kind: str) -> Dataset:
                     group_by_content=bool(data_config.get('group_by_content', True)
                                           and builder.info.metadata.get('content_matched', False)),
                     real_softening=float(data_config.get('real_softening', 0.0)),
+                    real_sharpening=float(data_config.get('real_sharpening', 0.0)),
                     photometric_jitter=float(data_config.get('photometric_jitter', 0.0)),
                     random_orientation=bool(data_config.get('random_orientation', False)))
   excluded = tuple(data_config.get('exclude_sources', ()))

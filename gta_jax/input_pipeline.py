@@ -80,7 +80,8 @@ def data_source(builder, split: str):
 
 def _decode(record, seed: int, epoch: int, position: int, mode: str,
             options: augment.Options = augment.Options(), real_softening: float = 0.0,
-            photometric_jitter: float = 0.0, random_orientation: bool = False):
+            photometric_jitter: float = 0.0, random_orientation: bool = False,
+            real_sharpening: float = 0.0):
   image = record['image']
   group = int(record['index']) if 'index' in record else position
   if random_orientation:  # first: it makes another crop of the photo, fakes and all
@@ -89,6 +90,10 @@ def _decode(record, seed: int, epoch: int, position: int, mode: str,
     rng = augment.softening_rng(seed, epoch, position)
     if rng.uniform() < real_softening:
       image = augment.soften(image, rng)
+  if real_sharpening and int(record['label']) == 0:
+    rng = augment.sharpening_rng(seed, epoch, position)
+    if rng.uniform() < real_sharpening:
+      image = augment.sharpen(image, rng)
   if photometric_jitter:  # one draw per content group (a crop and its fakes), else per position
     rng = augment.jitter_rng(seed, epoch, group)
     if rng.uniform() < photometric_jitter:
@@ -102,9 +107,9 @@ def _decode(record, seed: int, epoch: int, position: int, mode: str,
 
 def _decode_at(position, record, *, seed: int, epoch: int, mode: str, options: augment.Options,
                real_softening: float = 0.0, photometric_jitter: float = 0.0,
-               random_orientation: bool = False):
+               random_orientation: bool = False, real_sharpening: float = 0.0):
   return _decode(record, seed, epoch, position, mode, options, real_softening, photometric_jitter,
-                 random_orientation)
+                 random_orientation, real_sharpening)
 
 
 class _BatchRows:
@@ -167,7 +172,8 @@ def batches(source, batch_size: int, *, seed: int, epoch: int = 0, mode: str = '
             options: augment.Options = augment.Options(), num_threads: int | None = None,
             rows: tuple[int, int] | None = None, workers: int = 0,
             groups: np.ndarray | None = None, real_softening: float = 0.0,
-            photometric_jitter: float = 0.0, random_orientation: bool = False):
+            photometric_jitter: float = 0.0, random_orientation: bool = False,
+            real_sharpening: float = 0.0):
   """Iterates numpy batches of one epoch of `source`, from batch `start_batch` on.
 
   rows: the rows [start, stop) of each global batch of `batch_size` that this process reads
@@ -190,7 +196,7 @@ def batches(source, batch_size: int, *, seed: int, epoch: int = 0, mode: str = '
   examples = examples.map_with_index(
       functools.partial(_decode_at, seed=seed, epoch=epoch, mode=mode, options=options,
                         real_softening=real_softening, photometric_jitter=photometric_jitter,
-                        random_orientation=random_orientation))
+                        random_orientation=random_orientation, real_sharpening=real_sharpening))
   dataset = grain.MapDataset.source(
       _BatchRows(examples, batch_size, rows, num_batches(source, batch_size, drop_remainder)))
   dataset = dataset.batch(rows[1] - rows[0], batch_fn=_stack)

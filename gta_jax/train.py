@@ -117,7 +117,7 @@ def check_config(config) -> None:
     raise errors.ConfigError(str(e)) from None
   require(not config.recipe.frequency_inputs or config.model.input == 'pixel',
           'recipe.frequency_inputs', 'are maps of the pixels: use them with model.input=pixel')
-  for key in ('real_softening', 'photometric_jitter'):
+  for key in ('real_softening', 'real_sharpening', 'photometric_jitter'):
     require(isinstance(config.data[key], (int, float)) and 0 <= config.data[key] <= 1,
             f'data.{key}', 'must be a share from 0 to 1')
   require(isinstance(config.data.random_orientation, bool), 'data.random_orientation',

@@ -235,6 +235,40 @@ def test_photometric_jitter_gives_a_crop_and_its_fakes_one_draw(smoke_data_dir):
     np.testing.assert_array_equal(by_key(plain, split)[0], by_key(jittered, split)[0])
 
 
+def test_real_sharpening_amplifies_detail_of_training_reals_only(smoke_data_dir):
+  """config.data.real_sharpening: real training and validation images get an unsharp mask (more
+  high-frequency energy, a flat image unchanged); fakes and test splits never change."""
+  import cv2
+  import ml_collections
+  from gta_jax import augment, data
+
+  def dataset_with(share):
+    config = ml_collections.ConfigDict(dict(
+        name=input_pipeline.BUILTIN, config='smoke', data_dir=smoke_data_dir,
+        release_blur_sigma=False, noise_variance=False, real_sharpening=share))
+    return data.open_dataset(config, 'pixel')
+
+  def one_pass(dataset, split):
+    batches = list(dataset.batches(split, 32, seed=3, epoch=1))
+    return (np.concatenate([b['image'][b['mask']] for b in batches]),
+            np.concatenate([b['label'][b['mask']] for b in batches]))
+
+  def detail(images):
+    return np.mean([cv2.Laplacian(i.astype(np.float32), cv2.CV_32F).var() for i in images])
+
+  plain, sharp = dataset_with(0.0), dataset_with(1.0)
+  for split in ('train', 'validation'):
+    (before, labels), (after, _) = one_pass(plain, split), one_pass(sharp, split)
+    real = labels == 0
+    np.testing.assert_array_equal(before[~real], after[~real])
+    assert np.any(before[real] != after[real], axis=(1, 2, 3)).mean() > 0.9
+    assert detail(after[real]) > 1.2 * detail(before[real])
+  for split in ('test', 'test_cross_seed'):
+    np.testing.assert_array_equal(one_pass(plain, split)[0], one_pass(sharp, split)[0])
+  flat = np.full((16, 16, 3), 77, np.uint8)
+  np.testing.assert_array_equal(augment.sharpen(flat, np.random.default_rng(0)), flat)
+
+
 def test_random_orientation_turns_a_crop_and_its_fakes_together(smoke_data_dir):
   """config.data.random_orientation: each content group of the training and validation splits is
   moved by one of the square's 8 symmetries, the same for a real crop and its reconstructions;
