@@ -191,26 +191,38 @@ def test_real_softening_blurs_only_real_images_of_the_training_splits(smoke_data
   np.testing.assert_array_equal(multi_before['image'][fake], multi_after['image'][fake])
 
 
+def _smoke_dataset(data_dir, **options):
+  """The built-in smoke data opened with these config.data options (the rest the release's)."""
+  import ml_collections
+  from gta_jax import data
+  config = ml_collections.ConfigDict(dict(
+      name=input_pipeline.BUILTIN, config='smoke', data_dir=data_dir, release_blur_sigma=False,
+      noise_variance=False, **options))
+  return data.open_dataset(config, 'pixel')
+
+
+def _one_pass(dataset, split):
+  """(images, labels, content groups, source ids) of one unshuffled pass, in record order."""
+  source = dataset.source(split)
+  batches = list(dataset.batches(split, 32, seed=3, epoch=1))
+  return (np.concatenate([b['image'][b['mask']] for b in batches]),
+          np.concatenate([b['label'][b['mask']] for b in batches]),
+          np.array([int(source[i]['index']) for i in range(len(source))]),
+          np.array([int(source[i]['source_id']) for i in range(len(source))]))
+
+
 def test_photometric_jitter_gives_a_crop_and_its_fakes_one_draw(smoke_data_dir):
   """config.data.photometric_jitter: the training and validation images, real and fake alike,
   get a random saturation / contrast / brightness / gamma, one draw per content group (the real
   crop and its reconstructions change the same way, so only the fingerprint still separates
   them); test splits never change, and a pass is the same every time (resumes)."""
-  import ml_collections
-  from gta_jax import augment, data
+  from gta_jax import augment
 
-  def dataset_with(share):
-    config = ml_collections.ConfigDict(dict(
-        name=input_pipeline.BUILTIN, config='smoke', data_dir=smoke_data_dir,
-        release_blur_sigma=False, noise_variance=False, photometric_jitter=share))
-    return data.open_dataset(config, 'pixel')
+  dataset_with = lambda share: _smoke_dataset(smoke_data_dir, photometric_jitter=share)
 
   def by_key(dataset, split):
-    source = dataset.source(split)
-    groups = np.array([int(source[i]['index']) for i in range(len(source))])
-    images = np.concatenate([b['image'][b['mask']] for b in dataset.batches(split, 32, seed=3,
-                                                                             epoch=1)])
-    return images, groups, np.array([int(source[i]['source_id']) for i in range(len(source))])
+    images, _, groups, source_ids = _one_pass(dataset, split)
+    return images, groups, source_ids
 
   plain, jittered, half = dataset_with(0.0), dataset_with(1.0), dataset_with(0.5)
   for split in ('train', 'validation'):
@@ -239,19 +251,10 @@ def test_real_sharpening_amplifies_detail_of_training_reals_only(smoke_data_dir)
   """config.data.real_sharpening: real training and validation images get an unsharp mask (more
   high-frequency energy, a flat image unchanged); fakes and test splits never change."""
   import cv2
-  import ml_collections
-  from gta_jax import augment, data
+  from gta_jax import augment
 
-  def dataset_with(share):
-    config = ml_collections.ConfigDict(dict(
-        name=input_pipeline.BUILTIN, config='smoke', data_dir=smoke_data_dir,
-        release_blur_sigma=False, noise_variance=False, real_sharpening=share))
-    return data.open_dataset(config, 'pixel')
-
-  def one_pass(dataset, split):
-    batches = list(dataset.batches(split, 32, seed=3, epoch=1))
-    return (np.concatenate([b['image'][b['mask']] for b in batches]),
-            np.concatenate([b['label'][b['mask']] for b in batches]))
+  dataset_with = lambda share: _smoke_dataset(smoke_data_dir, real_sharpening=share)
+  one_pass = lambda dataset, split: _one_pass(dataset, split)[:2]
 
   def detail(images):
     return np.mean([cv2.Laplacian(i.astype(np.float32), cv2.CV_32F).var() for i in images])
@@ -273,23 +276,14 @@ def test_random_orientation_turns_a_crop_and_its_fakes_together(smoke_data_dir):
   """config.data.random_orientation: each content group of the training and validation splits is
   moved by one of the square's 8 symmetries, the same for a real crop and its reconstructions;
   all 8 occur, pixels are only moved, and test splits never change."""
-  import ml_collections
-  from gta_jax import augment, data
-
-  def dataset_with(turn):
-    config = ml_collections.ConfigDict(dict(
-        name=input_pipeline.BUILTIN, config='smoke', data_dir=smoke_data_dir,
-        release_blur_sigma=False, noise_variance=False, random_orientation=turn))
-    return data.open_dataset(config, 'pixel')
+  from gta_jax import augment
 
   def in_order(dataset, split):
-    source = dataset.source(split)
-    groups = np.array([int(source[i]['index']) for i in range(len(source))])
-    images = np.concatenate([b['image'][b['mask']] for b in dataset.batches(split, 32, seed=3,
-                                                                             epoch=1)])
+    images, _, groups, _ = _one_pass(dataset, split)
     return images, groups
 
-  plain, turned = dataset_with(False), dataset_with(True)
+  plain = _smoke_dataset(smoke_data_dir, random_orientation=False)
+  turned = _smoke_dataset(smoke_data_dir, random_orientation=True)
   for split in ('train', 'validation'):
     before, groups = in_order(plain, split)
     after, _ = in_order(turned, split)
