@@ -48,7 +48,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # fake" (README "Steady training").
   config.data.real_softening = 0.0
   # Share of the real training and validation images sharpened by a random unsharp mask (after
-  # any softening; gta_jax/augment.py `sharpen`); test splits never. 0: the paper.
+  # any softening; gta_jax/augment.py `sharpen`); test splits never. 0: the paper. On the built-in
+  # data it raised the false positives on unseen photos (3 seeds; README "What else was tried").
   config.data.real_sharpening = 0.0
   # Share of the training and validation images (real and fake, one draw per content group)
   # given a random saturation, contrast, brightness and gamma (gta_jax/augment.py
@@ -56,6 +57,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config.data.photometric_jitter = 0.0
   # True: each content group of the training and validation splits turned or mirrored by one of
   # the square's 8 symmetries (gta_jax/augment.py `orient`); test splits never. False: the paper.
+  # Measured on the built-in data, not adopted (README "What else was tried").
   config.data.random_orientation = False
 
   config.model = ml_collections.ConfigDict()
@@ -82,6 +84,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config.optim = ml_collections.ConfigDict()
   config.optim.learning_rate = 1e-3   # 1e-3 detection, 1e-4 attribution (the release)
   # constant (the release) | cosine: from learning_rate to 0 over max_epochs (gta_jax/train.py).
+  # Cosine on the built-in data: more robust detectors, more unseen photos called fake (README).
   config.optim.schedule = 'constant'
   config.optim.batch_size = 256
   config.optim.max_epochs = 100
