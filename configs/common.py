@@ -268,6 +268,12 @@ def _suffix(name: str, input_kind: str) -> str:
 # ----------------------------------------------------------------------------- phases
 
 
+def augmented_mode(config) -> str:
+  """Phases II and IV: the paper's `multi` unless the dataset's settings chose another (the
+  built-in data: `one`)."""
+  return config.data.train_mode if config.data.train_mode != 'clean' else 'multi'
+
+
 def detector_phase(arg: str, *, dataset: str, phase: int, input_kind: str = 'pixel'):
   """Phase I (clean images) or II (augmented, on from phase I's best weights) of the primary.
 
@@ -284,9 +290,7 @@ def detector_phase(arg: str, *, dataset: str, phase: int, input_kind: str = 'pix
   config.name = f'phase{phase}_{name}'
   if phase == 2:
     mode = next((t for t in PHASE2_MODES if t in tokens), None)
-    # The paper's `multi` unless the dataset's builder chose another default (the built-in data).
-    config.data.train_mode = mode or (config.data.train_mode
-                                      if config.data.train_mode != 'clean' else 'multi')
+    config.data.train_mode = mode or augmented_mode(config)
     config.name += f'_{mode}' if mode else ''
     config.init.from_run = f'runs/phase1_{name}'
   return variant(config, arg, PHASE2_MODES if phase == 2 else ())
@@ -321,7 +325,7 @@ def heads_phase(arg: str, *, dataset: str, phase: int, sources: tuple[str, ...],
     primary = f'runs/phase2_{_suffix(dataset, input_kind)}'
     config.init.primary = primary + (f'_{mode}' if mode else '')
     config.data.train_mode = mode or 'clean'
-  else:  # the primary phase III was built on; the paper's `multi` unless the dataset chose another
-    config.data.train_mode = config.data.train_mode if config.data.train_mode != 'clean' else 'multi'
+  else:  # the primary phase III was built on
+    config.data.train_mode = augmented_mode(config)
     config.init.from_run = f'runs/phase3_{run}'
   return variant(config, arg, modes)
