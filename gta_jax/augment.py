@@ -25,7 +25,8 @@ so that softness alone says nothing about the label (see gta_jax/input_pipeline.
 (config.data.photometric_jitter): random saturation, contrast, brightness and gamma for real and
 fake images alike, one draw per content group, so that colour and tone say nothing either.
 `orient` (config.data.random_orientation) turns a content group by one of the square's 8
-symmetries: eight contents per crop for the detector, out of the same photographs.
+symmetries: eight contents per crop for the detector, out of the same photographs. `Widening`
+holds these four as config.data sets them and applies them in one fixed order.
 """
 import dataclasses
 import io
@@ -205,3 +206,48 @@ def orient(image: np.ndarray, symmetry: int) -> np.ndarray:
 def orientation_rng(seed: int, epoch: int, group: int) -> np.random.Generator:
   """The orientation's own stream, keyed by content group: a crop and its fakes turn together."""
   return np.random.default_rng([seed, epoch, group, 3])
+
+
+@dataclasses.dataclass(frozen=True)
+class Widening:
+  """The training-only widenings of the training distribution, one value per config.data key
+  (real_softening, real_sharpening, photometric_jitter, random_orientation). The data layer
+  applies them to the training and validation splits only; `NONE` everywhere else.
+
+  One frozen value instead of four arguments threaded through every layer: a new widening is a
+  field here and a step in `apply`."""
+  real_softening: float = 0.0      # share of real images blurred (soften)
+  real_sharpening: float = 0.0     # share of real images unsharp-masked (sharpen)
+  photometric_jitter: float = 0.0  # share of content groups given one photometric_jitter draw
+  random_orientation: bool = False  # each content group turned by one of the 8 symmetries
+
+  @classmethod
+  def from_config(cls, data_config) -> 'Widening':
+    return cls(float(data_config.get('real_softening', 0.0)),
+               float(data_config.get('real_sharpening', 0.0)),
+               float(data_config.get('photometric_jitter', 0.0)),
+               bool(data_config.get('random_orientation', False)))
+
+  def apply(self, image: np.ndarray, label: int, *, seed: int, epoch: int, position: int,
+            group: int) -> np.ndarray:
+    """One example's widened image. Each widening draws from its own stream: per position for
+    the real-only ones, per content group (a crop and its fakes alike) for the others, so turning
+    one on leaves the draws of the rest and of the perturbations unchanged."""
+    if self.random_orientation:  # first: it makes another crop of the photo, fakes and all
+      image = orient(image, int(orientation_rng(seed, epoch, group).integers(8)))
+    if self.real_softening and label == 0:  # before the perturbations: part of the photo
+      rng = softening_rng(seed, epoch, position)
+      if rng.uniform() < self.real_softening:
+        image = soften(image, rng)
+    if self.real_sharpening and label == 0:
+      rng = sharpening_rng(seed, epoch, position)
+      if rng.uniform() < self.real_sharpening:
+        image = sharpen(image, rng)
+    if self.photometric_jitter:
+      rng = jitter_rng(seed, epoch, group)
+      if rng.uniform() < self.photometric_jitter:
+        image = photometric_jitter(image, rng)
+    return image
+
+
+Widening.NONE = Widening()

@@ -40,17 +40,9 @@ class Dataset:
   # batches then hold crops beside their fakes): only datasets whose metadata says
   # `content_matched` have such groups (the built-in data from version 2).
   group_by_content: bool = False
-  # Share of the real images of the training and validation splits softened by a random blur
-  # (config.data.real_softening; augment.soften). Test splits are never softened.
-  real_softening: float = 0.0
-  # Share of them sharpened by a random unsharp mask (config.data.real_sharpening; augment.sharpen).
-  real_sharpening: float = 0.0
-  # Share of the content groups of the training and validation splits given one random
-  # saturation / contrast / brightness / gamma (config.data.photometric_jitter). Test splits never.
-  photometric_jitter: float = 0.0
-  # Turn each content group of the training and validation splits by a random one of the square's
-  # 8 symmetries (config.data.random_orientation). Test splits never.
-  random_orientation: bool = False
+  # The training-only widenings of config.data (real_softening, real_sharpening,
+  # photometric_jitter, random_orientation), applied to the training and validation splits only.
+  widening: augment.Widening = augment.Widening.NONE
   _sources: dict = dataclasses.field(default_factory=dict, repr=False)
   _groups: dict = dataclasses.field(default_factory=dict, repr=False)
 
@@ -97,8 +89,8 @@ class Dataset:
     """Host batches of one pass over `split` (see input_pipeline.batches). Training passes
     shuffle=True, drop_remainder=True; evaluation scores every image (padded + masked).
 
-    as_trained: the training and validation splits' real images softened as config.data says
-    (the distribution the run learns); False: as stored (statistics of the clean images).
+    as_trained: the training and validation splits widened as config.data says (the
+    distribution the run learns); False: as stored (statistics of the clean images).
 
     share: this process's rows of each global batch of `batch_size` (what `to_device` shards);
     False: every row (host-side work one process does alone, e.g. DCT statistics)."""
@@ -109,11 +101,8 @@ class Dataset:
                                   start_batch=start_batch, options=self.augment_options,
                                   rows=rows, workers=self.workers,
                                   groups=self.content_groups(split) if shuffle else None,
-                                  real_softening=self.real_softening if as_trained_split else 0.0,
-                                  real_sharpening=self.real_sharpening if as_trained_split else 0.0,
-                                  photometric_jitter=self.photometric_jitter
-                                  if as_trained_split else 0.0,
-                                  random_orientation=self.random_orientation and as_trained_split)
+                                  widening=self.widening if as_trained_split
+                                  else augment.Widening.NONE)
 
   def source_id(self, name: str, key: str = 'config.sources') -> int:
     if name not in self.source_ids:
@@ -149,10 +138,7 @@ def open_dataset(data_config, input_kind: str) -> Dataset:
                     workers=int(data_config.get('workers', 0)),
                     group_by_content=bool(data_config.get('group_by_content', True)
                                           and builder.info.metadata.get('content_matched', False)),
-                    real_softening=float(data_config.get('real_softening', 0.0)),
-                    real_sharpening=float(data_config.get('real_sharpening', 0.0)),
-                    photometric_jitter=float(data_config.get('photometric_jitter', 0.0)),
-                    random_orientation=bool(data_config.get('random_orientation', False)))
+                    widening=augment.Widening.from_config(data_config))
   excluded = tuple(data_config.get('exclude_sources', ()))
   dataset.excluded_ids = tuple(dataset.source_id(name, 'config.data.exclude_sources')
                                 for name in excluded)

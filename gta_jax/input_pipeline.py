@@ -79,25 +79,12 @@ def data_source(builder, split: str):
 
 
 def _decode(record, seed: int, epoch: int, position: int, mode: str,
-            options: augment.Options = augment.Options(), real_softening: float = 0.0,
-            photometric_jitter: float = 0.0, random_orientation: bool = False,
-            real_sharpening: float = 0.0):
-  image = record['image']
+            options: augment.Options = augment.Options(),
+            widening: augment.Widening = augment.Widening.NONE):
+  # A content group is the crop a record shows (the built-in data's `index`), else the position.
   group = int(record['index']) if 'index' in record else position
-  if random_orientation:  # first: it makes another crop of the photo, fakes and all
-    image = augment.orient(image, int(augment.orientation_rng(seed, epoch, group).integers(8)))
-  if real_softening and int(record['label']) == 0:  # before the perturbations: part of the photo
-    rng = augment.softening_rng(seed, epoch, position)
-    if rng.uniform() < real_softening:
-      image = augment.soften(image, rng)
-  if real_sharpening and int(record['label']) == 0:
-    rng = augment.sharpening_rng(seed, epoch, position)
-    if rng.uniform() < real_sharpening:
-      image = augment.sharpen(image, rng)
-  if photometric_jitter:  # one draw per content group (a crop and its fakes), else per position
-    rng = augment.jitter_rng(seed, epoch, group)
-    if rng.uniform() < photometric_jitter:
-      image = augment.photometric_jitter(image, rng)
+  image = widening.apply(record['image'], int(record['label']), seed=seed, epoch=epoch,
+                         position=position, group=group)
   if mode != 'clean':
     image = augment.augment(image, mode, augment.example_rng(seed, epoch, position),
                             options)
@@ -106,10 +93,8 @@ def _decode(record, seed: int, epoch: int, position: int, mode: str,
 
 
 def _decode_at(position, record, *, seed: int, epoch: int, mode: str, options: augment.Options,
-               real_softening: float = 0.0, photometric_jitter: float = 0.0,
-               random_orientation: bool = False, real_sharpening: float = 0.0):
-  return _decode(record, seed, epoch, position, mode, options, real_softening, photometric_jitter,
-                 random_orientation, real_sharpening)
+               widening: augment.Widening = augment.Widening.NONE):
+  return _decode(record, seed, epoch, position, mode, options, widening)
 
 
 class _BatchRows:
@@ -171,9 +156,8 @@ def batches(source, batch_size: int, *, seed: int, epoch: int = 0, mode: str = '
             shuffle: bool = True, drop_remainder: bool = True, start_batch: int = 0,
             options: augment.Options = augment.Options(), num_threads: int | None = None,
             rows: tuple[int, int] | None = None, workers: int = 0,
-            groups: np.ndarray | None = None, real_softening: float = 0.0,
-            photometric_jitter: float = 0.0, random_orientation: bool = False,
-            real_sharpening: float = 0.0):
+            groups: np.ndarray | None = None,
+            widening: augment.Widening = augment.Widening.NONE):
   """Iterates numpy batches of one epoch of `source`, from batch `start_batch` on.
 
   rows: the rows [start, stop) of each global batch of `batch_size` that this process reads
@@ -182,7 +166,9 @@ def batches(source, batch_size: int, *, seed: int, epoch: int = 0, mode: str = '
   processes (order unchanged). num_threads: grain read threads per process; default 2 in the
   training process, 1 in each worker (measured: workers then scale at 0.97 of linear, at 2 each
   at 0.78 for the same total; benchmarks/input_pipeline.py). groups: one group id per record;
-  a shuffled pass keeps each group's records together (grouped_order).
+  a shuffled pass keeps each group's records together (grouped_order). widening: the
+  training-only widenings applied before `mode`'s perturbations (the data layer passes
+  config.data's for the training and validation splits, none for the others).
   """
   if num_threads is None:
     num_threads = 1 if workers else 2
@@ -195,8 +181,7 @@ def batches(source, batch_size: int, *, seed: int, epoch: int = 0, mode: str = '
     examples = examples.shuffle(seed=int(np.random.default_rng([seed, epoch]).integers(2**31)))
   examples = examples.map_with_index(
       functools.partial(_decode_at, seed=seed, epoch=epoch, mode=mode, options=options,
-                        real_softening=real_softening, photometric_jitter=photometric_jitter,
-                        random_orientation=random_orientation, real_sharpening=real_sharpening))
+                        widening=widening))
   dataset = grain.MapDataset.source(
       _BatchRows(examples, batch_size, rows, num_batches(source, batch_size, drop_remainder)))
   dataset = dataset.batch(rows[1] - rows[0], batch_fn=_stack)

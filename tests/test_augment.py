@@ -125,3 +125,38 @@ def test_release_blur_sigma_and_noise_variance_options(monkeypatch):
   assert {d[2] for d in drawn if d[0] == 'blur'} == {4.0}
   stds = np.array([d[1] for d in drawn if d[0] == 'noise'])
   assert stds.min() >= np.sqrt(5) and stds.max() <= np.sqrt(20)  # the paper's variance U(5, 20)
+
+
+def test_widening_composes_each_widening_from_its_own_stream():
+  """Widening.apply: orientation, then the real-only softening / sharpening (per position), then
+  the per-group jitter, each drawn from its own stream, so switching one on leaves the others'
+  draws alone; fakes get only the group-wise ones; NONE returns the image untouched."""
+  image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+  where = dict(seed=3, epoch=1, position=5, group=2)
+  np.testing.assert_array_equal(augment.Widening.NONE.apply(image, 0, **where), image)
+  every = augment.Widening(real_softening=1.0, real_sharpening=1.0, photometric_jitter=1.0,
+                           random_orientation=True)
+
+  def by_hand(label):
+    out = augment.orient(image, int(augment.orientation_rng(3, 1, 2).integers(8)))
+    if label == 0:
+      rng = augment.softening_rng(3, 1, 5)
+      rng.uniform()
+      out = augment.soften(out, rng)
+      rng = augment.sharpening_rng(3, 1, 5)
+      rng.uniform()
+      out = augment.sharpen(out, rng)
+    rng = augment.jitter_rng(3, 1, 2)
+    rng.uniform()
+    return augment.photometric_jitter(out, rng)
+
+  for label in (0, 1):
+    np.testing.assert_array_equal(every.apply(image, label, **where), by_hand(label))
+  # A fake's widening depends on its content group, not its position.
+  moved = dict(where, position=99)
+  np.testing.assert_array_equal(every.apply(image, 1, **moved), every.apply(image, 1, **where))
+  assert not np.array_equal(every.apply(image, 0, **moved), every.apply(image, 0, **where))
+  import ml_collections
+  config = ml_collections.ConfigDict(dict(real_softening=0.5, random_orientation=True))
+  assert augment.Widening.from_config(config) == augment.Widening(real_softening=0.5,
+                                                                  random_orientation=True)

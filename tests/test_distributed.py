@@ -24,7 +24,7 @@ import time
 import numpy as np
 import pytest
 
-from gta_jax import distributed, errors, input_pipeline, train
+from gta_jax import augment, distributed, errors, input_pipeline, train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / 'tests'))
@@ -168,7 +168,7 @@ def test_two_processes_killed_and_resumed_match_one_process(smoke_data_dir, refe
 def test_process_rows_read_the_global_order_of_one_process(smoke_data_dir):
   builder = input_pipeline.load_builder(input_pipeline.BUILTIN, 'smoke', smoke_data_dir)
   for split, kwargs in (('train', dict(mode='multi', shuffle=True, drop_remainder=True,
-                                       real_softening=0.5)),
+                                       widening=augment.Widening(real_softening=0.5))),
                         ('validation', dict(shuffle=False, drop_remainder=False))):
     source = input_pipeline.data_source(builder, split)
     whole = list(input_pipeline.batches(source, 32, seed=5, epoch=1, **kwargs))
