@@ -13,6 +13,9 @@ score (higher = more like a known source):
                    primary's mid features and every head's final features) to a known source's
                    mean, one shared covariance, fitted on the run's training images (Lee et al.
                    2018); computed by this command, not stored
+  knn              minus the distance of the L2-normalised pooled features to their k-th nearest
+                   neighbour (k = 10) among the known sources' training images (Sun et al. 2022,
+                   "deep nearest neighbours": no class means, no covariance); computed likewise
 and by per-head thresholds fitted on the validation split (clean images) of each head's source,
 stored in the model bundle (`model.json: open_set`):
   tpr95  t_k = the probability at which head k claims 95% of its own source's images
@@ -57,7 +60,8 @@ from gta_jax import verdicts
 from gta_jax.families import base
 from gta_jax.writers import log
 
-SCORES = ('max_probability', 'max_logit', 'energy', 'doc', 'mahalanobis')
+SCORES = ('max_probability', 'max_logit', 'energy', 'doc', 'mahalanobis', 'knn')
+FEATURE_SCORES = ('mahalanobis', 'knn')  # from pooled features, computed by the command
 VARIANT_ARCHITECTURES = 'test_unseen_architectures'  # the built-in `variants` data's split
 CALIBRATIONS = ('tpr95', 'doc')
 DOC_ALPHA = 3.0
@@ -197,6 +201,33 @@ class Mahalanobis:
     return -np.einsum('knd,de,kne->kn', diffs, self.precision, diffs).min(axis=0)
 
 
+class NearestNeighbours:
+  """Sun et al. (2022)'s score: -(distance to the k-th nearest known training feature), both sides
+  L2-normalised, so it needs no class model and no covariance. k = 10 was fixed before any fold
+  was scored (the paper's k = 50 is for 50,000 training images; ours have a few thousand)."""
+
+  def __init__(self, features: np.ndarray, source_id: np.ndarray, head_ids, k: int = 10,
+               chunk: int = 1024):
+    known = np.isin(source_id, np.asarray(head_ids))
+    self.bank = _unit(np.asarray(features, np.float64)[known])
+    if len(self.bank) < k:
+      raise errors.ConfigError(f'the kNN score needs at least k={k} known training images; '
+                               f'the run has {len(self.bank)}.')
+    self.k, self.chunk = k, chunk
+
+  def __call__(self, features: np.ndarray) -> np.ndarray:
+    query = _unit(np.asarray(features, np.float64))
+    out = []
+    for start in range(0, len(query), self.chunk):  # [chunk, bank] distances at a time
+      squared = np.maximum(2.0 - 2.0 * query[start:start + self.chunk] @ self.bank.T, 0.0)
+      out.append(-np.sqrt(np.partition(squared, self.k - 1, axis=1)[:, self.k - 1]))
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def _unit(features: np.ndarray) -> np.ndarray:
+  return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+
+
 @dataclasses.dataclass
 class HeadsRun:
   """A finished heads run: its bundle, dataset, and the head ids in the dataset."""
@@ -273,22 +304,28 @@ def protocols(run: HeadsRun, score: str) -> dict:
       verdicts.Thresholds())
   train_logits, train_features, train_sources = run.outputs('train')
   del train_logits
-  mahalanobis = Mahalanobis(train_features, train_sources, run.head_ids)
+  feature_scorers = (Mahalanobis(train_features, train_sources, run.head_ids),
+                     NearestNeighbours(train_features, train_sources, run.head_ids))
+
+  def feature_scores(features):  # every feature score of `features`: [len(FEATURE_SCORES), N]
+    return np.stack([scorer(features) for scorer in feature_scorers])
+
   logits, features, sources = run.outputs('test')
-  distance = mahalanobis(features)
+  feature_score = feature_scores(features)
   is_known = np.isin(sources, run.head_ids)
   known_logits, known_source = logits[:, is_known], sources[is_known]
 
   def protocol(known, known_ids, unknown):
-    """known, unknown: (logits, Mahalanobis scores) of each group."""
+    """known, unknown: (logits, feature scores [len(FEATURE_SCORES), N]) of each group."""
     return evaluate_protocol(known[0], known_ids, unknown[0], run.head_ids, fitted, score,
-                             {'mahalanobis': (known[1], unknown[1])})
+                             {name: (known[1][i], unknown[1][i])
+                              for i, name in enumerate(FEATURE_SCORES)})
 
-  known = (known_logits, distance[is_known])
+  known = (known_logits, feature_score[:, is_known])
   result = {}
   unseen = (sources != 0) & ~is_known
   if unseen.any():
-    entry = protocol(known, known_source, (logits[:, unseen], distance[unseen]))
+    entry = protocol(known, known_source, (logits[:, unseen], feature_score[:, unseen]))
     by_source = {}
     for source_id in np.unique(sources[unseen]):
       name = next(n for n, i in run.dataset.source_ids.items() if i == source_id)
@@ -297,23 +334,25 @@ def protocols(run: HeadsRun, score: str) -> dict:
     result['unseen_architecture'] = entry
   if run.dataset.has_split('test_cross_seed'):
     seed_logits, seed_features, seed_sources = run.outputs('test_cross_seed')
-    seed_distance = mahalanobis(seed_features)
+    seed_feature_scores = feature_scores(seed_features)
     covered = np.isin(seed_sources, run.head_ids)
     result['unseen_seed_as_unknown'] = protocol(
-        known, known_source, (seed_logits[:, covered], seed_distance[covered]))
+        known, known_source, (seed_logits[:, covered], seed_feature_scores[:, covered]))
     # DNA-Det's view: same architecture = same class. Unknown are then only the architectures
     # without a head, if the run left one out.
     seed_unseen = ~covered & (seed_sources != 0)
     unknown = (np.concatenate([logits[:, unseen], seed_logits[:, seed_unseen]], axis=1),
-               np.r_[distance[unseen], seed_distance[seed_unseen]])
+               np.concatenate([feature_score[:, unseen], seed_feature_scores[:, seed_unseen]],
+                              axis=1))
     if unknown[0].shape[1]:
       result['unseen_seed_as_known'] = protocol(
           (np.concatenate([known_logits, seed_logits[:, covered]], axis=1),
-           np.r_[distance[is_known], seed_distance[covered]]),
+           np.concatenate([feature_score[:, is_known], seed_feature_scores[:, covered]],
+                          axis=1)),
           np.r_[known_source, seed_sources[covered]], unknown)
   if run.dataset.has_split(VARIANT_ARCHITECTURES):  # generators of architectures no head knows
     variant_logits, variant_features, variant_sources = run.outputs(VARIANT_ARCHITECTURES)
-    entry = protocol(known, known_source, (variant_logits, mahalanobis(variant_features)))
+    entry = protocol(known, known_source, (variant_logits, feature_scores(variant_features)))
     entry['claimed_most_by'] = {
         next(n for n, i in run.dataset.source_ids.items() if i == source_id):
         most_claiming_head(variant_logits[:, variant_sources == source_id], names, calibrated)
@@ -321,7 +360,7 @@ def protocols(run: HeadsRun, score: str) -> dict:
     result['unseen_variant_architecture'] = entry
   if run.dataset.has_split('test_external') and run.spec.input_kind == 'pixel':
     external_logits, external_features, _ = run.outputs('test_external')
-    entry = protocol(known, known_source, (external_logits, mahalanobis(external_features)))
+    entry = protocol(known, known_source, (external_logits, feature_scores(external_features)))
     entry['claimed_most_by'] = {'external': most_claiming_head(external_logits, names, calibrated)}
     result['unseen_dataset'] = entry
   return result

@@ -102,3 +102,22 @@ def test_folds_aggregate_to_mean_and_sample_std_over_runs():
   assert summary['auroc']['mean'] == pytest.approx(0.85) and summary['auroc']['n'] == 2
   assert summary['auroc']['std'] == pytest.approx(np.std([0.8, 0.9], ddof=1))
   assert summary['oscr'] == {'mean': 0.7, 'std': 0.0, 'n': 1} and 'note' not in summary
+
+
+def test_knn_score_is_minus_the_kth_neighbour_distance_of_unit_features_as_scikit_learn_finds():
+  from sklearn.neighbors import NearestNeighbors
+  rng = np.random.default_rng(3)
+  features = rng.normal(0, 1, (300, 5)) * [1, 2, 3, 1, 1]
+  source = np.repeat([0, 1, 2], 100)  # source 0 (real) is not a known source
+  score = openset.NearestNeighbours(features, source, (1, 2), k=10, chunk=7)
+  bank = features[100:] / np.linalg.norm(features[100:], axis=1, keepdims=True)
+  query = rng.normal(0, 1, (20, 5))
+  unit = query / np.linalg.norm(query, axis=1, keepdims=True)
+  distances, _ = NearestNeighbors(n_neighbors=10).fit(bank).kneighbors(unit)
+  np.testing.assert_allclose(score(query), -distances[:, 9], rtol=1e-6, atol=1e-9)
+  # The scale of a feature vector does not matter; its direction does.
+  np.testing.assert_allclose(score(3.0 * query), score(query), atol=1e-9)
+  inside = bank[:1] * 5.0  # a known training feature itself: closer than a random direction
+  assert score(inside)[0] > np.median(score(query))
+  with pytest.raises(Exception, match='k=10'):
+    openset.NearestNeighbours(features[:105], source[:105], (1,), k=10)

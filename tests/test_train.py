@@ -611,6 +611,7 @@ def test_open_set_leave_one_out_fold_fits_thresholds_and_reports_every_protocol(
   for entry in results.values():
     for key in ('auroc', 'oscr', 'tnr_at_tpr95', 'closed_set_accuracy'):
       assert 0 <= entry[key] <= 1
+    assert set(entry['by_score']) == set(openset.SCORES)  # the feature scores included
   assert set(results['unseen_architecture']['claimed_most_by']) == {'tconv'}
   assert results['unseen_seed_as_known']['known'] > results['unseen_seed_as_unknown']['known']
   # attribute uses the calibrated thresholds by default and says so; off restores 0.5.
