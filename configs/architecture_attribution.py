@@ -35,6 +35,14 @@ def get_config(arg: str = ''):
                               sources=common.SYNTHETIC_SOURCES)
   config.name = 'architecture_attribution' + ('' if recipe == DEFAULT_RECIPE else f'_{recipe}')
   config.init.primary = 'runs/quickstart/phase2_synthetic'
+  return apply_recipe(config, recipe, smoke)
+
+
+def apply_recipe(config, recipe: str, smoke: bool):
+  """Sets one recipe of RECIPES on a heads config (also used by the open-set folds,
+  configs/openset_synthetic.py, so that a fold trains exactly the heads this config trains)."""
+  if recipe not in RECIPES:
+    raise ValueError(f'unknown recipe {recipe!r}; one of {", ".join(RECIPES)}.')
   if recipe != 'paper':
     # 4 windows of 64 px per 128 px image: the heads see as many pixels per step as on whole
     # images (DNA-Det's 16 would quadruple a step).

@@ -36,6 +36,24 @@ def test_phase_files_wire_each_phase_to_the_run_before_it():
     assert config.task in families.FAMILIES[config.model.family].tasks
 
 
+def test_an_open_set_fold_trains_the_recipe_it_names_without_its_left_out_source():
+  load = lambda name, arg: chains.load_config_file(str(ROOT / 'configs' / f'{name}.py'), arg)
+  paper = load('openset_synthetic', 'without_nearest')
+  assert paper.name == 'openset_synthetic/without_nearest'
+  assert paper.data.exclude_sources == ('nearest',) and 'nearest' not in paper.sources
+  assert paper.recipe.patches == 0 and not paper.recipe.frequency_inputs
+  fold = load('openset_synthetic', 'without_nearest,frequency')
+  assert fold.name == 'openset_synthetic_frequency/without_nearest'
+  assert fold.data.exclude_sources == ('nearest',)
+  full = load('architecture_attribution', 'frequency')  # the heads the --variants row judges
+  assert fold.recipe.to_dict() == full.recipe.to_dict()
+  assert fold.optim.max_epochs == full.optim.max_epochs == 6
+  with pytest.raises(ValueError, match='one fold'):
+    load('openset_synthetic', 'without_nearest,paper,frequency')
+  with pytest.raises(ValueError, match='unknown config argument'):
+    load('openset_synthetic', 'without_nearest,frequencies')
+
+
 def test_only_the_builtin_configs_depart_from_the_release_training():
   load = lambda name: chains.load_config_file(str(ROOT / 'configs' / f'{name}.py'))
   for phase in (1, 2):  # the release: detection at 1e-3, both classes weighing 1
