@@ -36,6 +36,12 @@ source, at 0.5 and at the calibrated thresholds):
                        (cubic and lanczos3 upsamplers on the built-in data): no fold retraining
 A workdir holding several heads runs (e.g. configs/openset_synthetic.py's leave-one-out folds) is
 reported per run and as mean and spread over them.
+
+Each run's figures go to RUN/results/openset.json, a folder's to FOLDER/openset.json (and OUT
+with --json), laid out as {protocol: {"auroc", "oscr", "tnr_at_tpr95", "closed_set_accuracy",
+"closed_set_accuracy_tpr95", "closed_set_accuracy_doc", "by_score": {score: {...}},
+"claimed_most_by", ...}}; over several runs each figure is the mean, with "spread" ({"mean",
+"std", "n"} of every figure) and "runs" (each run's own) beside it.
 """
 import argparse
 import dataclasses
@@ -375,16 +381,55 @@ def heads_runs_under(workdir: pathlib.Path) -> list[pathlib.Path]:
 
 
 def aggregate(per_run: dict) -> dict:
-  """{run: {protocol: metrics}} -> {protocol: {metric: {'mean', 'std', 'n'}}} over runs; std is
-  metrics.mean_and_spread's sample standard deviation, as gta_jax.sweep reports seeds."""
-  summary: dict = {}
-  for results in per_run.values():
-    for protocol, entry in results.items():
+  """{run: {protocol: metrics}} -> {protocol: {metric: {'mean', 'std', 'n'}}} over runs, by_score's
+  figures included (by_score: {score: {metric: {...}}}); std is metrics.mean_and_spread's sample
+  standard deviation, as gta_jax.sweep reports seeds. Non-numeric fields are left out."""
+
+  def collect(entries: list[dict]) -> dict:
+    figures: dict = {}
+    for entry in entries:
       for key, value in entry.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-          summary.setdefault(protocol, {}).setdefault(key, []).append(float(value))
-  return {protocol: {key: metrics.mean_and_spread(v) for key, v in entries.items()}
-          for protocol, entries in summary.items()}
+        if isinstance(value, dict):
+          figures.setdefault(key, []).append(value)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+          figures.setdefault(key, []).append(float(value))
+    out = {}
+    for key, values in figures.items():
+      if isinstance(values[0], dict):
+        if key == 'by_score':
+          out[key] = {score: collect([v[score] for v in values if score in v])
+                      for score in dict.fromkeys(s for v in values for s in v)}
+      else:
+        out[key] = metrics.mean_and_spread(values)
+    return out
+
+  protocols_seen = dict.fromkeys(p for results in per_run.values() for p in results)
+  return {protocol: collect([results[protocol] for results in per_run.values()
+                             if protocol in results]) for protocol in protocols_seen}
+
+
+def summary(per_run: dict) -> dict:
+  """What --json writes and a folder's results/openset.json holds: {protocol: metrics}, the
+  issue's layout, for one run or several. For several runs each figure is the mean over the
+  runs that have the protocol, `spread` holds {'mean', 'std', 'n'} of every figure (by_score's
+  too) and `runs` each run's own metrics, so json[protocol]['auroc'] reads the same either way."""
+  if len(per_run) == 1:
+    return next(iter(per_run.values()))
+
+  def means(spread: dict) -> dict:
+    return {key: (means(value) if 'mean' not in value else value['mean'])
+            for key, value in spread.items()}
+
+  out = {}
+  for protocol, spread in aggregate(per_run).items():
+    entry = {key: value['mean'] for key, value in spread.items() if key != 'by_score'}
+    entry['by_score'] = means(spread.get('by_score', {}))
+    entry['spread'] = spread
+    entry['runs'] = {run: results[protocol] for run, results in per_run.items()
+                     if protocol in results}
+    entry['score'] = next(iter(entry['runs'].values())).get('score')
+    out[protocol] = entry
+  return out
 
 
 def format_table(results: dict) -> str:
@@ -403,6 +448,12 @@ def format_table(results: dict) -> str:
   return '\n'.join(lines)
 
 
+def _write_json(path: pathlib.Path, results: dict) -> None:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps(results, indent=2, allow_nan=False) + '\n')
+  log(f'wrote {path}')
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog='python -m gta_jax.openset',
                                    description=__doc__.split('\n')[0])
@@ -417,7 +468,8 @@ def main(argv=None) -> int:
                       help='also score the unseen architectures of the dataset\'s generator-'
                            'variant counterpart (protocol unseen_variant_architecture; the '
                            'built-in data builds it on first use, ~11 min)')
-  parser.add_argument('--json', help='write {run or "mean": {protocol: metrics}} here')
+  parser.add_argument('--json', help='also write {protocol: metrics} here (for several runs: '
+                                     'means, with spread and runs; see summary)')
   args = parser.parse_args(argv)
   workdir = pathlib.Path(args.workdir)
   try:
@@ -439,16 +491,18 @@ def main(argv=None) -> int:
   except errors.UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
-  output = dict(per_run)
   for run_dir, results in per_run.items():
     print(f'\n{run_dir} (score: {args.score})')
     print(format_table(results) if results else '  no unknown images in this run\'s data')
+    _write_json(pathlib.Path(run_dir) / 'results' / 'openset.json', results)
+  output = summary(per_run)
   if len(per_run) > 1:
-    output['mean'] = aggregate(per_run)
-    print(f'\nmean and spread over {len(per_run)} runs')
-    print(format_table(output['mean']))
+    print(f'\nmean and spread over {len(per_run)} runs (score: {args.score})')
+    print(format_table(aggregate(per_run)))
+  if runs != [workdir]:  # a folder of runs (folds) keeps its summary too
+    _write_json(workdir / 'openset.json', output)
   if args.json:
-    pathlib.Path(args.json).write_text(json.dumps(output, indent=2, allow_nan=False) + '\n')
+    _write_json(pathlib.Path(args.json), output)
   return 0
 
 

@@ -96,12 +96,25 @@ def test_mahalanobis_score_is_minus_the_nearest_squared_distance_under_the_share
 
 
 def test_folds_aggregate_to_mean_and_sample_std_over_runs():
-  per_run = {'a': {'unseen_architecture': {'auroc': 0.8, 'oscr': 0.7, 'note': 'x'}},
-             'b': {'unseen_architecture': {'auroc': 0.9, 'oscr': None}}}
+  per_run = {'a': {'unseen_architecture': {'auroc': 0.8, 'oscr': 0.7, 'note': 'x',
+                                           'by_score': {'knn': {'auroc': 0.9}}}},
+             'b': {'unseen_architecture': {'auroc': 0.9, 'oscr': None,
+                                           'by_score': {'knn': {'auroc': 0.7}}},
+                   'unseen_dataset': {'auroc': 1.0}}}
   summary = openset.aggregate(per_run)['unseen_architecture']
   assert summary['auroc']['mean'] == pytest.approx(0.85) and summary['auroc']['n'] == 2
   assert summary['auroc']['std'] == pytest.approx(np.std([0.8, 0.9], ddof=1))
   assert summary['oscr'] == {'mean': 0.7, 'std': 0.0, 'n': 1} and 'note' not in summary
+  assert summary['by_score']['knn']['auroc']['mean'] == pytest.approx(0.8)
+  assert summary['by_score']['knn']['auroc']['std'] == pytest.approx(np.std([0.9, 0.7], ddof=1))
+  # What --json writes: {protocol: metrics} for one run or several, the layout.
+  assert openset.summary({'a': per_run['a']}) == per_run['a']
+  written = openset.summary(per_run)
+  assert set(written) == {'unseen_architecture', 'unseen_dataset'}
+  entry = written['unseen_architecture']
+  assert entry['auroc'] == pytest.approx(0.85) and entry['by_score']['knn']['auroc'] == pytest.approx(0.8)
+  assert entry['spread']['auroc'] == summary['auroc'] and set(entry['runs']) == {'a', 'b'}
+  assert written['unseen_dataset']['auroc'] == 1.0 and set(written['unseen_dataset']['runs']) == {'b'}
 
 
 def test_knn_score_is_minus_the_kth_neighbour_distance_of_unit_features_as_scikit_learn_finds():

@@ -605,7 +605,9 @@ def test_open_set_leave_one_out_fold_fits_thresholds_and_reports_every_protocol(
   assert set(spec.open_set) >= {'tpr95', 'doc'} and len(spec.open_set['tpr95']) == 3
   out = tmp_path / 'openset.json'
   assert openset.main(['--workdir', str(folds), '--json', str(out)]) == 0
-  results = json.loads(out.read_text())[str(folds / 'without_tconv')]
+  results = json.loads(out.read_text())  # one fold: the run's own {protocol: metrics}
+  assert results == json.loads((folds / 'without_tconv' / 'results' / 'openset.json').read_text())
+  assert results == json.loads((folds / 'openset.json').read_text())
   assert set(results) == {'unseen_architecture', 'unseen_seed_as_unknown', 'unseen_seed_as_known',
                           'unseen_dataset'}
   for entry in results.values():
@@ -764,8 +766,8 @@ def test_openset_scores_the_variant_datas_unseen_architectures_without_retrainin
   shutil.copytree(workdir / 'phase3_synthetic', run)  # fitting writes into the bundle
   out = tmp_path / 'openset.json'
   assert openset.main(['--workdir', str(run), '--variants', '--json', str(out)]) == 0
-  entry = json.loads(out.read_text())[str(run)]['unseen_variant_architecture']
+  entry = json.loads(out.read_text())['unseen_variant_architecture']
   assert set(entry['claimed_most_by']) == {'cubic', 'lanczos3'}
   assert 0 <= entry['auroc'] <= 1 and 0 <= entry['oscr'] <= 1
   assert openset.main(['--workdir', str(run), '--json', str(out)]) == 0
-  assert 'unseen_variant_architecture' not in json.loads(out.read_text())[str(run)]
+  assert 'unseen_variant_architecture' not in json.loads(out.read_text())
