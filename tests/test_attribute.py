@@ -1,6 +1,7 @@
 """The attribute command on odd inputs, with a small synthetic release-layout model."""
 import io
 import json
+import pathlib
 
 import numpy as np
 import pytest
@@ -166,14 +167,19 @@ def test_mixed_sizes_share_padded_batches_and_score_as_each_image_alone(tmp_path
   for i, (h, w) in enumerate(sizes):
     paths.append(tmp_path / f'{i}.png')
     Image.fromarray(RNG.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(paths[-1])
-  batches = []
-  real_score = attribute.score_batch
+  batches, drawn_maps = [], {}
+  real_score, real_overlay = attribute.score_batch, attribute._write_overlay
 
   def recording(variables, x, **kwargs):
     batches.append(x.shape)
     return real_score(variables, x, **kwargs)
 
+  def recording_overlay(out, shown, maps, record, *args):
+    drawn_maps[pathlib.Path(record['path']).name] = np.asarray(maps)
+    return real_overlay(out, shown, maps, record, *args)
+
   monkeypatch.setattr(attribute, 'score_batch', recording)
+  monkeypatch.setattr(attribute, '_write_overlay', recording_overlay)
   limits = attribute.MemoryLimits(batch_pixels=96 * 96 * 2, batch_images=4)
   records = attribute.attribute(model, paths, cam_dir=tmp_path / 'cams', limits=limits)
   monkeypatch.undo()
@@ -185,11 +191,15 @@ def test_mixed_sizes_share_padded_batches_and_score_as_each_image_alone(tmp_path
     p_fake, p_heads, maps = _score_alone(model, rgb)
     assert record['p_fake'] == pytest.approx(p_fake, rel=1e-5, abs=1e-6)
     assert record['p_heads']['progan'] == pytest.approx(p_heads[0], rel=1e-5, abs=1e-6)
-    # The overlay drawn from the cropped padded map is the one drawn from the map alone.
+    # The overlay is drawn from the cropped padded map, which is the map alone; the pictures
+    # agree but for colour-map steps that float rounding can cross (one value in 15,000 on one
+    # CPU, by 2 levels).
+    np.testing.assert_allclose(drawn_maps[path.name], maps, rtol=1e-4, atol=1e-6)
     alone = tmp_path / 'alone.png'
     attribute._write_overlay(alone, rgb, maps, record, model, 'minmax')
     drawn = np.asarray(Image.open(tmp_path / 'cams' / f'{path.stem}_cam.png')).astype(int)
-    assert np.abs(drawn - np.asarray(Image.open(alone)).astype(int)).max() <= 1
+    diff = np.abs(drawn - np.asarray(Image.open(alone)).astype(int))
+    assert diff.max() <= 8 and np.mean(diff > 1) < 1e-3
 
 
 def test_reading_scoring_and_freeing_batch_by_batch_bounds_what_is_held(tmp_path, pixel_model,
