@@ -44,25 +44,33 @@ class LoadedModel:
   variables: dict
   dct_mean: np.ndarray | None = None
   dct_std: np.ndarray | None = None
-  open_set: str | None = None  # 'tpr95' | 'doc': heads claim at these calibrated thresholds
+  # 'tpr95' | 'doc': heads claim at these calibrated thresholds; 'knn': heads claim at the
+  # bundle's thresholds and a fake whose pooled features lie beyond the kNN threshold is unknown.
+  open_set: str | None = None
+  bundle: pathlib.Path | None = None  # the model bundle folder (None for a release .h5)
+  knn: object | None = None  # openset.NearestNeighbours, with --open-set knn
+  knn_threshold: float | None = None
 
   @property
   def thresholds(self) -> verdicts.Thresholds:
     """What the outputs claim at: the bundle's (0.5 for release .h5 files, as the release), with
-    the heads' calibrated open-set thresholds when `open_set` is on."""
+    the heads' calibrated open-set thresholds when `open_set` is tpr95 or doc."""
     stored = verdicts.Thresholds.from_json(self.spec.thresholds)
-    if self.open_set is None:
+    if self.open_set in (None, 'knn'):
       return stored
     return verdicts.Thresholds(stored.fake, tuple(self.spec.open_set[self.open_set]))
 
   def use_open_set(self, method: str) -> None:
-    """'tpr95' | 'doc' | 'off' | 'auto' (tpr95 when the bundle has fitted thresholds)."""
+    """'tpr95' | 'doc' | 'knn' | 'off' | 'auto' (tpr95 when the bundle has fitted thresholds)."""
     fitted = self.spec.open_set or {}
     if method == 'auto':
       method = 'tpr95' if 'tpr95' in fitted and self.spec.head_names else 'off'
     if method != 'off' and method not in fitted:
-      raise UsageError(f'--open-set {method}: the model has no {method} thresholds; fit them with '
+      raise UsageError(f'--open-set {method}: the model has no {method} calibration; fit it with '
                        '`python -m gta_jax.openset --workdir RUN --fit`, or pass --open-set off.')
+    if method == 'knn':
+      from gta_jax import openset  # local: only this mode needs the open-set module
+      self.knn, self.knn_threshold = openset.load_knn(self.bundle, self.spec)
     self.open_set = None if method == 'off' else method
 
 
@@ -79,6 +87,7 @@ def load_model(path, dct_stats_dir=None) -> LoadedModel:
         'written by `python -m gta_jax.keras_import` or by a training run), or a run workdir '
         'holding one in model/.')
   spec, variables, stats = loaded
+  bundle = next((b for b in (path, path / 'model') if checkpoints.is_model_bundle(b)), None)
   if spec.arch != 'proposed':
     raise UsageError(f'{path} is a {spec.arch} baseline ({spec.task}); attribute scores the '
                      'proposed detector and its heads. Evaluate baselines with their run.')
@@ -92,8 +101,8 @@ def load_model(path, dct_stats_dir=None) -> LoadedModel:
       raise UsageError(f'DCT statistics are {stats[0].shape} but the model takes '
                        f'{spec.image_size}x{spec.image_size} inputs.')
     return LoadedModel(spec, variables, np.asarray(stats[0], np.float32),
-                       np.asarray(stats[1], np.float32))
-  return LoadedModel(spec, variables)
+                       np.asarray(stats[1], np.float32), bundle=bundle)
+  return LoadedModel(spec, variables, bundle=bundle)
 
 
 def prepare_input(model: LoadedModel, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -125,14 +134,16 @@ def prepare_input(model: LoadedModel, rgb: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 @functools.partial(jax.jit, static_argnames=('input_kind', 'num_heads', 'with_saliency',
-                                             'frequency_inputs'))
+                                             'frequency_inputs', 'with_features'))
 def score_batch(variables, x, *, input_kind: str, num_heads: int, with_saliency: bool,
-                valid_size=None, frequency_inputs: tuple[str, ...] = ()):
-  """-> (p_fake [B], p_heads [K, B], saliency maps [1 + K, B, h, w] or None).
+                valid_size=None, frequency_inputs: tuple[str, ...] = (),
+                with_features: bool = False):
+  """-> (p_fake [B], p_heads [K, B], saliency maps [1 + K, B, h, w] or None, pooled features
+  [B, 16 + 32K] (models.pooled_features, for the kNN score) or None).
 
   valid_size: [B, 2] rows, cols of each image in a zero-padded batch of mixed sizes (pixel
-  models); each image's scores are then those it gets alone, and its maps are zero beyond
-  ceil(rows / 8) x ceil(cols / 8).
+  models); each image's scores and features are then those it gets alone, and its maps are zero
+  beyond ceil(rows / 8) x ceil(cols / 8).
   """
   out = models.predict(variables, x, input_kind=input_kind, num_heads=num_heads,
                        valid_size=valid_size, frequency_inputs=frequency_inputs)
@@ -147,7 +158,8 @@ def score_batch(variables, x, *, input_kind: str, num_heads: int, with_saliency:
       maps += list(jax.vmap(lambda f, d: _saliency(f, d, gap))(out.heads.final_features,
                                                                head_decisions))
     maps = jax.numpy.stack(maps)
-  return p_fake, p_heads, maps
+  features = models.pooled_features(out, valid_size) if with_features else None
+  return p_fake, p_heads, maps, features
 
 
 def _saliency(final_features, decision_params, gap: bool):
@@ -254,11 +266,12 @@ def _score_bucket(model: LoadedModel, records: list, paths, cam_dir, cam_scale: 
   for row, item in enumerate(items):
     x[row, :item.x.shape[0], :item.x.shape[1]] = item.x
     valid[row] = item.x.shape[:2]
-  p_fake, p_heads, maps = jax.device_get(score_batch(
+  p_fake, p_heads, maps, features = jax.device_get(score_batch(
       model.variables, x, input_kind=spec.input_kind, num_heads=len(spec.head_names),
       with_saliency=cam_dir is not None,
       valid_size=valid if spec.input_kind == 'pixel' else None,
-      frequency_inputs=spec.head_frequency_inputs))
+      frequency_inputs=spec.head_frequency_inputs, with_features=model.knn is not None))
+  knn_scores = model.knn(features[:len(items)]) if model.knn is not None else None
   for row, item in enumerate(items):
     path = paths[item.index]
     scores = [float(p_fake[row])] + [float(p) for p in p_heads[:, row]]
@@ -268,10 +281,17 @@ def _score_bucket(model: LoadedModel, records: list, paths, cam_dir, cam_scale: 
           'statistics are broken')
       continue
     heads = dict(zip(spec.head_names, scores[1:]))
+    known = True
+    if knn_scores is not None:
+      known = bool(knn_scores[row] >= model.knn_threshold)
     records[item.index] = {'path': images_lib.printable(path), 'p_fake': scores[0], 'p_heads': heads,
                            'verdict': verdicts.verdict(scores[0], heads, model.thresholds,
-                                                       open_set=model.open_set is not None),
+                                                       open_set=model.open_set is not None,
+                                                       known=known),
                            'error': None, 'notes': item.notes}
+    if knn_scores is not None:  # an added field: the records' others are unchanged
+      records[item.index]['open_set_score'] = {'knn': float(knn_scores[row]),
+                                               'threshold': model.knn_threshold}
     if cam_dir is not None:
       rows, cols = -(-item.x.shape[0] // 8), -(-item.x.shape[1] // 8)
       item_maps = maps[:, row, :rows, :cols] if spec.input_kind == 'pixel' else maps[:, row]
@@ -352,9 +372,12 @@ def main(argv=None) -> int:
   parser.add_argument('--max-pixels', type=int, default=MemoryLimits.image_pixels,
                       help='largest image scored, in pixels (default %(default)s: about 2 GB of '
                            'memory; see README "Reliability")')
-  parser.add_argument('--open-set', choices=('auto', 'tpr95', 'doc', 'off'), default='auto',
+  parser.add_argument('--open-set', choices=('auto', 'tpr95', 'doc', 'knn', 'off'),
+                      default='auto',
                       help='heads claim at thresholds calibrated on validation data and an '
-                           'unclaimed fake is "unknown" (auto: tpr95 when the model has them)')
+                           'unclaimed fake is "unknown" (auto: tpr95 when the model has them); '
+                           'knn: heads claim at 0.5 and a fake far from every known training '
+                           'image (kNN distance, calibrated likewise) is "unknown" too')
   parser.add_argument('inputs', nargs='+', metavar='IMAGE_OR_DIR')
   args = parser.parse_args(argv)
   try:
@@ -380,7 +403,10 @@ def main(argv=None) -> int:
     print(f'open set ({model.open_set}, fitted on {model.spec.open_set.get("split")}): heads claim '
           f'at ' + ', '.join(f'{n} {t:.3f}' for n, t in zip(
               model.spec.head_names, model.thresholds.for_heads(len(model.spec.head_names))))
-          + '; a fake no head claims is "unknown"')
+          + '; a fake no head claims is "unknown"'
+          + ('' if model.knn is None else
+             f', and so is one whose kNN score (minus the distance to its {model.knn.k}th nearest '
+             f'known training image) is under {model.knn_threshold:.3f}'))
   records = attribute(model, paths, args.cam_dir, args.cam_scale,
                       MemoryLimits(image_pixels=args.max_pixels))
   if args.json:  # before printing: the records are the result, the table a view of them

@@ -121,6 +121,14 @@ class ModelSpec:
           all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1
               for v in values)):
         raise bad('open_set', f'open_set.{method}: one threshold in (0, 1) per head')
+    knn = open_set.get('knn')
+    if knn is not None and not (
+        isinstance(knn, dict) and is_int(knn.get('k')) and knn['k'] >= 1
+        and isinstance(knn.get('threshold'), (int, float)) and not isinstance(knn['threshold'], bool)
+        and -2 <= knn['threshold'] <= 0 and isinstance(knn.get('bank'), str)
+        and knn['bank'] == pathlib.PurePath(knn['bank']).name):
+      raise bad('open_set', 'open_set.knn: {"k": k >= 1, "threshold": t in [-2, 0], "bank": a file '
+                'name in the bundle}')
     return cls(**kwargs)
 
 

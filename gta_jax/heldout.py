@@ -71,7 +71,7 @@ def score_folder(model: attribute.LoadedModel, folder, crops_per_image: int, see
       continue
     scores = []
     for start in range(0, len(inputs), batch_size):
-      p_fake, _, _ = attribute.score_batch(model.variables, inputs[start:start + batch_size],
+      p_fake, _, _, _ = attribute.score_batch(model.variables, inputs[start:start + batch_size],
                                            input_kind=model.spec.input_kind,
                                            num_heads=len(model.spec.head_names),
                                            with_saliency=False)

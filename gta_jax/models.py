@@ -429,3 +429,16 @@ def predict(variables: dict, x: jax.Array, *, input_kind: str, num_heads: int,
         variables['heads'], head_inputs(primary.mid_features, x, frequency_inputs, valid_size),
         train=False, valid_size=strided_size(strided_size(valid_size, 2), 2))
   return Predictions(primary, heads)
+
+
+def pooled_features(predictions: Predictions, valid_size: jax.Array | None = None) -> jax.Array:
+  """-> [B, 16 + 32K]: the primary's mid features and each head's final features, averaged over
+  each image's valid positions. What the open-set feature scores compare (gta_jax/openset.py);
+  one definition, so `attribute` and `openset` measure the same thing on padded batches too."""
+  mid = global_average(predictions.primary.mid_features, strided_size(valid_size, 4))
+  if predictions.heads is None:
+    return mid
+  head_valid = strided_size(valid_size, 8)
+  heads = jax.vmap(lambda f: global_average(f, head_valid))(predictions.heads.final_features)
+  return jnp.concatenate([mid, jnp.transpose(heads, (1, 0, 2)).reshape(mid.shape[0], -1)], axis=1)
+

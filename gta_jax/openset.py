@@ -51,7 +51,6 @@ import pathlib
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from scipy import special
 
@@ -69,9 +68,11 @@ from gta_jax.writers import log
 SCORES = ('max_probability', 'max_logit', 'energy', 'doc', 'mahalanobis', 'knn')
 FEATURE_SCORES = ('mahalanobis', 'knn')  # from pooled features, computed by the command
 VARIANT_ARCHITECTURES = 'test_unseen_architectures'  # the built-in `variants` data's split
-CALIBRATIONS = ('tpr95', 'doc')
+CALIBRATIONS = ('tpr95', 'doc', 'knn')
 DOC_ALPHA = 3.0
 CALIBRATION_TPR = 0.95
+KNN_K = 10
+KNN_BANK_FILE = 'open_set_knn_bank.npy'  # in the model bundle, beside model.json
 
 
 # ------------------------------------------------------------------------------------- scores
@@ -88,10 +89,18 @@ def open_set_scores(head_logits: np.ndarray, doc_thresholds=None) -> dict:
   return scores
 
 
-def tpr_threshold(positive_probabilities: np.ndarray, tpr: float = CALIBRATION_TPR) -> float:
-  """The highest threshold at which a head claims `tpr` of its own source's images."""
+def tpr_threshold(positive_probabilities: np.ndarray, tpr: float = CALIBRATION_TPR,
+                  midpoint: bool = False) -> float:
+  """The highest threshold at which a head claims `tpr` of its own source's images (score >= t).
+
+  midpoint: halfway between that score and the next lower one instead, which passes the same
+  images but leaves the last one a margin against float rounding when it is scored again (the
+  kNN score, recomputed by `attribute` in another batch)."""
   ranked = np.sort(np.asarray(positive_probabilities, np.float64))[::-1]
-  return float(ranked[int(np.ceil(tpr * len(ranked))) - 1])
+  index = int(np.ceil(tpr * len(ranked))) - 1
+  if midpoint and index + 1 < len(ranked):
+    return float((ranked[index] + ranked[index + 1]) / 2)
+  return float(ranked[index])
 
 
 def doc_threshold(positive_probabilities: np.ndarray, alpha: float = DOC_ALPHA) -> float:
@@ -148,15 +157,27 @@ def evaluate_protocol(known_logits, known_source, unknown_logits, head_ids, fitt
     by_score[name] = {'auroc': metrics.roc_auc(known, values),
                       'oscr': metrics.oscr(known, correct, values),
                       'tnr_at_tpr95': metrics.tnr_at_tpr(known, values, 0.95)}
-  known_p = special.expit(known_logits)
+  known_p, unknown_p = special.expit(known_logits), special.expit(unknown_logits)
   result = dict(by_score[score])
   result['closed_set_accuracy'] = closed_set_accuracy(known_p, known_source, head_ids,
                                                       verdicts.Thresholds())
   result['closed_set_accuracy_argmax'] = float(np.mean(correct[known])) if known.any() else None
+  # Each calibration as `attribute --open-set METHOD` applies it: known fakes still attributed to
+  # their source, and the share of unknown fakes it calls `unknown`.
   for method in CALIBRATIONS:
-    if method in fitted:
-      result[f'closed_set_accuracy_{method}'] = closed_set_accuracy(
-          known_p, known_source, head_ids, verdicts.Thresholds(heads=tuple(fitted[method])))
+    if method not in fitted or (method == 'knn' and 'knn' not in all_scores):
+      continue
+    if method == 'knn':  # heads claim at 0.5; a fake under the kNN threshold is unknown as well
+      thresholds = verdicts.Thresholds()
+      passes = all_scores['knn'] >= fitted['knn']['threshold']
+    else:
+      thresholds = verdicts.Thresholds(heads=tuple(fitted[method]))
+      passes = np.ones(len(known), bool)
+    predicted = verdicts.attributed_source(known_p, head_ids, thresholds)
+    result[f'closed_set_accuracy_{method}'] = (
+        float(np.mean((predicted == known_source) & passes[known])) if known.any() else None)
+    flagged = ~verdicts.claims(unknown_p, thresholds).any(axis=0) | ~passes[~known]
+    result[f'unknown_flagged_{method}'] = float(np.mean(flagged)) if flagged.size else None
   result['known'], result['unknown'] = int(known.sum()), int((~known).sum())
   result['score'] = score
   result['by_score'] = by_score
@@ -179,14 +200,11 @@ def most_claiming_head(logits: np.ndarray, head_names, thresholds: verdicts.Thre
 @functools.partial(jax.jit, static_argnames=('input_kind', 'num_heads', 'frequency_inputs'))
 def _head_outputs(variables, constants, images, *, input_kind: str, num_heads: int,
                   frequency_inputs: tuple[str, ...] = ()):
-  """-> (head logits [K, B], pooled features [B, 16 + 32K]: the primary's mid features and each
-  head's final features, globally averaged)."""
+  """-> (head logits [K, B], pooled features [B, 16 + 32K]: models.pooled_features)."""
   x = base.preprocess(images, input_kind, constants)
   out = models.predict(variables, x, input_kind=input_kind, num_heads=num_heads,
                        frequency_inputs=frequency_inputs)
-  mid = out.primary.mid_features.mean(axis=(1, 2))
-  heads = jnp.transpose(out.heads.final_features.mean(axis=(2, 3)), (1, 0, 2))
-  return out.heads.logit, jnp.concatenate([mid, heads.reshape(x.shape[0], -1)], axis=1)
+  return out.heads.logit, models.pooled_features(out)
 
 
 class Mahalanobis:
@@ -212,7 +230,7 @@ class NearestNeighbours:
   L2-normalised, so it needs no class model and no covariance. k = 10 was fixed before any fold
   was scored (the paper's k = 50 is for 50,000 training images; ours have a few thousand)."""
 
-  def __init__(self, features: np.ndarray, source_id: np.ndarray, head_ids, k: int = 10,
+  def __init__(self, features: np.ndarray, source_id: np.ndarray, head_ids, k: int = KNN_K,
                chunk: int = 1024):
     known = np.isin(source_id, np.asarray(head_ids))
     self.bank = _unit(np.asarray(features, np.float64)[known])
@@ -220,6 +238,13 @@ class NearestNeighbours:
       raise errors.ConfigError(f'the kNN score needs at least k={k} known training images; '
                                f'the run has {len(self.bank)}.')
     self.k, self.chunk = k, chunk
+
+  @classmethod
+  def from_bank(cls, bank: np.ndarray, k: int, chunk: int = 1024) -> 'NearestNeighbours':
+    """A stored bank (model bundle: already L2-normalised known training features)."""
+    scorer = cls.__new__(cls)
+    scorer.bank, scorer.k, scorer.chunk = np.asarray(bank, np.float64), k, chunk
+    return scorer
 
   def __call__(self, features: np.ndarray) -> np.ndarray:
     query = _unit(np.asarray(features, np.float64))
@@ -274,7 +299,9 @@ class HeadsRun:
                                        'dct_std': self.dataset.dct_stats[1]})
     variables = distributed.replicate(self.variables)
     logits, features, sources = [], [], []
-    for batch in self.dataset.batches(split, self.batch_size, seed=0):
+    # As stored: no training-only widening (jitter, softened reals), so that the thresholds and
+    # the kNN bank describe images as attribute will meet them, as the test splits are.
+    for batch in self.dataset.batches(split, self.batch_size, seed=0, as_trained=False):
       z, f = distributed.to_host(_head_outputs(variables, constants, data.to_device(batch['image']),
                                                input_kind=self.spec.input_kind,
                                                num_heads=len(self.spec.head_names),
@@ -292,14 +319,45 @@ class HeadsRun:
 
 
 def fit(run: HeadsRun) -> dict:
-  """Fits the thresholds on the validation split and stores them in the run's model bundle."""
-  logits, sources = run.logits('validation')
+  """Fits the thresholds on the validation split and stores them in the run's model bundle:
+  per-head tpr95 and DOC thresholds, and the kNN score's bank (the known sources' training
+  features, KNN_BANK_FILE) with the score at which 95% of the known validation fakes pass."""
+  train_logits, train_features, train_sources = run.outputs('train')
+  del train_logits
+  bank = NearestNeighbours(train_features, train_sources, run.head_ids).bank.astype(np.float32)
+  knn = NearestNeighbours.from_bank(bank, KNN_K)  # the bank as stored, so attribute agrees
+  logits, features, sources = run.outputs('validation')
   fitted = calibrate(logits, sources, run.head_ids)
+  known = np.isin(sources, run.head_ids)
+  fitted['knn'] = {'k': knn.k, 'threshold': tpr_threshold(knn(features[known]), midpoint=True),
+                   'bank': KNN_BANK_FILE, 'images': int(len(bank))}
   record = {**fitted, 'split': 'validation', 'mode': 'clean', 'tpr': CALIBRATION_TPR,
             'doc_alpha': DOC_ALPHA}
-  checkpoints.update_model_spec(run.workdir / 'model', open_set=record)
+  bundle = run.workdir / 'model'
+  if distributed.is_main_process():
+    np.save(bundle / KNN_BANK_FILE, bank)
+  checkpoints.update_model_spec(bundle, open_set=record)
   run.spec = dataclasses.replace(run.spec, open_set=record)
   return record
+
+
+def load_knn(bundle, spec: checkpoints.ModelSpec) -> tuple['NearestNeighbours', float]:
+  """The bundle's fitted kNN score and its threshold; a clear error naming what is missing."""
+  record = (spec.open_set or {}).get('knn')
+  if not record:
+    raise errors.ConfigError(f'{bundle}: no kNN calibration in model.json; fit it with '
+                             '`python -m gta_jax.openset --workdir RUN --fit`.')
+  path = pathlib.Path(bundle) / record['bank']
+  try:
+    bank = np.load(path, allow_pickle=False)
+  except (OSError, ValueError) as e:
+    raise errors.ConfigError(f'{path}: cannot read the kNN bank ({e}); refit it with '
+                             '`python -m gta_jax.openset --workdir RUN --fit`.') from None
+  width = 16 + 32 * len(spec.head_names)
+  if bank.ndim != 2 or bank.shape[1] != width or len(bank) < record['k']:
+    raise errors.ConfigError(f'{path}: a bank of shape {bank.shape}; this model\'s pooled features '
+                             f'have {width} values and k={record["k"]} needs as many images.')
+  return NearestNeighbours.from_bank(bank, record['k']), float(record['threshold'])
 
 
 def protocols(run: HeadsRun, score: str) -> dict:
@@ -484,7 +542,8 @@ def main(argv=None) -> int:
         fitted = fit(run)
         log(f'{run_dir}: thresholds fitted on validation: tpr95 '
             + ' '.join(f'{n}={t:.3f}' for n, t in zip(run.spec.head_names, fitted['tpr95']))
-            + '; doc ' + ' '.join(f'{t:.3f}' for t in fitted['doc']))
+            + '; doc ' + ' '.join(f'{t:.3f}' for t in fitted['doc'])
+            + f'; knn {fitted["knn"]["threshold"]:.3f}')
       if args.score == 'doc' and 'doc' not in (run.spec.open_set or {}):
         raise errors.ConfigError(f'{run_dir}: no DOC thresholds; run with --fit.')
       per_run[str(run_dir)] = protocols(run, args.score)

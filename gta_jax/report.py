@@ -224,7 +224,7 @@ def cam_grids(run, out: pathlib.Path, data_dir: str | None) -> None:
   for name, images in by_source.items():
     prepared = [attribute.prepare_input(model, image) for image in images]
     x = np.stack([p[0] for p in prepared])
-    p_fake, p_heads, maps = attribute.score_batch(model.variables, x,
+    p_fake, p_heads, maps, _ = attribute.score_batch(model.variables, x,
                                                   input_kind=model.spec.input_kind,
                                                   num_heads=len(heads), with_saliency=True)
     p_fake, p_heads, maps = np.asarray(p_fake), np.asarray(p_heads), np.asarray(maps)

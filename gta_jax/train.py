@@ -388,7 +388,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     fitted = openset.fit(openset.HeadsRun(workdir, spec, variables, dataset,
                                           tuple(family.source_ids), config.eval.batch_size))
     log('open-set thresholds (tpr95, fitted on validation): '
-        + ' '.join(f'{n}={t:.3f}' for n, t in zip(family.sources, fitted['tpr95'])))
+        + ' '.join(f'{n}={t:.3f}' for n, t in zip(family.sources, fitted['tpr95']))
+        + f'; kNN score {fitted["knn"]["threshold"]:.3f}')
   results = evaluate(config, family, best, workdir / 'results' / 'predictions')
   if distributed.is_main_process():
     results_file.parent.mkdir(parents=True, exist_ok=True)

@@ -64,17 +64,21 @@ def attributed_source(p_heads, head_ids, thresholds: Thresholds) -> np.ndarray:
 
 
 def verdict(p_fake: float, p_heads: dict[str, float], thresholds: Thresholds,
-            open_set: bool = False) -> str:
-  """real | fake | attributed:<h> | multiple:<h1>,<h2> | contradiction:<h>[,<h2>].
+            open_set: bool = False, known: bool = True) -> str:
+  """real | fake | unknown | attributed:<h> | multiple:<h1>,<h2> | contradiction:<h>[,<h2>].
 
   open_set: the head thresholds are calibrated ones (gta_jax/openset.py), and a fake that no head
-  claims is `unknown` (from a generator no head knows) rather than a plain `fake`.
+  claims is `unknown` (from a generator no head knows) rather than a plain `fake`. known: False
+  when an open-set score (the kNN distance) says the image lies away from every known source:
+  a fake is then `unknown` whatever the heads claim.
   """
   names = list(p_heads)
   claimed = claims(np.asarray([[p_heads[n]] for n in names]).reshape(len(names), 1), thresholds)
   claimers = [name for name, c in zip(names, claimed[:, 0]) if c]
   if not called_fake(p_fake, thresholds):
     return f'contradiction:{",".join(claimers)}' if claimers else 'real'
+  if open_set and not known:
+    return 'unknown'
   if not claimers:
     return 'unknown' if open_set else 'fake'
   return f'attributed:{claimers[0]}' if len(claimers) == 1 else f'multiple:{",".join(claimers)}'

@@ -150,7 +150,7 @@ def test_inputs_sharing_a_file_stem_get_one_overlay_each(tmp_path, pixel_model):
 
 def _score_alone(model, rgb):
   x, _, _ = attribute.prepare_input(model, rgb)
-  p_fake, p_heads, maps = attribute.score_batch(
+  p_fake, p_heads, maps, _ = attribute.score_batch(
       model.variables, x[None], input_kind='pixel', num_heads=len(model.spec.head_names),
       with_saliency=True)
   return float(p_fake[0]), np.asarray(p_heads)[:, 0], np.asarray(maps)[:, 0]
@@ -200,6 +200,27 @@ def test_mixed_sizes_share_padded_batches_and_score_as_each_image_alone(tmp_path
     drawn = np.asarray(Image.open(tmp_path / 'cams' / f'{path.stem}_cam.png')).astype(int)
     diff = np.abs(drawn - np.asarray(Image.open(alone)).astype(int))
     assert diff.max() <= 8 and np.mean(diff > 1) < 1e-3
+
+
+def test_pooled_features_of_a_padded_image_are_those_it_gets_alone(pixel_model):
+  """The kNN score compares pooled features; padding an image into a larger batch must not move
+  them (models.pooled_features averages over the valid positions only)."""
+  model = attribute.load_model(pixel_model)
+  kwargs = dict(input_kind='pixel', num_heads=len(model.spec.head_names), with_saliency=False,
+                with_features=True)
+  images = [RNG.integers(0, 256, size, dtype=np.uint8) for size in ((37, 51, 3), (64, 40, 3))]
+  x = np.zeros((2, 64, 64, 3), np.float32)
+  for row, rgb in enumerate(images):
+    x[row, :rgb.shape[0], :rgb.shape[1]] = attribute.prepare_input(model, rgb)[0]
+  valid = np.array([rgb.shape[:2] for rgb in images], np.int32)
+  padded = np.asarray(attribute.score_batch(model.variables, x, valid_size=valid, **kwargs)[3])
+  assert padded.shape == (2, 16 + 32 * len(model.spec.head_names))
+  for row, rgb in enumerate(images):
+    alone = attribute.score_batch(model.variables, attribute.prepare_input(model, rgb)[0][None],
+                                  **kwargs)[3]
+    np.testing.assert_allclose(padded[row], np.asarray(alone)[0], rtol=1e-5, atol=1e-6)
+  unmasked = np.asarray(attribute.score_batch(model.variables, x, **kwargs)[3])
+  assert np.abs(unmasked[0] - padded[0]).max() > 1e-3  # the padding would move them unmasked
 
 
 def test_reading_scoring_and_freeing_batch_by_batch_bounds_what_is_held(tmp_path, pixel_model,
@@ -267,8 +288,8 @@ def test_a_non_finite_score_is_an_error_record_and_the_json_is_strict(tmp_path, 
   real_score = attribute.score_batch
 
   def first_is_nan(*args, **kwargs):
-    p_fake, p_heads, maps = real_score(*args, **kwargs)
-    return np.where(np.arange(len(p_fake)) == 0, np.nan, p_fake), p_heads, maps
+    p_fake, p_heads, maps, features = real_score(*args, **kwargs)
+    return np.where(np.arange(len(p_fake)) == 0, np.nan, p_fake), p_heads, maps, features
 
   monkeypatch.setattr(attribute, 'score_batch', first_is_nan)
   out = tmp_path / 'out.json'

@@ -48,6 +48,8 @@ def test_scores_and_thresholds():
   assert openset.doc_threshold([1.0, 0.9, 0.8]) == pytest.approx(1 - 3 * np.sqrt(0.1 / 6))
   assert openset.doc_threshold([0.9, 0.1, 0.5]) == 0.5  # a wide spread: never below 0.5
   assert openset.tpr_threshold(np.linspace(0.05, 1.0, 20)) == pytest.approx(0.10)
+  assert openset.tpr_threshold(np.linspace(0.05, 1.0, 20), midpoint=True) == pytest.approx(0.075)
+  assert openset.tpr_threshold([-0.3, -0.1], tpr=1.0, midpoint=True) == pytest.approx(-0.3)
   fitted = openset.calibrate(np.log(np.array([[9.0, 1.0, 3.0], [1.0, 1.0, 1.0]])),
                              np.array([1, 2, 1]), (1, 2))
   assert fitted['tpr95'] == pytest.approx([0.75, 0.5])  # head 1 on its own images: 0.9 and 0.75
@@ -59,6 +61,46 @@ def test_unknown_is_a_fake_no_calibrated_head_claims():
   assert verdicts.verdict(0.9, {'a': 0.7, 'b': 0.5}, t) == 'fake'
   assert verdicts.verdict(0.9, {'a': 0.85, 'b': 0.5}, t, open_set=True) == 'attributed:a'
   assert verdicts.verdict(0.2, {'a': 0.7, 'b': 0.5}, t, open_set=True) == 'real'
+  # A fake the kNN score puts away from every known source is unknown whatever the heads claim;
+  # a real image stays real and a contradiction stays one.
+  half = verdicts.Thresholds()
+  assert verdicts.verdict(0.9, {'a': 0.85, 'b': 0.2}, half, open_set=True, known=False) == 'unknown'
+  assert verdicts.verdict(0.9, {'a': 0.85, 'b': 0.2}, half, open_set=True, known=True) == 'attributed:a'
+  assert verdicts.verdict(0.2, {'a': 0.1, 'b': 0.2}, half, open_set=True, known=False) == 'real'
+  assert verdicts.verdict(0.2, {'a': 0.9, 'b': 0.2}, half, open_set=True,
+                          known=False) == 'contradiction:a'
+
+
+def test_each_calibration_counts_what_attribute_would_say_on_a_hand_worked_case():
+  # 2 heads (sources 1, 2); 4 known fakes, 2 unknown ones; logits chosen by hand.
+  known_logits = np.array([[3.0, 1.0, -2.0, -2.0],    # head 1: claims images 0, 1 at 0.5
+                           [-2.0, -2.0, 2.0, -1.0]])  # head 2: claims image 2; image 3 unclaimed
+  known_source = np.array([1, 1, 2, 2])
+  unknown_logits = np.array([[0.5, -3.0], [-3.0, -3.0]])  # image 0 claimed by head 1 at 0.5
+  fitted = {'tpr95': [0.9, 0.5], 'knn': {'threshold': -0.5}}  # p(1.0) = 0.73 < 0.9
+  knn = (np.array([-0.1, -0.2, -0.7, -0.1]), np.array([-0.3, -0.9]))  # known 2, unknown 1 fail
+  result = openset.evaluate_protocol(known_logits, known_source, unknown_logits, (1, 2), fitted,
+                                     'max_logit', {'knn': knn})
+  assert result['closed_set_accuracy'] == pytest.approx(3 / 4)        # image 3 unclaimed
+  assert result['closed_set_accuracy_tpr95'] == pytest.approx(2 / 4)  # image 1 lost at 0.9
+  assert result['unknown_flagged_tpr95'] == pytest.approx(2 / 2)      # p(0.5) = 0.62 < 0.9
+  assert result['closed_set_accuracy_knn'] == pytest.approx(2 / 4)    # image 2 fails kNN, 3 unclaimed
+  assert result['unknown_flagged_knn'] == pytest.approx(1 / 2)        # unknown 0 claimed and passes
+  assert 'closed_set_accuracy_doc' not in result
+
+
+def test_a_bundle_refuses_a_malformed_knn_calibration(tmp_path):
+  from gta_jax import checkpoints
+  record = checkpoints.ModelSpec(
+      'pixel', 32, ('a',), primary_digest='0' * 64, task='attribution',
+      open_set={'knn': {'k': 10, 'threshold': -0.4, 'bank': 'open_set_knn_bank.npy'}}).to_json()
+  spec = checkpoints.ModelSpec.from_json(record, tmp_path / 'model.json')
+  assert spec.open_set['knn']['k'] == 10
+  for bad in ({'k': 0, 'threshold': -0.4, 'bank': 'b.npy'},
+              {'k': 10, 'threshold': 0.3, 'bank': 'b.npy'},
+              {'k': 10, 'threshold': -0.4, 'bank': '../b.npy'}, [1, 2]):
+    with pytest.raises(Exception, match='open_set.knn'):
+      checkpoints.ModelSpec.from_json({**record, 'open_set': {'knn': bad}}, tmp_path / 'model.json')
 
 
 def test_a_protocol_separates_what_it_should_and_counts_closed_set_accuracy():

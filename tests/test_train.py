@@ -602,7 +602,15 @@ def test_open_set_leave_one_out_fold_fits_thresholds_and_reports_every_protocol(
   folds = tmp_path / 'openset'
   train.train_and_evaluate(config, folds / 'without_tconv')
   spec = _bundle(folds / 'without_tconv')[0]
-  assert set(spec.open_set) >= {'tpr95', 'doc'} and len(spec.open_set['tpr95']) == 3
+  assert set(spec.open_set) >= {'tpr95', 'doc', 'knn'} and len(spec.open_set['tpr95']) == 3
+  # The kNN calibration: a bank of the known sources' training features in the bundle, and a
+  # threshold that 95% of the known validation fakes pass.
+  run = openset.HeadsRun.open(folds / 'without_tconv')
+  knn, knn_threshold = openset.load_knn(folds / 'without_tconv' / 'model', run.spec)
+  assert knn.bank.shape == (spec.open_set['knn']['images'], 16 + 32 * 3)
+  _, features, sources = run.outputs('validation')
+  passing = knn(features[np.isin(sources, run.head_ids)]) >= knn_threshold
+  assert 0.95 <= passing.mean() < 1.0
   out = tmp_path / 'openset.json'
   assert openset.main(['--workdir', str(folds), '--json', str(out)]) == 0
   results = json.loads(out.read_text())  # one fold: the run's own {protocol: metrics}
@@ -626,6 +634,19 @@ def test_open_set_leave_one_out_fold_fits_thresholds_and_reports_every_protocol(
   assert attribute.main(['--model', str(folds / 'without_tconv'), '--open-set', 'off',
                          str(examples)]) == 0
   assert 'open set' not in capsys.readouterr().out
+  # --open-set knn: heads claim at 0.5, and a fake under the kNN threshold is unknown as well.
+  verdicts_json = tmp_path / 'verdicts.json'
+  assert attribute.main(['--model', str(folds / 'without_tconv'), '--open-set', 'knn',
+                         '--json', str(verdicts_json), str(examples)]) == 0
+  assert 'kNN score' in capsys.readouterr().out
+  records = json.loads(verdicts_json.read_text())
+  assert records and all(r['open_set_score']['threshold'] == knn_threshold for r in records)
+  for r in records:
+    if r['p_fake'] >= 0.5:
+      unclaimed = max(r['p_heads'].values()) < 0.5
+      assert (r['verdict'] == 'unknown') == (unclaimed or r['open_set_score']['knn'] < knn_threshold)
+  for entry in results.values():
+    assert 0 <= entry['closed_set_accuracy_knn'] <= 1 and 0 <= entry['unknown_flagged_knn'] <= 1
   assert attribute.main(['--model', str(workdir / 'phase2_synthetic'), '--open-set', 'doc',
                          str(examples)]) == 2  # a primary has no heads to calibrate
 
