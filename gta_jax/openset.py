@@ -324,18 +324,23 @@ def fit(run: HeadsRun) -> dict:
   features, KNN_BANK_FILE) with the score at which 95% of the known validation fakes pass."""
   train_logits, train_features, train_sources = run.outputs('train')
   del train_logits
-  bank = NearestNeighbours(train_features, train_sources, run.head_ids).bank.astype(np.float32)
-  knn = NearestNeighbours.from_bank(bank, KNN_K)  # the bank as stored, so attribute agrees
   logits, features, sources = run.outputs('validation')
   fitted = calibrate(logits, sources, run.head_ids)
-  known = np.isin(sources, run.head_ids)
-  fitted['knn'] = {'k': knn.k, 'threshold': tpr_threshold(knn(features[known]), midpoint=True),
-                   'bank': KNN_BANK_FILE, 'images': int(len(bank))}
+  bundle = run.workdir / 'model'
+  known_training = int(np.isin(train_sources, run.head_ids).sum())
+  if known_training >= KNN_K:
+    bank = NearestNeighbours(train_features, train_sources, run.head_ids).bank.astype(np.float32)
+    knn = NearestNeighbours.from_bank(bank, KNN_K)  # the bank as stored, so attribute agrees
+    known = np.isin(sources, run.head_ids)
+    fitted['knn'] = {'k': knn.k, 'threshold': tpr_threshold(knn(features[known]), midpoint=True),
+                     'bank': KNN_BANK_FILE, 'images': int(len(bank))}
+    if distributed.is_main_process():
+      np.save(bundle / KNN_BANK_FILE, bank)
+  else:
+    log(f'{run.workdir}: no kNN calibration: {known_training} training images of the heads\' '
+        f'sources, fewer than k={KNN_K}.')
   record = {**fitted, 'split': 'validation', 'mode': 'clean', 'tpr': CALIBRATION_TPR,
             'doc_alpha': DOC_ALPHA}
-  bundle = run.workdir / 'model'
-  if distributed.is_main_process():
-    np.save(bundle / KNN_BANK_FILE, bank)
   checkpoints.update_model_spec(bundle, open_set=record)
   run.spec = dataclasses.replace(run.spec, open_set=record)
   return record
@@ -543,7 +548,7 @@ def main(argv=None) -> int:
         log(f'{run_dir}: thresholds fitted on validation: tpr95 '
             + ' '.join(f'{n}={t:.3f}' for n, t in zip(run.spec.head_names, fitted['tpr95']))
             + '; doc ' + ' '.join(f'{t:.3f}' for t in fitted['doc'])
-            + f'; knn {fitted["knn"]["threshold"]:.3f}')
+            + (f'; knn {fitted["knn"]["threshold"]:.3f}' if 'knn' in fitted else ''))
       if args.score == 'doc' and 'doc' not in (run.spec.open_set or {}):
         raise errors.ConfigError(f'{run_dir}: no DOC thresholds; run with --fit.')
       per_run[str(run_dir)] = protocols(run, args.score)
