@@ -15,18 +15,22 @@ score (higher = more like a known source):
                    2018); computed by this command, not stored
   knn              minus the distance of the L2-normalised pooled features to their k-th nearest
                    neighbour (k = 10) among the known sources' training images (Sun et al. 2022,
-                   "deep nearest neighbours": no class means, no covariance); computed likewise
-and by per-head thresholds fitted on the validation split (clean images) of each head's source,
-stored in the model bundle (`model.json: open_set`):
+                   "deep nearest neighbours": no class means, no covariance)
+and by calibrations fitted on the validation split as stored (no training-only widening), stored
+in the model bundle (`model.json: open_set`):
   tpr95  t_k = the probability at which head k claims 95% of its own source's images
   doc    t_k = max(0.5, 1 - 3 sigma_k), sigma_k the spread of head k's probabilities on its own
          source mirrored about 1 (Shu et al. 2017, DOC)
+  knn    the kNN bank (KNN_BANK_FILE: the known sources' training features, L2-normalised) and
+         the score 95% of the known validation fakes reach
 `attribute --open-set tpr95|doc` then says `unknown` where the primary says fake and no head
-reaches its calibrated threshold.
+reaches its calibrated threshold; `--open-set knn` where no head claims it at 0.5 or its kNN
+score is under the threshold.
 
 Protocols (fakes only: which generator made a fake, given that it is one), each reported as AUROC
-(known vs unknown), OSCR, TNR at TPR 95% and closed-set accuracy (known fakes attributed to their
-source, at 0.5 and at the calibrated thresholds):
+(known vs unknown), OSCR, TNR at TPR 95%, closed-set accuracy (known fakes attributed to their
+source, at 0.5 and under each calibration as attribute applies it) and, per calibration, the
+share of unknown fakes attribute would call `unknown`:
   unseen_architecture  test fakes of dataset sources the run has no head for (leave-one-out runs)
   unseen_seed          the cross-seed split: known architectures, generators trained from another
                        seed; reported both ways, as known (DNA-Det's view: the architecture is the
