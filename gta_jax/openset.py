@@ -377,8 +377,10 @@ def protocols(run: HeadsRun, score: str) -> dict:
       verdicts.Thresholds())
   train_logits, train_features, train_sources = run.outputs('train')
   del train_logits
-  feature_scorers = (Mahalanobis(train_features, train_sources, run.head_ids),
-                     NearestNeighbours(train_features, train_sources, run.head_ids))
+  # kNN from the bundle's stored bank when fitted (what attribute scores with), else fresh.
+  knn = (load_knn(run.workdir / 'model', run.spec)[0] if 'knn' in fitted
+         else NearestNeighbours(train_features, train_sources, run.head_ids))
+  feature_scorers = (Mahalanobis(train_features, train_sources, run.head_ids), knn)
 
   def feature_scores(features):  # every feature score of `features`: [len(FEATURE_SCORES), N]
     return np.stack([scorer(features) for scorer in feature_scorers])
