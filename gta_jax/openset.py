@@ -132,12 +132,14 @@ def calibrate(head_logits: np.ndarray, source_id: np.ndarray, head_ids) -> dict:
 
 
 def closed_set_accuracy(p_heads: np.ndarray, source_id: np.ndarray, head_ids,
-                        thresholds: verdicts.Thresholds) -> float | None:
-  """Known fakes attributed to their own source by the verdict rule (an unclaimed one is wrong)."""
+                        thresholds: verdicts.Thresholds, accepted=None) -> float | None:
+  """Known fakes attributed to their own source by the verdict rule (an unclaimed one is wrong;
+  so is one an open-set score does not accept, `accepted` [N] bool, as attribute calls it
+  unknown)."""
   if len(source_id) == 0:
     return None
-  predicted = verdicts.attributed_source(p_heads, head_ids, thresholds)
-  return float(np.mean(predicted == np.asarray(source_id)))
+  correct = verdicts.attributed_source(p_heads, head_ids, thresholds) == np.asarray(source_id)
+  return float(np.mean(correct if accepted is None else correct & accepted))
 
 
 def evaluate_protocol(known_logits, known_source, unknown_logits, head_ids, fitted: dict,
@@ -177,9 +179,8 @@ def evaluate_protocol(known_logits, known_source, unknown_logits, head_ids, fitt
     else:
       thresholds = verdicts.Thresholds(heads=tuple(fitted[method]))
       passes = np.ones(len(known), bool)
-    predicted = verdicts.attributed_source(known_p, head_ids, thresholds)
-    result[f'closed_set_accuracy_{method}'] = (
-        float(np.mean((predicted == known_source) & passes[known])) if known.any() else None)
+    result[f'closed_set_accuracy_{method}'] = closed_set_accuracy(
+        known_p, known_source, head_ids, thresholds, passes[known])
     flagged = ~verdicts.claims(unknown_p, thresholds).any(axis=0) | ~passes[~known]
     result[f'unknown_flagged_{method}'] = float(np.mean(flagged)) if flagged.size else None
   result['known'], result['unknown'] = int(known.sum()), int((~known).sum())
@@ -232,23 +233,21 @@ class Mahalanobis:
 class NearestNeighbours:
   """Sun et al. (2022)'s score: -(distance to the k-th nearest known training feature), both sides
   L2-normalised, so it needs no class model and no covariance. k = 10 was fixed before any fold
-  was scored (the paper's k = 50 is for 50,000 training images; ours have a few thousand)."""
+  was scored (the paper's k = 50 is for 50,000 training images; ours have a few thousand).
 
-  def __init__(self, features: np.ndarray, source_id: np.ndarray, head_ids, k: int = KNN_K,
-               chunk: int = 1024):
-    known = np.isin(source_id, np.asarray(head_ids))
-    self.bank = _unit(np.asarray(features, np.float64)[known])
-    if len(self.bank) < k:
-      raise errors.ConfigError(f'the kNN score needs at least k={k} known training images; '
-                               f'the run has {len(self.bank)}.')
-    self.k, self.chunk = k, chunk
+  bank: the known sources' L2-normalised training features (`fit` makes it; a bundle stores it)."""
+
+  def __init__(self, bank: np.ndarray, k: int = KNN_K, chunk: int = 1024):
+    self.bank, self.k, self.chunk = np.asarray(bank, np.float64), k, chunk
 
   @classmethod
-  def from_bank(cls, bank: np.ndarray, k: int, chunk: int = 1024) -> 'NearestNeighbours':
-    """A stored bank (model bundle: already L2-normalised known training features)."""
-    scorer = cls.__new__(cls)
-    scorer.bank, scorer.k, scorer.chunk = np.asarray(bank, np.float64), k, chunk
-    return scorer
+  def fit(cls, features: np.ndarray, source_id: np.ndarray, head_ids, k: int = KNN_K,
+          chunk: int = 1024) -> 'NearestNeighbours':
+    known = np.isin(source_id, np.asarray(head_ids))
+    if known.sum() < k:
+      raise errors.ConfigError(f'the kNN score needs at least k={k} known training images; '
+                               f'the run has {int(known.sum())}.')
+    return cls(_unit(np.asarray(features, np.float64)[known]), k, chunk)
 
   def __call__(self, features: np.ndarray) -> np.ndarray:
     query = _unit(np.asarray(features, np.float64))
@@ -272,6 +271,9 @@ class HeadsRun:
   dataset: data.Dataset
   head_ids: tuple[int, ...]
   batch_size: int
+  # outputs() per split: `openset --fit` reads the training split for the fit and again for the
+  # protocols' feature scores; the weights do not change between them.
+  _outputs: dict = dataclasses.field(default_factory=dict, repr=False)
 
   @classmethod
   def open(cls, workdir, data_dir=None, variants: bool = False) -> 'HeadsRun':
@@ -299,6 +301,11 @@ class HeadsRun:
   def outputs(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """-> (head logits [K, N], pooled features [N, D], source ids [N]) over every image of a
     split (clean)."""
+    if split not in self._outputs:
+      self._outputs[split] = self._compute_outputs(split)
+    return self._outputs[split]
+
+  def _compute_outputs(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     constants = distributed.replicate({'dct_mean': self.dataset.dct_stats[0],
                                        'dct_std': self.dataset.dct_stats[1]})
     variables = distributed.replicate(self.variables)
@@ -326,15 +333,14 @@ def fit(run: HeadsRun) -> dict:
   """Fits the thresholds on the validation split and stores them in the run's model bundle:
   per-head tpr95 and DOC thresholds, and the kNN score's bank (the known sources' training
   features, KNN_BANK_FILE) with the score at which 95% of the known validation fakes pass."""
-  train_logits, train_features, train_sources = run.outputs('train')
-  del train_logits
+  _, train_features, train_sources = run.outputs('train')
   logits, features, sources = run.outputs('validation')
   fitted = calibrate(logits, sources, run.head_ids)
   bundle = run.workdir / 'model'
   known_training = int(np.isin(train_sources, run.head_ids).sum())
   if known_training >= KNN_K:
-    bank = NearestNeighbours(train_features, train_sources, run.head_ids).bank.astype(np.float32)
-    knn = NearestNeighbours.from_bank(bank, KNN_K)  # the bank as stored, so attribute agrees
+    bank = NearestNeighbours.fit(train_features, train_sources, run.head_ids).bank.astype(np.float32)
+    knn = NearestNeighbours(bank)  # the bank as stored, so attribute agrees
     known = np.isin(sources, run.head_ids)
     fitted['knn'] = {'k': knn.k, 'threshold': tpr_threshold(knn(features[known]), midpoint=True),
                      'bank': KNN_BANK_FILE, 'images': int(len(bank))}
@@ -366,7 +372,7 @@ def load_knn(bundle, spec: checkpoints.ModelSpec) -> tuple['NearestNeighbours', 
   if bank.ndim != 2 or bank.shape[1] != width or len(bank) < record['k']:
     raise errors.ConfigError(f'{path}: a bank of shape {bank.shape}; this model\'s pooled features '
                              f'have {width} values and k={record["k"]} needs as many images.')
-  return NearestNeighbours.from_bank(bank, record['k']), float(record['threshold'])
+  return NearestNeighbours(bank, record['k']), float(record['threshold'])
 
 
 def protocols(run: HeadsRun, score: str) -> dict:
@@ -375,11 +381,10 @@ def protocols(run: HeadsRun, score: str) -> dict:
   names = list(run.spec.head_names)
   calibrated = verdicts.Thresholds(heads=tuple(fitted['tpr95'])) if 'tpr95' in fitted else (
       verdicts.Thresholds())
-  train_logits, train_features, train_sources = run.outputs('train')
-  del train_logits
+  _, train_features, train_sources = run.outputs('train')
   # kNN from the bundle's stored bank when fitted (what attribute scores with), else fresh.
   knn = (load_knn(run.workdir / 'model', run.spec)[0] if 'knn' in fitted
-         else NearestNeighbours(train_features, train_sources, run.head_ids))
+         else NearestNeighbours.fit(train_features, train_sources, run.head_ids))
   feature_scorers = (Mahalanobis(train_features, train_sources, run.head_ids), knn)
 
   def feature_scores(features):  # every feature score of `features`: [len(FEATURE_SCORES), N]
@@ -458,18 +463,13 @@ def aggregate(per_run: dict) -> dict:
     figures: dict = {}
     for entry in entries:
       for key, value in entry.items():
-        if isinstance(value, dict):
-          figures.setdefault(key, []).append(value)
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
           figures.setdefault(key, []).append(float(value))
-    out = {}
-    for key, values in figures.items():
-      if isinstance(values[0], dict):
-        if key == 'by_score':
-          out[key] = {score: collect([v[score] for v in values if score in v])
-                      for score in dict.fromkeys(s for v in values for s in v)}
-      else:
-        out[key] = metrics.mean_and_spread(values)
+    out = {key: metrics.mean_and_spread(values) for key, values in figures.items()}
+    by_score = [entry['by_score'] for entry in entries if 'by_score' in entry]
+    if by_score:
+      out['by_score'] = {score: collect([b[score] for b in by_score if score in b])
+                         for score in dict.fromkeys(s for b in by_score for s in b)}
     return out
 
   protocols_seen = dict.fromkeys(p for results in per_run.values() for p in results)

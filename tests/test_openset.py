@@ -164,7 +164,7 @@ def test_knn_score_is_minus_the_kth_neighbour_distance_of_unit_features_as_sciki
   rng = np.random.default_rng(3)
   features = rng.normal(0, 1, (300, 5)) * [1, 2, 3, 1, 1]
   source = np.repeat([0, 1, 2], 100)  # source 0 (real) is not a known source
-  score = openset.NearestNeighbours(features, source, (1, 2), k=10, chunk=7)
+  score = openset.NearestNeighbours.fit(features, source, (1, 2), k=10, chunk=7)
   bank = features[100:] / np.linalg.norm(features[100:], axis=1, keepdims=True)
   query = rng.normal(0, 1, (20, 5))
   unit = query / np.linalg.norm(query, axis=1, keepdims=True)
@@ -175,4 +175,4 @@ def test_knn_score_is_minus_the_kth_neighbour_distance_of_unit_features_as_sciki
   inside = bank[:1] * 5.0  # a known training feature itself: closer than a random direction
   assert score(inside)[0] > np.median(score(query))
   with pytest.raises(Exception, match='k=10'):
-    openset.NearestNeighbours(features[:105], source[:105], (1,), k=10)
+    openset.NearestNeighbours.fit(features[:105], source[:105], (1,), k=10)
