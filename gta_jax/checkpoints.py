@@ -43,7 +43,8 @@ class ModelSpec:
   # What the outputs claim at (gta_jax/verdicts.py): {'fake': t, 'heads': t or [t per head]}.
   thresholds: dict = dataclasses.field(default_factory=lambda: verdicts.Thresholds().to_json())
   # Open-set thresholds per head fitted on the validation split (gta_jax/openset.py):
-  # {'tpr95': [t per head], 'doc': [t per head], 'split', 'mode', ...}; {} when not fitted.
+  # {'tpr95': [t per head], 'doc': [t per head], 'knn': {'k', 'threshold', 'acceptance',
+  # 'operating_points', 'bank', 'images'}, 'split', 'mode', ...}; {} when not fitted.
   open_set: dict = dataclasses.field(default_factory=dict)
   # Auxiliary frequency maps the heads read beside the mid features (gta_jax/frequency.py).
   head_frequency_inputs: tuple[str, ...] = ()
@@ -68,6 +69,9 @@ class ModelSpec:
 
     def is_int(value):
       return isinstance(value, int) and not isinstance(value, bool)
+
+    def is_number(value):
+      return isinstance(value, (int, float)) and not isinstance(value, bool)
 
     if kwargs.get('input_kind') not in ('pixel', 'dct'):
       raise bad('input_kind', '"pixel" or "dct"')
@@ -118,17 +122,20 @@ class ModelSpec:
       values = open_set.get(method)
       if values is not None and not (
           isinstance(values, list) and len(values) == len(names) and
-          all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1
-              for v in values)):
+          all(is_number(v) and 0 < v < 1 for v in values)):
         raise bad('open_set', f'open_set.{method}: one threshold in (0, 1) per head')
     knn = open_set.get('knn')
     if knn is not None and not (
         isinstance(knn, dict) and is_int(knn.get('k')) and knn['k'] >= 1
-        and isinstance(knn.get('threshold'), (int, float)) and not isinstance(knn['threshold'], bool)
+        and is_number(knn.get('threshold'))
         and -2 <= knn['threshold'] <= 0 and isinstance(knn.get('bank'), str)
-        and knn['bank'] == pathlib.PurePath(knn['bank']).name):
+        and knn['bank'] == pathlib.PurePath(knn['bank']).name
+        # added later: absent from bundles fitted before (their threshold keeps 95%)
+        and (is_number(knn.get('acceptance', 0.95)) and 0.5 <= knn.get('acceptance', 0.95) < 1)
+        and isinstance(knn.get('operating_points', {}), dict)
+        and all(is_number(t) and -2 <= t <= 0 for t in knn.get('operating_points', {}).values())):
       raise bad('open_set', 'open_set.knn: {"k": k >= 1, "threshold": t in [-2, 0], "bank": a file '
-                'name in the bundle}')
+                'name in the bundle, "acceptance": a in [0.5, 1), "operating_points": {a: t}}')
     return cls(**kwargs)
 
 

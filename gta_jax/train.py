@@ -387,9 +387,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   if config.model.family == 'heads':  # open-set thresholds from the validation split, in the bundle
     fitted = openset.fit(openset.HeadsRun(workdir, spec, variables, dataset,
                                           tuple(family.source_ids), config.eval.batch_size))
-    log('open-set thresholds (tpr95, fitted on validation): '
-        + ' '.join(f'{n}={t:.3f}' for n, t in zip(family.sources, fitted['tpr95']))
-        + (f'; kNN score {fitted["knn"]["threshold"]:.3f}' if 'knn' in fitted else ''))
+    log(openset.describe(fitted, family.sources))
   results = evaluate(config, family, best, workdir / 'results' / 'predictions')
   if distributed.is_main_process():
     results_file.parent.mkdir(parents=True, exist_ok=True)

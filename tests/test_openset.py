@@ -77,7 +77,8 @@ def test_each_calibration_counts_what_attribute_would_say_on_a_hand_worked_case(
                            [-2.0, -2.0, 2.0, -1.0]])  # head 2: claims image 2; image 3 unclaimed
   known_source = np.array([1, 1, 2, 2])
   unknown_logits = np.array([[0.5, -3.0], [-3.0, -3.0]])  # image 0 claimed by head 1 at 0.5
-  fitted = {'tpr95': [0.9, 0.5], 'knn': {'threshold': -0.5}}  # p(1.0) = 0.73 < 0.9
+  fitted = {'tpr95': [0.9, 0.5],  # p(1.0) = 0.73 < 0.9
+            'knn': {'threshold': -0.5, 'operating_points': {'0.95': -0.15, '0.99': -0.8}}}
   knn = (np.array([-0.1, -0.2, -0.7, -0.1]), np.array([-0.3, -0.9]))  # known 2, unknown 1 fail
   result = openset.evaluate_protocol(known_logits, known_source, unknown_logits, (1, 2), fitted,
                                      'max_logit', {'knn': knn})
@@ -86,6 +87,13 @@ def test_each_calibration_counts_what_attribute_would_say_on_a_hand_worked_case(
   assert result['unknown_flagged_tpr95'] == pytest.approx(2 / 2)      # p(0.5) = 0.62 < 0.9
   assert result['closed_set_accuracy_knn'] == pytest.approx(2 / 4)    # image 2 fails kNN, 3 unclaimed
   assert result['unknown_flagged_knn'] == pytest.approx(1 / 2)        # unknown 0 claimed and passes
+  # The kNN calibration's other operating points, the heads at 0.5 as before: at -0.8 every
+  # known passes (only the unclaimed image 3 is lost), at -0.15 images 1 and 2 fail too, and
+  # unknown 0 (-0.3) with them.
+  assert result['closed_set_accuracy_knn0.99'] == pytest.approx(3 / 4)
+  assert result['unknown_flagged_knn0.99'] == pytest.approx(1 / 2)
+  assert result['closed_set_accuracy_knn0.95'] == pytest.approx(1 / 4)
+  assert result['unknown_flagged_knn0.95'] == pytest.approx(2 / 2)
   assert 'closed_set_accuracy_doc' not in result
 
 
@@ -96,9 +104,15 @@ def test_a_bundle_refuses_a_malformed_knn_calibration(tmp_path):
       open_set={'knn': {'k': 10, 'threshold': -0.4, 'bank': 'open_set_knn_bank.npy'}}).to_json()
   spec = checkpoints.ModelSpec.from_json(record, tmp_path / 'model.json')
   assert spec.open_set['knn']['k'] == 10
+  good = {'k': 10, 'threshold': -0.4, 'bank': 'b.npy', 'acceptance': 0.99,
+          'operating_points': {'0.95': -0.3, '0.99': -0.4}}
+  assert checkpoints.ModelSpec.from_json({**record, 'open_set': {'knn': good}},
+                                         tmp_path / 'model.json').open_set['knn'] == good
   for bad in ({'k': 0, 'threshold': -0.4, 'bank': 'b.npy'},
               {'k': 10, 'threshold': 0.3, 'bank': 'b.npy'},
-              {'k': 10, 'threshold': -0.4, 'bank': '../b.npy'}, [1, 2]):
+              {'k': 10, 'threshold': -0.4, 'bank': '../b.npy'}, [1, 2],
+              {**good, 'acceptance': 1.0}, {**good, 'acceptance': '0.99'},
+              {**good, 'operating_points': {'0.95': 0.2}}, {**good, 'operating_points': [-0.3]}):
     with pytest.raises(Exception, match='open_set.knn'):
       checkpoints.ModelSpec.from_json({**record, 'open_set': {'knn': bad}}, tmp_path / 'model.json')
 
@@ -176,3 +190,27 @@ def test_knn_score_is_minus_the_kth_neighbour_distance_of_unit_features_as_sciki
   assert score(inside)[0] > np.median(score(query))
   with pytest.raises(Exception, match='k=10'):
     openset.NearestNeighbours.fit(features[:105], source[:105], (1,), k=10)
+
+
+def test_attribute_defaults_to_the_knn_calibration_then_tpr95_then_none(tmp_path):
+  from gta_jax import attribute, checkpoints
+
+  def model(open_set, heads=('a',)):
+    spec = checkpoints.ModelSpec('pixel', 32, heads, primary_digest='0' * 64, task='attribution',
+                                 open_set=open_set)
+    return attribute.LoadedModel(spec, {}, bundle=tmp_path)
+
+  np.save(tmp_path / 'bank.npy', np.eye(12, 16 + 32, dtype=np.float32))
+  knn = {'k': 10, 'threshold': -0.4, 'bank': 'bank.npy', 'acceptance': 0.99}
+  chosen = model({'tpr95': [0.6], 'doc': [0.55], 'knn': knn})
+  chosen.use_open_set('auto')
+  assert chosen.open_set == 'knn' and chosen.knn.k == 10 and chosen.knn_threshold == -0.4
+  assert chosen.thresholds.for_heads(1) == pytest.approx([0.5])  # heads claim at 0.5 under knn
+  fallback = model({'tpr95': [0.6], 'doc': [0.55]})  # fitted before kNN, or too few images
+  fallback.use_open_set('auto')
+  assert fallback.open_set == 'tpr95' and fallback.thresholds.for_heads(1) == pytest.approx([0.6])
+  for unfitted in (model({}), model({'knn': knn}, heads=())):
+    unfitted.use_open_set('auto')
+    assert unfitted.open_set is None
+  with pytest.raises(attribute.UsageError, match='no knn calibration'):
+    model({'tpr95': [0.6]}).use_open_set('knn')

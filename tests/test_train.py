@@ -604,13 +604,17 @@ def test_open_set_leave_one_out_fold_fits_thresholds_and_reports_every_protocol(
   spec = _bundle(folds / 'without_tconv')[0]
   assert set(spec.open_set) >= {'tpr95', 'doc', 'knn'} and len(spec.open_set['tpr95']) == 3
   # The kNN calibration: a bank of the known sources' training features in the bundle, and a
-  # threshold that 95% of the known validation fakes pass.
+  # threshold that 99% of the known validation fakes pass (and at least that many do).
   run = openset.HeadsRun.open(folds / 'without_tconv')
   knn, knn_threshold = openset.load_knn(folds / 'without_tconv' / 'model', run.spec)
   assert knn.bank.shape == (spec.open_set['knn']['images'], 16 + 32 * 3)
   _, features, sources = run.outputs('validation')
   passing = knn(features[np.isin(sources, run.head_ids)]) >= knn_threshold
-  assert 0.95 <= passing.mean() < 1.0
+  record = spec.open_set['knn']
+  assert record['acceptance'] == openset.KNN_ACCEPTANCE and passing.mean() >= 0.99
+  assert set(record['operating_points']) == {'0.95', '0.98', '0.99'}
+  assert record['operating_points']['0.99'] == record['threshold']
+  assert record['operating_points']['0.95'] >= record['operating_points']['0.99']
   out = tmp_path / 'openset.json'
   assert openset.main(['--workdir', str(folds), '--json', str(out)]) == 0
   results = json.loads(out.read_text())  # one fold: the run's own {protocol: metrics}
@@ -624,13 +628,17 @@ def test_open_set_leave_one_out_fold_fits_thresholds_and_reports_every_protocol(
     assert set(entry['by_score']) == set(openset.SCORES)  # the feature scores included
   assert set(results['unseen_architecture']['claimed_most_by']) == {'tconv'}
   assert results['unseen_seed_as_known']['known'] > results['unseen_seed_as_unknown']['known']
-  # attribute uses the calibrated thresholds by default and says so; off restores 0.5.
+  # attribute uses the kNN calibration by default and says so; tpr95 on request; off restores 0.5.
   examples = tmp_path / 'images'
   chains.write_examples(config, examples)
   capsys.readouterr()
   assert attribute.main(['--model', str(folds / 'without_tconv'), str(examples)]) == 0
   printed = capsys.readouterr().out
-  assert 'open set (tpr95, fitted on validation)' in printed
+  assert 'open set (knn, fitted on validation)' in printed
+  assert '99% of the known validation fakes reach' in printed
+  assert attribute.main(['--model', str(folds / 'without_tconv'), '--open-set', 'tpr95',
+                         str(examples)]) == 0
+  assert 'open set (tpr95, fitted on validation)' in capsys.readouterr().out
   assert attribute.main(['--model', str(folds / 'without_tconv'), '--open-set', 'off',
                          str(examples)]) == 0
   assert 'open set' not in capsys.readouterr().out
