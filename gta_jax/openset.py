@@ -76,7 +76,6 @@ from gta_jax.writers import log
 SCORES = ('max_probability', 'max_logit', 'energy', 'doc', 'mahalanobis', 'knn')
 FEATURE_SCORES = ('mahalanobis', 'knn')  # from pooled features, computed by the command
 VARIANT_ARCHITECTURES = 'test_unseen_architectures'  # the built-in `variants` data's split
-CALIBRATIONS = ('tpr95', 'doc', 'knn')
 DOC_ALPHA = 3.0
 CALIBRATION_TPR = 0.95
 KNN_K = 10
@@ -181,30 +180,20 @@ def evaluate_protocol(known_logits, known_source, unknown_logits, head_ids, fitt
                                                       verdicts.Thresholds())
   result['closed_set_accuracy_argmax'] = float(np.mean(correct[known])) if known.any() else None
   # Each calibration as `attribute --open-set METHOD` applies it: known fakes still attributed to
-  # their source, and the share of unknown fakes it calls `unknown`.
-  for method in CALIBRATIONS:
-    if method not in fitted or (method == 'knn' and 'knn' not in all_scores):
-      continue
-    if method == 'knn':  # heads claim at 0.5; a fake under the kNN threshold is unknown as well
-      thresholds = verdicts.Thresholds()
-      passes = all_scores['knn'] >= fitted['knn']['threshold']
-    else:
-      thresholds = verdicts.Thresholds(heads=tuple(fitted[method]))
-      passes = np.ones(len(known), bool)
-    result[f'closed_set_accuracy_{method}'] = closed_set_accuracy(
+  # their source, and the share of unknown fakes it calls `unknown`. The kNN calibration also at
+  # its other stored acceptances (suffix `knn0.95`, ...): what a refit there would cost and flag.
+  applied = {method: (verdicts.Thresholds(heads=tuple(fitted[method])), np.ones(len(known), bool))
+             for method in ('tpr95', 'doc') if method in fitted}
+  if 'knn' in fitted and 'knn' in all_scores:  # heads at 0.5; under the kNN threshold is unknown too
+    knn = fitted['knn']
+    for name, threshold in [('knn', knn['threshold'])] + [
+        (f'knn{point}', t) for point, t in knn.get('operating_points', {}).items()]:
+      applied[name] = (verdicts.Thresholds(), all_scores['knn'] >= threshold)
+  for name, (thresholds, passes) in applied.items():
+    result[f'closed_set_accuracy_{name}'] = closed_set_accuracy(
         known_p, known_source, head_ids, thresholds, passes[known])
     flagged = ~verdicts.claims(unknown_p, thresholds).any(axis=0) | ~passes[~known]
-    result[f'unknown_flagged_{method}'] = float(np.mean(flagged)) if flagged.size else None
-  # The kNN calibration at other acceptances (the heads at 0.5): what a refit at that point with
-  # `openset --fit --knn-acceptance A` would cost on known fakes and flag among unknown ones.
-  if 'knn' in all_scores and 'knn' in fitted:
-    claimed = verdicts.claims(unknown_p, verdicts.Thresholds()).any(axis=0)
-    for point, threshold in fitted['knn'].get('operating_points', {}).items():
-      passes = all_scores['knn'] >= threshold
-      result[f'closed_set_accuracy_knn{point}'] = closed_set_accuracy(
-          known_p, known_source, head_ids, verdicts.Thresholds(), passes[known])
-      flagged = ~claimed | ~passes[~known]
-      result[f'unknown_flagged_knn{point}'] = float(np.mean(flagged)) if flagged.size else None
+    result[f'unknown_flagged_{name}'] = float(np.mean(flagged)) if flagged.size else None
   result['known'], result['unknown'] = int(known.sum()), int((~known).sum())
   result['score'] = score
   result['by_score'] = by_score

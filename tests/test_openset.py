@@ -214,3 +214,11 @@ def test_attribute_defaults_to_the_knn_calibration_then_tpr95_then_none(tmp_path
     assert unfitted.open_set is None
   with pytest.raises(attribute.UsageError, match='no knn calibration'):
     model({'tpr95': [0.6]}).use_open_set('knn')
+
+
+def test_knn_acceptance_is_checked_and_only_taken_with_fit(tmp_path, capsys):
+  assert openset.main(['--workdir', str(tmp_path), '--knn-acceptance', '0.95']) == 2
+  assert 'add --fit' in capsys.readouterr().err
+  for bad in (1.0, 0.3):
+    with pytest.raises(Exception, match='kNN acceptance'):
+      openset.fit(None, bad)  # refused before any image is read
