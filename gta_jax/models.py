@@ -431,6 +431,11 @@ def predict(variables: dict, x: jax.Array, *, input_kind: str, num_heads: int,
   return Predictions(primary, heads)
 
 
+def pooled_feature_width(num_heads: int) -> int:
+  """pooled_features' width: the primary's 16 mid channels and each head's 32 final ones."""
+  return 16 + 32 * num_heads
+
+
 def pooled_features(predictions: Predictions, valid_size: jax.Array | None = None) -> jax.Array:
   """-> [B, 16 + 32K]: the primary's mid features and each head's final features, averaged over
   each image's valid positions. What the open-set feature scores compare (gta_jax/openset.py);

@@ -399,7 +399,7 @@ def load_knn(bundle, spec: checkpoints.ModelSpec) -> tuple['NearestNeighbours', 
   except (OSError, ValueError) as e:
     raise errors.ConfigError(f'{path}: cannot read the kNN bank ({e}); refit it with '
                              '`python -m gta_jax.openset --workdir RUN --fit`.') from None
-  width = 16 + 32 * len(spec.head_names)
+  width = models.pooled_feature_width(len(spec.head_names))
   if bank.ndim != 2 or bank.shape[1] != width or len(bank) < record['k']:
     raise errors.ConfigError(f'{path}: a bank of shape {bank.shape}; this model\'s pooled features '
                              f'have {width} values and k={record["k"]} needs as many images.')
