@@ -48,6 +48,10 @@ def test_an_open_set_fold_trains_the_recipe_it_names_without_its_left_out_source
   full = load('architecture_attribution', 'frequency')  # the heads the --variants row judges
   assert fold.recipe.to_dict() == full.recipe.to_dict()
   assert fold.optim.max_epochs == full.optim.max_epochs == 6
+  # The architecture recipes keep the positive weight they were measured with; the paper's heads
+  # take the phase-III default.
+  assert fold.optim.head_positive_weight == full.optim.head_positive_weight == 4.0
+  assert paper.optim.head_positive_weight == load('phase3_synthetic', '').optim.head_positive_weight
   with pytest.raises(ValueError, match='one fold'):
     load('openset_synthetic', 'without_nearest,paper,frequency')
   with pytest.raises(ValueError, match='unknown config argument'):
@@ -77,8 +81,8 @@ def test_only_the_builtin_configs_depart_from_the_release_training():
   assert load('phase2_synthetic').data.train_mode == 'one'
   assert chains.load_config_file(str(ROOT / 'configs' / 'phase2_synthetic.py'),
                                  'jpeg').data.train_mode == 'jpeg'
-  assert load('phase3_synthetic').optim.head_positive_weight == 4.0
-  assert load('phase4_synthetic').optim.head_positive_weight == 4.0
+  assert load('phase3_synthetic').optim.head_positive_weight == 2.0
+  assert load('phase4_synthetic').optim.head_positive_weight == 2.0
 
 
 def test_a_run_saved_before_sources_family_and_evaluators_loads_with_todays_fields(tmp_path):
