@@ -284,9 +284,7 @@ def _score_bucket(model: LoadedModel, records: list, paths, cam_dir, cam_scale: 
           'statistics are broken')
       continue
     heads = dict(zip(spec.head_names, scores[1:]))
-    known = True
-    if knn_scores is not None:
-      known = bool(knn_scores[row] >= model.knn_threshold)
+    known = knn_scores is None or bool(knn_scores[row] >= model.knn_threshold)
     records[item.index] = {'path': images_lib.printable(path), 'p_fake': scores[0], 'p_heads': heads,
                            'verdict': verdicts.verdict(scores[0], heads, model.thresholds,
                                                        open_set=model.open_set is not None,
@@ -412,7 +410,7 @@ def main(argv=None) -> int:
           + ('' if model.knn is None else
              f', and so is one whose kNN score (minus the distance to its {model.knn.k}th nearest '
              f'known training image) is under {model.knn_threshold:.3f}, which '
-             f'{model.spec.open_set["knn"].get("acceptance", 0.95):.0%} of the known validation '
+             f'{model.spec.open_set["knn"]["acceptance"]:.0%} of the known validation '
              f'fakes reach'))
   records = attribute(model, paths, args.cam_dir, args.cam_scale,
                       MemoryLimits(image_pixels=args.max_pixels))

@@ -125,13 +125,17 @@ class ModelSpec:
           all(is_number(v) and 0 < v < 1 for v in values)):
         raise bad('open_set', f'open_set.{method}: one threshold in (0, 1) per head')
     knn = open_set.get('knn')
+    if isinstance(knn, dict) and 'acceptance' not in knn:
+      # Fitted before the acceptance was recorded: those thresholds kept 95% of the known
+      # validation fakes. Filled here, once, so every reader finds the field.
+      knn = {**knn, 'acceptance': 0.95}
+      kwargs['open_set'] = open_set = {**open_set, 'knn': knn}
     if knn is not None and not (
         isinstance(knn, dict) and is_int(knn.get('k')) and knn['k'] >= 1
         and is_number(knn.get('threshold'))
         and -2 <= knn['threshold'] <= 0 and isinstance(knn.get('bank'), str)
         and knn['bank'] == pathlib.PurePath(knn['bank']).name
-        # added later: absent from bundles fitted before (their threshold keeps 95%)
-        and (is_number(knn.get('acceptance', 0.95)) and 0.5 <= knn.get('acceptance', 0.95) < 1)
+        and is_number(knn['acceptance']) and 0.5 <= knn['acceptance'] < 1
         and isinstance(knn.get('operating_points', {}), dict)
         and all(is_number(t) and -2 <= t <= 0 for t in knn.get('operating_points', {}).values())):
       raise bad('open_set', 'open_set.knn: {"k": k >= 1, "threshold": t in [-2, 0], "bank": a file '
