@@ -319,3 +319,38 @@ def test_photometric_jitter_scales_a_fingerprint_without_removing_it():
     b = augment.photometric_jitter(upsampled, np.random.default_rng(draw))
     assert a.dtype == np.uint8 and a.shape == image.shape
     assert np.abs(a.astype(int) - b).mean() > 0.25 * np.abs(image.astype(int) - upsampled).mean()
+
+
+def test_multiseed_training_fakes_come_from_three_seeds_and_its_tests_are_the_defaults(
+    smoke_data_dir):
+  """`smoke_multiseed` = `smoke` but crop i's training/validation fakes come from seed i mod 3 of
+  their architecture: every third is `smoke`'s own image, the others a different reconstruction
+  of the same crop; test splits are `smoke`'s very images, so crosstest reads `smoke_variants`."""
+  from datasets.synthetic_fingerprints import generation
+  from gta_jax import crosstest
+  smoke = input_pipeline.load_builder(input_pipeline.BUILTIN, 'smoke', smoke_data_dir)
+  multi = input_pipeline.load_builder(input_pipeline.BUILTIN, 'smoke_multiseed', smoke_data_dir)
+
+  def images(builder, split):
+    source = input_pipeline.data_source(builder, split)
+    return {(str(r['source'], 'utf-8'), int(r['index'])): r['image']
+            for r in (source[i] for i in range(len(source)))}
+
+  for split in ('test', 'test_cross_seed', 'test_external'):
+    a, b = images(smoke, split), images(multi, split)
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a), split
+  for split, first_crop in (('train', 0), ('validation', multi.builder_config.train_size)):
+    a, b = images(smoke, split), images(multi, split)
+    assert a.keys() == b.keys()
+    count = sum(source == 'real' for source, _ in b)
+    for (source, index), image in b.items():
+      same = np.array_equal(image, a[source, index])
+      assert same == (source == 'real' or (first_crop + index) % 3 == 0), (split, source, index)
+      if not same:  # another seed's reconstruction of the same crop, not of another one
+        own = generation.psnr(image, b['real', index])
+        assert own > generation.psnr(image, b['real', (index + 1) % count]), (split, source, index)
+  assert multi.info.metadata['training_seeds'] == 3
+  assert {f'tconv.training_seed_{k}' for k in (2, 3)} <= set(multi.info.metadata['generator_psnr_db'])
+  assert crosstest.variants_config(input_pipeline.BUILTIN, 'smoke_multiseed') == 'smoke_variants'
+  with pytest.raises(ValueError, match='training_seeds=4'):
+    generation.generate_sources(32, 8, 0, 1, 0, 4, training_seeds=4)

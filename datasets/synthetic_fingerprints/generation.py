@@ -234,9 +234,15 @@ def reconstruct(architecture: str, params, inputs: np.ndarray, batch_size: int =
   return np.concatenate(out) if out else np.zeros((0, *inputs.shape[1:]), np.uint8)
 
 
+# Seed offsets (seed * 100 + offset + architecture index) of the extra training seeds of the
+# `multiseed` configs; every offset is distinct from the cross-seed (50) and variant ones below.
+TRAINING_SEED_OFFSETS = (40, 45)
+
+
 def generate_sources(size: int, per_source: int, cross_seed_count: int, train_steps: int,
                      seed: int, training_count: int, log=print,
-                     trained_params: dict | None = None) -> tuple[dict, dict, dict]:
+                     trained_params: dict | None = None, training_seeds: int = 1,
+                     mixed_count: int = 0) -> tuple[dict, dict, dict]:
   """-> ({'real': crops, arch: reconstructions of those crops, ...},
          {arch: a second seed's reconstructions of the last `cross_seed_count` crops},
          {arch: PSNR in dB of the main generator against its inputs}); deterministic in `seed`.
@@ -244,7 +250,14 @@ def generate_sources(size: int, per_source: int, cross_seed_count: int, train_st
   Generators train on the first `training_count` crops (the training split), so the test
   crops are reconstructed by networks that never saw them. trained_params: filled with each
   architecture's main generator (what `generate_variants` trains further and fine-tunes).
+
+  training_seeds > 1: that many generators per architecture (the main one and
+  TRAINING_SEED_OFFSETS' seeds), and crop i < `mixed_count` (the training and validation
+  crops) is reconstructed by generator i mod training_seeds, so a head sees one architecture
+  under several weights; the later (test) crops keep the main generator's.
   """
+  if not 1 <= training_seeds <= 1 + len(TRAINING_SEED_OFFSETS):
+    raise ValueError(f'training_seeds={training_seeds}: 1 to {1 + len(TRAINING_SEED_OFFSETS)}')
   start = time.time()
   photos = load_bundled_photos()
   rng = np.random.default_rng(seed)
@@ -258,6 +271,15 @@ def generate_sources(size: int, per_source: int, cross_seed_count: int, train_st
     fidelity[architecture] = psnr(sources[architecture], real)
     log(f'  generator {architecture}: PSNR {fidelity[architecture]:.1f} dB against its inputs '
         f'after {train_steps} steps ({time.time() - start:.0f}s)')
+    for k, offset in enumerate(TRAINING_SEED_OFFSETS[:training_seeds - 1], start=1):
+      params = train_generator(architecture, real[:training_count], seed * 100 + offset + index,
+                               train_steps)
+      chosen = np.arange(k, mixed_count, training_seeds)
+      sources[architecture][chosen] = reconstruct(architecture, params, real[chosen])
+      name = f'{architecture}.training_seed_{k + 1}'
+      fidelity[name] = psnr(sources[architecture][chosen], real[chosen])
+      log(f'  generator {name}: PSNR {fidelity[name]:.1f} dB on its {len(chosen)} crops '
+          f'({time.time() - start:.0f}s)')
     if cross_seed_count:
       params = train_generator(architecture, real[:training_count], seed * 100 + 50 + index,
                                train_steps)

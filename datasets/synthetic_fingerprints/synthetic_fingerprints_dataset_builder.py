@@ -17,6 +17,13 @@ generator in `source` ('<architecture>.<variant>') and its architecture in `arch
 `source_id`. It takes ~3x the default's build time, so the quickstart does not build it;
 `python -m gta_jax.crosstest` does, for any run trained on `default`.
 
+The `multiseed` config (and `smoke_multiseed`) is `default` with three generators per
+architecture behind the training and validation fakes (the main one and two more seeds, trained
+alike; crop i's fake comes from generator i mod 3), for heads that must learn an architecture
+rather than one set of weights (configs/architecture_attribution.py). Its real images and its
+test, cross-seed and external splits are `default`'s very images, so a `default` primary applies
+and crosstest reads the `variants` splits, whose seeds none of the three training seeds is.
+
 Built on first use by any config that names it, or explicitly (no network):
   python -m gta_jax.prepare --dataset synthetic_fingerprints [--config smoke] [--data-dir data/tfds]
 """
@@ -48,6 +55,7 @@ class SyntheticConfig(tfds.core.BuilderConfig):
   generator_steps: int = 200
   seed: int = 0
   variant_test_size: int = 0  # images per variant generator (0: no variant splits)
+  training_seeds: int = 1  # generators per architecture behind the training/validation fakes
 
 
 class Builder(tfds.core.GeneratorBasedBuilder):
@@ -70,10 +78,19 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                       description='default + generator-variant test splits (~11 min on 2 cores).'),
       SyntheticConfig(name='smoke_variants', variant_test_size=8,
                       description='smoke + generator-variant test splits, for tests.', **_SMOKE),
+      SyntheticConfig(name='multiseed', training_seeds=3,
+                      description='default, but each architecture\'s training and validation '
+                                  'fakes come from 3 seeds (~8 min on 2 cores).'),
+      SyntheticConfig(name='smoke_multiseed', training_seeds=3,
+                      description='smoke with 3 training seeds per architecture, for tests.',
+                      **_SMOKE),
   ]
   DEFAULT_CONFIG_NAME = 'default'
   # Each config's counterpart with the variant splits (the same shared splits), for crosstest.
-  VARIANT_CONFIGS = {'default': 'variants', 'smoke': 'smoke_variants'}
+  # `multiseed` differs from `default` only in its training and validation fakes, so its test
+  # and variant splits are `variants`' very images (the same crops, seeds and generators).
+  VARIANT_CONFIGS = {'default': 'variants', 'smoke': 'smoke_variants',
+                     'multiseed': 'variants', 'smoke_multiseed': 'smoke_variants'}
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
@@ -96,7 +113,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     main_params = {}
     sources, cross_seed, fidelity = generation.generate_sources(
         cfg.image_size, per_source, cfg.cross_seed_test_size, cfg.generator_steps, cfg.seed,
-        training_count=cfg.train_size, trained_params=main_params)
+        training_count=cfg.train_size, trained_params=main_params,
+        training_seeds=cfg.training_seeds, mixed_count=cfg.train_size + cfg.validation_size)
     faces = dcgan.sample_faces(cfg.external_test_size, cfg.seed + 1)
     variant_splits = {}
     if cfg.variant_test_size:
@@ -106,6 +124,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       fidelity |= variant_fidelity
       self.info.metadata['variant_splits'] = dict(generation.VARIANT_SPLITS)
     self.info.metadata['generator_psnr_db'] = {k: round(v, 2) for k, v in fidelity.items()}
+    self.info.metadata['training_seeds'] = cfg.training_seeds
     print(f'synthetic_fingerprints/{cfg.name}: generated in {time.time() - start:.0f}s; writing.')
     bounds = {'train': (0, cfg.train_size),
               'validation': (cfg.train_size, cfg.train_size + cfg.validation_size),
