@@ -52,6 +52,7 @@ with --json), laid out as {protocol: {"auroc", "oscr", "tnr_at_tpr95", "closed_s
 "std", "n"} of every figure) and "runs" (each run's own) beside it.
 """
 import argparse
+import copy
 import dataclasses
 import functools
 import json
@@ -88,6 +89,7 @@ KNN_ACCEPTANCE = 0.99
 # fakes kept and unknown ones flagged); their thresholds are stored beside the one attribute uses.
 KNN_OPERATING_POINTS = (0.95, 0.98, 0.99)
 KNN_BANK_FILE = 'open_set_knn_bank.npy'  # in the model bundle, beside model.json
+FITTING_SPLITS = ('train', 'validation')  # read from the data the heads were trained on
 
 
 # ------------------------------------------------------------------------------------- scores
@@ -275,13 +277,18 @@ def _unit(features: np.ndarray) -> np.ndarray:
 
 @dataclasses.dataclass
 class HeadsRun:
-  """A finished heads run: its bundle, dataset, and the head ids in the dataset."""
+  """A finished heads run: its bundle, dataset, and the head ids in the dataset.
+
+  `dataset` gives the test splits; the training and validation splits (the fit, the kNN bank,
+  the Mahalanobis statistics) always come from `trained_on`, the data the heads were trained
+  on: a run on `multiseed` scored on the `variants` splits still fits on its own images."""
   workdir: pathlib.Path
   spec: checkpoints.ModelSpec
   variables: dict
   dataset: data.Dataset
   head_ids: tuple[int, ...]
   batch_size: int
+  trained_on: data.Dataset
   # outputs() per split: `openset --fit` reads the training split for the fit and again for the
   # protocols' feature scores; the weights do not change between them.
   _outputs: dict = dataclasses.field(default_factory=dict, repr=False)
@@ -301,13 +308,16 @@ class HeadsRun:
     config = run_records.load_run_config(workdir)
     if data_dir:
       config.data.data_dir = data_dir
+    trained_on = dataset = data.open_dataset(config.data, spec.input_kind)
     if variants:
       from gta_jax import crosstest  # local: crosstest imports train, which openset does not need
-      config.data.config = crosstest.variants_config(config.data.name, config.data.config)
-    dataset = data.open_dataset(config.data, spec.input_kind)
+      test_data = copy.deepcopy(config.data)
+      test_data.config = crosstest.variants_config(config.data.name, config.data.config)
+      if test_data.config != config.data.config:
+        dataset = data.open_dataset(test_data, spec.input_kind)
     head_ids = tuple(dataset.source_id(name) for name in spec.head_names)
     distributed.check_batch_size(config.eval.batch_size, 'eval.batch_size')
-    return cls(workdir, spec, variables, dataset, head_ids, config.eval.batch_size)
+    return cls(workdir, spec, variables, dataset, head_ids, config.eval.batch_size, trained_on)
 
   def outputs(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """-> (head logits [K, N], pooled features [N, D], source ids [N]) over every image of a
@@ -317,13 +327,14 @@ class HeadsRun:
     return self._outputs[split]
 
   def _compute_outputs(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    constants = distributed.replicate({'dct_mean': self.dataset.dct_stats[0],
-                                       'dct_std': self.dataset.dct_stats[1]})
+    constants = distributed.replicate({'dct_mean': self.trained_on.dct_stats[0],
+                                       'dct_std': self.trained_on.dct_stats[1]})
     variables = distributed.replicate(self.variables)
     logits, features, sources = [], [], []
+    source = self.trained_on if split in FITTING_SPLITS else self.dataset
     # As stored: no training-only widening (jitter, softened reals), so that the thresholds and
     # the kNN bank describe images as attribute will meet them, as the test splits are.
-    for batch in self.dataset.batches(split, self.batch_size, seed=0, as_trained=False):
+    for batch in source.batches(split, self.batch_size, seed=0, as_trained=False):
       z, f = distributed.to_host(_head_outputs(variables, constants, data.to_device(batch['image']),
                                                input_kind=self.spec.input_kind,
                                                num_heads=len(self.spec.head_names),

@@ -386,7 +386,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   spec, variables = export(family, config, workdir, best, step, tracker)
   if config.model.family == 'heads':  # open-set thresholds from the validation split, in the bundle
     fitted = openset.fit(openset.HeadsRun(workdir, spec, variables, dataset,
-                                          tuple(family.source_ids), config.eval.batch_size))
+                                          tuple(family.source_ids), config.eval.batch_size,
+                                          trained_on=dataset))
     log(openset.describe(fitted, family.sources))
   results = evaluate(config, family, best, workdir / 'results' / 'predictions')
   if distributed.is_main_process():

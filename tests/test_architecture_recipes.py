@@ -95,6 +95,34 @@ def test_patch_and_contrastive_heads_train_and_export_the_papers_heads(
   assert recorded['patches'] == config.recipe.patches and recorded['contrastive'] is True
 
 
+def test_heads_trained_on_several_seeds_are_cross_tested_and_calibrated_on_their_own_data(
+    smoke_data_dir, smoke_primary, tmp_path):
+  """The config trains on `smoke_multiseed` (3 seeds per architecture) unless `one_seed`; its
+  crosstest reads the variant splits of `smoke_variants`, while the open-set fit (kNN bank) keeps
+  reading the run's own training images, not the variants config's one-seed fakes."""
+  from gta_jax import crosstest, openset
+  assert chains.load_config_file(str(ROOT / 'configs' / 'architecture_attribution.py'),
+                                 'paper,one_seed,smoke').data.config == 'smoke'
+  config = recipe_config(smoke_data_dir, smoke_primary, 'paper')
+  assert config.data.config == 'smoke_multiseed'
+  workdir = tmp_path / 'multiseed'
+  train.train_and_evaluate(config, workdir)
+  cross = crosstest.crosstest_run(workdir)
+  assert cross['test_unseen_seeds']['count'] > 0 and 'test_wider' in cross
+  run = openset.HeadsRun.open(workdir, variants=True)
+  assert run.trained_on.builder.builder_config.name == 'smoke_multiseed'
+  assert run.dataset.builder.builder_config.name == 'smoke_variants'
+  _, features, sources = run.outputs('train')
+  spec = checkpoints.load_model_bundle(workdir / 'model')[0]
+  stored, _ = openset.load_knn(workdir / 'model', spec)
+  refit = openset.NearestNeighbours.fit(features, sources, run.head_ids)
+  np.testing.assert_allclose(refit.bank, stored.bank, rtol=1e-5, atol=1e-6)
+  one_seed = openset.HeadsRun(workdir, run.spec, run.variables, run.dataset, run.head_ids,
+                              run.batch_size, trained_on=run.dataset)
+  _, other_features, _ = one_seed.outputs('train')  # the variants config's one-seed fakes
+  assert not np.allclose(other_features, features)
+
+
 def test_recipe_settings_are_checked_by_name(smoke_data_dir, smoke_primary, tmp_path):
   from gta_jax import errors
   for key, value, message in (('recipe.patch_size', 12, 'recipe.patch_size'),
@@ -149,6 +177,9 @@ def test_ablation_benchmark_reports_mean_and_spread_over_seeds(smoke_data_dir, s
       '--primary', str(smoke_primary), '--workdir', str(tmp_path / 'runs'), '--recipes', 'paper',
       '--seeds', '0,1', '--data-dir', smoke_data_dir, '--json', str(out), '--smoke']) == 0
   record = json.loads(out.read_text())
+  assert record['training_seeds_per_architecture'] == 3
+  assert json.loads((tmp_path / 'runs' / 'paper' / 'seed_0' / 'config.json').read_text())[
+      'data']['config'] == 'smoke_multiseed'
   per_seed = record['recipes']['paper']['per_seed']
   summary = record['recipes']['paper']['summary']
   values = [per_seed[s]['test_unseen_seeds recall'] for s in ('0', '1')]
