@@ -45,9 +45,15 @@ def test_an_open_set_fold_trains_the_recipe_it_names_without_its_left_out_source
   fold = load('openset_synthetic', 'without_nearest,frequency')
   assert fold.name == 'openset_synthetic_frequency/without_nearest'
   assert fold.data.exclude_sources == ('nearest',)
-  full = load('architecture_attribution', 'frequency')  # the heads the --variants row judges
+  full = load('architecture_attribution', 'frequency,one_seed')  # what the --variants row judged
   assert fold.recipe.to_dict() == full.recipe.to_dict()
   assert fold.optim.max_epochs == full.optim.max_epochs == 6
+  assert fold.data.config == full.data.config == 'default'
+  several = load('architecture_attribution', 'frequency')  # the config's default: 3 seeds each
+  assert several.data.config == 'multiseed' and several.optim.max_epochs == 10
+  assert several.recipe.to_dict() == full.recipe.to_dict()
+  assert several.name == 'architecture_attribution'
+  assert full.name == 'architecture_attribution_one_seed'
   # The architecture recipes keep the positive weight they were measured with; the paper's heads
   # take the phase-III default.
   assert fold.optim.head_positive_weight == full.optim.head_positive_weight == 4.0

@@ -235,8 +235,9 @@ def reconstruct(architecture: str, params, inputs: np.ndarray, batch_size: int =
 
 
 # Seed offsets (seed * 100 + offset + architecture index) of the extra training seeds of the
-# `multiseed` configs; every offset is distinct from the cross-seed (50) and variant ones below.
-TRAINING_SEED_OFFSETS = (40, 45)
+# `multiseed` configs (up to 5 seeds); with the index (< 4) added, every seed differs from the
+# main (0), cross-seed (50) and variant generators (below).
+TRAINING_SEED_OFFSETS = (40, 45, 5, 10)
 
 
 def generate_sources(size: int, per_source: int, cross_seed_count: int, train_steps: int,
