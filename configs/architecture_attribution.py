@@ -21,7 +21,7 @@ per head, false claims on real images, fine-tuned and further-trained generators
 The heads train on the built-in data's `multiseed` config: each architecture's training fakes
 come from three generators trained from different seeds, so what a head can learn that holds
 for all three is the architecture, not one seed's weights (unseen-seed recall of the frequency
-heads 0.36 with one training seed, 0.7-0.8 with three: README, "Architecture attribution").
+heads 0.36 with one training seed, 0.74 with three: README, "Architecture attribution").
 `one_seed` (e.g. `:frequency,one_seed`) trains on `default`, one seed per architecture, the
 paper's and DNA-Det's protocol.
 """
