@@ -380,7 +380,7 @@ def test_every_config_loads_with_and_without_smoke():
       config = chains.load_config_file(str(path), arg)
       assert config.name, path
       if arg.endswith('smoke'):  # the built-in smoke set, or a folder dataset's dummy_data size
-        assert config.data.config in ('smoke', '2-1-1') and config.optim.batch_size <= 16
+        assert config.data.config in ('smoke', 'smoke_multiseed', '2-1-1') and config.optim.batch_size <= 16
 
 
 def test_config_typo_is_a_one_line_error():
