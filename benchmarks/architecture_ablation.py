@@ -23,6 +23,7 @@ import time
 import numpy as np
 
 import common  # benchmarks/common.py
+from configs import architecture_attribution
 from gta_jax import chains, crosstest, metrics, train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -44,7 +45,7 @@ def train_one(recipe: str, seed: int, primary: str, workdir: pathlib.Path, data_
     if recipe != 'dnadet':
       config.init.primary = primary
     elif not one_seed:  # the baseline sees what the recipes see
-      config.data.config = 'smoke_multiseed' if smoke else 'multiseed'
+      config.data.config = architecture_attribution.several_seeds_data(smoke)
     if data_dir:
       config.data.data_dir = data_dir
   started = time.time()

@@ -46,18 +46,22 @@ def get_config(arg: str = ''):
   config.name = ('architecture_attribution' + ('' if recipe == DEFAULT_RECIPE else f'_{recipe}')
                  + (f'_{ONE_SEED}' if ONE_SEED in tokens else ''))
   config.init.primary = 'runs/quickstart/phase2_synthetic'
+  config = apply_recipe(config, recipe, smoke)
   if ONE_SEED not in tokens:
     # Each architecture's training and validation fakes come from 3 generators trained from
-    # different seeds (the built-in data's `multiseed`; its test and variant splits are the
-    # default's): a head then has to find what the seeds share, the architecture. The primary
-    # stays the one trained on `default`, frozen.
-    config.data.config = 'smoke_multiseed' if smoke else 'multiseed'
-  config = apply_recipe(config, recipe, smoke)
-  if ONE_SEED not in tokens and not smoke:
-    # The heads' full 10 epochs, also for `frequency`: on three seeds its validation loss still
-    # falls after 6, and its heads then claimed 2.9% of the real test images (0.7% at 10).
-    config.optim.max_epochs = 10
+    # different seeds (its test and variant splits are the default's): a head then has to find
+    # what the seeds share, the architecture. The primary stays the one trained on `default`.
+    config.data.config = several_seeds_data(smoke)
+    if not smoke:
+      # The heads' full 10 epochs, also for `frequency`: on three seeds its validation loss still
+      # falls after 6, and its heads then claimed 2.9% of the real test images (0.7% at 10).
+      config.optim.max_epochs = 10
   return config
+
+
+def several_seeds_data(smoke: bool) -> str:
+  """The built-in data's config with 3 training seeds per architecture (or its smoke size)."""
+  return 'smoke_multiseed' if smoke else 'multiseed'
 
 
 def apply_recipe(config, recipe: str, smoke: bool):
