@@ -355,3 +355,18 @@ def test_multiseed_training_fakes_come_from_three_seeds_and_its_tests_are_the_de
   too_many = len(generation.TRAINING_SEED_OFFSETS) + 2
   with pytest.raises(ValueError, match=f'training_seeds={too_many}'):
     generation.generate_sources(32, 8, 0, 1, 0, 4, training_seeds=too_many)
+
+
+def test_no_training_generator_shares_a_seed_with_a_test_generator():
+  """A head trained on `multiseed*` must meet its test, cross-seed and variant generators
+  unseen: every generator's seed, over every architecture of the widest config, is distinct."""
+  builder = input_pipeline.builder_class(input_pipeline.BUILTIN)
+  from datasets.synthetic_fingerprints import generation
+  names = list(generation.TEST_SEED_OFFSETS) + list(generation.TRAINING_SEED_OFFSETS)
+  for dataset_seed in (0, 1, 7):
+    seeds = [generation.generator_seed(dataset_seed, name, index)
+             for name in names for index in range(len(generation.ARCHITECTURES))]
+    assert len(set(seeds)) == len(seeds), dataset_seed
+    assert all(dataset_seed * 100 <= s < (dataset_seed + 1) * 100 for s in seeds)  # no overlap
+  widest = max(c.training_seeds for c in builder.BUILDER_CONFIGS)
+  assert widest == len(generation.TRAINING_SEED_OFFSETS) + 1

@@ -234,10 +234,20 @@ def reconstruct(architecture: str, params, inputs: np.ndarray, batch_size: int =
   return np.concatenate(out) if out else np.zeros((0, *inputs.shape[1:]), np.uint8)
 
 
-# Seed offsets (seed * 100 + offset + architecture index) of the extra training seeds of the
-# `multiseed` configs (up to 5 seeds); with the index (< 4) added, every seed differs from the
-# main (0), cross-seed (50) and variant generators (below).
-TRAINING_SEED_OFFSETS = (40, 45, 5, 10)
+# Every generator trains from seed * 100 + offset + its architecture's index (< 4): the offsets
+# of the test generators (main, cross-seed and variants) and of the extra training seeds of the
+# `multiseed` configs (up to 8 seeds) are 5 apart, so no training seed is a test seed
+# (tests/test_input_pipeline.py checks it).
+TEST_SEED_OFFSETS = {'main': 0, 'cross_seed': 50, 'trained_further': 20, 'finetuned': 25,
+                     'retrained_l2': 30, 'wider': 35, 'unseen_seed_1': 60, 'unseen_seed_2': 70,
+                     'unseen_seed_3': 80, 'unseen_architecture': 90}
+TRAINING_SEED_OFFSETS = (40, 45, 5, 10, 15, 55, 65)
+
+
+def generator_seed(seed: int, offset: int | str, index: int) -> int:
+  """The seed of architecture `index`'s generator at `offset` (a TEST_SEED_OFFSETS name or a
+  TRAINING_SEED_OFFSETS value) in a dataset built from `seed`."""
+  return seed * 100 + (TEST_SEED_OFFSETS[offset] if isinstance(offset, str) else offset) + index
 
 
 def generate_sources(size: int, per_source: int, cross_seed_count: int, train_steps: int,
@@ -265,7 +275,8 @@ def generate_sources(size: int, per_source: int, cross_seed_count: int, train_st
   real = random_crops(photos, per_source, size, rng)
   sources, cross_seed, fidelity = {'real': real}, {}, {}
   for index, architecture in enumerate(ARCHITECTURES):
-    params = train_generator(architecture, real[:training_count], seed * 100 + index, train_steps)
+    params = train_generator(architecture, real[:training_count],
+                             generator_seed(seed, 'main', index), train_steps)
     sources[architecture] = reconstruct(architecture, params, real)
     if trained_params is not None:
       trained_params[architecture] = params
@@ -273,8 +284,8 @@ def generate_sources(size: int, per_source: int, cross_seed_count: int, train_st
     log(f'  generator {architecture}: PSNR {fidelity[architecture]:.1f} dB against its inputs '
         f'after {train_steps} steps ({time.time() - start:.0f}s)')
     for k, offset in enumerate(TRAINING_SEED_OFFSETS[:training_seeds - 1], start=1):
-      params = train_generator(architecture, real[:training_count], seed * 100 + offset + index,
-                               train_steps)
+      params = train_generator(architecture, real[:training_count],
+                               generator_seed(seed, offset, index), train_steps)
       chosen = np.arange(k, mixed_count, training_seeds)
       sources[architecture][chosen] = reconstruct(architecture, params, real[chosen])
       name = f'{architecture}.training_seed_{k + 1}'
@@ -282,8 +293,8 @@ def generate_sources(size: int, per_source: int, cross_seed_count: int, train_st
       log(f'  generator {name}: PSNR {fidelity[name]:.1f} dB on its {len(chosen)} crops '
           f'({time.time() - start:.0f}s)')
     if cross_seed_count:
-      params = train_generator(architecture, real[:training_count], seed * 100 + 50 + index,
-                               train_steps)
+      params = train_generator(architecture, real[:training_count],
+                               generator_seed(seed, 'cross_seed', index), train_steps)
       cross_seed[architecture] = reconstruct(architecture, params, real[-cross_seed_count:])
       log(f'  generator {architecture}, second seed: PSNR '
           f'{psnr(cross_seed[architecture], real[-cross_seed_count:]):.1f} dB '
@@ -327,19 +338,23 @@ def generate_variants(real: np.ndarray, training_count: int, test_count: int,
 
   for index, architecture in enumerate(ARCHITECTURES):
     for j in range(UNSEEN_SEEDS):
-      params = train_generator(architecture, targets, seed * 100 + 60 + 10 * j + index, train_steps)
+      params = train_generator(architecture, targets,
+                               generator_seed(seed, f'unseen_seed_{j + 1}', index), train_steps)
       add('test_unseen_seeds', f'{architecture}.unseen_seed_{j + 1}', architecture, params)
-    params = train_generator(architecture, targets, seed * 100 + 20 + index, train_steps, 1e-3,
-                             init_params=main_params[architecture])
+    params = train_generator(architecture, targets, generator_seed(seed, 'trained_further', index),
+                             train_steps, 1e-3, init_params=main_params[architecture])
     add('test_trained_further', f'{architecture}.trained_further', architecture, params)
-    params = train_generator(architecture, other_content, seed * 100 + 25 + index,
+    params = train_generator(architecture, other_content, generator_seed(seed, 'finetuned', index),
                              max(train_steps // 2, 1), 1e-3, init_params=main_params[architecture])
     add('test_finetuned', f'{architecture}.finetuned', architecture, params)
-    params = train_generator(architecture, targets, seed * 100 + 30 + index, train_steps, loss_kind='l2')
+    params = train_generator(architecture, targets, generator_seed(seed, 'retrained_l2', index),
+                             train_steps, loss_kind='l2')
     add('test_retrained_l2', f'{architecture}.retrained_l2', architecture, params)
-    params = train_generator(architecture, targets, seed * 100 + 35 + index, train_steps, width=1.5)
+    params = train_generator(architecture, targets, generator_seed(seed, 'wider', index),
+                             train_steps, width=1.5)
     add('test_wider', f'{architecture}.wider', architecture, params, width=1.5)
   for index, architecture in enumerate(UNSEEN_ARCHITECTURES):
-    params = train_generator(architecture, targets, seed * 100 + 90 + index, train_steps)
+    params = train_generator(architecture, targets,
+                             generator_seed(seed, 'unseen_architecture', index), train_steps)
     add('test_unseen_architectures', architecture, architecture, params)
   return splits, fidelity

@@ -19,8 +19,9 @@ generator in `source` ('<architecture>.<variant>') and its architecture in `arch
 
 The `multiseed` config (and `smoke_multiseed`) is `default` with three generators per
 architecture behind the training and validation fakes (the main one and two more seeds, trained
-alike; crop i's fake comes from generator i mod 3; `multiseed5` has five), for heads that must
-learn an architecture rather than one set of weights (configs/architecture_attribution.py). Its
+alike; crop i's fake comes from generator i mod 3; `multiseed5` and `multiseed8` have five and
+eight), for heads that must learn an architecture rather than one set of weights
+(configs/architecture_attribution.py). Its
 real images and its test, cross-seed and external splits are `default`'s very images, so a
 `default` primary applies and crosstest reads the `variants` splits, none of whose seeds is a
 training seed.
@@ -84,6 +85,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                                   'fakes come from 3 seeds (~3 min on 2 cores).'),
       SyntheticConfig(name='multiseed5', training_seeds=5,
                       description='default, with 5 training seeds per architecture.'),
+      SyntheticConfig(name='multiseed8', training_seeds=8,
+                      description='default, with 8 training seeds per architecture.'),
       SyntheticConfig(name='smoke_multiseed', training_seeds=3,
                       description='smoke with 3 training seeds per architecture, for tests.',
                       **_SMOKE),
@@ -93,7 +96,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   # `multiseed` differs from `default` only in its training and validation fakes, so its test
   # and variant splits are `variants`' very images (the same crops, seeds and generators).
   VARIANT_CONFIGS = {'default': 'variants', 'smoke': 'smoke_variants', 'multiseed': 'variants',
-                     'multiseed5': 'variants', 'smoke_multiseed': 'smoke_variants'}
+                     'multiseed5': 'variants', 'multiseed8': 'variants',
+                     'smoke_multiseed': 'smoke_variants'}
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
