@@ -11,8 +11,9 @@ WORKDIR/<recipe>/seed_<s> (a finished run is kept, an interrupted one resumes), 
 `python -m gta_jax.crosstest` on it. Prints, per recipe, mean +- sample std over the seeds of:
 clean and multi F1 (mean over heads, and the worst head), each variant split's mean recall, the
 unseen architectures' unclaimed share, false claims on real test images, and training minutes.
-Every recipe, the baseline included, trains on the config's data: three seeds per architecture
-(`multiseed`), or with --one-seed one (`default`, the paper's and DNA-Det's protocol).
+Every recipe, the baseline included, trains on the config's data: five seeds per architecture
+(`multiseed5`), or with --one-seed one (`default`, the paper's and DNA-Det's protocol); the JSON
+records which (`data`, `training_seeds_per_architecture`).
 """
 import argparse
 import json
@@ -24,11 +25,17 @@ import numpy as np
 
 import common  # benchmarks/common.py
 from configs import architecture_attribution
-from gta_jax import chains, crosstest, metrics, train
+from gta_jax import chains, crosstest, input_pipeline, metrics, train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 VARIANT_ORDER = ('test_cross_seed', 'test_unseen_seeds', 'test_trained_further', 'test_finetuned',
                  'test_retrained_l2', 'test_wider')
+
+
+def training_seeds_per_architecture(data_config: str) -> int:
+  """How many generators per architecture make the training fakes of a built-in data config."""
+  builder = input_pipeline.builder_class(input_pipeline.BUILTIN)
+  return next(c.training_seeds for c in builder.BUILDER_CONFIGS if c.name == data_config)
 
 
 def train_one(recipe: str, seed: int, primary: str, workdir: pathlib.Path, data_dir, smoke: bool,
@@ -82,7 +89,7 @@ def main(argv=None) -> int:
   parser.add_argument('--recipes', default="paper,patches,contrastive,frequency,pretrained,dnadet")
   parser.add_argument('--seeds', default='0,1,2')
   parser.add_argument('--one-seed', action='store_true',
-                      help='train on one seed per architecture (`default` data), not three')
+                      help='train on one seed per architecture (`default` data), not five')
   parser.add_argument('--data-dir')
   parser.add_argument('--json')
   parser.add_argument('--smoke', action='store_true', help='smoke configs (tests)')
@@ -114,8 +121,11 @@ def main(argv=None) -> int:
       entry = per_recipe[recipe]['summary'].get(name)
       cells.append(f'{entry["mean"]:.3f} +- {entry["std"]:.3f}' if entry else '-')
     print(f'| {name} | ' + ' | '.join(cells) + ' |')
-  record = {'machine': common.machine(), 'primary': args.primary, 'seeds': seeds,
-            'training_seeds_per_architecture': 1 if args.one_seed else 3, 'recipes': per_recipe}
+  data = (('smoke' if args.smoke else 'default') if args.one_seed
+          else architecture_attribution.several_seeds_data(args.smoke))
+  record = {'machine': common.machine(), 'primary': args.primary, 'seeds': seeds, 'data': data,
+            'training_seeds_per_architecture': training_seeds_per_architecture(data),
+            'recipes': per_recipe}
   if args.json:
     pathlib.Path(args.json).write_text(json.dumps(record, indent=2) + '\n')
   return 0

@@ -177,9 +177,11 @@ def test_ablation_benchmark_reports_mean_and_spread_over_seeds(smoke_data_dir, s
       '--primary', str(smoke_primary), '--workdir', str(tmp_path / 'runs'), '--recipes', 'paper',
       '--seeds', '0,1', '--data-dir', smoke_data_dir, '--json', str(out), '--smoke']) == 0
   record = json.loads(out.read_text())
-  assert record['training_seeds_per_architecture'] == 3
+  assert record['data'] == 'smoke_multiseed' and record['training_seeds_per_architecture'] == 3
   assert json.loads((tmp_path / 'runs' / 'paper' / 'seed_0' / 'config.json').read_text())[
       'data']['config'] == 'smoke_multiseed'
+  assert architecture_ablation.training_seeds_per_architecture('multiseed5') == 5
+  assert architecture_ablation.training_seeds_per_architecture('default') == 1
   per_seed = record['recipes']['paper']['per_seed']
   summary = record['recipes']['paper']['summary']
   values = [per_seed[s]['test_unseen_seeds recall'] for s in ('0', '1')]

@@ -49,8 +49,9 @@ def test_an_open_set_fold_trains_the_recipe_it_names_without_its_left_out_source
   assert fold.recipe.to_dict() == full.recipe.to_dict()
   assert fold.optim.max_epochs == full.optim.max_epochs == 6
   assert fold.data.config == full.data.config == 'default'
-  several = load('architecture_attribution', 'frequency')  # the config's default: 3 seeds each
-  assert several.data.config == 'multiseed' and several.optim.max_epochs == 10
+  several = load('architecture_attribution', 'frequency')  # the config's default: 5 seeds each
+  assert several.data.config == 'multiseed5' and several.optim.max_epochs == 10
+  assert several.optim.weight_average_decay == 0.99 and full.optim.weight_average_decay == 0
   assert several.recipe.to_dict() == full.recipe.to_dict()
   assert several.name == 'architecture_attribution'
   assert full.name == 'architecture_attribution_one_seed'
