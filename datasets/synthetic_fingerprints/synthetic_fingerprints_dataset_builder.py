@@ -21,10 +21,9 @@ The `multiseed` config (and `smoke_multiseed`) is `default` with three generator
 architecture behind the training and validation fakes (the main one and two more seeds, trained
 alike; crop i's fake comes from generator i mod 3; `multiseed5` and `multiseed8` have five and
 eight), for heads that must learn an architecture rather than one set of weights
-(configs/architecture_attribution.py). Its
-real images and its test, cross-seed and external splits are `default`'s very images, so a
-`default` primary applies and crosstest reads the `variants` splits, none of whose seeds is a
-training seed.
+(configs/architecture_attribution.py trains on `multiseed5`). Its real images and its test,
+cross-seed and external splits are `default`'s very images, so a `default` primary applies and
+crosstest reads the `variants` splits, none of whose seeds is a training seed.
 
 Built on first use by any config that names it, or explicitly (no network):
   python -m gta_jax.prepare --dataset synthetic_fingerprints [--config smoke] [--data-dir data/tfds]
