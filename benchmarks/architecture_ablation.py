@@ -13,7 +13,8 @@ clean and multi F1 (mean over heads, and the worst head), each variant split's m
 unseen architectures' unclaimed share, false claims on real test images, and training minutes.
 Every recipe, the baseline included, trains on the config's data: five seeds per architecture
 (`multiseed5`), or with --one-seed one (`default`, the paper's and DNA-Det's protocol); the JSON
-records which (`data`, `training_seeds_per_architecture`).
+records which, as the runs' configs say (`data`, `training_seeds_per_architecture`; lists when
+kept runs trained on different data).
 """
 import argparse
 import json
@@ -25,7 +26,7 @@ import numpy as np
 
 import common  # benchmarks/common.py
 from configs import architecture_attribution
-from gta_jax import chains, crosstest, input_pipeline, metrics, train
+from gta_jax import chains, crosstest, input_pipeline, metrics, run_records, train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 VARIANT_ORDER = ('test_cross_seed', 'test_unseen_seeds', 'test_trained_further', 'test_finetuned',
@@ -96,7 +97,7 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   workdir = pathlib.Path(args.workdir)
   recipes, seeds = args.recipes.split(','), [int(s) for s in args.seeds.split(',')]
-  per_recipe = {}
+  per_recipe, trained_on = {}, set()
   for recipe in recipes:
     runs = {}
     for seed in seeds:
@@ -104,6 +105,7 @@ def main(argv=None) -> int:
       results, minutes = train_one(recipe, seed, args.primary, run_dir, args.data_dir, args.smoke,
                                    args.one_seed)
       cross = crosstest.crosstest_run(run_dir, args.data_dir)
+      trained_on.add(run_records.load_run_config(run_dir).data.config)
       runs[seed] = figures(results, cross) | ({'training minutes': minutes} if minutes else {})
     names = list(dict.fromkeys(name for run in runs.values() for name in run))
     values = {name: [run[name] for run in runs.values() if run.get(name) is not None]
@@ -121,10 +123,12 @@ def main(argv=None) -> int:
       entry = per_recipe[recipe]['summary'].get(name)
       cells.append(f'{entry["mean"]:.3f} +- {entry["std"]:.3f}' if entry else '-')
     print(f'| {name} | ' + ' | '.join(cells) + ' |')
-  data = (('smoke' if args.smoke else 'default') if args.one_seed
-          else architecture_attribution.several_seeds_data(args.smoke))
-  record = {'machine': common.machine(), 'primary': args.primary, 'seeds': seeds, 'data': data,
-            'training_seeds_per_architecture': training_seeds_per_architecture(data),
+  # The data as the runs' own configs record it (a kept run may predate today's default).
+  data = sorted(trained_on)
+  per_data = [training_seeds_per_architecture(d) for d in data]
+  record = {'machine': common.machine(), 'primary': args.primary, 'seeds': seeds,
+            'data': data[0] if len(data) == 1 else data,
+            'training_seeds_per_architecture': per_data[0] if len(data) == 1 else per_data,
             'recipes': per_recipe}
   if args.json:
     pathlib.Path(args.json).write_text(json.dumps(record, indent=2) + '\n')
