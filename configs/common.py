@@ -72,6 +72,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # average over this many training batches under the current weights ("precise BatchNorm"),
   # replacing the moving average. 0: Keras's moving average alone (the release).
   config.model.bn_recalibration_batches = 0
+  # True: a warm-started run (init.from_run) trains with BatchNorm in inference mode, normalising
+  # with the statistics of the run it starts from, which stay as they are (primary and heads only).
+  config.model.freeze_batch_norm = False
   # How convolutions are lowered (gta_jax/convolution.py): auto = the CPU-tuned form on CPU,
   # lax.conv elsewhere; cpu | lax force one. Same outputs and gradients, different speed.
   config.model.conv_impl = 'auto'

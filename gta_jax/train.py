@@ -264,6 +264,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     log(f'{workdir} has finished already; nothing to do (delete it to retrain).')
     return json.loads(results_file.read_text())
   check_config(config)
+  warm_started = bool(config.init.from_run) and config.phase in (2, 4)
+  if config.model.freeze_batch_norm and not warm_started:
+    raise errors.ConfigError(
+        'config.model.freeze_batch_norm=True keeps the BatchNorm statistics a run starts from: '
+        'it fine-tunes a finished run (phase II from phase I, IV from III, config.init.from_run); '
+        f'this run (phase {config.phase}, init.from_run={config.init.from_run!r}) starts from '
+        'scratch and has none.')
   distributed.check_batch_size(config.optim.batch_size, 'optim.batch_size')
   distributed.check_batch_size(config.eval.batch_size, 'eval.batch_size')
   check_workdir(workdir)
@@ -292,7 +299,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   total_steps = steps_per_epoch * config.optim.max_epochs
   optimizer = make_optimizer(config, total_steps)
   state = family.init_state(jax.random.key(config.seed), optimizer)
-  warm_started = bool(config.init.from_run) and config.phase in (2, 4)
   if not resuming and not warm_started:
     state = family.pretrained_state(state, jax.random.key(config.seed), optimizer)
   state = distributed.replicate(state)

@@ -800,3 +800,71 @@ def test_openset_scores_the_variant_datas_unseen_architectures_without_retrainin
   assert 0 <= entry['auroc'] <= 1 and 0 <= entry['oscr'] <= 1
   assert openset.main(['--workdir', str(run), '--json', str(out)]) == 0
   assert 'unseen_variant_architecture' not in json.loads(out.read_text())
+
+
+def test_a_frozen_batch_norm_step_normalises_with_the_statistics_it_starts_from():
+  """Detector and heads: with frozen_batch_norm the training loss is the inference-mode loss,
+  the weights move and the statistics stay exactly as they started."""
+  import optax
+  optimizer = optax.adam(1e-2)
+  step, state, constants, batch, targets, primary_model, heads_model = _heads_step_setup()
+  # The primary's statistics as initialised: shifted, its inference-mode features are all zero.
+  constants = {**constants, 'primary': {
+      'params': constants['primary']['params'],
+      'batch_stats': jax.tree.map(lambda v: v - 3.0, constants['primary']['batch_stats'])}}
+  frozen_heads_step = jax.jit(functools.partial(
+      proposed.heads_train_step, primary_model=primary_model, heads_model=heads_model,
+      input_kind='pixel', loss_fn=losses.sigmoid_bce, optimizer=optimizer, frozen_batch_norm=True))
+  x = base.preprocess(batch['image'], 'pixel', constants)
+  mid = primary_model.apply(constants['primary'], x, train=False).mid_features
+  variables = {'params': state.params, 'batch_stats': state.batch_stats}
+  inference_loss = losses.sigmoid_bce(heads_model.apply(variables, mid, train=False).logit,
+                                      targets, batch['mask'][None])
+  started = jax.tree.map(np.array, variables)
+  new, step_metrics = frozen_heads_step(state, constants, batch, targets, jnp.array([True, True]))
+  np.testing.assert_allclose(step_metrics['loss'], inference_loss, rtol=1e-5)
+  jax.tree.map(np.testing.assert_array_equal, new.batch_stats, started['batch_stats'])
+  assert not np.allclose(new.params['heads']['conv_01']['kernel'],
+                         started['params']['heads']['conv_01']['kernel'])
+  # The same state trained with BatchNorm in training mode moves its statistics.
+  moved, _ = step(base.new_state(started, optax.adam(1e-2)), constants, batch, targets,
+                  jnp.array([True, True]))
+  assert not np.allclose(moved.batch_stats['heads']['bn_01']['mean'],
+                         started['batch_stats']['heads']['bn_01']['mean'])
+
+  detector_targets = targets[0]
+  for frozen in (True, False):
+    detector_step = jax.jit(functools.partial(
+        proposed.detector_train_step, model=primary_model, input_kind='pixel',
+        loss_fn=losses.sigmoid_bce, optimizer=optimizer, frozen_batch_norm=frozen))
+    primary = jax.tree.map(np.array, constants['primary'])
+    new, step_metrics = detector_step(base.new_state(primary, optimizer), constants, batch,
+                                      detector_targets, jnp.array([True]))
+    inference = losses.sigmoid_bce(primary_model.apply(primary, x, train=False).logit,
+                                   detector_targets, batch['mask'])
+    same_stats = jax.tree.leaves(jax.tree.map(np.array_equal, new.batch_stats,
+                                              primary['batch_stats']))
+    assert all(same_stats) == frozen
+    assert np.isclose(step_metrics['loss'][0], inference, rtol=1e-5) == frozen
+
+
+def test_phase2_with_frozen_batch_norm_keeps_phase1s_statistics_and_phase1_refuses_it(
+    quickstart, smoke_data_dir, tmp_path):
+  workdir, _ = quickstart
+  config = _config('phase2_synthetic', smoke_data_dir,
+                   **{'init.from_run': str(workdir / 'phase1_synthetic'),
+                      'model.freeze_batch_norm': True})
+  train.train_and_evaluate(config, tmp_path / 'phase2_frozen')
+  _, phase1, _ = _bundle(workdir / 'phase1_synthetic')
+  _, phase2, _ = _bundle(tmp_path / 'phase2_frozen')
+  jax.tree.map(np.testing.assert_array_equal, phase2['primary']['batch_stats'],
+               phase1['primary']['batch_stats'])
+  assert not np.allclose(phase2['primary']['params']['conv_01']['kernel'],
+                         phase1['primary']['params']['conv_01']['kernel'])
+  with pytest.raises(errors.ConfigError, match='freeze_batch_norm'):
+    train.train_and_evaluate(_config('phase1_synthetic', smoke_data_dir,
+                                     **{'model.freeze_batch_norm': True}), tmp_path / 'phase1')
+  with pytest.raises(errors.ConfigError, match='freeze_batch_norm.*gandct'):
+    train.setup(_config('baseline_gandct', smoke_data_dir,
+                        **{'data.name': 'synthetic_fingerprints', 'data.config': 'smoke',
+                           'model.freeze_batch_norm': True}))

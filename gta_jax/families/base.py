@@ -82,6 +82,9 @@ class Family:
   # True: the outputs' variables carry a leading output axis and each output keeps its own best
   # weights and stops on its own (stacked heads); False: one set of weights for all outputs.
   stacked_outputs: bool = False
+  # Implements config.model.freeze_batch_norm (a warm-started fine-tune that normalises with the
+  # BatchNorm statistics it starts from).
+  freezes_batch_norm: bool = False
 
   def __init__(self, config, dataset, workdir=None):
     if config.task not in self.tasks:
@@ -99,6 +102,11 @@ class Family:
         raise errors.ConfigError(
             f'config.recipe.{extra}={value!r}: only the secondary heads '
             f'(config.model.family=heads) implement it, not {self.name!r}.')
+    self.frozen_batch_norm = bool(config.model.freeze_batch_norm)
+    if self.frozen_batch_norm and not self.freezes_batch_norm:
+      raise errors.ConfigError(
+          f'config.model.freeze_batch_norm=True: config.model.family={self.name!r} does not '
+          'implement it (the primary and the heads do).')
     # Files the trainer writes into the workdir once set-up succeeded (e.g. primary.json).
     self.records: dict[str, dict] = {}
 

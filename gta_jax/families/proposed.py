@@ -22,14 +22,19 @@ from gta_jax.families import base
 
 
 def detector_train_step(state: base.TrainState, constants, batch, targets, active, *, model,
-                        input_kind: str, loss_fn, optimizer):
-  """One Adam step of the primary on real(0)/fake(1) targets [B]; BatchNorm statistics updated."""
+                        input_kind: str, loss_fn, optimizer, frozen_batch_norm: bool = False):
+  """One Adam step of the primary on real(0)/fake(1) targets [B]; BatchNorm statistics updated,
+  or with `frozen_batch_norm` used as they are (inference-mode normalisation, a fine-tune that
+  keeps the statistics of the run it starts from)."""
   del active  # one output: the loop ends when it stops
   x = base.preprocess(batch['image'], input_kind, constants)
 
   def loss_of(params):
-    out, updates = model.apply({'params': params, 'batch_stats': state.batch_stats}, x, train=True,
-                               mutable=['batch_stats'])
+    variables = {'params': params, 'batch_stats': state.batch_stats}
+    if frozen_batch_norm:
+      out = model.apply(variables, x, train=False)
+      return loss_fn(out.logit, targets, batch['mask']), (out, {'batch_stats': state.batch_stats})
+    out, updates = model.apply(variables, x, train=True, mutable=['batch_stats'])
     return loss_fn(out.logit, targets, batch['mask']), (out, updates)
 
   (loss, (out, updates)), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
@@ -110,8 +115,10 @@ def heads_train_step(state: base.TrainState, constants, batch, targets, active, 
                      heads_model, input_kind: str, loss_fn, optimizer, patches: int = 0,
                      patch_size: int = 0, contrastive: bool = False, temperature: float = 0.07,
                      contrastive_weight: float | None = None,
-                     frequency_inputs: tuple[str, ...] = ()):
+                     frequency_inputs: tuple[str, ...] = (), frozen_batch_norm: bool = False):
   """One step of all K heads on frozen primary features; stopped heads (active=0) stay put.
+  With `frozen_batch_norm` the heads normalise with their statistics as they are (phase IV from
+  phase III's) instead of the batch's.
 
   targets: [K, B] one-vs-rest labels. Each head's loss depends only on its own slice of the
   stacked parameters, so summing the K losses trains K independent heads at once.
@@ -136,8 +143,12 @@ def heads_train_step(state: base.TrainState, constants, batch, targets, active, 
     source_id = None if source_id is None else jnp.repeat(source_id, patches)
 
   def loss_of(params):
-    out, updates = heads_model.apply({'params': params, 'batch_stats': state.batch_stats},
-                                     head_inputs, train=True, mutable=['batch_stats'])
+    variables = {'params': params, 'batch_stats': state.batch_stats}
+    if frozen_batch_norm:
+      out, updates = heads_model.apply(variables, head_inputs, train=False), {
+          'batch_stats': state.batch_stats}
+    else:
+      out, updates = heads_model.apply(variables, head_inputs, train=True, mutable=['batch_stats'])
     per_head = loss_fn(out.logit, targets, mask[None, :])
     if contrastive:
       embeddings = contrastive_embeddings(params['projection'], out.final_features)
@@ -207,6 +218,7 @@ class Detector(base.SingleModelFamily):
   """The primary real-vs-fake network, trained from scratch (I) or on from phase I (II)."""
   name = 'primary'
   tasks = ('detection',)
+  freezes_batch_norm = True
   train_step_fn = staticmethod(detector_train_step)
   loss_step_fn = staticmethod(detector_loss_step)
   predict_step_fn = staticmethod(detector_predict_step)
@@ -227,7 +239,13 @@ class Detector(base.SingleModelFamily):
   def outputs(self) -> metrics.Outputs:
     return metrics.Outputs(detection=True, any_input_size=self.input_kind == 'pixel')
 
+  def make_train_step(self, optimizer):
+    return jax.jit(self._bind(self.train_step_fn, loss_fn=self.loss_fn, optimizer=optimizer,
+                              frozen_batch_norm=self.frozen_batch_norm), donate_argnums=0)
+
   def make_batch_stats_step(self):
+    if self.frozen_batch_norm:  # the statistics stay those of the run it fine-tunes
+      return None
     return jax.jit(functools.partial(detector_batch_stats_step,
                                      model=self.model.clone(bn_momentum=0.0),
                                      input_kind=self.input_kind))
@@ -258,6 +276,7 @@ class Heads(base.Family):
   tasks = ('attribution',)
   stacked_outputs = True
   recipe_extras = ('frequency_inputs', 'pretrain_steps')
+  freezes_batch_norm = True
 
   def __init__(self, config, dataset, workdir=None):
     super().__init__(config, dataset, workdir)
@@ -370,6 +389,7 @@ class Heads(base.Family):
 
   def make_train_step(self, optimizer):
     return jax.jit(self._bound(heads_train_step, loss_fn=self.loss_fn, optimizer=optimizer,
+                               frozen_batch_norm=self.frozen_batch_norm,
                                **recipe_step_options(self.recipe, 4)), donate_argnums=0)
 
   def make_loss_step(self):
@@ -379,6 +399,8 @@ class Heads(base.Family):
     return jax.jit(self._bound(heads_predict_step))
 
   def make_batch_stats_step(self):
+    if self.frozen_batch_norm:  # the statistics stay those of the run it fine-tunes
+      return None
     return jax.jit(self._bound(heads_batch_stats_step,
                                heads_model=self.heads_model.clone(bn_momentum=0.0)))
 
