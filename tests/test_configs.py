@@ -86,6 +86,9 @@ def test_only_the_builtin_configs_depart_from_the_release_training():
   assert load('phase2_synthetic').optim.real_class_weight == 4.0
   # ... and at most one perturbation per image in phase II; ':jpeg' / ':crop' still choose theirs.
   assert load('phase2_synthetic').data.train_mode == 'one'
+  # ... with the hardest quarter of each batch's fakes out of its loss (phase II only).
+  assert [load(f'phase{p}_synthetic').optim.drop_hardest_positives for p in (1, 2, 3, 4)] == [
+      0.0, 0.25, 0.0, 0.0]
   assert chains.load_config_file(str(ROOT / 'configs' / 'phase2_synthetic.py'),
                                  'jpeg').data.train_mode == 'jpeg'
   assert load('phase3_synthetic').optim.head_positive_weight == 2.0
