@@ -74,6 +74,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config.model.bn_recalibration_batches = 0
   # True: a warm-started run (init.from_run) trains with BatchNorm in inference mode, normalising
   # with the statistics of the run it starts from, which stay as they are (primary and heads only).
+  # Measured for phases II and IV on the built-in data, not adopted (README "What the quickstart
+  # measures": more robust, no fewer unseen photos called fake).
   config.model.freeze_batch_norm = False
   # How convolutions are lowered (gta_jax/convolution.py): auto = the CPU-tuned form on CPU,
   # lax.conv elsewhere; cpu | lax force one. Same outputs and gradients, different speed.
