@@ -224,7 +224,7 @@ def use_builtin(config, phase: int):
     # stripped of their fingerprint) is left out of the loss, so that "degraded" no longer teaches
     # "fake" (loss truncation). 3 seeds, photos called fake KDE / MATE / grey-scale: 0.040 / 0.101
     # / 0.098 -> 0.027 / 0.033 / 0.063, lower on every seed and set, for 0.07 of multi-augmented
-    # accuracy (README "Leaving out the hardest fakes, over 3 seeds").
+    # accuracy (README "What the quickstart measures").
     config.optim.drop_hardest_positives = 0.25
   if phase == 4:
     # Phase IV likewise: `one` kept more of phase III's clean F1 than `multi` (3 seeds, tconv /

@@ -145,8 +145,8 @@ def heads_train_step(state: base.TrainState, constants, batch, targets, active, 
   def loss_of(params):
     variables = {'params': params, 'batch_stats': state.batch_stats}
     if frozen_batch_norm:
-      out, updates = heads_model.apply(variables, head_inputs, train=False), {
-          'batch_stats': state.batch_stats}
+      out = heads_model.apply(variables, head_inputs, train=False)
+      updates = {'batch_stats': state.batch_stats}
     else:
       out, updates = heads_model.apply(variables, head_inputs, train=True, mutable=['batch_stats'])
     per_head = loss_fn(out.logit, targets, mask[None, :])
