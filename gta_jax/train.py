@@ -325,7 +325,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
                         validated_epochs=int(tracker['epoch']))
   train_step = family.make_train_step(optimizer)
   loss_step = family.make_loss_step()
-  stats_step = family.make_batch_stats_step() if config.model.bn_recalibration_batches else None
+  # Frozen BatchNorm keeps the statistics of the run it fine-tunes: nothing to recalibrate.
+  recalibrates = config.model.bn_recalibration_batches and not config.model.freeze_batch_norm
+  stats_step = family.make_batch_stats_step() if recalibrates else None
   constants = distributed.replicate(family.constants())
   started, start_step = time.time(), step
 

@@ -198,8 +198,9 @@ class SingleModelFamily(Family):
     return functools.partial(step, model=self.model, input_kind=self.input_kind, **kwargs)
 
   def make_train_step(self, optimizer):
-    return jax.jit(self._bind(self.train_step_fn, loss_fn=self.loss_fn, optimizer=optimizer),
-                   donate_argnums=0)
+    frozen = {'frozen_batch_norm': self.frozen_batch_norm} if self.freezes_batch_norm else {}
+    return jax.jit(self._bind(self.train_step_fn, loss_fn=self.loss_fn, optimizer=optimizer,
+                              **frozen), donate_argnums=0)
 
   def make_loss_step(self):
     return jax.jit(self._bind(self.loss_step_fn, loss_fn=self.loss_fn))

@@ -239,13 +239,7 @@ class Detector(base.SingleModelFamily):
   def outputs(self) -> metrics.Outputs:
     return metrics.Outputs(detection=True, any_input_size=self.input_kind == 'pixel')
 
-  def make_train_step(self, optimizer):
-    return jax.jit(self._bind(self.train_step_fn, loss_fn=self.loss_fn, optimizer=optimizer,
-                              frozen_batch_norm=self.frozen_batch_norm), donate_argnums=0)
-
   def make_batch_stats_step(self):
-    if self.frozen_batch_norm:  # the statistics stay those of the run it fine-tunes
-      return None
     return jax.jit(functools.partial(detector_batch_stats_step,
                                      model=self.model.clone(bn_momentum=0.0),
                                      input_kind=self.input_kind))
@@ -399,8 +393,6 @@ class Heads(base.Family):
     return jax.jit(self._bound(heads_predict_step))
 
   def make_batch_stats_step(self):
-    if self.frozen_batch_norm:  # the statistics stay those of the run it fine-tunes
-      return None
     return jax.jit(self._bound(heads_batch_stats_step,
                                heads_model=self.heads_model.clone(bn_momentum=0.0)))
 
