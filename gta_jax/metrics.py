@@ -21,7 +21,8 @@ def mean_and_spread(values) -> dict:
 
 def binary_metrics(labels: np.ndarray, scores: np.ndarray,
                    threshold: float = verdicts.DEFAULT_THRESHOLD) -> dict:
-  """accuracy, precision, recall, F1 (release definitions), ROC-AUC, plus counts."""
+  """accuracy, precision, recall, F1 (release definitions), ROC-AUC, PR-AUC, the best F1 over
+  thresholds, plus counts."""
   labels = np.asarray(labels).astype(bool)
   predicted = np.asarray(scores) >= threshold
   tp = int(np.sum(predicted & labels))
@@ -33,7 +34,7 @@ def binary_metrics(labels: np.ndarray, scores: np.ndarray,
   f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
   return {'accuracy': (tp + tn) / max(len(labels), 1), 'precision': precision, 'recall': recall,
           'f1': f1, 'roc_auc': roc_auc(labels, scores), 'pr_auc': pr_auc(labels, scores),
-          'count': int(len(labels)), 'tp': tp, 'fp': fp, 'fn': fn, 'tn': tn}
+          **best_f1(labels, scores), 'count': int(len(labels)), 'tp': tp, 'fp': fp, 'fn': fn, 'tn': tn}
 
 
 def _counts_by_threshold(labels: np.ndarray, scores: np.ndarray):
@@ -63,6 +64,22 @@ def pr_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
     return None
   precision, recall = pr_curve(labels, scores)
   return float(-np.trapezoid(precision, recall))
+
+
+def best_f1(labels: np.ndarray, scores: np.ndarray) -> dict:
+  """{'best_f1', 'best_f1_threshold'}: the highest F1 any threshold reaches on these very scores,
+  and that threshold (claims at p >= it). An oracle, read off the split it is measured on, so not
+  an operating point: it says whether a low F1 is the threshold's fault (best_f1 far above f1) or
+  the ranking's (best_f1 close to it). None for both when there are no positives."""
+  labels = np.asarray(labels).astype(bool)
+  if not labels.any():
+    return {'best_f1': None, 'best_f1_threshold': None}
+  scores = np.asarray(scores, np.float64)
+  tps, fps = _counts_by_threshold(labels, scores)
+  f1s = 2 * tps / (tps + fps + labels.sum())
+  best = int(np.argmax(f1s))  # thresholds run from the highest down: ties keep the highest
+  thresholds = np.sort(np.unique(scores))[::-1]
+  return {'best_f1': float(f1s[best]), 'best_f1_threshold': float(thresholds[best])}
 
 
 def roc_curve(labels: np.ndarray, scores: np.ndarray):

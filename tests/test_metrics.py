@@ -16,6 +16,22 @@ def test_binary_metrics_hand_worked():
   assert (m['tp'], m['fp'], m['fn'], m['tn']) == (3, 1, 1, 3)
   assert m['accuracy'] == 0.75 and m['precision'] == 0.75 and m['recall'] == 0.75
   assert m['f1'] == pytest.approx(0.75)
+  # F1 claiming at >= each score, highest first: 0.9 2/5, 0.8 4/6, 0.7 4/7, 0.5 6/8, 0.49 6/9,
+  # 0.3 6/10, 0.2 8/11, 0.1 8/12 -> the best is 0.75, at 0.5.
+  assert m['best_f1'] == pytest.approx(0.75) and m['best_f1_threshold'] == 0.5
+
+
+def test_best_f1_is_the_best_of_every_threshold_and_is_never_below_f1():
+  rng = np.random.default_rng(0)
+  labels = rng.integers(0, 2, 300)
+  scores = np.round(rng.uniform(0, 1, 300) * 0.7 + labels * 0.2, 2)  # ties on purpose
+  m = metrics.binary_metrics(labels, scores)
+  brute = max(skm.f1_score(labels, scores >= t) for t in np.unique(scores))
+  assert m['best_f1'] == pytest.approx(brute)
+  assert skm.f1_score(labels, scores >= m['best_f1_threshold']) == pytest.approx(brute)
+  assert m['best_f1'] >= m['f1']
+  assert metrics.best_f1(np.zeros(4), np.linspace(0, 1, 4)) == {'best_f1': None,
+                                                                'best_f1_threshold': None}
 
 
 @pytest.mark.parametrize('seed', range(5))
