@@ -30,3 +30,25 @@ def test_open_set_scoring_benchmark_reports_each_path_and_the_ratios(tmp_path):
                                                 'knn_alone'}
   assert all(s > 0 for s in record['seconds_per_batch'].values())
   assert record['ratio_knn_path_to_heads_only'] > 0 and {'cpu_count', 'jax'} <= set(record['machine'])
+
+
+def test_fingerprint_survival_keeps_the_clean_trace_loses_it_to_blur_and_keeps_it_under_noise(
+    smoke_data_dir, tmp_path):
+  out = tmp_path / 'survival.json'
+  subprocess.run([sys.executable, 'benchmarks/fingerprint_survival.py', '--config', 'smoke',
+                  '--data-dir', smoke_data_dir, '--limit', '12', '--json', str(out)],
+                 cwd=ROOT, check=True, capture_output=True, timeout=600)
+  record = json.loads(out.read_text())
+  figures = record['figures']
+  assert record['crops'] == 12 and len(record['build_sha256']) == 64
+  sources = set(figures['clean'])
+  assert sources == {'tconv', 'nearest', 'bilinear', 'pixelshuffle'}
+  for source in sources:
+    assert figures['clean'][source]['kept'] == 1.0 and figures['clean'][source]['change_rms'] == 0
+    blurred = [figures[f'blur k{k}'][source]['kept'] for k in (3, 5, 7, 9)]
+    assert 1.0 > blurred[0] > blurred[1] > blurred[2] > blurred[3]  # a wider kernel takes more
+    # The same noise on a crop and its fake leaves the trace (up to rounding), masks it more
+    # the stronger it is.
+    assert 0.9 < figures['noise std 5'][source]['kept'] < 1.1
+    assert (figures['noise std 5'][source]['change_rms'] < figures['noise std 12.5'][source][
+        'change_rms'] < figures['noise std 20'][source]['change_rms'])

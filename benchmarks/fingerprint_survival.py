@@ -1,0 +1,125 @@
+"""How much of each generator's trace survives the test perturbations (built-in data).
+
+Each fake of the built-in data reconstructs a real crop, so `fake - real` is the generator's trace
+on that crop. For every perturbation the same draw is applied to a real crop and to its fakes;
+what is left of the trace is `P(fake) - P(real)`. Printed per source, averaged over crops:
+
+- kept: energy of `P(fake) - P(real)` in the top octave of frequencies (max(|fx|, |fy|) > 0.25
+  cycles per pixel, where an x2 upsampler leaves its pattern), as a share of the clean trace's.
+  For a blur (linear) it is what is left of the trace; for JPEG it also counts the differences
+  JPEG itself makes between the two images (so it can exceed 100%). Noise (the same draw on
+  both) leaves the trace and masks it.
+- below 10%: the share of crops that keep less than a tenth of their own trace's energy (for
+  `multi` and `one`, whose draws differ from crop to crop).
+- trace: the top-octave RMS of `P(fake) - P(real)`, in grey levels, beside
+- change: the top-octave RMS of what the perturbation did to the real crop (the noise, JPEG's
+  error, the detail a blur took away): the masking a model must see the trace through.
+All on the channel mean (the trace is alike in the three channels, the noise is not).
+
+Not a speed benchmark: the figures depend on the build alone (its version and digest are recorded).
+
+python benchmarks/fingerprint_survival.py [--config default] [--split test] [--json OUT]
+"""
+import argparse
+import collections
+import json
+import os
+import pathlib
+import sys
+
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from gta_jax import augment, input_pipeline, provenance  # noqa: E402
+
+TOP_OCTAVE = 0.25  # cycles per pixel
+
+
+def top_octave_energy(difference: np.ndarray) -> float:
+  """Mean square of the channel-mean difference's top octave of frequencies (Parseval)."""
+  grey = difference.astype(np.float64).mean(-1)
+  spectrum = np.abs(np.fft.fft2(grey)) ** 2 / grey.size ** 2
+  f = np.fft.fftfreq(grey.shape[0])
+  fy, fx = np.meshgrid(f, np.fft.fftfreq(grey.shape[1]), indexing='ij')
+  return float(spectrum[np.maximum(abs(fy), abs(fx)) > TOP_OCTAVE].sum())
+
+
+def perturbations():
+  """name -> function(image, rng) -> image; the rng is re-seeded alike for a crop and its fakes."""
+  table = {'clean': lambda image, rng: image}
+  for kernel in augment.BLUR_KERNELS:
+    table[f'blur k{kernel}'] = lambda image, rng, k=kernel: augment.blur(image, k)
+  for quality in (75, 50, 30, 10):
+    table[f'jpeg q{quality}'] = lambda image, rng, q=quality: augment.jpeg(image, q)
+  for std in (5, 12.5, 20):
+    table[f'noise std {std}'] = lambda image, rng, s=std: augment.noise(image, s, rng)
+  table['crop 12.5%'] = lambda image, rng: augment.crop(image, 0.125, 0.5, 0.5)
+  table['multi'] = lambda image, rng: augment.augment(image, 'multi', rng)
+  table['one'] = lambda image, rng: augment.augment(image, 'one', rng)
+  return table
+
+
+def survival(groups: dict, sources, table) -> dict:
+  """groups: crop index -> {source name: image}. -> {perturbation: {source: figures}}."""
+  result = {}
+  for name, perturb in table.items():
+    per_source = {}
+    for source in sources:
+      clean, kept, change = [], [], []
+      for index, images in groups.items():
+        if source not in images or 'real' not in images:
+          continue
+        real, fake = images['real'], images[source]
+        p_real = perturb(real, np.random.default_rng([0, index]))
+        p_fake = perturb(fake, np.random.default_rng([0, index]))
+        clean.append(top_octave_energy(fake.astype(np.int16) - real))
+        kept.append(top_octave_energy(p_fake.astype(np.int16) - p_real))
+        change.append(top_octave_energy(p_real.astype(np.int16) - real))
+      kept_per_crop = np.asarray(kept) / np.maximum(clean, 1e-12)
+      per_source[source] = {'kept': float(np.sum(kept) / np.sum(clean)),
+                            'crops_below_10pct': float(np.mean(kept_per_crop < 0.1)),
+                            'trace_rms': float(np.sqrt(np.mean(kept))),
+                            'change_rms': float(np.sqrt(np.mean(change))), 'crops': len(kept)}
+    result[name] = per_source
+  return result
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--config', default='default', help='synthetic_fingerprints config')
+  parser.add_argument('--split', default='test')
+  parser.add_argument('--data-dir', default=os.environ.get('TFDS_DATA_DIR', 'data/tfds'))
+  parser.add_argument('--limit', type=int, default=0, help='at most this many crops (0: all)')
+  parser.add_argument('--json', help='write the figures here')
+  args = parser.parse_args()
+  builder = input_pipeline.load_builder('synthetic_fingerprints', args.config, args.data_dir)
+  source = input_pipeline.data_source(builder, args.split)
+  groups = collections.defaultdict(dict)
+  for i in range(len(source)):
+    record = source[i]
+    groups[int(record['index'])][record['source'].decode()] = np.asarray(record['image'])
+  if args.limit:
+    groups = dict(sorted(groups.items())[:args.limit])
+  sources = sorted({s for images in groups.values() for s in images} - {'real'})
+  figures = survival(groups, sources, perturbations())
+  print(f'synthetic_fingerprints/{args.config} {builder.info.version} {args.split}: '
+        f'{len(groups)} crops; kept % / crops below 10% / trace RMS / change RMS (top octave, '
+        'grey levels)')
+  print(f'{"":14s}' + ''.join(f'{s:>28s}' for s in sources))
+  for name, per_source in figures.items():
+    print(f'{name:14s}' + ''.join(
+        f'{100 * f["kept"]:7.1f}% {100 * f["crops_below_10pct"]:4.0f}% {f["trace_rms"]:6.2f} '
+        f'{f["change_rms"]:6.2f}'
+        for f in per_source.values()))
+  if args.json:
+    record = {'dataset': f'synthetic_fingerprints/{args.config}', 'split': args.split,
+              'version': str(builder.info.version), 'crops': len(groups),
+              'build_sha256': provenance.dataset_digest(builder)['sha256'],
+              'generator_psnr_db': builder.info.metadata.get('generator_psnr_db'),
+              'top_octave_cycles_per_pixel': TOP_OCTAVE, 'figures': figures}
+    pathlib.Path(args.json).write_text(json.dumps(record, indent=1))
+
+
+if __name__ == '__main__':
+  main()
