@@ -34,7 +34,8 @@ def binary_metrics(labels: np.ndarray, scores: np.ndarray,
   f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
   return {'accuracy': (tp + tn) / max(len(labels), 1), 'precision': precision, 'recall': recall,
           'f1': f1, 'roc_auc': roc_auc(labels, scores), 'pr_auc': pr_auc(labels, scores),
-          **best_f1(labels, scores), 'count': int(len(labels)), 'tp': tp, 'fp': fp, 'fn': fn, 'tn': tn}
+          **best_f1(labels, scores),
+          'count': int(len(labels)), 'tp': tp, 'fp': fp, 'fn': fn, 'tn': tn}
 
 
 def _counts_by_threshold(labels: np.ndarray, scores: np.ndarray):
