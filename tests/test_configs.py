@@ -93,6 +93,9 @@ def test_only_the_builtin_configs_depart_from_the_release_training():
                                  'jpeg').data.train_mode == 'jpeg'
   assert load('phase3_synthetic').optim.head_positive_weight == 2.0
   assert load('phase4_synthetic').optim.head_positive_weight == 2.0
+  # Averaged weights for the paper's heads in phase III only (phase IV fine-tunes them as they are).
+  assert [load(f'phase{p}_synthetic').optim.weight_average_decay for p in (1, 2, 3, 4)] == [
+      0.0, 0.0, 0.99, 0.0]
   # Epoch budgets of the 15-minute quickstart (phase IV at 3 let tconv's clean F1 fall below 0.9).
   assert [(load(f'phase{p}_synthetic').optim.max_epochs, load(f'phase{p}_synthetic').optim.patience)
           for p in (1, 2, 3, 4)] == [(6, 2), (6, 2), (10, 3), (6, 3)]
