@@ -22,6 +22,7 @@ python benchmarks/fingerprint_survival.py [--config default] [--split test] [--j
 """
 import argparse
 import collections
+import functools
 import json
 import os
 import pathlib
@@ -36,13 +37,18 @@ from gta_jax import augment, input_pipeline, provenance  # noqa: E402
 TOP_OCTAVE = 0.25  # cycles per pixel
 
 
+@functools.cache
+def _top_octave(shape: tuple[int, int]) -> np.ndarray:
+  """Boolean mask of the FFT bins with max(|fy|, |fx|) above TOP_OCTAVE cycles per pixel."""
+  fy, fx = np.meshgrid(np.fft.fftfreq(shape[0]), np.fft.fftfreq(shape[1]), indexing='ij')
+  return np.maximum(abs(fy), abs(fx)) > TOP_OCTAVE
+
+
 def top_octave_energy(difference: np.ndarray) -> float:
   """Mean square of the channel-mean difference's top octave of frequencies (Parseval)."""
   grey = difference.astype(np.float64).mean(-1)
   spectrum = np.abs(np.fft.fft2(grey)) ** 2 / grey.size ** 2
-  f = np.fft.fftfreq(grey.shape[0])
-  fy, fx = np.meshgrid(f, np.fft.fftfreq(grey.shape[1]), indexing='ij')
-  return float(spectrum[np.maximum(abs(fy), abs(fx)) > TOP_OCTAVE].sum())
+  return float(spectrum[_top_octave(grey.shape)].sum())
 
 
 def perturbations():
@@ -62,25 +68,33 @@ def perturbations():
 
 def survival(groups: dict, sources, table) -> dict:
   """groups: crop index -> {source name: image}. -> {perturbation: {source: figures}}."""
+  groups = {index: images for index, images in groups.items() if 'real' in images}
+  trace = lambda a, b: top_octave_energy(a.astype(np.int16) - b)
+  clean = {index: {source: trace(images[source], images['real'])
+                   for source in sources if source in images}
+           for index, images in groups.items()}
   result = {}
   for name, perturb in table.items():
+    kept, change = {source: [] for source in sources}, {source: [] for source in sources}
+    clean_of = {source: [] for source in sources}
+    for index, images in groups.items():
+      # The same draw for a crop and each of its fakes: the rng restarts from the crop's seed.
+      draw = lambda image: perturb(image, np.random.default_rng([0, index]))
+      real = images['real']
+      p_real = draw(real)
+      changed = trace(p_real, real)
+      for source, clean_energy in clean[index].items():
+        kept[source].append(trace(draw(images[source]), p_real))
+        change[source].append(changed)
+        clean_of[source].append(clean_energy)
     per_source = {}
     for source in sources:
-      clean, kept, change = [], [], []
-      for index, images in groups.items():
-        if source not in images or 'real' not in images:
-          continue
-        real, fake = images['real'], images[source]
-        p_real = perturb(real, np.random.default_rng([0, index]))
-        p_fake = perturb(fake, np.random.default_rng([0, index]))
-        clean.append(top_octave_energy(fake.astype(np.int16) - real))
-        kept.append(top_octave_energy(p_fake.astype(np.int16) - p_real))
-        change.append(top_octave_energy(p_real.astype(np.int16) - real))
-      kept_per_crop = np.asarray(kept) / np.maximum(clean, 1e-12)
-      per_source[source] = {'kept': float(np.sum(kept) / np.sum(clean)),
+      kept_per_crop = np.asarray(kept[source]) / np.maximum(clean_of[source], 1e-12)
+      per_source[source] = {'kept': float(np.sum(kept[source]) / np.sum(clean_of[source])),
                             'crops_below_10pct': float(np.mean(kept_per_crop < 0.1)),
-                            'trace_rms': float(np.sqrt(np.mean(kept))),
-                            'change_rms': float(np.sqrt(np.mean(change))), 'crops': len(kept)}
+                            'trace_rms': float(np.sqrt(np.mean(kept[source]))),
+                            'change_rms': float(np.sqrt(np.mean(change[source]))),
+                            'crops': len(kept[source])}
     result[name] = per_source
   return result
 

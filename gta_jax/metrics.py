@@ -39,19 +39,20 @@ def binary_metrics(labels: np.ndarray, scores: np.ndarray,
 
 
 def _counts_by_threshold(labels: np.ndarray, scores: np.ndarray):
-  """-> (true positives, false positives) at each distinct threshold, highest threshold first."""
+  """-> (true positives, false positives, thresholds) with each distinct score taken as the
+  threshold (claims at >= it), highest first."""
   order = np.argsort(-np.asarray(scores, np.float64), kind='mergesort')
   sorted_scores, sorted_labels = np.asarray(scores, np.float64)[order], labels[order]
   last_of_each = np.r_[np.flatnonzero(np.diff(sorted_scores)), len(sorted_scores) - 1]
   tps = np.cumsum(sorted_labels)[last_of_each]
-  return tps, (last_of_each + 1) - tps
+  return tps, (last_of_each + 1) - tps, sorted_scores[last_of_each]
 
 
 def pr_curve(labels: np.ndarray, scores: np.ndarray):
   """-> (precision, recall) at every distinct threshold, lowest threshold first, ending at the
   (recall 0, precision 1) point, as scikit-learn's precision_recall_curve (1.9)."""
   labels = np.asarray(labels).astype(bool)
-  tps, fps = _counts_by_threshold(labels, scores)
+  tps, fps, _ = _counts_by_threshold(labels, scores)
   precision = tps / (tps + fps)
   recall = tps / max(labels.sum(), 1)
   return np.r_[precision[::-1], 1.0], np.r_[recall[::-1], 0.0]
@@ -75,18 +76,16 @@ def best_f1(labels: np.ndarray, scores: np.ndarray) -> dict:
   labels = np.asarray(labels).astype(bool)
   if not labels.any():
     return {'best_f1': None, 'best_f1_threshold': None}
-  scores = np.asarray(scores, np.float64)
-  tps, fps = _counts_by_threshold(labels, scores)
+  tps, fps, thresholds = _counts_by_threshold(labels, scores)
   f1s = 2 * tps / (tps + fps + labels.sum())
   best = int(np.argmax(f1s))  # thresholds run from the highest down: ties keep the highest
-  thresholds = np.sort(np.unique(scores))[::-1]
   return {'best_f1': float(f1s[best]), 'best_f1_threshold': float(thresholds[best])}
 
 
 def roc_curve(labels: np.ndarray, scores: np.ndarray):
   """-> (false positive rate, true positive rate) from the highest threshold down."""
   labels = np.asarray(labels).astype(bool)
-  tps, fps = _counts_by_threshold(labels, scores)
+  tps, fps, _ = _counts_by_threshold(labels, scores)
   return (np.r_[0.0, fps / max((~labels).sum(), 1)], np.r_[0.0, tps / max(labels.sum(), 1)])
 
 
