@@ -93,19 +93,47 @@ def _apply(kind: str, image: np.ndarray, rng: np.random.Generator, options: Opti
 def augment(image: np.ndarray, mode: str, rng: np.random.Generator,
             options: Options = Options()) -> np.ndarray:
   """[H, W, 3] uint8 -> [H, W, 3] uint8 perturbed per `mode` (see module docstring)."""
+  return augment_recorded(image, mode, rng, options)[0]
+
+
+def augment_recorded(image: np.ndarray, mode: str, rng: np.random.Generator,
+                     options: Options = Options()) -> tuple[np.ndarray, int]:
+  """`augment`, and which perturbations it applied: bit i set for KINDS[i] (the same draws, so
+  the same image). Test sets keep it per image, so metrics can say which perturbation a model
+  fails on (metrics.by_perturbation)."""
   if mode == 'clean':
-    return image
+    return image, 0
   if mode == 'multi':
-    for kind in KINDS:
+    applied = 0
+    for bit, kind in enumerate(KINDS):
       if rng.uniform() < 0.5:
-        image = _apply(kind, image, rng, options)
-    return image
+        image, applied = _apply(kind, image, rng, options), applied | 1 << bit
+    return image, applied
   if mode == 'one':
     choice = int(rng.integers(len(KINDS) + 1))
-    return image if choice == len(KINDS) else _apply(KINDS[choice], image, rng, options)
+    if choice == len(KINDS):
+      return image, 0
+    return _apply(KINDS[choice], image, rng, options), 1 << choice
   if mode in MODES:
-    return _apply(mode, image, rng, options) if rng.uniform() < 0.5 else image
+    if rng.uniform() < 0.5:
+      return _apply(mode, image, rng, options), 1 << KINDS.index(mode)
+    return image, 0
   raise ValueError(f'unknown augmentation mode {mode!r}; choose one of {", ".join(MODES)}.')
+
+
+def kinds_of(mode: str) -> tuple[str, ...]:
+  """The perturbations `mode` can apply, in KINDS order."""
+  if mode not in MODES:
+    raise ValueError(f'unknown augmentation mode {mode!r}; choose one of {", ".join(MODES)}.')
+  return () if mode == 'clean' else KINDS if mode in ('multi', 'one') else (mode,)
+
+
+KIND_BITS = {kind: bit for bit, kind in enumerate(KINDS)}  # augment_recorded's bit of each kind
+
+
+def applied_kinds(applied: int) -> tuple[str, ...]:
+  """A bit set of `augment_recorded` -> the names of the perturbations it holds, in KINDS order."""
+  return tuple(kind for bit, kind in enumerate(KINDS) if applied >> bit & 1)
 
 
 def example_rng(seed: int, epoch: int, index: int) -> np.random.Generator:

@@ -1,7 +1,8 @@
 """TFDS array_record data sources + grain -> numpy batches, with on-the-fly augmentation.
 
 Batches are dicts of numpy arrays: image [B, H, W, 3] uint8, label [B] int32 (real 0 / fake 1),
-source_id [B] int32, mask [B] bool (False on padding of a final partial evaluation batch).
+source_id [B] int32, mask [B] bool (False on padding of a final partial evaluation batch),
+perturbations [B] uint8 (which of augment.KINDS the image's draw applied, one bit each).
 An example's augmentation draw depends only on (seed, epoch, position in the epoch), and the
 epoch's order only on (seed, epoch), so a run resumed mid-epoch sees exactly the same batches.
 """
@@ -85,11 +86,13 @@ def _decode(record, seed: int, epoch: int, position: int, mode: str,
   group = int(record['index']) if 'index' in record else position
   image = widening.apply(record['image'], int(record['label']), seed=seed, epoch=epoch,
                          position=position, group=group)
+  applied = 0
   if mode != 'clean':
-    image = augment.augment(image, mode, augment.example_rng(seed, epoch, position),
-                            options)
+    image, applied = augment.augment_recorded(image, mode,
+                                              augment.example_rng(seed, epoch, position), options)
   return {'image': np.ascontiguousarray(image, np.uint8), 'label': np.int32(record['label']),
-          'source_id': np.int32(record['source_id']), 'mask': np.bool_(True)}
+          'source_id': np.int32(record['source_id']), 'mask': np.bool_(True),
+          'perturbations': np.uint8(applied)}
 
 
 def _decode_at(position, record, *, seed: int, epoch: int, mode: str, options: augment.Options,

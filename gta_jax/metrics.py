@@ -252,3 +252,40 @@ def summarize(scores: dict, outputs: Outputs, thresholds: verdicts.Thresholds) -
       'classes': list(classes),
       'confusion_matrix': confusion_matrix(truth, predicted, classes).tolist()}
   return result
+
+
+# The figures `by_perturbation` keeps for each subset (the full set stays in the mode's own entry).
+SUBSET_FIGURES = {'detection': ('accuracy', 'f1', 'roc_auc'), 'heads': ('f1', 'best_f1', 'roc_auc'),
+                  'multiclass': ('accuracy',)}
+
+
+def by_perturbation(scores: dict, outputs: Outputs, thresholds: verdicts.Thresholds,
+                    kinds: tuple[str, ...], kind_bits: dict[str, int]) -> dict:
+  """The test set's figures on the images each perturbation touched and on those it spared.
+
+  A perturbed test set mixes images that still carry a generator's trace with images a
+  perturbation stripped of it (a blur takes nearly all of an x2 upsampler's trace), and one
+  figure over all of them cannot say which. scores: as `summarize`, plus perturbations [N] (bits
+  of the applied kinds); kinds: those the mode can apply; kind_bits: kind -> its bit.
+  -> {'none': ..., 'with_<kind>': ..., 'without_<kind>': ...} (no 'none' for a one-kind mode,
+  where it is 'without_<kind>'), each {'images': n, and SUBSET_FIGURES of `summarize`}.
+  """
+  applied = np.asarray(scores['perturbations'], np.int64)
+  subsets = {} if len(kinds) == 1 else {'none': applied == 0}
+  for kind in kinds:
+    touched = (applied >> kind_bits[kind] & 1).astype(bool)
+    subsets[f'with_{kind}'], subsets[f'without_{kind}'] = touched, ~touched
+  result = {}
+  for name, chosen in subsets.items():
+    subset = {'images': int(chosen.sum())}
+    if chosen.any():
+      full = summarize({key: value[..., chosen] for key, value in scores.items()}, outputs,
+                       thresholds)
+      if 'detection' in full:
+        subset['detection'] = {k: full['detection'][k] for k in SUBSET_FIGURES['detection']}
+      subset['heads'] = {head: {k: figures[k] for k in SUBSET_FIGURES['heads']}
+                         for head, figures in full['heads'].items()}
+      if 'multiclass' in full:
+        subset['multiclass'] = {k: full['multiclass'][k] for k in SUBSET_FIGURES['multiclass']}
+    result[name] = subset
+  return result

@@ -3,7 +3,8 @@
 python -m gta_jax.report runs/quickstart/phase1_synthetic runs/quickstart/phase2_synthetic ... --out report/
 
 Writes detection.{md,csv} (detection before/after augmentation-aware retraining), heads.{md,csv}
-(per-head attribution), multiclass.{md,csv}, curves.png (loss per epoch, Figure 5 style),
+(per-head attribution), multiclass.{md,csv}, by_perturbation.{md,csv} (F1 on the images each
+perturbation of a test set touched or spared), curves.png (loss per epoch, Figure 5 style),
 confusion_<run>.png, and cams_<run>_<source>.png (16 test images per source with their scores,
 Figures 6-8 style).
 """
@@ -118,6 +119,31 @@ def multiclass_table(runs):
     if 'clean/multiclass/accuracy' in run['values']:
       yield [run['name']], None, run['values']
   return _table(runs, MULTICLASS_COLUMNS, ['run'], rows_of)
+
+
+def perturbation_table(runs):
+  """F1 of each head (and of a detection run's detector) on the images each perturbation of a
+  test set touched or spared (metrics.json's `by_perturbation`): where a robustness figure is
+  lost. Columns: '<set> <subset> f1' for every subset any run has, sets in canonical order."""
+  subsets = []
+  for run in runs:
+    for name in run['values']:
+      parts = name.split('/')
+      if len(parts) > 3 and parts[1] == 'by_perturbation' and (parts[0], parts[2]) not in subsets:
+        subsets.append((parts[0], parts[2]))
+  order = list(input_pipeline.TEST_SET_SEEDS)
+  subsets.sort(key=lambda pair: order.index(pair[0]) if pair[0] in order else len(order))
+  header = ['run', 'output'] + [f'{test_set} {subset} f1' for test_set, subset in subsets]
+  rows = []
+  for run in runs:
+    outputs = [] if run['config'].get('sources') else [('detection', 'detection')]
+    outputs += [(head, f'heads/{head}') for head in _heads(run)]
+    for label, path in outputs:
+      row = [run['values'].get(f'{test_set}/by_perturbation/{subset}/{path}/f1')
+             for test_set, subset in subsets]
+      if any(value is not None for value in row):
+        rows.append([run['name'], label] + row)
+  return header, rows
 
 
 def _fmt(value) -> str:
@@ -260,6 +286,8 @@ def main(argv=None) -> int:
   write_table(out, 'detection', 'Detection (positive = fake)', *detection_table(runs))
   write_table(out, 'heads', 'Attribution heads (positive = the head\'s source)', *heads_table(runs))
   write_table(out, 'multiclass', 'Multiclass (failed attribution = real)', *multiclass_table(runs))
+  write_table(out, 'by_perturbation', 'F1 on the images each perturbation touched or spared',
+              *perturbation_table(runs))
   plot_curves(runs, out)
   for run in runs:
     plot_confusion(run, out)

@@ -160,3 +160,25 @@ def test_widening_composes_each_widening_from_its_own_stream():
   config = ml_collections.ConfigDict(dict(real_softening=0.5, random_orientation=True))
   assert augment.Widening.from_config(config) == augment.Widening(real_softening=0.5,
                                                                   random_orientation=True)
+
+
+@pytest.mark.parametrize('mode', augment.MODES)
+def test_the_record_names_exactly_the_perturbations_applied(monkeypatch, mode):
+  image = _image(16)
+  for i in range(40):  # the recorded variant draws as `augment` does: the same image
+    recorded, applied = augment.augment_recorded(image, mode, augment.example_rng(3, 1, i))
+    np.testing.assert_array_equal(recorded, augment.augment(image, mode, augment.example_rng(3, 1, i)))
+    assert set(augment.applied_kinds(applied)) <= set(augment.kinds_of(mode))
+  drawn = _record_draws(monkeypatch)
+  for i in range(200):
+    start = len(drawn)
+    _, applied = augment.augment_recorded(_image(8), mode, augment.example_rng(0, 0, i))
+    assert augment.applied_kinds(applied) == tuple(d[0] for d in drawn[start:])
+
+
+def test_kinds_of_each_mode():
+  assert augment.kinds_of('clean') == ()
+  assert augment.kinds_of('multi') == augment.kinds_of('one') == augment.KINDS
+  assert augment.kinds_of('jpeg') == ('jpeg',)
+  with pytest.raises(ValueError, match="'glare'"):
+    augment.kinds_of('glare')

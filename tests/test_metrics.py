@@ -137,3 +137,36 @@ def test_multiclass_failed_attribution_counts_as_real_and_highest_claim_wins():
   np.testing.assert_array_equal(matrix, [[1, 0, 0], [1, 1, 0], [0, 0, 1]])
   np.testing.assert_array_equal(
       matrix, skm.confusion_matrix([1, 0, 3, 1], predicted, labels=[0, 1, 3]))
+
+
+def test_by_perturbation_splits_a_test_set_by_what_touched_each_image():
+  bits = {'blur': 0, 'jpeg': 2}
+  # Six images: head 'a' (source 1) finds its own on the unblurred ones only; image 4 was blurred
+  # and JPEG-compressed, image 5 JPEG-compressed.
+  scores = {'p_fake': np.array([0.9, 0.1, 0.9, 0.2, 0.4, 0.8]),
+            'p_heads': np.array([[0.9, 0.1, 0.2, 0.6, 0.3, 0.7]]),
+            'label': np.array([1, 0, 1, 0, 1, 1]), 'source_id': np.array([1, 0, 1, 0, 1, 1]),
+            'perturbations': np.array([0, 0, 1, 1, 5, 4])}
+  outputs = metrics.Outputs(True, ('a',), (1,), 'claims')
+  split = metrics.by_perturbation(scores, outputs, DEFAULT, ('blur', 'jpeg'), bits)
+  assert list(split) == ['none', 'with_blur', 'without_blur', 'with_jpeg', 'without_jpeg']
+  assert [split[k]['images'] for k in split] == [2, 3, 3, 2, 4]
+  # none: images 0, 1 -> head claims 0 (right), not 1 -> F1 1; detector right on both.
+  assert split['none']['heads']['a']['f1'] == 1.0 and split['none']['detection']['accuracy'] == 1
+  # with_blur: images 2, 3, 4 -> claims image 3 (a real), misses 2 and 4 -> F1 0.
+  assert split['with_blur']['heads']['a']['f1'] == 0.0
+  # Its ranking there is wrong too: both positives score below the negative.
+  assert split['with_blur']['heads']['a']['roc_auc'] == pytest.approx(0.0)
+  # without_blur: images 0, 1, 5 -> claims 0 and 5, both its own -> F1 1.
+  assert split['without_blur']['heads']['a']['f1'] == 1.0
+  # with_jpeg: images 4, 5 -> claims 5 only: precision 1, recall 1/2 -> F1 2/3.
+  assert split['with_jpeg']['heads']['a']['f1'] == pytest.approx(2 / 3)
+  assert set(split['none']) == {'images', 'detection', 'heads', 'multiclass'}
+  assert set(split['none']['heads']['a']) == set(metrics.SUBSET_FIGURES['heads'])
+  # A one-kind test set: its unperturbed images are 'without_<kind>'; a kind nothing touched
+  # is reported as such, without figures.
+  only_jpeg = metrics.by_perturbation({**scores, 'perturbations': np.zeros(6, int)}, outputs,
+                                      DEFAULT, ('jpeg',), bits)
+  assert only_jpeg == {'with_jpeg': {'images': 0},
+                       'without_jpeg': only_jpeg['without_jpeg']}
+  assert only_jpeg['without_jpeg']['images'] == 6

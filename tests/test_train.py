@@ -14,7 +14,7 @@ import pytest
 from ml_collections.config_flags import config_path
 
 from conftest import ROOT
-from gta_jax import chains, checkpoints, errors, losses, models, train
+from gta_jax import augment, chains, checkpoints, errors, losses, models, train
 from gta_jax.families import base, proposed
 
 
@@ -403,6 +403,18 @@ def test_evaluate_reproduces_the_run_and_adds_test_sets(quickstart):
   assert more['blur']['detection']['count'] == 120
   scores = np.load(phase3 / 'results' / 'predictions' / 'noise.npz')
   assert scores['p_heads'].shape == (4, 120) and scores['p_fake'].shape == (120,)
+  # The blur set says which images it blurred; those it spared score as in the clean set.
+  split = more['blur']['by_perturbation']
+  assert set(split) == {'with_blur', 'without_blur'}
+  blur = np.load(phase3 / 'results' / 'predictions' / 'blur.npz')
+  clean = np.load(phase3 / 'results' / 'predictions' / 'clean.npz')
+  spared = blur['perturbations'] == 0
+  assert set(np.unique(blur['perturbations'])) == {0, 1 << augment.KIND_BITS['blur']}
+  assert split['without_blur']['images'] == spared.sum() and 0 < spared.sum() < 120
+  assert split['with_blur']['images'] == 120 - spared.sum()
+  np.testing.assert_allclose(blur['p_heads'][:, spared], clean['p_heads'][:, spared], atol=1e-6)
+  assert not np.array_equal(blur['p_heads'][:, ~spared], clean['p_heads'][:, ~spared])
+  assert not np.any(clean['perturbations'])
   assert evaluate.main(['--workdir', str(workdir / 'nothing_here')]) == 2
 
 
@@ -418,6 +430,14 @@ def test_report_writes_tables_curves_confusion_and_cam_grids(quickstart, tmp_pat
   heads_csv = (tmp_path / 'heads.csv').read_text().splitlines()
   assert len(heads_csv) == 1 + 4 and heads_csv[1].startswith('phase3_synthetic,tconv')
   assert (tmp_path / 'multiclass.md').is_file()
+  by_perturbation = (tmp_path / 'by_perturbation.csv').read_text().splitlines()
+  header = by_perturbation[0].split(',')
+  assert header[:2] == ['run', 'output']
+  assert {'jpeg with_jpeg f1', 'jpeg without_jpeg f1'} <= set(header)  # every phase's smoke set
+  rows = [line.split(',')[:2] for line in by_perturbation[1:]]
+  assert rows == ([['phase1_synthetic', 'detection'], ['phase2_synthetic', 'detection']]
+                  + [['phase3_synthetic', head] for head in ('tconv', 'nearest', 'bilinear',
+                                                             'pixelshuffle')])
   for name in ('curves.png', 'confusion_phase3_synthetic.png'):
     assert Image.open(tmp_path / name).size[0] > 300
   grid = Image.open(tmp_path / 'cams_phase3_synthetic_tconv.png')

@@ -14,9 +14,10 @@ def score_split(predict_fn, dataset: data.Dataset, split: str, *, mode: str, see
   predict_fn: [B, H, W, 3] uint8 images -> (p_fake [B], p_heads [K, B]).
   transform: [B, H, W, 3] uint8 -> the same, applied on the host after the perturbation.
   only_real: keep the real images' scores only.
-  -> host arrays p_fake [N], p_heads [K, N], label [N], source_id [N].
+  -> host arrays p_fake [N], p_heads [K, N], label [N], source_id [N], and perturbations [N]
+  (the bits of augment.KINDS each image's perturbation applied) where the batches carry them.
   """
-  out = {'p_fake': [], 'p_heads': [], 'label': [], 'source_id': []}
+  out = {'p_fake': [], 'p_heads': [], 'label': [], 'source_id': [], 'perturbations': []}
   for batch in dataset.batches(split, batch_size, mode=mode, seed=seed):
     images = batch['image'] if transform is None else transform(batch['image'])
     p_fake, p_heads = distributed.to_host(predict_fn(data.to_device(images)))
@@ -26,6 +27,10 @@ def score_split(predict_fn, dataset: data.Dataset, split: str, *, mode: str, see
     out['p_heads'].append(p_heads[:, keep])
     out['label'].append(batch['label'][keep])
     out['source_id'].append(batch['source_id'][keep])
+    if 'perturbations' in batch:
+      out['perturbations'].append(batch['perturbations'][keep])
+  if len(out['perturbations']) != len(out['label']):  # a source that does not record them
+    del out['perturbations']
   return {k: np.concatenate(v, axis=-1) for k, v in out.items()}
 
 

@@ -1,11 +1,14 @@
 """The paper's test sets: metrics on the test split under each fixed-seed perturbation
 (clean, multi, jpeg, crop, blur, noise), with external accuracy (EXA) on an unseen generator's
 split under the same perturbation. Metric names: '<mode>/detection/<metric>',
-'<mode>/heads/<head>/<metric>', '<mode>/multiclass/<metric>'."""
+'<mode>/heads/<head>/<metric>', '<mode>/multiclass/<metric>', and for a perturbed test set the
+same on the images each perturbation touched or spared:
+'<mode>/by_perturbation/<with_blur|without_blur|...|none>/...' (metrics.by_perturbation)."""
 import pathlib
 
 import numpy as np
 
+from gta_jax import augment
 from gta_jax import distributed
 from gta_jax import metrics
 from gta_jax import verdicts
@@ -37,6 +40,9 @@ class TestSets:
         self.predictions_dir.mkdir(parents=True, exist_ok=True)
         np.savez(self.predictions_dir / f'{mode}.npz', **scores)
       result = metrics.summarize(scores, self.outputs, self.thresholds)
+      if augment.kinds_of(mode) and 'perturbations' in scores:
+        result['by_perturbation'] = metrics.by_perturbation(
+            scores, self.outputs, self.thresholds, augment.kinds_of(mode), augment.KIND_BITS)
       if self.external_split and self.dataset.has_split(self.external_split):
         size = self.dataset.image_size_of(self.external_split)
         if self.outputs.any_input_size or size == self.dataset.image_size:
