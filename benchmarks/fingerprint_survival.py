@@ -9,6 +9,10 @@ what is left of the trace is `P(fake) - P(real)`. Printed per source, averaged o
   For a blur (linear) it is what is left of the trace; for JPEG it also counts the differences
   JPEG itself makes between the two images (so it can exceed 100%). Noise (the same draw on
   both) leaves the trace and masks it.
+- kept by octave: the same share in each of the three top octaves, (0.25, 0.5], (0.125, 0.25] and
+  (0.0625, 0.125] cycles per pixel: a blur is a low-pass filter, so what it leaves of a trace
+  depends on where the trace's energy sits (an upsampler with more stages, as a GAN climbing
+  through resolutions, leaves more of it lower down).
 - below 10%: the share of crops that keep less than a tenth of their own trace's energy (for
   `multi` and `one`, whose draws differ from crop to crop).
 - trace: the top-octave RMS of `P(fake) - P(real)`, in grey levels, beside
@@ -35,20 +39,29 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from gta_jax import augment, input_pipeline, provenance  # noqa: E402
 
 TOP_OCTAVE = 0.25  # cycles per pixel
+# (name, lower, upper] bounds in cycles per pixel of max(|fy|, |fx|): the top three octaves.
+OCTAVES = (('0.25-0.5', 0.25, 0.5), ('0.125-0.25', 0.125, 0.25), ('0.0625-0.125', 0.0625, 0.125))
 
 
 @functools.cache
-def _top_octave(shape: tuple[int, int]) -> np.ndarray:
-  """Boolean mask of the FFT bins with max(|fy|, |fx|) above TOP_OCTAVE cycles per pixel."""
+def _octave_masks(shape: tuple[int, int]) -> np.ndarray:
+  """[len(OCTAVES), H, W] boolean masks of the FFT bins in each octave."""
   fy, fx = np.meshgrid(np.fft.fftfreq(shape[0]), np.fft.fftfreq(shape[1]), indexing='ij')
-  return np.maximum(abs(fy), abs(fx)) > TOP_OCTAVE
+  radius = np.maximum(abs(fy), abs(fx))
+  return np.stack([(radius > lower) & (radius <= upper) for _, lower, upper in OCTAVES])
+
+
+def octave_energies(difference: np.ndarray) -> np.ndarray:
+  """[len(OCTAVES)] mean square of the channel-mean difference in each octave (Parseval); the
+  first is the top octave (above TOP_OCTAVE)."""
+  grey = difference.astype(np.float64).mean(-1)
+  spectrum = np.abs(np.fft.fft2(grey)) ** 2 / grey.size ** 2
+  return (_octave_masks(grey.shape) * spectrum).sum(axis=(1, 2))
 
 
 def top_octave_energy(difference: np.ndarray) -> float:
-  """Mean square of the channel-mean difference's top octave of frequencies (Parseval)."""
-  grey = difference.astype(np.float64).mean(-1)
-  spectrum = np.abs(np.fft.fft2(grey)) ** 2 / grey.size ** 2
-  return float(spectrum[_top_octave(grey.shape)].sum())
+  """Mean square of the channel-mean difference's top octave of frequencies."""
+  return float(octave_energies(difference)[0])
 
 
 def perturbations():
@@ -69,7 +82,7 @@ def perturbations():
 def survival(groups: dict, sources, table) -> dict:
   """groups: crop index -> {source name: image}. -> {perturbation: {source: figures}}."""
   groups = {index: images for index, images in groups.items() if 'real' in images}
-  trace = lambda a, b: top_octave_energy(a.astype(np.int16) - b)
+  trace = lambda a, b: octave_energies(a.astype(np.int16) - b)
   clean = {index: {source: trace(images[source], images['real'])
                    for source in sources if source in images}
            for index, images in groups.items()}
@@ -89,12 +102,20 @@ def survival(groups: dict, sources, table) -> dict:
         clean_of[source].append(clean_energy)
     per_source = {}
     for source in sources:
-      kept_per_crop = np.asarray(kept[source]) / np.maximum(clean_of[source], 1e-12)
-      per_source[source] = {'kept': float(np.sum(kept[source]) / np.sum(clean_of[source])),
+      # [crops, octaves]; the figures without "octave" in their name are the top octave's.
+      kept_energy, clean_energy = np.asarray(kept[source]), np.asarray(clean_of[source])
+      kept_share = kept_energy.sum(0) / np.maximum(clean_energy.sum(0), 1e-12)
+      kept_per_crop = kept_energy[:, 0] / np.maximum(clean_energy[:, 0], 1e-12)
+      per_source[source] = {'kept': float(kept_share[0]),
+                            'kept_by_octave': {octave: float(share) for (octave, _, _), share
+                                               in zip(OCTAVES, kept_share)},
+                            'clean_rms_by_octave': {
+                                octave: float(rms) for (octave, _, _), rms
+                                in zip(OCTAVES, np.sqrt(clean_energy.mean(0)))},
                             'crops_below_10pct': float(np.mean(kept_per_crop < 0.1)),
-                            'trace_rms': float(np.sqrt(np.mean(kept[source]))),
-                            'change_rms': float(np.sqrt(np.mean(change[source]))),
-                            'crops': len(kept[source])}
+                            'trace_rms': float(np.sqrt(kept_energy[:, 0].mean())),
+                            'change_rms': float(np.sqrt(np.asarray(change[source])[:, 0].mean())),
+                            'crops': len(kept_energy)}
     result[name] = per_source
   return result
 
@@ -126,12 +147,25 @@ def main():
         f'{100 * f["kept"]:7.1f}% {100 * f["crops_below_10pct"]:4.0f}% {f["trace_rms"]:6.2f} '
         f'{f["change_rms"]:6.2f}'
         for f in per_source.values()))
+  print('\nkept % by octave (cycles per pixel: ' + ', '.join(o for o, _, _ in OCTAVES) + '); '
+        'clean trace RMS per octave in the first row')
+  print(f'{"":14s}' + ''.join(f'{s:>28s}' for s in sources))
+  clean = figures['clean']
+  print(f'{"clean RMS":14s}' + ''.join(
+      f'{"":7s}' + ' '.join(f'{clean[s]["clean_rms_by_octave"][o]:6.2f}' for o, _, _ in OCTAVES)
+      for s in sources))
+  for name, per_source in figures.items():
+    print(f'{name:14s}' + ''.join(
+        f'{"":7s}' + ' '.join(f'{100 * f["kept_by_octave"][o]:5.1f}%' for o, _, _ in OCTAVES)
+        for f in per_source.values()))
   if args.json:
     record = {'dataset': f'synthetic_fingerprints/{args.config}', 'split': args.split,
               'version': str(builder.info.version), 'crops': len(groups),
               'build_sha256': provenance.dataset_digest(builder)['sha256'],
               'generator_psnr_db': builder.info.metadata.get('generator_psnr_db'),
-              'top_octave_cycles_per_pixel': TOP_OCTAVE, 'figures': figures}
+              'top_octave_cycles_per_pixel': TOP_OCTAVE,
+              'octaves_cycles_per_pixel': {name: [lower, upper] for name, lower, upper in OCTAVES},
+              'figures': figures}
     pathlib.Path(args.json).write_text(json.dumps(record, indent=1))
 
 

@@ -32,7 +32,7 @@ def test_open_set_scoring_benchmark_reports_each_path_and_the_ratios(tmp_path):
   assert record['ratio_knn_path_to_heads_only'] > 0 and {'cpu_count', 'jax'} <= set(record['machine'])
 
 
-def test_fingerprint_survival_keeps_the_clean_trace_loses_it_to_blur_and_keeps_it_under_noise(
+def test_fingerprint_survival_blur_takes_the_top_octave_first_noise_leaves_the_trace(
     smoke_data_dir, tmp_path):
   out = tmp_path / 'survival.json'
   subprocess.run([sys.executable, 'benchmarks/fingerprint_survival.py', '--config', 'smoke',
@@ -47,6 +47,12 @@ def test_fingerprint_survival_keeps_the_clean_trace_loses_it_to_blur_and_keeps_i
     assert figures['clean'][source]['kept'] == 1.0 and figures['clean'][source]['change_rms'] == 0
     blurred = [figures[f'blur k{k}'][source]['kept'] for k in (3, 5, 7, 9)]
     assert 1.0 > blurred[0] > blurred[1] > blurred[2] > blurred[3]  # a wider kernel takes more
+    # A blur is a low-pass filter: it leaves more of the trace the lower the octave.
+    by_octave = figures['blur k5'][source]['kept_by_octave']
+    assert list(by_octave) == ['0.25-0.5', '0.125-0.25', '0.0625-0.125']
+    assert by_octave['0.25-0.5'] == figures['blur k5'][source]['kept']
+    assert by_octave['0.25-0.5'] < by_octave['0.125-0.25'] < by_octave['0.0625-0.125']
+    assert all(v == 1.0 for v in figures['clean'][source]['kept_by_octave'].values())
     # The same noise on a crop and its fake leaves the trace (up to rounding), masks it more
     # the stronger it is.
     assert 0.9 < figures['noise std 5'][source]['kept'] < 1.1
