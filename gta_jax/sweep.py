@@ -58,8 +58,11 @@ def aggregate(results_by_seed: dict) -> dict:
 
 
 def format_table(summary: dict, headline=HEADLINE) -> str:
+  """The headline metrics, one line each; `by_perturbation` subsets (a dozen per perturbed test
+  set) stay in summary.json only."""
   rows = [(path, entry) for path, entry in summary.items()
-          if path.rsplit('/', 1)[-1] in headline and entry['n'] > 0]
+          if path.rsplit('/', 1)[-1] in headline and entry['n'] > 0
+          and '/by_perturbation/' not in path]
   width = max((len(p) for p, _ in rows), default=10)
   lines = [f'{"metric":<{width}}  mean +- std (n)']
   lines += [f'{path:<{width}}  {e["mean"]:.3f} +- {e["std"]:.3f} ({e["n"]})' for path, e in rows]

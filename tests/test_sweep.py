@@ -13,7 +13,8 @@ from gta_jax import sweep
 def test_every_finite_number_is_aggregated_over_the_seeds_that_have_it():
   def results(a, auc, curve):
     return {'clean': {'heads': {'a': {'f1': a}, 'b': {'f1': 0.5}}, 'roc_auc': auc, 'name': 'x',
-                      'curve': curve}}
+                      'curve': curve},
+            'multi': {'by_perturbation': {'with_blur': {'heads': {'a': {'f1': a / 2}}}}}}
   summary = sweep.aggregate({'0': results(0.9, 0.8, [1, 2]), '1': results(0.7, None, [3, 4]),
                              '2': results(0.8, float('nan'), [5, 6])})
   assert summary['clean/heads/a/f1']['mean'] == pytest.approx(0.8)
@@ -25,6 +26,8 @@ def test_every_finite_number_is_aggregated_over_the_seeds_that_have_it():
   table = sweep.format_table(summary)
   assert 'clean/heads/a/f1' in table and '0.800 +- 0.100 (3)' in table
   assert 'curve' not in table  # every leaf is in summary.json; the table shows the headline ones
+  assert summary['multi/by_perturbation/with_blur/heads/a/f1']['mean'] == pytest.approx(0.4)
+  assert 'by_perturbation' not in table
 
 
 def test_seeds_must_be_distinct_whole_numbers():
