@@ -15,7 +15,8 @@ what is left of the trace is `P(fake) - P(real)`. Printed per source, averaged o
   through resolutions, leaves more of it lower down).
 - below 10%: the share of crops that keep less than a tenth of their own trace's energy (for
   `multi` and `one`, whose draws differ from crop to crop).
-- trace: the top-octave RMS of `P(fake) - P(real)`, in grey levels, beside
+- trace: the top-octave RMS of `P(fake) - P(real)`, in grey levels (`trace_rms_by_octave`: in
+  each octave; under `clean`, the trace itself), beside
 - change: the top-octave RMS of what the perturbation did to the real crop (the noise, JPEG's
   error, the detail a blur took away): the masking a model must see the trace through.
 All on the channel mean (the trace is alike in the three channels, the noise is not).
@@ -105,15 +106,16 @@ def survival(groups: dict, sources, table) -> dict:
       # [crops, octaves]; the figures without "octave" in their name are the top octave's.
       kept_energy, clean_energy = np.asarray(kept[source]), np.asarray(clean_of[source])
       kept_share = kept_energy.sum(0) / np.maximum(clean_energy.sum(0), 1e-12)
+      trace_rms = np.sqrt(kept_energy.mean(0))
       kept_per_crop = kept_energy[:, 0] / np.maximum(clean_energy[:, 0], 1e-12)
       per_source[source] = {'kept': float(kept_share[0]),
                             'kept_by_octave': {octave: float(share) for (octave, _, _), share
                                                in zip(OCTAVES, kept_share)},
-                            'clean_rms_by_octave': {
+                            'trace_rms_by_octave': {
                                 octave: float(rms) for (octave, _, _), rms
-                                in zip(OCTAVES, np.sqrt(clean_energy.mean(0)))},
+                                in zip(OCTAVES, trace_rms)},
                             'crops_below_10pct': float(np.mean(kept_per_crop < 0.1)),
-                            'trace_rms': float(np.sqrt(kept_energy[:, 0].mean())),
+                            'trace_rms': float(trace_rms[0]),
                             'change_rms': float(np.sqrt(np.asarray(change[source])[:, 0].mean())),
                             'crops': len(kept_energy)}
     result[name] = per_source
@@ -148,11 +150,11 @@ def main():
         f'{f["change_rms"]:6.2f}'
         for f in per_source.values()))
   print('\nkept % by octave (cycles per pixel: ' + ', '.join(o for o, _, _ in OCTAVES) + '); '
-        'clean trace RMS per octave in the first row')
+        'the clean trace\'s RMS per octave in the first row')
   print(f'{"":14s}' + ''.join(f'{s:>28s}' for s in sources))
   clean = figures['clean']
   print(f'{"clean RMS":14s}' + ''.join(
-      f'{"":7s}' + ' '.join(f'{clean[s]["clean_rms_by_octave"][o]:6.2f}' for o, _, _ in OCTAVES)
+      f'{"":7s}' + ' '.join(f'{clean[s]["trace_rms_by_octave"][o]:6.2f}' for o, _, _ in OCTAVES)
       for s in sources))
   for name, per_source in figures.items():
     print(f'{name:14s}' + ''.join(

@@ -37,6 +37,7 @@ from PIL import Image
 
 MODES = ('clean', 'multi', 'one', 'blur', 'crop', 'jpeg', 'noise')
 KINDS = ('blur', 'crop', 'jpeg', 'noise')
+KIND_BITS = {kind: bit for bit, kind in enumerate(KINDS)}  # augment_recorded's bit of each kind
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,18 +106,18 @@ def augment_recorded(image: np.ndarray, mode: str, rng: np.random.Generator,
     return image, 0
   if mode == 'multi':
     applied = 0
-    for bit, kind in enumerate(KINDS):
+    for kind in KINDS:
       if rng.uniform() < 0.5:
-        image, applied = _apply(kind, image, rng, options), applied | 1 << bit
+        image, applied = _apply(kind, image, rng, options), applied | 1 << KIND_BITS[kind]
     return image, applied
   if mode == 'one':
     choice = int(rng.integers(len(KINDS) + 1))
     if choice == len(KINDS):
       return image, 0
-    return _apply(KINDS[choice], image, rng, options), 1 << choice
+    return _apply(KINDS[choice], image, rng, options), 1 << KIND_BITS[KINDS[choice]]
   if mode in MODES:
     if rng.uniform() < 0.5:
-      return _apply(mode, image, rng, options), 1 << KINDS.index(mode)
+      return _apply(mode, image, rng, options), 1 << KIND_BITS[mode]
     return image, 0
   raise ValueError(f'unknown augmentation mode {mode!r}; choose one of {", ".join(MODES)}.')
 
@@ -128,12 +129,14 @@ def kinds_of(mode: str) -> tuple[str, ...]:
   return () if mode == 'clean' else KINDS if mode in ('multi', 'one') else (mode,)
 
 
-KIND_BITS = {kind: bit for bit, kind in enumerate(KINDS)}  # augment_recorded's bit of each kind
+def touched(applied, kind: str):
+  """Bit sets of `augment_recorded` (an int or an array of them) -> whether `kind` was applied."""
+  return (np.asarray(applied) >> KIND_BITS[kind] & 1).astype(bool)
 
 
 def applied_kinds(applied: int) -> tuple[str, ...]:
   """A bit set of `augment_recorded` -> the names of the perturbations it holds, in KINDS order."""
-  return tuple(kind for bit, kind in enumerate(KINDS) if applied >> bit & 1)
+  return tuple(kind for kind in KINDS if touched(applied, kind))
 
 
 def example_rng(seed: int, epoch: int, index: int) -> np.random.Generator:

@@ -260,21 +260,19 @@ SUBSET_FIGURES = {'detection': ('accuracy', 'f1', 'roc_auc'), 'heads': ('f1', 'b
 
 
 def by_perturbation(scores: dict, outputs: Outputs, thresholds: verdicts.Thresholds,
-                    kinds: tuple[str, ...], kind_bits: dict[str, int]) -> dict:
+                    touched: dict[str, np.ndarray]) -> dict:
   """The test set's figures on the images each perturbation touched and on those it spared.
 
   A perturbed test set mixes images that still carry a generator's trace with images a
   perturbation stripped of it (a blur takes nearly all of an x2 upsampler's trace), and one
-  figure over all of them cannot say which. scores: as `summarize`, plus perturbations [N] (bits
-  of the applied kinds); kinds: those the mode can apply; kind_bits: kind -> its bit.
-  -> {'none': ..., 'with_<kind>': ..., 'without_<kind>': ...} (no 'none' for a one-kind mode,
+  figure over all of them cannot say which. scores: as `summarize`; touched: for each kind the
+  test set can apply, [N] bool, whether it was applied to each image (augment.touched).
+  -> {'none': ..., 'with_<kind>': ..., 'without_<kind>': ...} (no 'none' for a one-kind set,
   where it is 'without_<kind>'), each {'images': n, and SUBSET_FIGURES of `summarize`}.
   """
-  applied = np.asarray(scores['perturbations'], np.int64)
-  subsets = {} if len(kinds) == 1 else {'none': applied == 0}
-  for kind in kinds:
-    touched = (applied >> kind_bits[kind] & 1).astype(bool)
-    subsets[f'with_{kind}'], subsets[f'without_{kind}'] = touched, ~touched
+  subsets = {} if len(touched) == 1 else {'none': ~np.any(list(touched.values()), axis=0)}
+  for kind, mask in touched.items():
+    subsets[f'with_{kind}'], subsets[f'without_{kind}'] = mask, ~mask
   result = {}
   for name, chosen in subsets.items():
     subset = {'images': int(chosen.sum())}

@@ -131,8 +131,8 @@ def perturbation_table(runs):
       parts = name.split('/')
       if len(parts) > 3 and parts[1] == 'by_perturbation' and (parts[0], parts[2]) not in subsets:
         subsets.append((parts[0], parts[2]))
-  order = list(input_pipeline.TEST_SET_SEEDS)
-  subsets.sort(key=lambda pair: order.index(pair[0]) if pair[0] in order else len(order))
+  order = _test_sets(runs)
+  subsets.sort(key=lambda pair: order.index(pair[0]))
   header = ['run', 'output'] + [f'{test_set} {subset} f1' for test_set, subset in subsets]
   rows = []
   for run in runs:

@@ -148,7 +148,9 @@ def test_by_perturbation_splits_a_test_set_by_what_touched_each_image():
             'label': np.array([1, 0, 1, 0, 1, 1]), 'source_id': np.array([1, 0, 1, 0, 1, 1]),
             'perturbations': np.array([0, 0, 1, 1, 5, 4])}
   outputs = metrics.Outputs(True, ('a',), (1,), 'claims')
-  split = metrics.by_perturbation(scores, outputs, DEFAULT, ('blur', 'jpeg'), bits)
+  touched = lambda applied: {kind: (applied >> bits[kind] & 1).astype(bool)
+                             for kind in ('blur', 'jpeg')}
+  split = metrics.by_perturbation(scores, outputs, DEFAULT, touched(scores['perturbations']))
   assert list(split) == ['none', 'with_blur', 'without_blur', 'with_jpeg', 'without_jpeg']
   assert [split[k]['images'] for k in split] == [2, 3, 3, 2, 4]
   # none: images 0, 1 -> head claims 0 (right), not 1 -> F1 1; detector right on both.
@@ -165,8 +167,8 @@ def test_by_perturbation_splits_a_test_set_by_what_touched_each_image():
   assert set(split['none']['heads']['a']) == set(metrics.SUBSET_FIGURES['heads'])
   # A one-kind test set: its unperturbed images are 'without_<kind>'; a kind nothing touched
   # is reported as such, without figures.
-  only_jpeg = metrics.by_perturbation({**scores, 'perturbations': np.zeros(6, int)}, outputs,
-                                      DEFAULT, ('jpeg',), bits)
+  only_jpeg = metrics.by_perturbation(scores, outputs, DEFAULT,
+                                      {'jpeg': touched(np.zeros(6, int))['jpeg']})
   assert only_jpeg == {'with_jpeg': {'images': 0},
                        'without_jpeg': only_jpeg['without_jpeg']}
   assert only_jpeg['without_jpeg']['images'] == 6

@@ -41,8 +41,10 @@ class TestSets:
         np.savez(self.predictions_dir / f'{mode}.npz', **scores)
       result = metrics.summarize(scores, self.outputs, self.thresholds)
       if augment.kinds_of(mode) and 'perturbations' in scores:
-        result['by_perturbation'] = metrics.by_perturbation(
-            scores, self.outputs, self.thresholds, augment.kinds_of(mode), augment.KIND_BITS)
+        touched = {kind: augment.touched(scores['perturbations'], kind)
+                   for kind in augment.kinds_of(mode)}
+        result['by_perturbation'] = metrics.by_perturbation(scores, self.outputs,
+                                                            self.thresholds, touched)
       if self.external_split and self.dataset.has_split(self.external_split):
         size = self.dataset.image_size_of(self.external_split)
         if self.outputs.any_input_size or size == self.dataset.image_size:
