@@ -5,7 +5,9 @@ python -m gta_jax.heldout --model RUN --real PHOTOS_DIR [--fake FAKES_DIR] [--js
 Training data says little about photos from elsewhere: a detector can separate its training
 classes by a cue (sharpness, content, scale) that real photos from another camera do not share.
 This command prints the false-positive rate on a folder of real photos, and with --fake the
-recall and ROC-AUC against a folder of fakes. Never train on the photos you check with.
+recall and ROC-AUC against a folder of fakes. Never train on the photos you check with. Each rate
+comes with a 95% bootstrap interval over images: crops of one photo are called fake together, so
+a folder of a dozen photos pins a rate down far less than its hundreds of crops suggest.
 
 Images of the model's input size are scored as they are. Larger ones (camera photos) give
 --crops-per-image crops of the input size, each from the photo LANCZOS down-scaled so that its
@@ -80,29 +82,56 @@ def score_folder(model: attribute.LoadedModel, folder, crops_per_image: int, see
   return records, failed
 
 
+INTERVAL_LEVEL = 0.95
+
+
+def image_interval(records: list[dict], threshold: float) -> dict | None:
+  """The 95% bootstrap interval, over images, of the share of crops called fake
+  (metrics.grouped_rate_interval): a few photos make most false positives, so the spread over
+  photos says what another folder of photos may give. None with fewer than two images. It is
+  the spread among these images: where every image gives the same rate (none called fake) it is
+  a point, not a bound for photos unlike them."""
+  interval = metrics.grouped_rate_interval(
+      [int(np.sum(np.array(r['p_fake']) >= threshold)) for r in records],
+      [len(r['p_fake']) for r in records], level=INTERVAL_LEVEL)
+  return None if interval is None else {'level': INTERVAL_LEVEL, 'low': interval[0],
+                                        'high': interval[1]}
+
+
 def summarize(real: list[dict], fake: list[dict] | None, threshold: float) -> dict:
-  """False-positive rate on the real crops, recall on the fakes, ROC-AUC of the two."""
+  """False-positive rate on the real crops, recall on the fakes (each with its interval over
+  images), ROC-AUC of the two."""
   real_scores = np.array([s for r in real for s in r['p_fake']])
   summary = {'threshold': threshold, 'real': {
       'images': len(real), 'crops': int(real_scores.size),
       'false_positive_rate': float(np.mean(real_scores >= threshold)) if real_scores.size else None,
+      'false_positive_interval': image_interval(real, threshold),
       'per_image_called_fake': {r['path']: int(np.sum(np.array(r['p_fake']) >= threshold))
                                 for r in real}}}
   if fake is not None:
     fake_scores = np.array([s for r in fake for s in r['p_fake']])
     summary['fake'] = {'images': len(fake), 'crops': int(fake_scores.size),
                        'recall': float(np.mean(fake_scores >= threshold))
-                       if fake_scores.size else None}
+                       if fake_scores.size else None,
+                       'recall_interval': image_interval(fake, threshold)}
     labels = np.concatenate([np.zeros(real_scores.size), np.ones(fake_scores.size)])
     summary['roc_auc'] = metrics.roc_auc(labels, np.concatenate([real_scores, fake_scores]))
   return summary
+
+
+def _interval_text(interval: dict | None) -> str:
+  if interval is None:
+    return ''
+  return (f' ({interval["level"]:.0%} interval over images {interval["low"]:.3f}-'
+          f'{interval["high"]:.3f})')
 
 
 def format_summary(summary: dict) -> str:
   real = summary['real']
   lines = [f'threshold {summary["threshold"]:.2f} (the model\'s)',
            f'real: {real["crops"]} crops of {real["images"]} images, false-positive rate '
-           + (f'{real["false_positive_rate"]:.3f}' if real['crops'] else 'n/a')]
+           + (f'{real["false_positive_rate"]:.3f}' if real['crops'] else 'n/a')
+           + _interval_text(real['false_positive_interval'])]
   worst = sorted(real['per_image_called_fake'].items(), key=lambda kv: -kv[1])
   worst = [f'{pathlib.Path(p).name} {n}' for p, n in worst if n][:5]
   if worst:
@@ -110,7 +139,8 @@ def format_summary(summary: dict) -> str:
   if 'fake' in summary:
     fake = summary['fake']
     lines.append(f'fake: {fake["crops"]} crops of {fake["images"]} images, recall '
-                 + (f'{fake["recall"]:.3f}' if fake['crops'] else 'n/a'))
+                 + (f'{fake["recall"]:.3f}' if fake['crops'] else 'n/a')
+                 + _interval_text(fake['recall_interval']))
     auc = summary['roc_auc']
     lines.append('ROC-AUC real vs fake: ' + (f'{auc:.3f}' if auc is not None else 'n/a'))
   return '\n'.join(lines)

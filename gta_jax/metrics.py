@@ -19,6 +19,25 @@ def mean_and_spread(values) -> dict:
           'n': int(array.size)}
 
 
+def grouped_rate_interval(hits, totals, level: float = 0.95, resamples: int = 2000,
+                          seed: int = 0) -> tuple[float, float] | None:
+  """Percentile bootstrap interval of a pooled rate sum(hits) / sum(totals) whose units come in
+  groups (crops of one photo): whole groups are resampled, because crops of one photo fail or
+  pass together, so the spread over photos, not over crops, says what another set of photos may
+  give. -> (low, high), or None with fewer than two groups. Deterministic for a given seed."""
+  hits, totals = np.asarray(hits, np.float64), np.asarray(totals, np.float64)
+  if hits.shape != totals.shape or hits.ndim != 1:
+    raise ValueError(f'hits {hits.shape} and totals {totals.shape} must be one count per group')
+  if hits.size < 2:
+    return None
+  picks = np.random.default_rng(seed).integers(0, hits.size, (resamples, hits.size))
+  pooled_totals = totals[picks].sum(axis=1)
+  rates = hits[picks].sum(axis=1) / np.maximum(pooled_totals, 1)
+  tail = (1 - level) / 2 * 100
+  low, high = np.percentile(rates, [tail, 100 - tail])
+  return float(low), float(high)
+
+
 def binary_metrics(labels: np.ndarray, scores: np.ndarray,
                    threshold: float = verdicts.DEFAULT_THRESHOLD) -> dict:
   """accuracy, precision, recall, F1 (release definitions), ROC-AUC, PR-AUC, the best F1 over

@@ -52,6 +52,14 @@ def test_summary_figures_are_the_rates_and_auc_of_the_scores():
   assert summary['roc_auc'] == pytest.approx(6 / 8)
   assert summary['roc_auc'] == pytest.approx(metrics.roc_auc(
       np.array([0, 0, 0, 0, 1, 1]), np.array([0.1, 0.7, 0.2, 0.4, 0.9, 0.3])))
+  # Intervals over images: a.jpg has 1 of 3 crops called fake, b.jpg 0 of 1; the resampled pools
+  # are (a, a) 1/3, (a, b) or (b, a) 1/4, (b, b) 0.
+  interval = summary['real']['false_positive_interval']
+  assert interval['level'] == 0.95
+  assert (interval['low'], interval['high']) == pytest.approx((0, 1 / 3))
+  assert summary['fake']['recall_interval'] is None  # one fake image: no spread to measure
+  printed = heldout.format_summary(summary)
+  assert 'false-positive rate 0.250 (95% interval over images 0.000-0.333)' in printed
 
 
 def test_the_command_scores_folders_and_refuses_bad_arguments(tmp_path, pixel_model, capsys):

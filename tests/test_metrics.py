@@ -172,3 +172,21 @@ def test_by_perturbation_splits_a_test_set_by_what_touched_each_image():
   assert only_jpeg == {'with_jpeg': {'images': 0},
                        'without_jpeg': only_jpeg['without_jpeg']}
   assert only_jpeg['without_jpeg']['images'] == 6
+
+
+def test_grouped_rate_interval_resamples_whole_groups():
+  # Two photos of 8 crops, one with none called fake and one with all: a resample of two photos
+  # pools to 0, 1/2 or 1 (p 1/4, 1/2, 1/4), so the 95% interval spans 0..1 -- over crops it
+  # would look like a tight 0.5.
+  assert metrics.grouped_rate_interval([0, 8], [8, 8]) == (0.0, 1.0)
+  # Photos that agree leave no spread, whatever their sizes.
+  assert metrics.grouped_rate_interval([1, 2, 4], [10, 20, 40]) == pytest.approx((0.1, 0.1))
+  # More photos of the same mix: a narrower interval around the pooled rate.
+  few = metrics.grouped_rate_interval([0, 0, 0, 4], [16] * 4)
+  many = metrics.grouped_rate_interval([0, 0, 0, 4] * 8, [16] * 32)
+  assert few[0] <= 1 / 16 <= few[1] and many[0] <= 1 / 16 <= many[1]
+  assert many[1] - many[0] < few[1] - few[0]
+  assert metrics.grouped_rate_interval([0, 0, 0, 4], [16] * 4) == few  # seeded: reproducible
+  assert metrics.grouped_rate_interval([3], [16]) is None  # one photo: no spread to measure
+  with pytest.raises(ValueError, match='one count per group'):
+    metrics.grouped_rate_interval([1, 2], [3])
