@@ -1,13 +1,15 @@
 """Held-out check: how a trained detector treats real photos (and fakes) it has never seen.
 
-python -m gta_jax.heldout --model RUN --real PHOTOS_DIR [--fake FAKES_DIR] [--json OUT.json]
+python -m gta_jax.heldout --model RUN [RUN ...] --real PHOTOS [--fake FAKES] [--json OUT.json]
 
 Training data says little about photos from elsewhere: a detector can separate its training
 classes by a cue (sharpness, content, scale) that real photos from another camera do not share.
 This command prints the false-positive rate on a folder of real photos, and with --fake the
 recall and ROC-AUC against a folder of fakes. Never train on the photos you check with. Each rate
 comes with a 95% bootstrap interval over images: crops of one photo are called fake together, so
-a folder of a dozen photos pins a rate down far less than its hundreds of crops suggest.
+a folder of a dozen photos pins a rate down far less than its hundreds of crops suggest. Several
+models (one per training seed) are scored on the same crops, and each figure is then also given
+as mean +- std over them: what one seed's detector does is an anecdote.
 
 Images of the model's input size are scored as they are. Larger ones (camera photos) give
 --crops-per-image crops of the input size, each from the photo LANCZOS down-scaled so that its
@@ -146,10 +148,39 @@ def format_summary(summary: dict) -> str:
   return '\n'.join(lines)
 
 
+OVER_MODELS = (('false-positive rate', ('real', 'false_positive_rate')),
+               ('recall', ('fake', 'recall')), ('ROC-AUC', ('roc_auc',)))
+
+
+def over_models(summaries: list[dict]) -> dict:
+  """Several models' summaries (training seeds of one config) -> each headline figure's mean,
+  sample std and per-model values, over the models that have it."""
+  out = {}
+  for name, keys in OVER_MODELS:
+    values = []
+    for summary in summaries:
+      value = summary
+      for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+      if value is not None:
+        values.append(value)
+    if values:
+      out[name] = metrics.mean_and_spread(values) | {'values': values}
+  return out
+
+
+def format_over_models(aggregate: dict) -> str:
+  return '\n'.join(f'over {figure["n"]} models: {name} {figure["mean"]:.3f} +- {figure["std"]:.3f} '
+                   f'({min(figure["values"]):.3f}-{max(figure["values"]):.3f})'
+                   for name, figure in aggregate.items())
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog='python -m gta_jax.heldout', description=__doc__.split(
       '\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--model', required=True, help='run workdir, model bundle or release .h5')
+  parser.add_argument('--model', required=True, nargs='+',
+                      help='run workdir, model bundle or release .h5; several (e.g. one per '
+                      'training seed) are scored on the same crops and summarised as mean +- std')
   parser.add_argument('--real', required=True, help='folder of real photos never trained on')
   parser.add_argument('--fake', help='folder of generated images (optional)')
   parser.add_argument('--dct-stats', help='DCT statistics folder, for DCT release models')
@@ -168,24 +199,37 @@ def main(argv=None) -> int:
         raise attribute.UsageError(f'{flag} {folder}: no image files in it.')
     if args.json:
       attribute.check_json_target(args.json)
-    model = attribute.load_model(args.model, args.dct_stats)
+    models = [attribute.load_model(path, args.dct_stats) for path in args.model]
   except (attribute.UsageError, errors.UserError, FileNotFoundError, ValueError) as e:
     print(f'error: {images_lib.printable(e)}', file=sys.stderr)
     return 2
-  real, failed = score_folder(model, args.real, args.crops_per_image, args.seed)
-  fake = None
-  if args.fake:
-    fake, more = score_folder(model, args.fake, args.crops_per_image, args.seed + 1)
-    failed += more
-  summary = summarize(real, fake, model.thresholds.fake)
+  records = []
+  for path, model in zip(args.model, models):
+    # The same --seed for every model: each scores the very same crops.
+    real, failed = score_folder(model, args.real, args.crops_per_image, args.seed)
+    fake = None
+    if args.fake:
+      fake, more = score_folder(model, args.fake, args.crops_per_image, args.seed + 1)
+      failed += more
+    records.append({'model': images_lib.printable(path), 'real': real, 'fake': fake,
+                    'summary': summarize(real, fake, model.thresholds.fake), 'failed': failed})
+  if len(records) == 1:
+    record = records[0]
+    report = {'summary': record['summary'], 'real': record['real'], 'fake': record['fake'],
+              'failed': record['failed']}
+    print(format_summary(record['summary']))
+  else:
+    report = {'over_models': over_models([r['summary'] for r in records]), 'models': records,
+              'failed': records[0]['failed']}
+    for record in records:
+      print(f'model {record["model"]}')
+      print('  ' + format_summary(record['summary']).replace('\n', '\n  '))
+    print(format_over_models(report['over_models']))
   if args.json:
-    pathlib.Path(args.json).write_text(json.dumps(
-        {'summary': summary, 'real': real, 'fake': fake, 'failed': failed}, indent=2,
-        allow_nan=False) + '\n')
-  print(format_summary(summary))
-  for record in failed:
+    pathlib.Path(args.json).write_text(json.dumps(report, indent=2, allow_nan=False) + '\n')
+  for record in report['failed']:
     print(f'not scored: {record["error"]}')
-  return 1 if failed else 0
+  return 1 if report['failed'] else 0
 
 
 if __name__ == '__main__':

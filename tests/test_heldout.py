@@ -87,3 +87,38 @@ def test_the_command_scores_folders_and_refuses_bad_arguments(tmp_path, pixel_mo
   assert heldout.main(['--model', str(pixel_model), '--real', str(real),
                        '--crops-per-image', '0']) == 2
   assert 'no such folder' in capsys.readouterr().err
+
+
+def test_several_models_score_the_same_crops_and_are_summarised_over_models(tmp_path, pixel_model):
+  other = tmp_path / 'other.h5'
+  layers = ref.random_layers(np.random.default_rng(11), ref.layer_shapes(3, True, SIZE, ()))
+  ref.write_h5(other, layers, (SIZE, SIZE, 3))
+  real, fake = tmp_path / 'real', tmp_path / 'fake'
+  real.mkdir()
+  fake.mkdir()
+  for i in range(3):
+    Image.fromarray(RNG.integers(0, 256, (90, 120, 3), dtype=np.uint8)).save(real / f'{i}.jpg')
+    Image.fromarray(RNG.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)).save(fake / f'{i}.png')
+  both, alone = tmp_path / 'both.json', tmp_path / 'alone.json'
+  assert heldout.main(['--model', str(pixel_model), str(other), '--real', str(real),
+                       '--fake', str(fake), '--crops-per-image', '3', '--json', str(both)]) == 0
+  assert heldout.main(['--model', str(other), '--real', str(real), '--fake', str(fake),
+                       '--crops-per-image', '3', '--json', str(alone)]) == 0
+  report, single = json.loads(both.read_text()), json.loads(alone.read_text())
+  # The second model, scored beside the first, scores exactly the crops it scores alone.
+  assert report['models'][1]['real'] == single['real']
+  assert report['models'][1]['summary'] == single['summary']
+  # Each figure over the models is the mean and sample std of theirs.
+  for name, keys in heldout.OVER_MODELS:
+    values = []
+    for record in report['models']:
+      value = record['summary']
+      for key in keys:
+        value = value[key]
+      values.append(value)
+    figure = report['over_models'][name]
+    assert figure['values'] == values and figure['n'] == 2
+    assert figure['mean'] == pytest.approx(np.mean(values))
+    assert figure['std'] == pytest.approx(np.std(values, ddof=1))
+  # The two random models rank real and fake differently, so the spread is not a trivial 0.
+  assert report['over_models']['ROC-AUC']['std'] > 0
