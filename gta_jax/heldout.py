@@ -200,6 +200,12 @@ def main(argv=None) -> int:
     if args.json:
       attribute.check_json_target(args.json)
     models = [attribute.load_model(path, args.dct_stats) for path in args.model]
+    sizes = {path: model.spec.image_size for path, model in zip(args.model, models)}
+    if len(set(sizes.values())) > 1:
+      raise attribute.UsageError('--model: these models take different input sizes ('
+                                 + ', '.join(f'{p}: {n} px' for p, n in sizes.items())
+                                 + '), so they cannot score the same crops; compare runs of '
+                                 'one config.')
   except (attribute.UsageError, errors.UserError, FileNotFoundError, ValueError) as e:
     print(f'error: {images_lib.printable(e)}', file=sys.stderr)
     return 2

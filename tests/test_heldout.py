@@ -89,7 +89,8 @@ def test_the_command_scores_folders_and_refuses_bad_arguments(tmp_path, pixel_mo
   assert 'no such folder' in capsys.readouterr().err
 
 
-def test_several_models_score_the_same_crops_and_are_summarised_over_models(tmp_path, pixel_model):
+def test_several_models_score_the_same_crops_and_are_summarised_over_models(tmp_path, pixel_model,
+                                                                            capsys):
   other = tmp_path / 'other.h5'
   layers = ref.random_layers(np.random.default_rng(11), ref.layer_shapes(3, True, SIZE, ()))
   ref.write_h5(other, layers, (SIZE, SIZE, 3))
@@ -122,3 +123,9 @@ def test_several_models_score_the_same_crops_and_are_summarised_over_models(tmp_
     assert figure['std'] == pytest.approx(np.std(values, ddof=1))
   # The two random models rank real and fake differently, so the spread is not a trivial 0.
   assert report['over_models']['ROC-AUC']['std'] > 0
+  wider = tmp_path / 'wider.h5'
+  ref.write_h5(wider, ref.random_layers(np.random.default_rng(12),
+                                        ref.layer_shapes(3, True, 2 * SIZE, ())),
+               (2 * SIZE, 2 * SIZE, 3))
+  assert heldout.main(['--model', str(pixel_model), str(wider), '--real', str(real)]) == 2
+  assert 'different input sizes' in capsys.readouterr().err
