@@ -57,65 +57,73 @@ def photo_crops(rgb: np.ndarray, size: int, count: int, rng: np.random.Generator
   return np.stack(crops)
 
 
-def score_folder(model: attribute.LoadedModel, folder, crops_per_image: int, seed: int,
-                 batch_size: int = 64) -> tuple[list[dict], list[dict]]:
-  """-> (one record per file: path, crops, p_fake per crop; error records for unreadable files)."""
+def score_folder(models: list[attribute.LoadedModel], folder, crops_per_image: int, seed: int,
+                 batch_size: int = 64) -> tuple[list[list[dict]], list[dict]]:
+  """Each photo read and cropped once, its crops scored by every model (of one input size), so
+  all score the very same crops -> (per model, one record per file: path, crops, p_fake per crop;
+  error records for unreadable files)."""
   paths = images_lib.list_images([folder])
-  size = model.spec.image_size
+  size = models[0].spec.image_size
   rng = np.random.default_rng(seed)
-  records, failed = [], []
+  records, failed = [[] for _ in models], []
   for path in paths:
     try:
       rgb, _ = images_lib.read_rgb(path)
       crops = photo_crops(rgb, size, crops_per_image, rng)
-      inputs = np.stack([attribute.prepare_input(model, crop)[0] for crop in crops])
+      inputs_by_model = [np.stack([attribute.prepare_input(model, crop)[0] for crop in crops])
+                         for model in models]
     except images_lib.ImageReadError as e:
       failed.append({'path': images_lib.printable(path),
                      'error': images_lib.printable(e if str(path) in str(e) else f'{path}: {e}')})
       continue
-    scores = []
-    for start in range(0, len(inputs), batch_size):
-      p_fake, _, _, _ = attribute.score_batch(model.variables, inputs[start:start + batch_size],
-                                           input_kind=model.spec.input_kind,
-                                           num_heads=len(model.spec.head_names),
-                                           with_saliency=False)
-      scores.extend(np.asarray(p_fake, np.float64).tolist())
-    records.append({'path': images_lib.printable(path), 'crops': len(scores), 'p_fake': scores})
+    for model, inputs, model_records in zip(models, inputs_by_model, records):
+      scores = []
+      for start in range(0, len(inputs), batch_size):
+        p_fake, _, _, _ = attribute.score_batch(model.variables, inputs[start:start + batch_size],
+                                                input_kind=model.spec.input_kind,
+                                                num_heads=len(model.spec.head_names),
+                                                with_saliency=False)
+        scores.extend(np.asarray(p_fake, np.float64).tolist())
+      model_records.append({'path': images_lib.printable(path), 'crops': len(scores),
+                            'p_fake': scores})
   return records, failed
 
 
 INTERVAL_LEVEL = 0.95
 
 
-def image_interval(records: list[dict], threshold: float) -> dict | None:
-  """The 95% bootstrap interval, over images, of the share of crops called fake
-  (metrics.grouped_rate_interval): a few photos make most false positives, so the spread over
-  photos says what another folder of photos may give. None with fewer than two images. It is
-  the spread among these images: where every image gives the same rate (none called fake) it is
-  a point, not a bound for photos unlike them."""
-  interval = metrics.grouped_rate_interval(
-      [int(np.sum(np.array(r['p_fake']) >= threshold)) for r in records],
-      [len(r['p_fake']) for r in records], level=INTERVAL_LEVEL)
+def image_interval(called: list[int], crops: list[int]) -> dict | None:
+  """The 95% bootstrap interval, over images, of the share of crops called fake (`called` and
+  `crops` per image; metrics.grouped_rate_interval): a few photos make most false positives, so
+  the spread over photos says what another folder of photos may give. None with fewer than two
+  images. It is the spread among these images: where every image gives the same rate (none
+  called fake) it is a point, not a bound for photos unlike them."""
+  interval = metrics.grouped_rate_interval(called, crops, level=INTERVAL_LEVEL)
   return None if interval is None else {'level': INTERVAL_LEVEL, 'low': interval[0],
                                         'high': interval[1]}
+
+
+def _called_per_image(records: list[dict], threshold: float) -> list[int]:
+  return [int(np.sum(np.array(r['p_fake']) >= threshold)) for r in records]
 
 
 def summarize(real: list[dict], fake: list[dict] | None, threshold: float) -> dict:
   """False-positive rate on the real crops, recall on the fakes (each with its interval over
   images), ROC-AUC of the two."""
   real_scores = np.array([s for r in real for s in r['p_fake']])
+  called = _called_per_image(real, threshold)
   summary = {'threshold': threshold, 'real': {
       'images': len(real), 'crops': int(real_scores.size),
       'false_positive_rate': float(np.mean(real_scores >= threshold)) if real_scores.size else None,
-      'false_positive_interval': image_interval(real, threshold),
-      'per_image_called_fake': {r['path']: int(np.sum(np.array(r['p_fake']) >= threshold))
-                                for r in real}}}
+      'false_positive_interval': image_interval(called, [len(r['p_fake']) for r in real]),
+      'per_image_called_fake': {r['path']: n for r, n in zip(real, called)}}}
   if fake is not None:
     fake_scores = np.array([s for r in fake for s in r['p_fake']])
     summary['fake'] = {'images': len(fake), 'crops': int(fake_scores.size),
                        'recall': float(np.mean(fake_scores >= threshold))
                        if fake_scores.size else None,
-                       'recall_interval': image_interval(fake, threshold)}
+                       'recall_interval': image_interval(_called_per_image(fake, threshold),
+                                                         [len(r['p_fake']) for r in fake])}
     labels = np.concatenate([np.zeros(real_scores.size), np.ones(fake_scores.size)])
     summary['roc_auc'] = metrics.roc_auc(labels, np.concatenate([real_scores, fake_scores]))
   return summary
@@ -209,33 +217,31 @@ def main(argv=None) -> int:
   except (attribute.UsageError, errors.UserError, FileNotFoundError, ValueError) as e:
     print(f'error: {images_lib.printable(e)}', file=sys.stderr)
     return 2
-  records = []
-  for path, model in zip(args.model, models):
-    # The same --seed for every model: each scores the very same crops.
-    real, failed = score_folder(model, args.real, args.crops_per_image, args.seed)
-    fake = None
-    if args.fake:
-      fake, more = score_folder(model, args.fake, args.crops_per_image, args.seed + 1)
-      failed += more
-    records.append({'model': images_lib.printable(path), 'real': real, 'fake': fake,
-                    'summary': summarize(real, fake, model.thresholds.fake), 'failed': failed})
+  real, failed = score_folder(models, args.real, args.crops_per_image, args.seed)
+  fake = [None] * len(models)
+  if args.fake:
+    fake, more = score_folder(models, args.fake, args.crops_per_image, args.seed + 1)
+    failed += more
+  records = [{'model': images_lib.printable(path), 'real': real_records, 'fake': fake_records,
+              'summary': summarize(real_records, fake_records, model.thresholds.fake)}
+             for path, model, real_records, fake_records in zip(args.model, models, real, fake)]
   if len(records) == 1:
     record = records[0]
     report = {'summary': record['summary'], 'real': record['real'], 'fake': record['fake'],
-              'failed': record['failed']}
+              'failed': failed}
     print(format_summary(record['summary']))
   else:
     report = {'over_models': over_models([r['summary'] for r in records]), 'models': records,
-              'failed': records[0]['failed']}
+              'failed': failed}
     for record in records:
       print(f'model {record["model"]}')
       print('  ' + format_summary(record['summary']).replace('\n', '\n  '))
     print(format_over_models(report['over_models']))
   if args.json:
     pathlib.Path(args.json).write_text(json.dumps(report, indent=2, allow_nan=False) + '\n')
-  for record in report['failed']:
+  for record in failed:
     print(f'not scored: {record["error"]}')
-  return 1 if report['failed'] else 0
+  return 1 if failed else 0
 
 
 if __name__ == '__main__':
