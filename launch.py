@@ -12,7 +12,7 @@ import os
 from absl import flags, logging
 from ml_collections import config_flags
 
-from gta_jax import cli
+from gta_jax.tools import cli
 
 config_flags.DEFINE_config_file('config', None, 'Config file (path[:smoke]).', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Run folder (default: runs/<config.name>).')
@@ -25,7 +25,8 @@ flags.mark_flags_as_required(['config'])
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO; we print our own progress
-  from gta_jax import distributed, train  # after flag parsing, so --help is fast
+  from gta_jax import train  # after flag parsing, so --help is fast
+  from gta_jax.io import distributed
   distributed.initialize(flags.FLAGS.coordinator_address, flags.FLAGS.num_processes,
                          flags.FLAGS.process_id)  # before any array exists
   config = flags.FLAGS.config

@@ -26,7 +26,11 @@ import numpy as np
 
 import common  # benchmarks/common.py
 from configs import architecture_attribution
-from gta_jax import chains, crosstest, input_pipeline, metrics, run_records, train
+from gta_jax import chains, train
+from gta_jax.data import pipeline
+from gta_jax.scoring import metrics
+from gta_jax.io import run_records
+from gta_jax import evaluation
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 VARIANT_ORDER = ('test_cross_seed', 'test_unseen_seeds', 'test_trained_further', 'test_finetuned',
@@ -35,7 +39,7 @@ VARIANT_ORDER = ('test_cross_seed', 'test_unseen_seeds', 'test_trained_further',
 
 def training_seeds_per_architecture(data_config: str) -> int:
   """How many generators per architecture make the training fakes of a built-in data config."""
-  builder = input_pipeline.builder_class(input_pipeline.BUILTIN)
+  builder = pipeline.builder_class(pipeline.BUILTIN)
   return next(c.training_seeds for c in builder.BUILDER_CONFIGS if c.name == data_config)
 
 
@@ -104,7 +108,7 @@ def main(argv=None) -> int:
       run_dir = workdir / recipe / f'seed_{seed}'
       results, minutes = train_one(recipe, seed, args.primary, run_dir, args.data_dir, args.smoke,
                                    args.one_seed)
-      cross = crosstest.crosstest_run(run_dir, args.data_dir)
+      cross = evaluation.crosstest_run(run_dir, args.data_dir)
       trained_on.add(run_records.load_run_config(run_dir).data.config)
       runs[seed] = figures(results, cross) | ({'training minutes': minutes} if minutes else {})
     names = list(dict.fromkeys(name for run in runs.values() for name in run))

@@ -21,15 +21,16 @@ import numpy as np
 from PIL import Image
 
 import common  # benchmarks/common.py
-from gta_jax import checkpoints, models
+from gta_jax.io import checkpoints
+from gta_jax.models import networks
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def write_model(directory: pathlib.Path) -> pathlib.Path:
   key = jax.random.key(0)
-  variables = {'primary': models.init_variables(models.Primary(True), key, (1, 128, 128, 3)),
-               'heads': models.init_variables(models.StackedHeads(4, True), key, (1, 32, 32, 16))}
+  variables = {'primary': networks.init_variables(networks.Primary(True), key, (1, 128, 128, 3)),
+               'heads': networks.init_variables(networks.StackedHeads(4, True), key, (1, 32, 32, 16))}
   spec = checkpoints.ModelSpec(input_kind='pixel', image_size=128,
                                head_names=('a', 'b', 'c', 'd'), source='random')
   checkpoints.save_model_bundle(directory / 'model', spec, jax.device_get(variables))

@@ -1,13 +1,10 @@
 """Helpers shared by the benchmark scripts: timing, the machine's matmul peak, JSON output."""
 import json
 import pathlib
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 
 def time_fn(fn, *args, repeats: int = 5, min_seconds: float = 2.0):
@@ -46,7 +43,7 @@ def flops_of(jitted, *args) -> float | None:
 def machine() -> dict:
   """The machine a ratio holds for: backend, device, CPU model and vector extensions, library
   versions (the same record every run writes to provenance.json)."""
-  from gta_jax import provenance
+  from gta_jax.io import provenance
   return provenance.machine()
 
 

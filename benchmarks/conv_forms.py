@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 import common  # benchmarks/common.py
-from gta_jax import convolution
+from gta_jax.models import convolution
 
 DN = convolution.DIMENSION_NUMBERS
 # (in channels, out channels, kernel, stride, input size) of the primary's six convs at 128 px.

@@ -9,7 +9,6 @@ the images of every batch in reverse order (the same mathematics, another summat
 Prints, per logged loss, the relative difference of (b) and (c) from (a).
 """
 import os
-import sys
 
 from absl import app, flags
 
@@ -32,16 +31,21 @@ def main(argv):
   import numpy as np
 
   import common  # benchmarks/common.py
-  from gta_jax import distributed, input_pipeline, train
-  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / 'tests'))
-  import sharded_checks
+  from gta_jax import train
+  from gta_jax.io import distributed
+  from gta_jax.data import pipeline
+  import importlib.util  # the tests' helper, by its path (the tests are not a package)
+  path = pathlib.Path(__file__).resolve().parents[1] / 'tests' / 'sharded_checks.py'
+  spec = importlib.util.spec_from_file_location('sharded_checks', path)
+  sharded_checks = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(sharded_checks)
 
-  input_pipeline.load_builder(input_pipeline.BUILTIN, 'smoke', FLAGS.data_dir)
-  stack = input_pipeline._stack
+  pipeline.load_builder(pipeline.BUILTIN, 'smoke', FLAGS.data_dir)
+  stack = pipeline._stack
   runs = {}
   for name, devices, reverse in (('one_device', 1, False), ('all_devices', FLAGS.devices, False),
                                  ('one_device_reversed_batches', 1, True)):
-    input_pipeline._stack = (lambda examples: stack(examples[::-1])) if reverse else stack
+    pipeline._stack = (lambda examples: stack(examples[::-1])) if reverse else stack
     workdir = pathlib.Path(FLAGS.workdir) / name
     shutil.rmtree(workdir, ignore_errors=True)
     with distributed.using_devices(jax.devices()[:devices]):
@@ -49,7 +53,7 @@ def main(argv):
                                workdir)
     lines = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
     runs[name] = {(r['step'], k): v for r in lines for k, v in r.items() if 'loss' in k}
-  input_pipeline._stack = stack
+  pipeline._stack = stack
   reference = runs['one_device']
   drift = {}
   for name in ('all_devices', 'one_device_reversed_batches'):

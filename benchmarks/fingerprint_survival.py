@@ -31,13 +31,12 @@ import functools
 import json
 import os
 import pathlib
-import sys
 
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
-from gta_jax import augment, input_pipeline, provenance  # noqa: E402
+from gta_jax.data import augment  # noqa: E402
+from gta_jax.data import pipeline
+from gta_jax.io import provenance
 
 TOP_OCTAVE = 0.25  # cycles per pixel
 # (name, lower, upper] bounds in cycles per pixel of max(|fy|, |fx|): the top three octaves.
@@ -130,8 +129,8 @@ def main():
   parser.add_argument('--limit', type=int, default=0, help='at most this many crops (0: all)')
   parser.add_argument('--json', help='write the figures here')
   args = parser.parse_args()
-  builder = input_pipeline.load_builder('synthetic_fingerprints', args.config, args.data_dir)
-  source = input_pipeline.data_source(builder, args.split)
+  builder = pipeline.load_builder('synthetic_fingerprints', args.config, args.data_dir)
+  source = pipeline.data_source(builder, args.split)
   groups = collections.defaultdict(dict)
   for i in range(len(source)):
     record = source[i]

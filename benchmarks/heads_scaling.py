@@ -14,19 +14,20 @@ import numpy as np
 import optax
 
 import common  # benchmarks/common.py
-from gta_jax import losses, models
+from gta_jax.families import losses
+from gta_jax.models import networks
 from gta_jax.families import base, proposed
 
 
 def heads_epoch_seconds(num_heads: int, formulation: str, images: int, batch: int, size: int):
   key = jax.random.key(0)
   optimizer = optax.adam(1e-4, 0.9, 0.999, 1e-7)
-  primary_model = models.Primary(True)
-  heads_model = models.StackedHeads(num_heads, True, formulation=formulation)
+  primary_model = networks.Primary(True)
+  heads_model = networks.StackedHeads(num_heads, True, formulation=formulation)
   constants = {'dct_mean': np.zeros((), np.float32), 'dct_std': np.ones((), np.float32),
-               'primary': models.init_variables(primary_model, key, (1, size, size, 3))}
+               'primary': networks.init_variables(primary_model, key, (1, size, size, 3))}
   state = base.new_state(
-      models.init_variables(heads_model, key, (1, size // 4, size // 4, 16)), optimizer)
+      networks.init_variables(heads_model, key, (1, size // 4, size // 4, 16)), optimizer)
   data = {'image': np.asarray(jax.random.randint(key, (batch, size, size, 3), 0, 256), np.uint8),
           'mask': np.ones(batch, bool)}
   targets = jnp.asarray(np.random.default_rng(0).integers(0, 2, (num_heads, batch)), jnp.float32)

@@ -16,7 +16,7 @@ import time
 from absl import app, flags
 
 import common  # benchmarks/common.py
-from gta_jax import input_pipeline
+from gta_jax.data import pipeline
 
 flags.DEFINE_string('json', None, 'write the results here')
 flags.DEFINE_string('data_dir', 'data/tfds', 'TFDS data_dir holding synthetic_fingerprints')
@@ -35,7 +35,7 @@ def images_per_sec(source, mode: str, workers: int) -> float:
   def endless():
     epoch = 0
     while True:
-      yield from input_pipeline.batches(source, FLAGS.batch, seed=0, epoch=epoch, mode=mode,
+      yield from pipeline.batches(source, FLAGS.batch, seed=0, epoch=epoch, mode=mode,
                                         workers=workers, num_threads=FLAGS.threads)
       epoch += 1
   iterator = endless()
@@ -50,8 +50,8 @@ def images_per_sec(source, mode: str, workers: int) -> float:
 
 def main(argv):
   del argv
-  builder = input_pipeline.load_builder(input_pipeline.BUILTIN, 'default', FLAGS.data_dir)
-  source = input_pipeline.data_source(builder, 'train')
+  builder = pipeline.load_builder(pipeline.BUILTIN, 'default', FLAGS.data_dir)
+  source = pipeline.data_source(builder, 'train')
   if FLAGS.images >= len(source):
     raise SystemExit(f'--images={FLAGS.images} must be below the split ({len(source)}), so that '
                      'no epoch restart (a worker start-up) falls into a measurement')

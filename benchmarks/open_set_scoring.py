@@ -3,7 +3,7 @@
 python benchmarks/open_set_scoring.py [--batch 32 --image-size 128 --bank 2400] [--json out.json]
 
 Side by side in one process, on a randomly initialised 4-head pixel model (time does not depend
-on the weights' values): `attribute.score_batch` without pooled features (what `--open-set
+on the weights' values): `inference.score_batch` without pooled features (what `--open-set
 tpr95|doc|off` runs), with them (the jitted program `--open-set knn` runs), and the host-side
 kNN distance of the batch to a bank of that many known training features. Printed as seconds
 per batch (and the kNN distance alone) and the ratio of the kNN path to the heads-only one.
@@ -14,7 +14,9 @@ import jax
 import numpy as np
 
 import common  # benchmarks/common.py
-from gta_jax import attribute, models, openset
+from gta_jax.models import networks
+from gta_jax.scoring import openset as openset_scores
+from gta_jax.scoring import inference
 
 
 def main():
@@ -27,20 +29,20 @@ def main():
   args = parser.parse_args()
   key = jax.random.key(0)
   num_heads, size = 4, args.image_size
-  variables = {'primary': models.init_variables(models.Primary(True), key, (1, size, size, 3)),
-               'heads': models.init_variables(models.StackedHeads(num_heads, True), key,
+  variables = {'primary': networks.init_variables(networks.Primary(True), key, (1, size, size, 3)),
+               'heads': networks.init_variables(networks.StackedHeads(num_heads, True), key,
                                               (1, size // 4, size // 4, 16))}
   rng = np.random.default_rng(0)
   x = rng.uniform(-1, 1, (args.batch, size, size, 3)).astype(np.float32)
-  width = models.pooled_feature_width(num_heads)
-  knn = openset.NearestNeighbours(rng.normal(size=(args.bank, width)).astype(np.float32))
+  width = networks.pooled_feature_width(num_heads)
+  knn = openset_scores.NearestNeighbours(rng.normal(size=(args.bank, width)).astype(np.float32))
 
   def heads_only():
-    return attribute.score_batch(variables, x, input_kind='pixel', num_heads=num_heads,
+    return inference.score_batch(variables, x, input_kind='pixel', num_heads=num_heads,
                                  with_saliency=False)[:2]
 
   def with_features():
-    return attribute.score_batch(variables, x, input_kind='pixel', num_heads=num_heads,
+    return inference.score_batch(variables, x, input_kind='pixel', num_heads=num_heads,
                                  with_saliency=False, with_features=True)
 
   def knn_path():  # what _score_bucket does per batch under --open-set knn

@@ -2,7 +2,7 @@
 
 python benchmarks/train_step.py --model primary --batch 64 [--keras-python PY] [--json OUT]
 
-For each --forms lowering (gta_jax/convolution.py: 'lax' = XLA's convolution, 'cpu' = the
+For each --forms lowering (gta_jax/models/convolution.py: 'lax' = XLA's convolution, 'cpu' = the
 CPU-tuned custom VJP) the jitted train step (Adam, BatchNorm updates, preprocessing on the
 device; for --model heads the phase III step of 4 heads on a frozen primary) and the jitted
 inference step are compiled, then timed in alternating rounds so that both see the same machine
@@ -26,7 +26,8 @@ import numpy as np
 import optax
 
 import common  # benchmarks/common.py
-from gta_jax import losses, models
+from gta_jax.families import losses
+from gta_jax.models import networks
 from gta_jax.families import base, baseline, proposed
 
 NUM_HEADS = 4
@@ -45,16 +46,16 @@ def build(model: str, image_size: int, batch: int, conv_impl: str):
   key = jax.random.key(0)
   optimizer = optax.adam(1e-3, 0.9, 0.999, 1e-7)
   input_kind = 'dct' if model.endswith('_dct') else 'pixel'
-  gap = models.uses_gap(input_kind)
+  gap = networks.uses_gap(input_kind)
   channels = 1 if input_kind == 'dct' else 3
   data = _data(batch, image_size)
   labels = data['label'].astype(np.float32)
   constants = {'dct_mean': np.zeros((image_size, image_size), np.float32),
                'dct_std': np.ones((image_size, image_size), np.float32)}
   if model in ('gandct', 'postpool'):
-    module = {'gandct': models.GanDctConv, 'postpool': models.GanfpPostpool}[model](
+    module = {'gandct': networks.GanDctConv, 'postpool': networks.GanfpPostpool}[model](
         1, conv_impl=conv_impl)
-    params = models.init_variables(module, key, (1, image_size, image_size, channels))['params']
+    params = networks.init_variables(module, key, (1, image_size, image_size, channels))['params']
     state = base.new_state({'params': params, 'batch_stats': {}}, optimizer)
     step = jax.jit(functools.partial(baseline.baseline_train_step, model=module,
                                      input_kind=input_kind, loss_fn=losses.sigmoid_bce,
@@ -63,11 +64,11 @@ def build(model: str, image_size: int, batch: int, conv_impl: str):
                                       input_kind=input_kind))
     return (step, (state, constants, data, labels, None),
             infer, ({'params': params}, constants, data['image']))
-  primary_model = models.Primary(gap, conv_impl=conv_impl)
-  primary = models.init_variables(primary_model, key, (1, image_size, image_size, channels))
+  primary_model = networks.Primary(gap, conv_impl=conv_impl)
+  primary = networks.init_variables(primary_model, key, (1, image_size, image_size, channels))
   if model.startswith('heads'):
-    heads_model = models.StackedHeads(NUM_HEADS, gap, conv_impl=conv_impl)
-    variables = models.init_variables(heads_model, key, (1, image_size // 4, image_size // 4, 16))
+    heads_model = networks.StackedHeads(NUM_HEADS, gap, conv_impl=conv_impl)
+    variables = networks.init_variables(heads_model, key, (1, image_size // 4, image_size // 4, 16))
     constants = constants | {'primary': primary}
     bound = dict(primary_model=primary_model, heads_model=heads_model, input_kind=input_kind)
     step = jax.jit(functools.partial(proposed.heads_train_step, **bound,

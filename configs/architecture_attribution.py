@@ -14,9 +14,9 @@ per head, false claims on real images, fine-tuned and further-trained generators
   patches      + random windows, one loss each (DNA-Det's patch training)
   contrastive  + patches + the supervised contrastive loss on projected head features
   frequency    + contrastive + auxiliary frequency maps beside the mid features (phase-only
-               spectrum, high-pass residual, 4x4-block log-DCT: gta_jax/frequency.py)
+               spectrum, high-pass residual, 4x4-block log-DCT: gta_jax/models/frequency.py)
   pretrained   + frequency + DNA-Det's pre-training of the heads' convs on classifying image
-               transformations of the real training images (gta_jax/pretrain.py)
+               transformations of the real training images (gta_jax/families/pretrain.py)
 
 The heads train on the built-in data's `multiseed5` config: each architecture's training fakes
 come from five generators trained from different seeds, so what a head can learn that holds

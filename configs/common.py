@@ -43,22 +43,14 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # each crop's images as one block so training batches contrast a crop with its own fakes.
   config.data.group_by_content = True
   # Share of the real training and validation images blurred by a random Gaussian (sigma 0.4-2.5
-  # px; gta_jax/augment.py `soften`) before any perturbation; test splits never. 0: the paper.
+  # px; gta_jax/data/augment.py `soften`) before any perturbation; test splits never. 0: the paper.
   # The built-in fakes are softer than their inputs, and without it the detector learnt "soft =
   # fake" (README "Steady training").
   config.data.real_softening = 0.0
-  # Share of the real training and validation images sharpened by a random unsharp mask (after
-  # any softening; gta_jax/augment.py `sharpen`); test splits never. 0: the paper. On the built-in
-  # data it raised the false positives on unseen photos (3 seeds; README "What else was tried").
-  config.data.real_sharpening = 0.0
   # Share of the training and validation images (real and fake, one draw per content group)
-  # given a random saturation, contrast, brightness and gamma (gta_jax/augment.py
+  # given a random saturation, contrast, brightness and gamma (gta_jax/data/augment.py
   # `photometric_jitter`); test splits never. 0: the paper.
   config.data.photometric_jitter = 0.0
-  # True: each content group of the training and validation splits turned or mirrored by one of
-  # the square's 8 symmetries (gta_jax/augment.py `orient`); test splits never. False: the paper.
-  # Measured on the built-in data, not adopted (README "What else was tried").
-  config.data.random_orientation = False
 
   config.model = ml_collections.ConfigDict()
   # Model family (gta_jax/families/): primary (phases I/II) | heads (III/IV, on a frozen primary)
@@ -72,12 +64,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # average over this many training batches under the current weights ("precise BatchNorm"),
   # replacing the moving average. 0: Keras's moving average alone (the release).
   config.model.bn_recalibration_batches = 0
-  # True: a warm-started run (init.from_run) trains with BatchNorm in inference mode, normalising
-  # with the statistics of the run it starts from, which stay as they are (primary and heads only).
-  # Measured for phases II and IV on the built-in data, not adopted (README "What the quickstart
-  # measures": more robust, no fewer unseen photos called fake).
-  config.model.freeze_batch_norm = False
-  # How convolutions are lowered (gta_jax/convolution.py): auto = the CPU-tuned form on CPU,
+  # How convolutions are lowered (gta_jax/models/convolution.py): auto = the CPU-tuned form on CPU,
   # lax.conv elsewhere; cpu | lax force one. Same outputs and gradients, different speed.
   config.model.conv_impl = 'auto'
   config.model.dnadet_width = 64      # the DNA-Det baseline's first width (the release's)
@@ -98,14 +85,14 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config.optim.b2 = 0.999
   config.optim.eps = 1e-7             # Keras's Adam epsilon
   # Weight of a real image in the detector's loss (1: the release). The built-in data has 4 fakes
-  # per real image; 4 makes both classes weigh the same (gta_jax/losses.py).
+  # per real image; 4 makes both classes weigh the same (gta_jax/families/losses.py).
   config.optim.real_class_weight = 1.0
   # Share of each batch's positives (the detector's fakes, a head's own images) with the highest
   # loss left out of the loss (0: the release). Images whose perturbations erased the fingerprint
   # then no longer teach "degraded = positive" (losses.sigmoid_bce_hardest_positives_dropped).
   config.optim.drop_hardest_positives = 0.0
   # Decay of a moving average of the weights that validation, early stopping and export use
-  # (0: none, the release; gta_jax/averaging.py). Pair it with model.bn_recalibration_batches,
+  # (0: none, the release; gta_jax/optim.py). Pair it with model.bn_recalibration_batches,
   # which recomputes the BatchNorm statistics under the averaged weights.
   config.optim.weight_average_decay = 0.0
   # Weight of a head's own-source (positive) images in the heads' loss (1: the release). On the
@@ -126,15 +113,15 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config.recipe.projection_features = 128
   # Auxiliary frequency maps concatenated with the frozen mid features for the heads (pixel
   # models): any of 'phase' (phase-only spectrum), 'highpass' (residual), 'dct' (4x4-block
-  # log-DCT); gta_jax/frequency.py. Stored in the model bundle, which attribute reads.
+  # log-DCT); gta_jax/models/frequency.py. Stored in the model bundle, which attribute reads.
   config.recipe.frequency_inputs = ()
   # > 0: pre-train the heads' convs for that many steps on classifying image transformations of
-  # the real training images (JPEG, blur, resize, noise) before phase III (DNA-Det; gta_jax/pretrain.py).
+  # the real training images (JPEG, blur, resize, noise) before phase III (DNA-Det; gta_jax/families/pretrain.py).
   config.recipe.pretrain_steps = 0
 
   config.eval = ml_collections.ConfigDict()
   config.eval.batch_size = 256
-  config.eval.threshold = 0.5         # an output claims at p >= threshold (gta_jax/verdicts.py)
+  config.eval.threshold = 0.5         # an output claims at p >= threshold (gta_jax/scoring/verdicts.py)
 
   # Evaluators (gta_jax/evaluators/): name -> its type and options. They run in name order (as
   # ConfigDict lists its keys); each entry is named after the split it reads.

@@ -1,6 +1,6 @@
 """Open set, leave one architecture out: phase-III heads for all built-in sources but one, whose
 images are also dropped from training and validation, so that it is a generator no head has
-seen, not even as a negative (gta_jax/openset.py's unseen_architecture protocol).
+seen, not even as a negative (gta_jax/tools/openset.py's unseen_architecture protocol).
 
 for s in tconv nearest bilinear pixelshuffle; do
   python launch.py --config=configs/openset_synthetic.py:without_$s \

@@ -15,8 +15,8 @@ import tensorflow_datasets as tfds
 from etils import epath
 from PIL import Image
 
-from gta_jax import augment
-from gta_jax import images as images_lib
+from gta_jax.data import augment
+from gta_jax.data import images as images_lib
 
 _FIRST_NUMBER = re.compile(r'\d+')
 _NAME = re.compile(r'^(?:(default)|(\d+)-(\d+)-(\d+))(-png)?$')
@@ -147,7 +147,7 @@ def generate_examples(items, prepare_image, skip_corrupt: bool, skipped: list,
         'source_id': source.source_id, 'architecture': source.architecture, 'index': index}
   if bad:
     listing = '\n  '.join(bad[:50]) + (f'\n  ... and {len(bad) - 50} more' if len(bad) > 50 else '')
-    raise ValueError(f'{len(bad)} unreadable image(s); nothing was written. Fix or remove them, '
+    raise images_lib.UnreadableImages(f'{len(bad)} unreadable image(s); nothing was written. Fix or remove them, '
                      f'or build with skip_corrupt=True to leave them out:\n  {listing}')
 
 

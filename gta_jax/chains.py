@@ -7,9 +7,9 @@ import ml_collections
 from ml_collections.config_flags import config_path
 from PIL import Image
 
-from gta_jax import data
+from gta_jax.data import loader
 from gta_jax import errors
-from gta_jax.writers import log
+from gta_jax.io.writers import log
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -89,7 +89,7 @@ def write_examples(config, directory: pathlib.Path, per_source: int = 2) -> None
   """A few test images per source as PNG files, to try `python -m gta_jax.attribute` on."""
   if directory.is_dir():
     return
-  dataset = data.open_dataset(config.data, config.model.input)
+  dataset = loader.open_dataset(config.data, config.model.input)
   directory.mkdir(parents=True)
   for split in ('test', 'test_external'):
     if not dataset.has_split(split):

@@ -7,6 +7,10 @@ class UserError(Exception):
   """Bad input, config or order of runs: the user can fix it from the message."""
 
 
+class UsageError(UserError):
+  """A command-line argument that cannot work (exit status 2)."""
+
+
 class ConfigError(UserError, ValueError):
   """A config value (or an argument) that cannot work."""
 

@@ -13,131 +13,20 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
-from ml_collections.config_flags import config_path
 
-from gta_jax import augment
-from gta_jax import averaging
 from gta_jax import chains
-from gta_jax import checkpoints
-from gta_jax import convolution
-from gta_jax import data
-from gta_jax import distributed
 from gta_jax import errors
-from gta_jax import evaluators
+from gta_jax import evaluation
 from gta_jax import families
-from gta_jax import frequency
-from gta_jax import input_pipeline
-from gta_jax import openset
-from gta_jax import provenance
-from gta_jax import run_records
-from gta_jax import verdicts
-from gta_jax.writers import MetricWriter, fmt, log
-
-
-SCHEDULES = ('constant', 'cosine')
-
-
-def learning_rate_schedule(config, total_steps: int):
-  """The rate per step: constant, as the release, or a cosine from it to 0 over the run's budget
-  (config.optim.max_epochs epochs), so the weights a run ends with are not the last large step's."""
-  rate = config.optim.learning_rate
-  if config.optim.schedule == 'constant':
-    return rate
-  return optax.cosine_decay_schedule(rate, decay_steps=max(int(total_steps), 1), alpha=0.0)
-
-
-def make_optimizer(config, total_steps: int = 0) -> optax.GradientTransformation:
-  """Adam with Keras's defaults (beta 0.9/0.999, eps 1e-7) at config.optim.schedule's rate over
-  `total_steps` (the run's budget); with config.optim.weight_average_decay, also a moving average
-  of the weights (averaging.py)."""
-  adam = optax.adam(learning_rate_schedule(config, total_steps), config.optim.b1, config.optim.b2,
-                    config.optim.eps)
-  decay = config.optim.weight_average_decay
-  return optax.chain(adam, averaging.track_average(decay)) if decay else adam
-
-
-def evaluated_state(state):
-  """What validation, early stopping and export see: the averaged weights where the optimizer
-  keeps an average, else the weights as trained."""
-  average = averaging.averaged_params(state.opt_state)
-  return state if average is None else state.replace(params=average)
-
-
-def thresholds(config) -> verdicts.Thresholds:
-  return verdicts.Thresholds(config.eval.threshold, config.eval.threshold)
-
-
-def check_config(config) -> None:
-  """Refuses values that cannot work before anything is created, naming the key."""
-  def value_of(key: str):
-    return config_path.get_value(key, config)
-
-  def require(ok: bool, key: str, what: str):
-    if not ok:
-      raise errors.ConfigError(f'config.{key}={value_of(key)!r}: {what}.')
-
-  require(isinstance(config.model.bn_recalibration_batches, int)
-          and config.model.bn_recalibration_batches >= 0, 'model.bn_recalibration_batches',
-          'must be a whole number >= 0')
-  for key in ('optim.batch_size', 'eval.batch_size', 'optim.max_epochs', 'optim.patience',
-              'log_every_steps', 'checkpoint_every_steps'):
-    require(isinstance(value_of(key), int) and value_of(key) >= 1, key,
-            'must be a whole number >= 1')
-  require(isinstance(config.data.workers, int) and config.data.workers >= 0, 'data.workers',
-          'must be a whole number >= 0')
-  for key in ('optim.real_class_weight', 'optim.head_positive_weight'):
-    require(np.isfinite(value_of(key)) and value_of(key) > 0, key, 'must be a positive number')
-  require(isinstance(config.optim.weight_average_decay, (int, float))
-          and 0 <= config.optim.weight_average_decay < 1, 'optim.weight_average_decay',
-          'must be in [0, 1) (0: no average)')
-  require(isinstance(config.optim.drop_hardest_positives, (int, float))
-          and 0 <= config.optim.drop_hardest_positives < 1, 'optim.drop_hardest_positives',
-          'must be a share in [0, 1)')
-  require(np.isfinite(config.optim.learning_rate) and config.optim.learning_rate > 0,
-          'optim.learning_rate', 'must be a positive number')
-  require(config.optim.schedule in SCHEDULES, 'optim.schedule', f'choose {" or ".join(SCHEDULES)}')
-  require(np.isfinite(config.model.bn_momentum) and 0 <= config.model.bn_momentum < 1,
-          'model.bn_momentum', 'must be in [0, 1)')
-  require(0 < config.eval.threshold < 1, 'eval.threshold', 'must be in (0, 1)')
-  require(isinstance(config.recipe.patches, int) and config.recipe.patches >= 0, 'recipe.patches',
-          'must be a whole number >= 0')
-  require(config.recipe.contrastive_weighting in ('learned', 'fixed'), 'recipe.contrastive_weighting',
-          'choose learned or fixed')
-  for key in ('recipe.temperature', 'recipe.contrastive_weight'):
-    require(np.isfinite(value_of(key)) and value_of(key) > 0, key, 'must be a positive number')
-  require(isinstance(config.recipe.pretrain_steps, int) and config.recipe.pretrain_steps >= 0,
-          'recipe.pretrain_steps', 'must be a whole number >= 0')
-  require(isinstance(config.recipe.projection_features, int) and config.recipe.projection_features >= 1,
-          'recipe.projection_features', 'must be a whole number >= 1')
-  require(config.model.input in ('pixel', 'dct'), 'model.input', 'choose pixel or dct')
-  try:
-    frequency.check_names(config.recipe.frequency_inputs)
-  except (TypeError, ValueError) as e:
-    raise errors.ConfigError(str(e)) from None
-  require(not config.recipe.frequency_inputs or config.model.input == 'pixel',
-          'recipe.frequency_inputs', 'are maps of the pixels: use them with model.input=pixel')
-  for key in ('real_softening', 'real_sharpening', 'photometric_jitter'):
-    require(isinstance(config.data[key], (int, float)) and 0 <= config.data[key] <= 1,
-            f'data.{key}', 'must be a share from 0 to 1')
-  require(isinstance(config.data.random_orientation, bool), 'data.random_orientation',
-          'must be True or False')
-  require(config.data.train_mode in augment.MODES, 'data.train_mode',
-          f'choose one of {", ".join(augment.MODES)}')
-  require(config.phase in (1, 2, 3, 4), 'phase', 'choose 1, 2, 3 or 4')
-  require(config.model.family in families.FAMILIES, 'model.family',
-          f'choose one of {", ".join(families.FAMILIES)}')
-  try:
-    convolution.resolve_impl(config.model.conv_impl)
-  except ValueError as error:
-    raise errors.ConfigError(f'config.model.conv_impl: {error}') from None
-
-
-def setup(config, workdir=None) -> tuple[data.Dataset, families.Family]:
-  """Opens the run's dataset and builds its model family (checking `workdir`'s records)."""
-  check_config(config)
-  dataset = data.open_dataset(config.data, config.model.input)
-  return dataset, families.build(config, dataset, workdir)
+from gta_jax import optim
+from gta_jax import run_config
+from gta_jax.data import loader
+from gta_jax.data import pipeline
+from gta_jax.io import checkpoints
+from gta_jax.io import distributed
+from gta_jax.io import provenance
+from gta_jax.io import run_records
+from gta_jax.io.writers import MetricWriter, fmt, log
 
 
 def initial_tracker(num_outputs: int) -> dict:
@@ -177,9 +66,9 @@ def validation_loss(loss_step, family, variables, constants, dataset, batch_size
   logits with BatchNorm in inference mode."""
   total, count = np.zeros(family.num_outputs), 0
   for batch in dataset.batches('validation', batch_size, mode=mode,
-                               seed=input_pipeline.VALIDATION_SEED):
-    loss = loss_step(variables, constants, data.to_device(batch),
-                     data.to_device(family.targets(batch), batch_axis=-1))
+                               seed=pipeline.VALIDATION_SEED):
+    loss = loss_step(variables, constants, loader.to_device(batch),
+                     loader.to_device(family.targets(batch), batch_axis=-1))
     images = int(distributed.gather_rows(batch['mask']).sum())
     total += np.asarray(distributed.to_host(loss), np.float64) * images
     count += images
@@ -193,9 +82,9 @@ def recalibrated(family, stats_step, state, constants, dataset, config, epoch: i
   count = min(config.model.bn_recalibration_batches,
               dataset.steps_per_epoch(config.optim.batch_size))
   batches = dataset.batches('train', config.optim.batch_size, mode=config.data.train_mode,
-                            seed=input_pipeline.BN_RECALIBRATION_SEED + config.seed, epoch=epoch,
+                            seed=pipeline.BN_RECALIBRATION_SEED + config.seed, epoch=epoch,
                             shuffle=True, drop_remainder=True)
-  device_batches = (data.to_device(b) for _, b in zip(range(count), batches))
+  device_batches = (loader.to_device(b) for _, b in zip(range(count), batches))
   stats = families.base.recalibrate_batch_norm(
       stats_step, {'params': state.params, 'batch_stats': state.batch_stats}, constants,
       device_batches, active if family.stacked_outputs else None)
@@ -228,23 +117,10 @@ def export(family, config, workdir: pathlib.Path, best: dict, step: int, tracker
       input_kind=config.model.input, image_size=family.dataset.image_size,
       head_names=family.sources, source=str(workdir), arch=family.arch, task=config.task,
       trained_steps=int(step), best_epochs=tuple(int(e) + 1 for e in tracker['best_epoch']),
-      thresholds=thresholds(config).to_json(), head_frequency_inputs=family.head_frequency_inputs)
+      thresholds=evaluation.thresholds(config).to_json(), head_frequency_inputs=family.head_frequency_inputs)
   dct = family.dataset.dct_stats if config.model.input == 'dct' else None
   variables = family.bundle_variables(jax.tree.map(np.asarray, best))
   return checkpoints.save_model_bundle(workdir / 'model', spec, variables, dct), variables
-
-
-def evaluate(config, family, variables: dict, predictions_dir=None) -> dict:
-  """Every evaluator of config.evals on `variables` (what the family trains) -> nested metrics."""
-  distributed.check_batch_size(config.eval.batch_size, 'eval.batch_size')
-  predict_step = family.make_predict_step()
-  constants = distributed.replicate(family.constants())
-  variables = distributed.replicate(variables)
-  built = evaluators.build(
-      config.evals, lambda images: predict_step(variables, constants, images), family.dataset,
-      outputs=family.outputs(), thresholds=thresholds(config), batch_size=config.eval.batch_size,
-      predictions_dir=predictions_dir)
-  return evaluators.run_all(built)
 
 
 def check_workdir(workdir: pathlib.Path) -> None:
@@ -263,14 +139,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   if results_file.is_file():
     log(f'{workdir} has finished already; nothing to do (delete it to retrain).')
     return json.loads(results_file.read_text())
-  check_config(config)
+  run_config.check(config)
   warm_started = bool(config.init.from_run) and config.phase in (2, 4)
-  if config.model.freeze_batch_norm and not warm_started:
-    raise errors.ConfigError(
-        'config.model.freeze_batch_norm=True keeps the BatchNorm statistics a run starts from: '
-        'it fine-tunes a finished run (phase II from phase I, IV from III, config.init.from_run); '
-        f'this run (phase {config.phase}, init.from_run={config.init.from_run!r}) starts from '
-        'scratch and has none.')
   distributed.check_batch_size(config.optim.batch_size, 'optim.batch_size')
   distributed.check_batch_size(config.eval.batch_size, 'eval.batch_size')
   check_workdir(workdir)
@@ -280,7 +150,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     run_records.check_resume_config(workdir, config)
   # A workdir without a checkpoint holds no run yet: what a failed attempt recorded there
   # (config.json, primary.json) is neither checked nor kept.
-  dataset, family = setup(config, workdir if resuming else None)
+  dataset, family = evaluation.setup(config, workdir if resuming else None)
 
   def write_records():
     if not distributed.is_main_process():
@@ -297,7 +167,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     raise errors.ConfigError(f'config.optim.batch_size={batch_size} exceeds the training split '
                      f'({dataset.size("train")} images).')
   total_steps = steps_per_epoch * config.optim.max_epochs
-  optimizer = make_optimizer(config, total_steps)
+  optimizer = optim.make_optimizer(config, total_steps)
   state = family.init_state(jax.random.key(config.seed), optimizer)
   if not resuming and not warm_started:
     state = family.pretrained_state(state, jax.random.key(config.seed), optimizer)
@@ -325,9 +195,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
                         validated_epochs=int(tracker['epoch']))
   train_step = family.make_train_step(optimizer)
   loss_step = family.make_loss_step()
-  # Frozen BatchNorm keeps the statistics of the run it fine-tunes: nothing to recalibrate.
-  recalibrates = config.model.bn_recalibration_batches and not config.model.freeze_batch_norm
-  stats_step = family.make_batch_stats_step() if recalibrates else None
+  stats_step = (family.make_batch_stats_step() if config.model.bn_recalibration_batches
+                else None)
   constants = distributed.replicate(family.constants())
   started, start_step = time.time(), step
 
@@ -352,7 +221,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
                                 seed=config.seed, epoch=epoch, shuffle=True, drop_remainder=True,
                                 start_batch=step - epoch * steps_per_epoch)
       active = distributed.replicate(np.asarray(tracker['active']))
-      for device_batch, targets in data.prefetch_to_device(batches, family.targets):
+      for device_batch, targets in loader.prefetch_to_device(batches, family.targets):
         state, step_metrics = train_step(state, constants, device_batch, targets, active)
         step += 1
         if step % config.log_every_steps == 0:
@@ -367,7 +236,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
           writer.scalars(step, {f'train/loss_{i}': v for i, v in enumerate(host['loss'])})
         if step % config.checkpoint_every_steps == 0:
           save()
-      evaluated = evaluated_state(state)
+      evaluated = optim.evaluated_state(state)
       if stats_step is not None:
         evaluated = recalibrated(family, stats_step, evaluated, constants, dataset, config, epoch,
                                  active)
@@ -392,12 +261,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     writer.close()
 
   spec, variables = export(family, config, workdir, best, step, tracker)
-  if config.model.family == 'heads':  # open-set thresholds from the validation split, in the bundle
-    fitted = openset.fit(openset.HeadsRun(workdir, spec, variables, dataset,
-                                          tuple(family.source_ids), config.eval.batch_size,
-                                          trained_on=dataset))
-    log(openset.describe(fitted, family.sources))
-  results = evaluate(config, family, best, workdir / 'results' / 'predictions')
+  family.after_export(workdir, spec, variables)
+  results = evaluation.evaluate(config, family, best, workdir / 'results' / 'predictions')
   if distributed.is_main_process():
     results_file.parent.mkdir(parents=True, exist_ok=True)
     results_file.write_text(json.dumps(results, indent=2) + '\n')

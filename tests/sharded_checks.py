@@ -13,7 +13,6 @@ import pathlib
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -21,8 +20,12 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from ml_collections.config_flags import config_path  # noqa: E402
 
-from gta_jax import chains, checkpoints, data, distributed, errors, train  # noqa: E402
+from gta_jax import chains, errors, train  # noqa: E402
+from gta_jax.io import checkpoints
+from gta_jax.data import loader
+from gta_jax.io import distributed
 from gta_jax.evaluators import common  # noqa: E402
+from gta_jax import evaluation
 
 
 def smoke_config(name: str, data_dir: str, **overrides):
@@ -59,8 +62,8 @@ def one_step(family, batch, devices):
     constants = distributed.replicate(family.constants())
     step = family.make_train_step(optimizer)
     active = distributed.replicate(np.ones(family.num_outputs, bool))
-    state, metrics = step(state, constants, data.to_device(batch),
-                          data.to_device(family.targets(batch), batch_axis=-1), active)
+    state, metrics = step(state, constants, loader.to_device(batch),
+                          loader.to_device(family.targets(batch), batch_axis=-1), active)
     result = distributed.to_host({'loss': metrics['loss'], 'grads': state.opt_state['grads'],
                                   'batch_stats': state.batch_stats})
     predict = family.make_predict_step()
@@ -76,7 +79,7 @@ def steps(data_dir: str, out: str) -> None:
   everything = jax.devices()
   arrays, summary = {}, {'devices': len(everything)}
   primary_config = smoke_config('phase1_synthetic', data_dir)
-  dataset, primary_family = train.setup(primary_config)
+  dataset, primary_family = evaluation.setup(primary_config)
   # A primary bundle for the heads (random weights: what matters is that both meshes agree).
   bundle = out.parent / 'primary_bundle'
   variables = primary_family.init_variables(jax.random.key(1))
@@ -84,7 +87,7 @@ def steps(data_dir: str, out: str) -> None:
                                 {'primary': jax.device_get(variables)})
   heads_config = smoke_config('phase3_synthetic', data_dir, sources=('tconv', 'bilinear'),
                               **{'init.primary': str(bundle)})
-  _, heads_family = train.setup(heads_config)
+  _, heads_family = evaluation.setup(heads_config)
   batch = next(dataset.batches('train', 16, seed=1, shuffle=True, drop_remainder=True))
   for name, family in (('primary', primary_family), ('heads', heads_family)):
     for count, devices in (('1', everything[:1]), ('all', everything)):

@@ -8,8 +8,13 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, recipe_config
-from gta_jax import chains, checkpoints, losses, train
+from gta_jax import chains, train
+from gta_jax.io import checkpoints
+from gta_jax.families import losses
 from gta_jax.families import proposed
+from gta_jax.scoring import openset_fit
+from gta_jax.scoring import openset as openset_scores
+from gta_jax import evaluation
 
 
 def supcon_by_the_formula(views: np.ndarray, labels: np.ndarray, temperature: float) -> float:
@@ -79,7 +84,7 @@ def test_patch_windows_are_even_offset_slices_of_each_image():
 
 def test_patch_and_contrastive_heads_train_and_export_the_papers_heads(
     smoke_data_dir, smoke_primary, tmp_path):
-  from gta_jax import attribute
+  from gta_jax.tools import attribute
   config = recipe_config(smoke_data_dir, smoke_primary, 'contrastive')
   assert config.recipe.patches > 0 and config.recipe.contrastive
   workdir = tmp_path / 'recipe'
@@ -100,24 +105,23 @@ def test_heads_trained_on_several_seeds_are_cross_tested_and_calibrated_on_their
   """The config trains on `smoke_multiseed` (3 seeds per architecture) unless `one_seed`; its
   crosstest reads the variant splits of `smoke_variants`, while the open-set fit (kNN bank) keeps
   reading the run's own training images, not the variants config's one-seed fakes."""
-  from gta_jax import crosstest, openset
   assert chains.load_config_file(str(ROOT / 'configs' / 'architecture_attribution.py'),
                                  'paper,one_seed,smoke').data.config == 'smoke'
   config = recipe_config(smoke_data_dir, smoke_primary, 'paper')
   assert config.data.config == 'smoke_multiseed'
   workdir = tmp_path / 'multiseed'
   train.train_and_evaluate(config, workdir)
-  cross = crosstest.crosstest_run(workdir)
+  cross = evaluation.crosstest_run(workdir)
   assert cross['test_unseen_seeds']['count'] > 0 and 'test_wider' in cross
-  run = openset.HeadsRun.open(workdir, variants=True)
+  run = openset_fit.HeadsRun.open(workdir, variants=True)
   assert run.trained_on.builder.builder_config.name == 'smoke_multiseed'
   assert run.dataset.builder.builder_config.name == 'smoke_variants'
   _, features, sources = run.outputs('train')
   spec = checkpoints.load_model_bundle(workdir / 'model')[0]
-  stored, _ = openset.load_knn(workdir / 'model', spec)
-  refit = openset.NearestNeighbours.fit(features, sources, run.head_ids)
+  stored, _ = openset_scores.load_knn(workdir / 'model', spec)
+  refit = openset_scores.NearestNeighbours.fit(features, sources, run.head_ids)
   np.testing.assert_allclose(refit.bank, stored.bank, rtol=1e-5, atol=1e-6)
-  one_seed = openset.HeadsRun(workdir, run.spec, run.variables, run.dataset, run.head_ids,
+  one_seed = openset_fit.HeadsRun(workdir, run.spec, run.variables, run.dataset, run.head_ids,
                               run.batch_size, trained_on=run.dataset)
   _, other_features, _ = one_seed.outputs('train')  # the variants config's one-seed fakes
   assert not np.allclose(other_features, features)
@@ -144,9 +148,9 @@ def test_automatic_weighting_is_dna_dets_formula_and_learns_to_scale_a_loss_down
   np.testing.assert_allclose(grad(jnp.asarray(best, jnp.float32)), 0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_dnadet_baseline_trains_on_crops_and_is_cross_tested_by_its_argmax(
     smoke_data_dir, tmp_path):
-  from gta_jax import crosstest
   config = chains.load_config_file(str(ROOT / 'configs' / 'baseline_dnadet.py'), 'smoke')
   with config.unlocked():
     config.data.data_dir = smoke_data_dir
@@ -156,7 +160,7 @@ def test_dnadet_baseline_trains_on_crops_and_is_cross_tested_by_its_argmax(
   spec, variables, _ = checkpoints.load_model_bundle(workdir / 'model')
   assert spec.arch == 'dnadet' and spec.task == 'multiclass'
   assert 'loss_weights' not in variables['primary']['params']
-  cross = crosstest.crosstest_run(workdir)
+  cross = evaluation.crosstest_run(workdir)
   ids = {'tconv': 1, 'nearest': 2, 'bilinear': 3, 'pixelshuffle': 4}
   for split in ('test_unseen_seeds', 'test_wider'):
     matrix, classes = np.array(cross[split]['confusion_matrix']), cross[split]['classes']
@@ -169,9 +173,7 @@ def test_dnadet_baseline_trains_on_crops_and_is_cross_tested_by_its_argmax(
 
 def test_ablation_benchmark_reports_mean_and_spread_over_seeds(smoke_data_dir, smoke_primary,
                                                                 tmp_path, capsys):
-  import sys
-  sys.path.insert(0, str(ROOT / 'benchmarks'))
-  import architecture_ablation
+  import architecture_ablation  # benchmarks/, on the path through conftest
   out = tmp_path / 'ablation.json'
   assert architecture_ablation.main([
       '--primary', str(smoke_primary), '--workdir', str(tmp_path / 'runs'), '--recipes', 'paper',
@@ -193,7 +195,7 @@ def test_ablation_benchmark_reports_mean_and_spread_over_seeds(smoke_data_dir, s
 
 
 def test_transformation_batches_are_drawn_from_seed_and_step_and_each_class_changes_the_image():
-  from gta_jax import pretrain
+  from gta_jax.families import pretrain
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
   first, classes = pretrain.transformation_batch(images, seed=3, step=5)
@@ -209,10 +211,10 @@ def test_transformation_batches_are_drawn_from_seed_and_step_and_each_class_chan
 
 def test_pretraining_learns_the_transformations_and_hands_phase_three_fresh_decisions(
     smoke_data_dir, smoke_primary):
-  from gta_jax import pretrain
+  from gta_jax.families import pretrain
   config = recipe_config(smoke_data_dir, smoke_primary, 'contrastive',
                          **{'recipe.pretrain_steps': 1})
-  _, family = train.setup(config)
+  _, family = evaluation.setup(config)
   images = pretrain.real_training_images(family.dataset)
   fresh = family.heads_model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 16)), train=False)
   pretrained, history = pretrain.pretrained_heads(

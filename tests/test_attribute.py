@@ -8,7 +8,9 @@ import pytest
 from PIL import Image
 
 import keras_reference as ref
-from gta_jax import attribute, images
+from gta_jax.tools import attribute
+from gta_jax.data import images
+from gta_jax.scoring import inference
 
 RNG = np.random.default_rng(1)
 SIZE = 32
@@ -26,7 +28,7 @@ def dct_model(tmp_path_factory):
   directory = tmp_path_factory.mktemp('dct')
   path = directory / 'primary_ganfp_dct.h5'
   ref.write_h5(path, ref.random_layers(RNG, ref.layer_shapes(1, False, SIZE, ())), (SIZE, SIZE, 1))
-  from gta_jax import spectral
+  from gta_jax.models import spectral
   spectral.DctStats(mean=np.zeros((SIZE, SIZE)), std=np.full((SIZE, SIZE), 3.0), count=1).save(
       directory / 'stats')
   return path, directory / 'stats'
@@ -120,8 +122,8 @@ def test_dct_model_crops_larger_and_refuses_smaller_images(tmp_path, dct_model, 
   Image.fromarray(_rgb(SIZE - 4)).save(tmp_path / 'small.png')
   assert attribute.main(['--model', str(path), str(tmp_path)]) == 2  # no --dct-stats
   assert '--dct-stats' in capsys.readouterr().err
-  model = attribute.load_model(path, stats)
-  records = {r['path'].split('/')[-1]: r for r in attribute.attribute(
+  model = inference.load_model(path, stats)
+  records = {r['path'].split('/')[-1]: r for r in inference.attribute(
       model, sorted(tmp_path.glob('*.png')))}
   assert any('centre-cropped from 42x42 to 32x32' in n for n in records['big.png']['notes'])
   assert records['big.png']['p_fake'] == pytest.approx(records['same.png']['p_fake'], abs=1e-6)
@@ -149,8 +151,8 @@ def test_inputs_sharing_a_file_stem_get_one_overlay_each(tmp_path, pixel_model):
 
 
 def _score_alone(model, rgb):
-  x, _, _ = attribute.prepare_input(model, rgb)
-  p_fake, p_heads, maps, _ = attribute.score_batch(
+  x, _, _ = inference.prepare_input(model, rgb)
+  p_fake, p_heads, maps, _ = inference.score_batch(
       model.variables, x[None], input_kind='pixel', num_heads=len(model.spec.head_names),
       with_saliency=True)
   return float(p_fake[0]), np.asarray(p_heads)[:, 0], np.asarray(maps)[:, 0]
@@ -160,7 +162,7 @@ def test_mixed_sizes_share_padded_batches_and_score_as_each_image_alone(tmp_path
                                                                         monkeypatch):
   """Padding + masking is exact: each image's scores and maps equal those it gets alone, while
   nine sizes compile a handful of programs and no batch exceeds the pixel budget."""
-  model = attribute.load_model(pixel_model)
+  model = inference.load_model(pixel_model)
   sizes = [(32, 32), (37, 51), (64, 40), (17, 90), (100, 100), (33, 33), (48, 47), (120, 31),
            (64, 64)]
   paths = []
@@ -168,7 +170,7 @@ def test_mixed_sizes_share_padded_batches_and_score_as_each_image_alone(tmp_path
     paths.append(tmp_path / f'{i}.png')
     Image.fromarray(RNG.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(paths[-1])
   batches, drawn_maps = [], {}
-  real_score, real_overlay = attribute.score_batch, attribute._write_overlay
+  real_score, real_overlay = inference.score_batch, inference._write_overlay
 
   def recording(variables, x, **kwargs):
     batches.append(x.shape)
@@ -178,10 +180,10 @@ def test_mixed_sizes_share_padded_batches_and_score_as_each_image_alone(tmp_path
     drawn_maps[pathlib.Path(record['path']).name] = np.asarray(maps)
     return real_overlay(out, shown, maps, record, *args)
 
-  monkeypatch.setattr(attribute, 'score_batch', recording)
-  monkeypatch.setattr(attribute, '_write_overlay', recording_overlay)
-  limits = attribute.MemoryLimits(batch_pixels=96 * 96 * 2, batch_images=4)
-  records = attribute.attribute(model, paths, cam_dir=tmp_path / 'cams', limits=limits)
+  monkeypatch.setattr(inference, 'score_batch', recording)
+  monkeypatch.setattr(inference, '_write_overlay', recording_overlay)
+  limits = inference.MemoryLimits(batch_pixels=96 * 96 * 2, batch_images=4)
+  records = inference.attribute(model, paths, cam_dir=tmp_path / 'cams', limits=limits)
   monkeypatch.undo()
   assert all(r['error'] is None for r in records), records
   assert len({shape for shape in batches}) < len(sizes)  # shared programs, not one per size
@@ -196,7 +198,7 @@ def test_mixed_sizes_share_padded_batches_and_score_as_each_image_alone(tmp_path
     # CPU, by 2 levels).
     np.testing.assert_allclose(drawn_maps[path.name], maps, rtol=1e-4, atol=1e-6)
     alone = tmp_path / 'alone.png'
-    attribute._write_overlay(alone, rgb, maps, record, model, 'minmax')
+    inference._write_overlay(alone, rgb, maps, record, model, 'minmax')
     drawn = np.asarray(Image.open(tmp_path / 'cams' / f'{path.stem}_cam.png')).astype(int)
     diff = np.abs(drawn - np.asarray(Image.open(alone)).astype(int))
     assert diff.max() <= 8 and np.mean(diff > 1) < 1e-3
@@ -205,21 +207,21 @@ def test_mixed_sizes_share_padded_batches_and_score_as_each_image_alone(tmp_path
 def test_pooled_features_of_a_padded_image_are_those_it_gets_alone(pixel_model):
   """The kNN score compares pooled features; padding an image into a larger batch must not move
   them (models.pooled_features averages over the valid positions only)."""
-  model = attribute.load_model(pixel_model)
+  model = inference.load_model(pixel_model)
   kwargs = dict(input_kind='pixel', num_heads=len(model.spec.head_names), with_saliency=False,
                 with_features=True)
   images = [RNG.integers(0, 256, size, dtype=np.uint8) for size in ((37, 51, 3), (64, 40, 3))]
   x = np.zeros((2, 64, 64, 3), np.float32)
   for row, rgb in enumerate(images):
-    x[row, :rgb.shape[0], :rgb.shape[1]] = attribute.prepare_input(model, rgb)[0]
+    x[row, :rgb.shape[0], :rgb.shape[1]] = inference.prepare_input(model, rgb)[0]
   valid = np.array([rgb.shape[:2] for rgb in images], np.int32)
-  padded = np.asarray(attribute.score_batch(model.variables, x, valid_size=valid, **kwargs)[3])
+  padded = np.asarray(inference.score_batch(model.variables, x, valid_size=valid, **kwargs)[3])
   assert padded.shape == (2, 16 + 32 * len(model.spec.head_names))
   for row, rgb in enumerate(images):
-    alone = attribute.score_batch(model.variables, attribute.prepare_input(model, rgb)[0][None],
+    alone = inference.score_batch(model.variables, inference.prepare_input(model, rgb)[0][None],
                                   **kwargs)[3]
     np.testing.assert_allclose(padded[row], np.asarray(alone)[0], rtol=1e-5, atol=1e-6)
-  unmasked = np.asarray(attribute.score_batch(model.variables, x, **kwargs)[3])
+  unmasked = np.asarray(inference.score_batch(model.variables, x, **kwargs)[3])
   assert np.abs(unmasked[0] - padded[0]).max() > 1e-3  # the padding would move them unmasked
 
 
@@ -228,15 +230,15 @@ def test_reading_scoring_and_freeing_batch_by_batch_bounds_what_is_held(tmp_path
   """Decoded images alive at once (counted as they are created and garbage-collected) never
   exceed the pixel budget plus one image, however many files there are."""
   import weakref
-  model = attribute.load_model(pixel_model)
+  model = inference.load_model(pixel_model)
   paths = []
   for i in range(30):
     side = (32, 64, 96)[i % 3]
     paths.append(tmp_path / f'{i:02d}.png')
     Image.fromarray(RNG.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(paths[-1])
-  limits = attribute.MemoryLimits(batch_pixels=128 * 128, batch_images=64)
+  limits = inference.MemoryLimits(batch_pixels=128 * 128, batch_images=64)
   alive, peak = [0], [0]
-  real_pending = attribute._Pending
+  real_pending = inference._Pending
 
   def counting(index, x, shown, notes):
     item = real_pending(index, x, shown, notes)
@@ -246,8 +248,8 @@ def test_reading_scoring_and_freeing_batch_by_batch_bounds_what_is_held(tmp_path
     weakref.finalize(item, lambda: alive.__setitem__(0, alive[0] - pixels))
     return item
 
-  monkeypatch.setattr(attribute, '_Pending', counting)
-  records = attribute.attribute(model, paths, limits=limits)
+  monkeypatch.setattr(inference, '_Pending', counting)
+  records = inference.attribute(model, paths, limits=limits)
   assert all(r['error'] is None for r in records)
   assert alive[0] == 0
   total = sum(((32, 64, 96)[i % 3]) ** 2 for i in range(30))
@@ -261,8 +263,8 @@ def test_animations_get_a_note_and_tiny_or_thin_images_are_refused(tmp_path, pix
   frames[0].save(tmp_path / 'pages.tif', save_all=True, append_images=frames[1:])
   Image.fromarray(_rgb(1)).save(tmp_path / 'one_pixel.png')
   Image.fromarray(RNG.integers(0, 256, (2, 4000, 3), dtype=np.uint8)).save(tmp_path / 'thin.png')
-  model = attribute.load_model(pixel_model)
-  records = {r['path'].split('/')[-1]: r for r in attribute.attribute(
+  model = inference.load_model(pixel_model)
+  records = {r['path'].split('/')[-1]: r for r in inference.attribute(
       model, images.list_images([tmp_path]))}
   for name in ('anim.gif', 'anim.png', 'pages.tif'):
     assert records[name]['error'] is None and 'first of 3 frames scored' in records[name]['notes']
@@ -285,13 +287,13 @@ def test_a_non_finite_score_is_an_error_record_and_the_json_is_strict(tmp_path, 
                                                                       monkeypatch):
   Image.fromarray(_rgb()).save(tmp_path / 'a.png')
   Image.fromarray(_rgb()).save(tmp_path / 'b.png')
-  real_score = attribute.score_batch
+  real_score = inference.score_batch
 
   def first_is_nan(*args, **kwargs):
     p_fake, p_heads, maps, features = real_score(*args, **kwargs)
     return np.where(np.arange(len(p_fake)) == 0, np.nan, p_fake), p_heads, maps, features
 
-  monkeypatch.setattr(attribute, 'score_batch', first_is_nan)
+  monkeypatch.setattr(inference, 'score_batch', first_is_nan)
   out = tmp_path / 'out.json'
   assert attribute.main(['--model', str(pixel_model), '--json', str(out), str(tmp_path)]) == 1
   def refuse(constant):
@@ -310,7 +312,7 @@ def test_outputs_are_checked_before_scoring_and_nothing_is_overwritten(tmp_path,
   Image.fromarray(_rgb()).save(flag_named, format='PNG')
   before = flag_named.read_bytes()
   scored = []
-  monkeypatch.setattr(attribute, 'attribute', lambda *a, **k: scored.append(1) or [])
+  monkeypatch.setattr(inference, 'attribute', lambda *a, **k: scored.append(1) or [])
   # `attribute --model M *` with that file: argparse reads it as --json <next file>.
   assert attribute.main(['--model', str(pixel_model), '--json', str(image), str(flag_named)]) == 2
   assert 'not a JSON file' in capsys.readouterr().err and image.read_bytes()

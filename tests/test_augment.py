@@ -2,7 +2,7 @@ import cv2
 import numpy as np
 import pytest
 
-from gta_jax import augment
+from gta_jax.data import augment
 
 RNG = np.random.default_rng(0)
 
@@ -128,24 +128,19 @@ def test_release_blur_sigma_and_noise_variance_options(monkeypatch):
 
 
 def test_widening_composes_each_widening_from_its_own_stream():
-  """Widening.apply: orientation, then the real-only softening / sharpening (per position), then
-  the per-group jitter, each drawn from its own stream, so switching one on leaves the others'
+  """Widening.apply: the real-only softening (per position), then the per-group jitter, each drawn from its own stream, so switching one on leaves the others'
   draws alone; fakes get only the group-wise ones; NONE returns the image untouched."""
   image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
   where = dict(seed=3, epoch=1, position=5, group=2)
   np.testing.assert_array_equal(augment.Widening.NONE.apply(image, 0, **where), image)
-  every = augment.Widening(real_softening=1.0, real_sharpening=1.0, photometric_jitter=1.0,
-                           random_orientation=True)
+  every = augment.Widening(real_softening=1.0, photometric_jitter=1.0)
 
   def by_hand(label):
-    out = augment.orient(image, int(augment.orientation_rng(3, 1, 2).integers(8)))
+    out = image
     if label == 0:
       rng = augment.softening_rng(3, 1, 5)
       rng.uniform()
       out = augment.soften(out, rng)
-      rng = augment.sharpening_rng(3, 1, 5)
-      rng.uniform()
-      out = augment.sharpen(out, rng)
     rng = augment.jitter_rng(3, 1, 2)
     rng.uniform()
     return augment.photometric_jitter(out, rng)
@@ -157,9 +152,9 @@ def test_widening_composes_each_widening_from_its_own_stream():
   np.testing.assert_array_equal(every.apply(image, 1, **moved), every.apply(image, 1, **where))
   assert not np.array_equal(every.apply(image, 0, **moved), every.apply(image, 0, **where))
   import ml_collections
-  config = ml_collections.ConfigDict(dict(real_softening=0.5, random_orientation=True))
+  config = ml_collections.ConfigDict(dict(real_softening=0.5, photometric_jitter=0.25))
   assert augment.Widening.from_config(config) == augment.Widening(real_softening=0.5,
-                                                                  random_orientation=True)
+                                                                  photometric_jitter=0.25)
 
 
 @pytest.mark.parametrize('mode', augment.MODES)

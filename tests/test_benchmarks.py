@@ -4,7 +4,10 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # each test runs a benchmark script in a process of its own
 
 
 def test_train_step_benchmark_reports_both_forms(tmp_path):

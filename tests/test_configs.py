@@ -6,7 +6,8 @@ from ml_collections.config_flags import config_path
 
 from conftest import ROOT
 from configs import common
-from gta_jax import chains, families, run_records
+from gta_jax import chains, families
+from gta_jax.io import run_records
 
 
 def test_phase_builders_refuse_what_does_not_exist():
@@ -147,10 +148,11 @@ def test_a_config_that_cannot_work_is_refused_before_the_workdir_exists(tmp_path
 
 
 def test_an_unwritable_workdir_is_refused_before_the_data_is_opened(tmp_path, monkeypatch):
-  from gta_jax import data, errors, train
+  from gta_jax import errors, train
+  from gta_jax.data import loader
   config = chains.load_config_file(str(ROOT / 'configs' / 'phase1_synthetic.py'), 'smoke')
   opened = []
-  monkeypatch.setattr(data, 'open_dataset', lambda *a: opened.append(a))
+  monkeypatch.setattr(loader, 'open_dataset', lambda *a: opened.append(a))
   blocked = tmp_path / 'a_file'
   blocked.write_text('x')
   with pytest.raises(errors.ConfigError, match='workdir .*a_file/run'):
@@ -160,6 +162,7 @@ def test_an_unwritable_workdir_is_refused_before_the_data_is_opened(tmp_path, mo
   assert opened == [] and blocked.read_text() == 'x'
 
 
+@pytest.mark.slow
 def test_launch_shows_a_real_bug_with_its_traceback(tmp_path):
   """Only the project's own errors become one-line messages; a bug keeps its traceback."""
   import subprocess

@@ -7,7 +7,9 @@ import numpy as np
 import optax
 import pytest
 
-from gta_jax import convolution, losses, models
+from gta_jax.models import convolution
+from gta_jax.families import losses
+from gta_jax.models import networks
 from gta_jax.families import base, proposed
 
 # (batch, height, width, in, out, kernel, stride): the primary's layer kinds, plus odd sizes,
@@ -72,8 +74,8 @@ def test_primary_train_step_is_the_same_under_both_forms(input_kind):
   optimizer = optax.sgd(1.0)
   results = {}
   for impl in ('lax', 'cpu'):
-    model = models.Primary(models.uses_gap(input_kind), conv_impl=impl)
-    variables = models.init_variables(model, key, (1, size, size, channels))
+    model = networks.Primary(networks.uses_gap(input_kind), conv_impl=impl)
+    variables = networks.init_variables(model, key, (1, size, size, channels))
     state = base.new_state(variables, optimizer)
     step = jax.jit(functools.partial(proposed.detector_train_step, model=model,
                                      input_kind=input_kind, loss_fn=losses.sigmoid_bce,
@@ -95,8 +97,8 @@ def test_primary_train_step_is_the_same_under_both_forms(input_kind):
 
 def test_stacked_heads_inference_is_the_same_under_both_forms():
   mid = jax.random.normal(jax.random.key(4), (5, 8, 8, 16))
-  heads = {impl: models.StackedHeads(3, True, conv_impl=impl) for impl in ('lax', 'cpu')}
-  variables = models.init_variables(heads['lax'], jax.random.key(5), mid.shape)
+  heads = {impl: networks.StackedHeads(3, True, conv_impl=impl) for impl in ('lax', 'cpu')}
+  variables = networks.init_variables(heads['lax'], jax.random.key(5), mid.shape)
   out = {impl: m.apply(variables, mid, train=False) for impl, m in heads.items()}
   assert _max_rel(out['cpu'].logit, out['lax'].logit) < 1e-5
   assert _max_rel(out['cpu'].final_features, out['lax'].final_features) < 1e-5

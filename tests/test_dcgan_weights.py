@@ -9,7 +9,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from datasets.synthetic_fingerprints import dcgan
+from gta_jax.data import builders
+
+dcgan = builders.module('synthetic_fingerprints.dcgan')
 
 
 @pytest.fixture

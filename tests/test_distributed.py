@@ -24,10 +24,12 @@ import time
 import numpy as np
 import pytest
 
-from gta_jax import augment, distributed, errors, input_pipeline, train
+from gta_jax import errors, train
+from gta_jax.data import augment
+from gta_jax.io import distributed
+from gta_jax.data import pipeline
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / 'tests'))
 import sharded_checks  # noqa: E402
 
 FIRST_STEPS, FIRST_STEPS_RTOL = 5, 1e-5
@@ -79,6 +81,7 @@ def reference_run(smoke_data_dir, tmp_path_factory):
   return workdir
 
 
+@pytest.mark.slow
 def test_one_step_and_scores_on_4_devices_equal_1_device(smoke_data_dir, tmp_path):
   out = tmp_path / 'steps.json'
   subprocess.run([sys.executable, str(ROOT / 'tests' / 'sharded_checks.py'), 'steps',
@@ -110,6 +113,7 @@ def test_one_step_and_scores_on_4_devices_equal_1_device(smoke_data_dir, tmp_pat
   assert arrays['heads/all/scores/p_heads'].shape == (2, 80)
 
 
+@pytest.mark.slow
 def test_smoke_run_on_4_devices_matches_1_device(smoke_data_dir, tmp_path):
   subprocess.run([sys.executable, str(ROOT / 'tests' / 'sharded_checks.py'), 'run',
                   smoke_data_dir, str(tmp_path)], env=_environment(4), check=True, timeout=600)
@@ -166,13 +170,13 @@ def test_two_processes_killed_and_resumed_match_one_process(smoke_data_dir, refe
 
 
 def test_process_rows_read_the_global_order_of_one_process(smoke_data_dir):
-  builder = input_pipeline.load_builder(input_pipeline.BUILTIN, 'smoke', smoke_data_dir)
+  builder = pipeline.load_builder(pipeline.BUILTIN, 'smoke', smoke_data_dir)
   for split, kwargs in (('train', dict(mode='multi', shuffle=True, drop_remainder=True,
                                        widening=augment.Widening(real_softening=0.5))),
                         ('validation', dict(shuffle=False, drop_remainder=False))):
-    source = input_pipeline.data_source(builder, split)
-    whole = list(input_pipeline.batches(source, 32, seed=5, epoch=1, **kwargs))
-    halves = [list(input_pipeline.batches(source, 32, seed=5, epoch=1, rows=rows, **kwargs))
+    source = pipeline.data_source(builder, split)
+    whole = list(pipeline.batches(source, 32, seed=5, epoch=1, **kwargs))
+    halves = [list(pipeline.batches(source, 32, seed=5, epoch=1, rows=rows, **kwargs))
               for rows in ((0, 16), (16, 32))]
     assert len(whole) == len(halves[0]) == len(halves[1])
     for full, first, second in zip(whole, *halves):

@@ -3,7 +3,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from gta_jax import data, evaluators, metrics, verdicts
+from gta_jax import evaluators
+from gta_jax.data import loader
+from gta_jax.scoring import metrics
+from gta_jax.scoring import verdicts
 
 THRESHOLDS = verdicts.Thresholds()
 
@@ -98,7 +101,7 @@ def test_bad_evaluator_configs_name_the_key():
 def test_data_to_device_is_where_batches_become_device_arrays():
   import jax
   batch = {'image': np.zeros((2, 4, 4, 3), np.uint8), 'mask': np.ones(2, bool)}
-  moved = data.to_device(batch)
+  moved = loader.to_device(batch)
   assert all(isinstance(v, jax.Array) for v in moved.values())
   np.testing.assert_array_equal(moved['image'], batch['image'])
 

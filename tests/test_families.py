@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 
 from configs import common
-from gta_jax import data, errors, families, models
+from gta_jax import errors, families
+from gta_jax.data import loader
+from gta_jax.models import networks
 
-DATASET = data.Dataset('stand-in', None, 32, {'real': 0, 'a': 1, 'b': 2},
+DATASET = loader.Dataset('stand-in', None, 32, {'real': 0, 'a': 1, 'b': 2},
                        (np.zeros((), np.float32), np.ones((), np.float32)))
 
 
@@ -45,6 +47,6 @@ def test_baseline_label_views_and_outputs(task, sources, targets):
 def test_a_detector_trains_params_and_exports_them_as_the_bundle_primary():
   family = families.build(_config('primary', 'detection'), DATASET)
   variables = family.init_variables(jax.random.key(0))
-  assert models.count_parameters(variables) == 27_261
+  assert networks.count_parameters(variables) == 27_261
   assert family.bundle_variables(variables) == {'primary': variables}
   np.testing.assert_array_equal(family.targets({'label': np.array([1, 0])}), [1.0, 0.0])

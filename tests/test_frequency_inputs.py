@@ -1,4 +1,4 @@
-"""The heads' auxiliary frequency inputs (gta_jax/frequency.py, config.recipe.frequency_inputs):
+"""The heads' auxiliary frequency inputs (gta_jax/models/frequency.py, config.recipe.frequency_inputs):
 each map against an independent scipy / numpy computation, padding invariance in mixed-size
 batches, and the recipe from training through the bundle to attribute."""
 import json
@@ -10,7 +10,11 @@ import scipy.fft
 import scipy.ndimage
 
 from conftest import ROOT, recipe_config
-from gta_jax import chains, checkpoints, errors, frequency, models, train
+from gta_jax import chains, errors, train
+from gta_jax.io import checkpoints
+from gta_jax.models import frequency
+from gta_jax.models import networks
+from gta_jax import evaluation
 
 LUMA = np.array([0.299, 0.587, 0.114])
 
@@ -84,7 +88,8 @@ def test_frequency_heads_train_export_and_attribute_images_of_any_size(
   """The `pretrained` recipe: transformation pre-training, then frequency-input heads."""
   from PIL import Image
 
-  from gta_jax import attribute, pretrain
+  from gta_jax.tools import attribute
+  from gta_jax.families import pretrain
   config = recipe_config(smoke_data_dir, smoke_primary, 'pretrained')
   assert config.recipe.frequency_inputs == ('phase', 'highpass', 'dct')
   workdir = tmp_path / 'frequency'
@@ -114,18 +119,18 @@ def test_frequency_heads_train_export_and_attribute_images_of_any_size(
     assert folder[alone['path']]['p_heads'][head] == pytest.approx(p, abs=1e-5)
   assert len(folder) == len(written) + 1 and all(r['error'] is None for r in folder.values())
 
-  family = train.setup(config, tmp_path / 'again')[1]
+  family = evaluation.setup(config, tmp_path / 'again')[1]
   step = family.make_predict_step()
   x = jnp.asarray(rgb[None])
   _, p_heads = step(variables['heads'], family.constants(), x)
-  direct = models.predict(variables, (x / 127.5 - 1.0), input_kind='pixel',
+  direct = networks.predict(variables, (x / 127.5 - 1.0), input_kind='pixel',
                           num_heads=len(config.sources),
                           frequency_inputs=spec.head_frequency_inputs)
   np.testing.assert_allclose(np.asarray(p_heads)[:, 0],
                              np.asarray(1 / (1 + np.exp(-np.asarray(direct.heads.logit))))[:, 0],
                              atol=1e-5)
   with pytest.raises(errors.ConfigError, match='frequency inputs'):
-    family_without = train.setup(recipe_config(smoke_data_dir, smoke_primary, 'frequency',
+    family_without = evaluation.setup(recipe_config(smoke_data_dir, smoke_primary, 'frequency',
                                                **{'recipe.frequency_inputs': ('dct',)}),
                                  tmp_path / 'other')[1]
     family_without.variables_from_bundle(spec, variables, workdir / 'model')
@@ -147,9 +152,9 @@ def test_frequency_inputs_are_checked_by_name_and_family(smoke_data_dir, smoke_p
 def test_a_bundle_whose_heads_do_not_fit_its_frequency_inputs_is_refused(tmp_path):
   import jax
   spec = checkpoints.ModelSpec('pixel', 32, ('a',), head_frequency_inputs=('dct',))
-  variables = {'primary': models.init_variables(models.Primary(), jax.random.key(0),
+  variables = {'primary': networks.init_variables(networks.Primary(), jax.random.key(0),
                                                 (1, 32, 32, 3)),
-               'heads': models.init_variables(models.StackedHeads(1), jax.random.key(1),
+               'heads': networks.init_variables(networks.StackedHeads(1), jax.random.key(1),
                                               (1, 8, 8, 16))}
   with pytest.raises(errors.ConfigError, match='conv_01'):
     checkpoints.check_variables(spec, variables, tmp_path)

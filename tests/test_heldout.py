@@ -6,7 +6,8 @@ import pytest
 from PIL import Image
 
 import keras_reference as ref
-from gta_jax import heldout, metrics
+from gta_jax.tools import heldout
+from gta_jax.scoring import metrics
 
 RNG = np.random.default_rng(3)
 SIZE = 32

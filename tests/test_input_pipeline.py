@@ -1,12 +1,14 @@
 import numpy as np
 import pytest
 
-from gta_jax import errors, input_pipeline
+from gta_jax.data import builders
+from gta_jax import errors
+from gta_jax.data import pipeline
 
 
 @pytest.fixture(scope='module')
 def builder(smoke_data_dir):
-  return input_pipeline.load_builder(input_pipeline.BUILTIN, 'smoke', smoke_data_dir)
+  return pipeline.load_builder(pipeline.BUILTIN, 'smoke', smoke_data_dir)
 
 
 def test_builtin_dataset_splits_labels_and_sources(builder):
@@ -14,14 +16,14 @@ def test_builtin_dataset_splits_labels_and_sources(builder):
   assert {s: splits[s].num_examples for s in splits} == {
       'train': 5 * 48, 'validation': 5 * 16, 'test': 5 * 24, 'test_cross_seed': 4 * 16,
       'test_external': 16}
-  train = input_pipeline.data_source(builder, 'train')
+  train = pipeline.data_source(builder, 'train')
   records = [train[i] for i in range(len(train))]
   sources = {r['source'].decode() if isinstance(r['source'], bytes) else r['source'] for r in records}
   assert sources == {'real', 'tconv', 'nearest', 'bilinear', 'pixelshuffle'}
   for r in records:
     assert r['image'].shape == (32, 32, 3) and r['image'].dtype == np.uint8
     assert r['label'] == (0 if r['source_id'] == 0 else 1)
-  external = input_pipeline.data_source(builder, 'test_external')[0]
+  external = pipeline.data_source(builder, 'test_external')[0]
   assert external['image'].shape == (64, 64, 3)  # DCGAN faces at native size
   assert external['label'] == 1
 
@@ -29,8 +31,8 @@ def test_builtin_dataset_splits_labels_and_sources(builder):
 def test_fakes_reconstruct_the_real_crop_of_their_index(builder):
   """Content-matched pairs (version 2): every generator's image i reconstructs real crop i, so it
   is far closer to that crop than to any other, and generators still differ from each other."""
-  from datasets.synthetic_fingerprints import generation
-  test = input_pipeline.data_source(builder, 'test')
+  generation = builders.module('synthetic_fingerprints.generation')
+  test = pipeline.data_source(builder, 'test')
   by_key = {}
   for i in range(len(test)):
     r = test[i]
@@ -53,13 +55,13 @@ def test_fakes_reconstruct_the_real_crop_of_their_index(builder):
 
 def test_a_grouped_shuffle_keeps_each_group_together():
   groups = np.repeat(np.arange(7), 5)[np.random.default_rng(0).permutation(35)]
-  order = input_pipeline.grouped_order(groups, np.random.default_rng(1))
+  order = pipeline.grouped_order(groups, np.random.default_rng(1))
   assert sorted(order) == list(range(35))
   seen = groups[order]
   assert (np.diff(seen) != 0).sum() == 6  # 7 blocks, each group once
-  np.testing.assert_array_equal(order, input_pipeline.grouped_order(groups,
+  np.testing.assert_array_equal(order, pipeline.grouped_order(groups,
                                                                     np.random.default_rng(1)))
-  assert not np.array_equal(order, input_pipeline.grouped_order(groups,
+  assert not np.array_equal(order, pipeline.grouped_order(groups,
                                                                 np.random.default_rng(2)))
 
 
@@ -67,14 +69,14 @@ def test_training_batches_hold_crops_beside_their_fakes(smoke_data_dir):
   """On the built-in data a shuffled training pass puts each crop beside its reconstructions:
   most images of a batch have a near copy (same content) in it; with a plain shuffle few do."""
   import ml_collections
-  from datasets.synthetic_fingerprints import generation
-  from gta_jax import data
+  generation = builders.module('synthetic_fingerprints.generation')
+  from gta_jax.data import loader
 
   def share_with_a_near_copy(group_by_content):
     config = ml_collections.ConfigDict(dict(
-        name=input_pipeline.BUILTIN, config='smoke', data_dir=smoke_data_dir,
+        name=pipeline.BUILTIN, config='smoke', data_dir=smoke_data_dir,
         release_blur_sigma=False, noise_variance=False, group_by_content=group_by_content))
-    dataset = data.open_dataset(config, 'pixel')
+    dataset = loader.open_dataset(config, 'pixel')
     images = next(dataset.batches('train', 20, seed=0, shuffle=True, drop_remainder=True))['image']
     return np.mean([max(generation.psnr(images[i], images[j]) for j in range(20) if j != i) > 20
                     for i in range(20)])
@@ -84,48 +86,48 @@ def test_training_batches_hold_crops_beside_their_fakes(smoke_data_dir):
 
 
 def test_two_runs_give_identical_batches_and_resume_mid_epoch(builder):
-  source = input_pipeline.data_source(builder, 'train')
+  source = pipeline.data_source(builder, 'train')
   kwargs = dict(seed=3, epoch=1, mode='multi')
-  first = list(input_pipeline.batches(source, 16, **kwargs))
-  second = list(input_pipeline.batches(source, 16, **kwargs))
+  first = list(pipeline.batches(source, 16, **kwargs))
+  second = list(pipeline.batches(source, 16, **kwargs))
   assert len(first) == 240 // 16
   for a, b in zip(first, second):
     for key in a:
       np.testing.assert_array_equal(a[key], b[key])
-  tail = list(input_pipeline.batches(source, 16, start_batch=5, **kwargs))
+  tail = list(pipeline.batches(source, 16, start_batch=5, **kwargs))
   for a, b in zip(first[5:], tail):
     np.testing.assert_array_equal(a['image'], b['image'])
-  other_epoch = next(input_pipeline.batches(source, 16, seed=3, epoch=2, mode='multi'))
+  other_epoch = next(pipeline.batches(source, 16, seed=3, epoch=2, mode='multi'))
   assert not np.array_equal(other_epoch['source_id'], first[0]['source_id'])
 
 
 def test_evaluation_batches_cover_every_image_once(builder):
-  source = input_pipeline.data_source(builder, 'validation')
-  batches = list(input_pipeline.batches(source, 32, seed=0, shuffle=False, drop_remainder=False))
+  source = pipeline.data_source(builder, 'validation')
+  batches = list(pipeline.batches(source, 32, seed=0, shuffle=False, drop_remainder=False))
   assert len(batches) == 3 and all(b['image'].shape[0] == 32 for b in batches)
   assert sum(int(b['mask'].sum()) for b in batches) == 80
   assert not batches[-1]['mask'][16:].any()
 
 
 def test_head_targets_one_vs_rest():
-  targets = input_pipeline.head_targets(np.array([0, 1, 2, 1]), (1, 2))
+  targets = pipeline.head_targets(np.array([0, 1, 2, 1]), (1, 2))
   np.testing.assert_array_equal(targets, [[0, 1, 0, 1], [0, 0, 1, 0]])
 
 
 def test_unknown_dataset_and_split_errors_say_what_to_do(builder, tmp_path):
-  with pytest.raises(input_pipeline.DatasetNotPrepared, match='synthetic_fingerprints'):
-    input_pipeline.load_builder('imagenet', 'default', str(tmp_path))
+  with pytest.raises(pipeline.DatasetNotPrepared, match='synthetic_fingerprints'):
+    pipeline.load_builder('imagenet', 'default', str(tmp_path))
   with pytest.raises(errors.ConfigError, match='test_external'):
-    input_pipeline.data_source(builder, 'nope')
+    pipeline.data_source(builder, 'nope')
 
 
 def test_worker_processes_give_the_same_batches(builder):
   """config.data.workers > 0: grain worker processes (the pipeline pickled into each) decode and
   augment; the batches and their order are those of the training process itself."""
-  source = input_pipeline.data_source(builder, 'train')
+  source = pipeline.data_source(builder, 'train')
   kwargs = dict(seed=3, epoch=1, mode='multi', start_batch=2, rows=(4, 12))
-  in_process = list(input_pipeline.batches(source, 16, **kwargs))
-  with_workers = list(input_pipeline.batches(source, 16, workers=2, **kwargs))
+  in_process = list(pipeline.batches(source, 16, **kwargs))
+  with_workers = list(pipeline.batches(source, 16, workers=2, **kwargs))
   assert len(in_process) == len(with_workers) == 240 // 16 - 2
   for a, b in zip(in_process, with_workers):
     for key in a:
@@ -138,7 +140,7 @@ def _high_frequency_energy(images):
 
 
 def test_soften_blurs_within_its_sigma_range_and_is_deterministic():
-  from gta_jax import augment
+  from gta_jax.data import augment
   import cv2
   image = np.random.default_rng(0).integers(0, 256, (48, 48, 3)).astype(np.uint8)
   softest = cv2.GaussianBlur(image, (0, 0), augment.SOFTENING_SIGMA[1])
@@ -159,13 +161,13 @@ def test_real_softening_blurs_only_real_images_of_the_training_splits(smoke_data
   change, the draw is the same on every pass (resumes), and the perturbations' draws of the
   other images stay as they were."""
   import ml_collections
-  from gta_jax import data
+  from gta_jax.data import loader
 
   def dataset_with(share):
     config = ml_collections.ConfigDict(dict(
-        name=input_pipeline.BUILTIN, config='smoke', data_dir=smoke_data_dir,
+        name=pipeline.BUILTIN, config='smoke', data_dir=smoke_data_dir,
         release_blur_sigma=False, noise_variance=False, real_softening=share))
-    return data.open_dataset(config, 'pixel')
+    return loader.open_dataset(config, 'pixel')
 
   def one_pass(dataset, split, mode='clean', **kwargs):
     batches = list(dataset.batches(split, 32, seed=3, epoch=1, mode=mode, **kwargs))
@@ -194,11 +196,11 @@ def test_real_softening_blurs_only_real_images_of_the_training_splits(smoke_data
 def _smoke_dataset(data_dir, **options):
   """The built-in smoke data opened with these config.data options (the rest the release's)."""
   import ml_collections
-  from gta_jax import data
+  from gta_jax.data import loader
   config = ml_collections.ConfigDict(dict(
-      name=input_pipeline.BUILTIN, config='smoke', data_dir=data_dir, release_blur_sigma=False,
+      name=pipeline.BUILTIN, config='smoke', data_dir=data_dir, release_blur_sigma=False,
       noise_variance=False, **options))
-  return data.open_dataset(config, 'pixel')
+  return loader.open_dataset(config, 'pixel')
 
 
 def _one_pass(dataset, split):
@@ -216,7 +218,7 @@ def test_photometric_jitter_gives_a_crop_and_its_fakes_one_draw(smoke_data_dir):
   get a random saturation / contrast / brightness / gamma, one draw per content group (the real
   crop and its reconstructions change the same way, so only the fingerprint still separates
   them); test splits never change, and a pass is the same every time (resumes)."""
-  from gta_jax import augment
+  from gta_jax.data import augment
 
   dataset_with = lambda share: _smoke_dataset(smoke_data_dir, photometric_jitter=share)
 
@@ -247,70 +249,10 @@ def test_photometric_jitter_gives_a_crop_and_its_fakes_one_draw(smoke_data_dir):
     np.testing.assert_array_equal(by_key(plain, split)[0], by_key(jittered, split)[0])
 
 
-def test_real_sharpening_amplifies_detail_of_training_reals_only(smoke_data_dir):
-  """config.data.real_sharpening: real training and validation images get an unsharp mask (more
-  high-frequency energy, a flat image unchanged); fakes and test splits never change."""
-  import cv2
-  from gta_jax import augment
-
-  dataset_with = lambda share: _smoke_dataset(smoke_data_dir, real_sharpening=share)
-  one_pass = lambda dataset, split: _one_pass(dataset, split)[:2]
-
-  def detail(images):
-    return np.mean([cv2.Laplacian(i.astype(np.float32), cv2.CV_32F).var() for i in images])
-
-  plain, sharp = dataset_with(0.0), dataset_with(1.0)
-  for split in ('train', 'validation'):
-    (before, labels), (after, _) = one_pass(plain, split), one_pass(sharp, split)
-    real = labels == 0
-    np.testing.assert_array_equal(before[~real], after[~real])
-    assert np.any(before[real] != after[real], axis=(1, 2, 3)).mean() > 0.9
-    assert detail(after[real]) > 1.2 * detail(before[real])
-  for split in ('test', 'test_cross_seed'):
-    np.testing.assert_array_equal(one_pass(plain, split)[0], one_pass(sharp, split)[0])
-  flat = np.full((16, 16, 3), 77, np.uint8)
-  np.testing.assert_array_equal(augment.sharpen(flat, np.random.default_rng(0)), flat)
-
-
-def test_random_orientation_turns_a_crop_and_its_fakes_together(smoke_data_dir):
-  """config.data.random_orientation: each content group of the training and validation splits is
-  moved by one of the square's 8 symmetries, the same for a real crop and its reconstructions;
-  all 8 occur, pixels are only moved, and test splits never change."""
-  from gta_jax import augment
-
-  def in_order(dataset, split):
-    images, _, groups, _ = _one_pass(dataset, split)
-    return images, groups
-
-  plain = _smoke_dataset(smoke_data_dir, random_orientation=False)
-  turned = _smoke_dataset(smoke_data_dir, random_orientation=True)
-  for split in ('train', 'validation'):
-    before, groups = in_order(plain, split)
-    after, _ = in_order(turned, split)
-    symmetries = set()
-    for group in np.unique(groups):
-      symmetry = int(augment.orientation_rng(3, 1, int(group)).integers(8))
-      symmetries.add(symmetry)
-      for j in np.flatnonzero(groups == group):
-        np.testing.assert_array_equal(after[j], augment.orient(before[j], symmetry))
-    assert symmetries == set(range(8)) or (split == 'validation' and len(symmetries) >= 4)
-    np.testing.assert_array_equal(after, in_order(turned, split)[0])  # a pass is the same every time
-  for split in ('test', 'test_cross_seed'):
-    np.testing.assert_array_equal(in_order(plain, split)[0], in_order(turned, split)[0])
-  image = np.random.default_rng(0).integers(0, 255, (4, 4, 3), dtype=np.uint8)
-  views = [augment.orient(image, k) for k in range(8)]
-  np.testing.assert_array_equal(views[0], image)
-  assert len({v.tobytes() for v in views}) == 8
-  for view in views:
-    np.testing.assert_array_equal(np.sort(view, axis=None), np.sort(image, axis=None))
-  np.testing.assert_array_equal(views[4], image.transpose(1, 0, 2))
-  np.testing.assert_array_equal(views[1], np.rot90(image))
-
-
 def test_photometric_jitter_scales_a_fingerprint_without_removing_it():
   """A pointwise transform: the difference between an image and its nearest-neighbour-upsampled
   version survives every draw (it is scaled with the contrast, never smoothed away)."""
-  from gta_jax import augment
+  from gta_jax.data import augment
   rng = np.random.default_rng(0)
   image = rng.integers(40, 216, (32, 32, 3), dtype=np.uint8)
   upsampled = np.repeat(np.repeat(image[::2, ::2], 2, 0), 2, 1)
@@ -321,18 +263,18 @@ def test_photometric_jitter_scales_a_fingerprint_without_removing_it():
     assert np.abs(a.astype(int) - b).mean() > 0.25 * np.abs(image.astype(int) - upsampled).mean()
 
 
+@pytest.mark.slow
 def test_multiseed_training_fakes_come_from_three_seeds_and_its_tests_are_the_defaults(
     smoke_data_dir):
   """`smoke_multiseed` = `smoke` but crop i's training/validation fakes come from seed i mod 3 of
   their architecture: every third is `smoke`'s own image, the others a different reconstruction
   of the same crop; test splits are `smoke`'s very images, so crosstest reads `smoke_variants`."""
-  from datasets.synthetic_fingerprints import generation
-  from gta_jax import crosstest
-  smoke = input_pipeline.load_builder(input_pipeline.BUILTIN, 'smoke', smoke_data_dir)
-  multi = input_pipeline.load_builder(input_pipeline.BUILTIN, 'smoke_multiseed', smoke_data_dir)
+  generation = builders.module('synthetic_fingerprints.generation')
+  smoke = pipeline.load_builder(pipeline.BUILTIN, 'smoke', smoke_data_dir)
+  multi = pipeline.load_builder(pipeline.BUILTIN, 'smoke_multiseed', smoke_data_dir)
 
   def images(builder, split):
-    source = input_pipeline.data_source(builder, split)
+    source = pipeline.data_source(builder, split)
     return {(str(r['source'], 'utf-8'), int(r['index'])): r['image']
             for r in (source[i] for i in range(len(source)))}
 
@@ -351,7 +293,7 @@ def test_multiseed_training_fakes_come_from_three_seeds_and_its_tests_are_the_de
         assert own > generation.psnr(image, b['real', (index + 1) % count]), (split, source, index)
   assert multi.info.metadata['training_seeds'] == 3
   assert {f'tconv.training_seed_{k}' for k in (2, 3)} <= set(multi.info.metadata['generator_psnr_db'])
-  assert crosstest.variants_config(input_pipeline.BUILTIN, 'smoke_multiseed') == 'smoke_variants'
+  assert pipeline.variants_config(pipeline.BUILTIN, 'smoke_multiseed') == 'smoke_variants'
   too_many = len(generation.TRAINING_SEED_OFFSETS) + 2
   with pytest.raises(ValueError, match=f'training_seeds={too_many}'):
     generation.generate_sources(32, 8, 0, 1, 0, 4, training_seeds=too_many)
@@ -360,8 +302,8 @@ def test_multiseed_training_fakes_come_from_three_seeds_and_its_tests_are_the_de
 def test_no_training_generator_shares_a_seed_with_a_test_generator():
   """A head trained on `multiseed*` must meet its test, cross-seed and variant generators
   unseen: every generator's seed, over every architecture of the widest config, is distinct."""
-  builder = input_pipeline.builder_class(input_pipeline.BUILTIN)
-  from datasets.synthetic_fingerprints import generation
+  builder = pipeline.builder_class(pipeline.BUILTIN)
+  generation = builders.module('synthetic_fingerprints.generation')
   names = list(generation.TEST_SEED_OFFSETS) + list(generation.TRAINING_SEED_OFFSETS)
   for dataset_seed in (0, 1, 7):
     seeds = [generation.generator_seed(dataset_seed, name, index)

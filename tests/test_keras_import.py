@@ -9,13 +9,18 @@ from PIL import Image
 
 import keras_reference as ref
 from conftest import RELEASE_STATS, RELEASE_WEIGHTS, requires_release
-from gta_jax import attribute, checkpoints, keras_import, models, spectral
+from gta_jax.io import checkpoints
+from gta_jax.io import keras_import
+from gta_jax.models import networks
+from gta_jax.models import spectral
+from gta_jax.tools import keras_import as keras_import_tool
+from gta_jax.scoring import inference
 
 RNG = np.random.default_rng(0)
 
 
 def _predict(spec, variables, x):
-  out = models.predict(variables, np.asarray(x, np.float32), input_kind=spec.input_kind,
+  out = networks.predict(variables, np.asarray(x, np.float32), input_kind=spec.input_kind,
                        num_heads=len(spec.head_names))
   p_fake = np.asarray(jax.nn.sigmoid(out.primary.logit))
   p_heads = np.asarray(jax.nn.sigmoid(out.heads.logit)) if spec.head_names else None
@@ -46,7 +51,7 @@ def test_bundle_round_trip_keeps_weights_and_refuses_tampering(tmp_path):
   mean, std = RNG.normal(0, 1, (16, 16)), RNG.uniform(0.5, 2, (16, 16))
   stats_dir = tmp_path / 'stats'
   spectral.DctStats(mean=mean, std=std, count=1).save(stats_dir)
-  assert keras_import.main([str(tmp_path / 'm.h5'), str(tmp_path / 'bundle'),
+  assert keras_import_tool.main([str(tmp_path / 'm.h5'), str(tmp_path / 'bundle'),
                             '--dct-stats', str(stats_dir), '--head-names', 'mine']) == 0
   spec, variables, (loaded_mean, loaded_std) = checkpoints.load_model_bundle(tmp_path / 'bundle')
   assert spec.head_names == ('mine',) and spec.input_kind == 'dct'
@@ -65,9 +70,7 @@ def test_bundle_round_trip_keeps_weights_and_refuses_tampering(tmp_path):
 def test_dct_model_without_stats_is_a_usage_error(tmp_path, capsys):
   layers = ref.random_layers(RNG, ref.layer_shapes(1, False, 16, ()))
   ref.write_h5(tmp_path / 'm.h5', layers, (16, 16, 1))
-  with pytest.raises(SystemExit) as exit_info:
-    keras_import.main([str(tmp_path / 'm.h5'), str(tmp_path / 'out')])
-  assert exit_info.value.code == 2
+  assert keras_import_tool.main([str(tmp_path / 'm.h5'), str(tmp_path / 'out')]) == 2
   assert '--dct-stats' in capsys.readouterr().err
 
 
@@ -104,7 +107,7 @@ def test_all_41_release_files_import_with_release_parameter_counts():
   assert len(files) == 41
   for path in files:
     spec, variables = keras_import.import_h5(path)
-    assert models.count_parameters(variables) == RELEASE_TOTALS[
+    assert networks.count_parameters(variables) == RELEASE_TOTALS[
         (spec.input_kind, len(spec.head_names))], path.name
     if path.name.startswith('attribution'):
       assert spec.head_names == (keras_import.head_name_from_filename(path),)
@@ -137,9 +140,9 @@ def _test_images(directory, size, count=6):
 def test_release_models_through_attribute_match_numpy_keras_forward(tmp_path, relative, stats):
   """Probabilities from `attribute` on PNG inputs equal the release model's within 1e-4."""
   path = RELEASE_WEIGHTS / relative
-  model = attribute.load_model(path, RELEASE_STATS / stats if stats else None)
+  model = inference.load_model(path, RELEASE_STATS / stats if stats else None)
   images = _test_images(tmp_path, model.spec.image_size)
-  records = attribute.attribute(model, images)
+  records = inference.attribute(model, images)
   layers = ref.read_layers(path)
   for record, image_path in zip(records, images):
     assert record['error'] is None
@@ -197,7 +200,7 @@ def test_h5_weights_stored_outside_the_file_are_refused_before_reading(tmp_path)
     _replace_bias(path, make)
     with pytest.raises(keras_import.H5ImportError, match='outside the file|links'):
       keras_import.import_h5(path)
-    assert keras_import.main([str(path), str(tmp_path / kind)]) == 2
+    assert keras_import_tool.main([str(path), str(tmp_path / kind)]) == 2
     assert not (tmp_path / kind).exists()
 
 
@@ -238,25 +241,25 @@ def test_keras_import_refuses_to_replace_a_folder_unless_asked(tmp_path, capsys)
   out = tmp_path / 'out'
   out.mkdir()
   (out / 'notes.txt').write_text('mine')
-  assert keras_import.main([str(h5), str(out)]) == 2
+  assert keras_import_tool.main([str(h5), str(out)]) == 2
   assert 'not empty' in capsys.readouterr().err
-  assert keras_import.main([str(h5), str(out), '--overwrite']) == 2  # not a bundle: kept
+  assert keras_import_tool.main([str(h5), str(out), '--overwrite']) == 2  # not a bundle: kept
   assert (out / 'notes.txt').read_text() == 'mine' and sorted(out.iterdir()) == [out / 'notes.txt']
   bundle = tmp_path / 'bundle'
-  assert keras_import.main([str(h5), str(bundle)]) == 0
-  assert keras_import.main([str(h5), str(bundle)]) == 2  # exists: refused, nothing changed
+  assert keras_import_tool.main([str(h5), str(bundle)]) == 0
+  assert keras_import_tool.main([str(h5), str(bundle)]) == 2  # exists: refused, nothing changed
   first = json.loads((bundle / 'model.json').read_text())['primary_digest']
   other = _pixel_h5(tmp_path / 'other.h5')
-  assert keras_import.main([str(other), str(bundle), '--overwrite']) == 0
+  assert keras_import_tool.main([str(other), str(bundle), '--overwrite']) == 0
   spec, _, _ = checkpoints.load_model_bundle(bundle)
   assert spec.primary_digest != first and spec.source == str(other)
   assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith('.')) == []
-  assert keras_import.main([str(h5), str(tmp_path / 'm.h5' / 'x')]) == 2  # parent is a file
+  assert keras_import_tool.main([str(h5), str(tmp_path / 'm.h5' / 'x')]) == 2  # parent is a file
 
 
 def _bundle(tmp_path, heads=('a',)):
   h5 = _pixel_h5(tmp_path / 'b.h5', heads)
-  assert keras_import.main([str(h5), str(tmp_path / 'bundle')]) == 0
+  assert keras_import_tool.main([str(h5), str(tmp_path / 'bundle')]) == 0
   return tmp_path / 'bundle'
 
 

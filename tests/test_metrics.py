@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from gta_jax import metrics, verdicts
+from gta_jax.scoring import metrics
+from gta_jax.scoring import verdicts
 
 DEFAULT = verdicts.Thresholds()
 

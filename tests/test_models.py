@@ -3,41 +3,41 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gta_jax import models
+from gta_jax.models import networks
 
 KEY = jax.random.key(0)
 
 
 @pytest.mark.parametrize('module, input_shape, expected', [
-    (models.Primary(gap=True), (1, 128, 128, 3), 27_261),
-    (models.Primary(gap=False), (1, 128, 128, 1), 35_367),
-    (models.Primary(gap=True), (1, 256, 256, 3), 27_261),   # GAP: size-independent (FacesHQ+)
-    (models.Primary(gap=False), (1, 256, 256, 1), 59_943),
-    (models.SecondaryHead(gap=True), (1, 32, 32, 16), 21_345),
-    (models.SecondaryHead(gap=False), (1, 32, 32, 16), 29_505),
-    (models.SecondaryHead(gap=False), (1, 64, 64, 16), 54_081),
-    (models.StackedHeads(4, gap=True), (1, 32, 32, 16), 4 * 21_345),
-    (models.GanDctConv(1), (1, 128, 128, 3), 38_885),
-    (models.GanDctConv(5), (1, 128, 128, 3), 169_961),
-    (models.GanDctConv(1), (1, 128, 128, 1), 38_831),
-    (models.GanfpPostpool(1), (1, 128, 128, 3), 308_513),
-    (models.GanfpPostpool(5), (1, 128, 128, 3), 309_029),
-    (models.GanfpPostpool(1), (1, 128, 128, 1), 308_441),
+    (networks.Primary(gap=True), (1, 128, 128, 3), 27_261),
+    (networks.Primary(gap=False), (1, 128, 128, 1), 35_367),
+    (networks.Primary(gap=True), (1, 256, 256, 3), 27_261),   # GAP: size-independent (FacesHQ+)
+    (networks.Primary(gap=False), (1, 256, 256, 1), 59_943),
+    (networks.SecondaryHead(gap=True), (1, 32, 32, 16), 21_345),
+    (networks.SecondaryHead(gap=False), (1, 32, 32, 16), 29_505),
+    (networks.SecondaryHead(gap=False), (1, 64, 64, 16), 54_081),
+    (networks.StackedHeads(4, gap=True), (1, 32, 32, 16), 4 * 21_345),
+    (networks.GanDctConv(1), (1, 128, 128, 3), 38_885),
+    (networks.GanDctConv(5), (1, 128, 128, 3), 169_961),
+    (networks.GanDctConv(1), (1, 128, 128, 1), 38_831),
+    (networks.GanfpPostpool(1), (1, 128, 128, 3), 308_513),
+    (networks.GanfpPostpool(5), (1, 128, 128, 3), 309_029),
+    (networks.GanfpPostpool(1), (1, 128, 128, 1), 308_441),
 ])
 def test_parameter_counts_equal_release(module, input_shape, expected):
   # eval_shape: shapes without compiling or running the initialisers.
-  variables = jax.eval_shape(lambda: models.init_variables(module, KEY, input_shape))
-  assert models.count_parameters(variables) == expected
+  variables = jax.eval_shape(lambda: networks.init_variables(module, KEY, input_shape))
+  assert networks.count_parameters(variables) == expected
 
 
 def test_primary_split_trainable_and_statistics():
-  variables = jax.eval_shape(lambda: models.init_variables(models.Primary(True), KEY, (1, 128, 128, 3)))
-  assert models.count_parameters(variables['params']) == 27_053
-  assert models.count_parameters(variables['batch_stats']) == 208
+  variables = jax.eval_shape(lambda: networks.init_variables(networks.Primary(True), KEY, (1, 128, 128, 3)))
+  assert networks.count_parameters(variables['params']) == 27_053
+  assert networks.count_parameters(variables['batch_stats']) == 208
 
 
 def test_initialisation_is_release_normal_002_with_zero_biases():
-  params = jax.jit(models.GanDctConv(1).init)(KEY, jnp.zeros((1, 64, 64, 3)))['params']
+  params = jax.jit(networks.GanDctConv(1).init)(KEY, jnp.zeros((1, 64, 64, 3)))['params']
   kernels = np.concatenate([np.ravel(p['kernel']) for p in params.values()])
   biases = np.concatenate([np.ravel(p['bias']) for p in params.values()])
   assert abs(kernels.std() - 0.02) < 0.001 and abs(kernels.mean()) < 0.001
@@ -45,8 +45,8 @@ def test_initialisation_is_release_normal_002_with_zero_biases():
 
 
 def test_batchnorm_uses_keras_momentum_and_epsilon():
-  model = models.Primary(True)
-  variables = models.init_variables(model, KEY, (2, 32, 32, 3))
+  model = networks.Primary(True)
+  variables = networks.init_variables(model, KEY, (2, 32, 32, 3))
   x = jax.random.normal(KEY, (8, 32, 32, 3)) * 3 + 1
   _, updated = model.apply(variables, x, train=True, mutable=['batch_stats'])
   # One step from mean 0: new = 0.99 * 0 + 0.01 * batch_mean.
@@ -58,14 +58,14 @@ def test_batchnorm_uses_keras_momentum_and_epsilon():
       dimension_numbers=('NHWC', 'HWIO', 'NHWC')) + variables['params']['conv_02']['bias']
   np.testing.assert_allclose(updated['batch_stats']['bn_02']['mean'],
                              0.01 * conv2.mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-7)
-  bn = models.batch_norm()
+  bn = networks.batch_norm()
   assert (bn.momentum, bn.epsilon) == (0.99, 1e-3)
 
 
 def test_pixel_primary_takes_any_input_size():
   # eval_shape traces the whole network at each size (a size it cannot take fails to trace).
-  model = models.Primary(True)
-  variables = jax.eval_shape(lambda: models.init_variables(model, KEY, (1, 128, 128, 3)))
+  model = networks.Primary(True)
+  variables = jax.eval_shape(lambda: networks.init_variables(model, KEY, (1, 128, 128, 3)))
   for shape in [(2, 96, 160, 3), (1, 129, 131, 3), (1, 64, 64, 3)]:
     out = jax.eval_shape(model.apply, variables, jax.ShapeDtypeStruct(shape, jnp.float32))
     assert out.logit.shape == (shape[0],)
@@ -74,8 +74,8 @@ def test_pixel_primary_takes_any_input_size():
 
 def test_stacked_heads_equal_separate_heads():
   """The stacked module is K independent heads: slicing its variables gives each head exactly."""
-  stacked = models.StackedHeads(3, True)
-  variables = models.init_variables(stacked, KEY, (1, 16, 16, 16))
+  stacked = networks.StackedHeads(3, True)
+  variables = networks.init_variables(stacked, KEY, (1, 16, 16, 16))
   leaves = jax.tree.leaves(variables)
   assert all(leaf.shape[0] == 3 for leaf in leaves)
   # Heads are initialised independently (split rngs), not as copies.
@@ -87,13 +87,13 @@ def test_stacked_heads_equal_separate_heads():
   for k in range(3):
     single = jax.tree.map(lambda a: a[k], variables)
     single = {'params': single['params']['heads'], 'batch_stats': single['batch_stats']['heads']}
-    np.testing.assert_allclose(models.SecondaryHead(True).apply(single, mid).logit, out.logit[k],
+    np.testing.assert_allclose(networks.SecondaryHead(True).apply(single, mid).logit, out.logit[k],
                                rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize('num_classes', [1, 5])
 def test_baseline_output_shapes(num_classes):
-  for model in (models.GanDctConv(num_classes), models.GanfpPostpool(num_classes)):
+  for model in (networks.GanDctConv(num_classes), networks.GanfpPostpool(num_classes)):
     # eval_shape: the shapes without compiling the initialisers (5-8 s each on 2 cores).
     variables = jax.eval_shape(model.init, KEY, jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))
     out = jax.eval_shape(model.apply, variables, jax.ShapeDtypeStruct((2, 64, 64, 3), jnp.float32))
@@ -101,14 +101,14 @@ def test_baseline_output_shapes(num_classes):
 
 
 def test_predict_runs_primary_once_and_feeds_all_heads():
-  primary = models.init_variables(models.Primary(True), KEY, (1, 64, 64, 3))
-  heads = models.init_variables(models.StackedHeads(2, True), KEY, (1, 16, 16, 16))
+  primary = networks.init_variables(networks.Primary(True), KEY, (1, 64, 64, 3))
+  heads = networks.init_variables(networks.StackedHeads(2, True), KEY, (1, 16, 16, 16))
   x = jax.random.normal(KEY, (3, 64, 64, 3))
-  out = jax.jit(models.predict, static_argnames=('input_kind', 'num_heads'))(
+  out = jax.jit(networks.predict, static_argnames=('input_kind', 'num_heads'))(
       {'primary': primary, 'heads': heads}, x, input_kind='pixel', num_heads=2)
-  direct = models.Primary(True).apply(primary, x)
+  direct = networks.Primary(True).apply(primary, x)
   np.testing.assert_allclose(out.primary.logit, direct.logit, rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(out.heads.logit, models.StackedHeads(2, True).apply(
+  np.testing.assert_allclose(out.heads.logit, networks.StackedHeads(2, True).apply(
       heads, direct.mid_features).logit, rtol=1e-5, atol=1e-6)
 
 
@@ -116,8 +116,8 @@ def test_predict_runs_primary_once_and_feeds_all_heads():
 @pytest.mark.parametrize('formulation', ['grouped', 'unrolled'])
 def test_heads_formulations_match_the_vmap_definition(gap, formulation):
   """Same variables -> same outputs, batch statistics and gradients as nn.vmap(SecondaryHead)."""
-  reference = models.StackedHeads(3, gap, 0.9, 'vmap')
-  other = models.StackedHeads(3, gap, 0.9, formulation)
+  reference = networks.StackedHeads(3, gap, 0.9, 'vmap')
+  other = networks.StackedHeads(3, gap, 0.9, formulation)
   variables = reference.init(KEY, jnp.zeros((1, 8, 8, 16)))
   assert jax.tree.map(jnp.shape, other.init(KEY, jnp.zeros((1, 8, 8, 16)))) == \
       jax.tree.map(jnp.shape, variables)
@@ -150,12 +150,12 @@ def test_recalibrated_batch_norm_makes_inference_match_training_on_that_batch():
   import jax
   import jax.numpy as jnp
   import numpy as np
-  from gta_jax import models
+  from gta_jax.models import networks
   from gta_jax.families import base
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=(8, 32, 32, 3)), jnp.float32)
-  model = models.Primary(bn_momentum=0.9)
-  variables = models.init_variables(model, jax.random.key(0), (1, 32, 32, 3))
+  model = networks.Primary(bn_momentum=0.9)
+  variables = networks.init_variables(model, jax.random.key(0), (1, 32, 32, 3))
   trained = model.apply(variables, x, train=True, mutable=['batch_stats'])[0].logit
   before = model.apply(variables, x).logit
   step = jax.jit(lambda v, c, b: model.clone(bn_momentum=0.0).apply(
@@ -171,9 +171,9 @@ def test_recalibrated_batch_norm_makes_inference_match_training_on_that_batch():
   np.testing.assert_allclose(both['bn_02']['mean'],
                              (stats['bn_02']['mean'] + one['bn_02']['mean']) / 2, rtol=1e-5)
 
-  heads = models.StackedHeads(2, bn_momentum=0.9)
+  heads = networks.StackedHeads(2, bn_momentum=0.9)
   mid = jnp.asarray(rng.normal(size=(8, 8, 8, 16)), jnp.float32)
-  head_vars = models.init_variables(heads, jax.random.key(1), (1, 8, 8, 16))
+  head_vars = networks.init_variables(heads, jax.random.key(1), (1, 8, 8, 16))
   head_step = jax.jit(lambda v, c, b: heads.clone(bn_momentum=0.0).apply(
       v, b, train=True, mutable=['batch_stats'])[1]['batch_stats'])
   new = base.recalibrate_batch_norm(head_step, head_vars, None, [mid],

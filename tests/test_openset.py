@@ -4,7 +4,14 @@ import pytest
 from scipy.special import logsumexp
 from sklearn import metrics as sk
 
-from gta_jax import metrics, openset, verdicts
+from gta_jax.scoring import metrics
+from gta_jax.scoring import verdicts
+from gta_jax.tools import openset as openset_tool
+from gta_jax.scoring import openset_fit
+from gta_jax.scoring import openset as openset_scores
+from gta_jax.scoring import inference
+from gta_jax.evaluators import open_set
+from gta_jax import errors
 
 
 def test_oscr_on_a_hand_worked_case():
@@ -38,19 +45,19 @@ def test_tnr_at_tpr95_on_a_hand_worked_case_and_against_scikit_learn():
 
 def test_scores_and_thresholds():
   z = np.array([[2.0, -1.0, 0.3], [0.5, -3.0, 0.3]])
-  scores = openset.open_set_scores(z, doc_thresholds=[0.9, 0.6])
+  scores = openset_scores.open_set_scores(z, doc_thresholds=[0.9, 0.6])
   np.testing.assert_allclose(scores['energy'], logsumexp(z, axis=0))
   np.testing.assert_allclose(scores['max_logit'], [2.0, -1.0, 0.3])
   p = 1 / (1 + np.exp(-z))
   np.testing.assert_allclose(scores['max_probability'], p.max(axis=0))
   np.testing.assert_allclose(scores['doc'], np.maximum(p[0] - 0.9, p[1] - 0.6))
   # DOC: [1.0, 0.9, 0.8] mirrored about 1 has sigma sqrt(0.1 / 6); t = 1 - 3 sigma.
-  assert openset.doc_threshold([1.0, 0.9, 0.8]) == pytest.approx(1 - 3 * np.sqrt(0.1 / 6))
-  assert openset.doc_threshold([0.9, 0.1, 0.5]) == 0.5  # a wide spread: never below 0.5
-  assert openset.tpr_threshold(np.linspace(0.05, 1.0, 20)) == pytest.approx(0.10)
-  assert openset.tpr_threshold(np.linspace(0.05, 1.0, 20), midpoint=True) == pytest.approx(0.075)
-  assert openset.tpr_threshold([-0.3, -0.1], tpr=1.0, midpoint=True) == pytest.approx(-0.3)
-  fitted = openset.calibrate(np.log(np.array([[9.0, 1.0, 3.0], [1.0, 1.0, 1.0]])),
+  assert openset_scores.doc_threshold([1.0, 0.9, 0.8]) == pytest.approx(1 - 3 * np.sqrt(0.1 / 6))
+  assert openset_scores.doc_threshold([0.9, 0.1, 0.5]) == 0.5  # a wide spread: never below 0.5
+  assert openset_scores.tpr_threshold(np.linspace(0.05, 1.0, 20)) == pytest.approx(0.10)
+  assert openset_scores.tpr_threshold(np.linspace(0.05, 1.0, 20), midpoint=True) == pytest.approx(0.075)
+  assert openset_scores.tpr_threshold([-0.3, -0.1], tpr=1.0, midpoint=True) == pytest.approx(-0.3)
+  fitted = openset_scores.calibrate(np.log(np.array([[9.0, 1.0, 3.0], [1.0, 1.0, 1.0]])),
                              np.array([1, 2, 1]), (1, 2))
   assert fitted['tpr95'] == pytest.approx([0.75, 0.5])  # head 1 on its own images: 0.9 and 0.75
 
@@ -80,7 +87,7 @@ def test_each_calibration_counts_what_attribute_would_say_on_a_hand_worked_case(
   fitted = {'tpr95': [0.9, 0.5],  # p(1.0) = 0.73 < 0.9
             'knn': {'threshold': -0.5, 'operating_points': {'0.95': -0.15, '0.99': -0.8}}}
   knn = (np.array([-0.1, -0.2, -0.7, -0.1]), np.array([-0.3, -0.9]))  # known 2, unknown 1 fail
-  result = openset.evaluate_protocol(known_logits, known_source, unknown_logits, (1, 2), fitted,
+  result = openset_scores.evaluate_protocol(known_logits, known_source, unknown_logits, (1, 2), fitted,
                                      'max_logit', {'knn': knn})
   assert result['closed_set_accuracy'] == pytest.approx(3 / 4)        # image 3 unclaimed
   assert result['closed_set_accuracy_tpr95'] == pytest.approx(2 / 4)  # image 1 lost at 0.9
@@ -98,7 +105,7 @@ def test_each_calibration_counts_what_attribute_would_say_on_a_hand_worked_case(
 
 
 def test_a_bundle_refuses_a_malformed_knn_calibration(tmp_path):
-  from gta_jax import checkpoints
+  from gta_jax.io import checkpoints
   record = checkpoints.ModelSpec(
       'pixel', 32, ('a',), primary_digest='0' * 64, task='attribution',
       open_set={'knn': {'k': 10, 'threshold': -0.4, 'bank': 'open_set_knn_bank.npy'}}).to_json()
@@ -125,14 +132,14 @@ def test_a_protocol_separates_what_it_should_and_counts_closed_set_accuracy():
   known_logits[0, :50] += 6  # head 1 fires on source 1, head 2 on source 2
   known_logits[1, 50:] += 6
   unknown_logits = rng.normal(-3, 1, (2, 40))
-  fitted = openset.calibrate(known_logits, known_source, head_ids)
-  result = openset.evaluate_protocol(known_logits, known_source, unknown_logits, head_ids,
+  fitted = openset_scores.calibrate(known_logits, known_source, head_ids)
+  result = openset_scores.evaluate_protocol(known_logits, known_source, unknown_logits, head_ids,
                                      fitted, 'max_logit')
   assert result['auroc'] > 0.95 and result['oscr'] > 0.9 and result['tnr_at_tpr95'] > 0.8
   assert result['known'] == 100 and result['unknown'] == 40
   assert result['closed_set_accuracy_argmax'] == pytest.approx(1.0)
   # Swapping the unknown and known roles turns AUROC around.
-  swapped = openset.evaluate_protocol(unknown_logits, np.full(40, 1), known_logits, head_ids,
+  swapped = openset_scores.evaluate_protocol(unknown_logits, np.full(40, 1), known_logits, head_ids,
                                       fitted, 'max_logit')
   assert swapped['auroc'] < 0.05
 
@@ -141,7 +148,7 @@ def test_mahalanobis_score_is_minus_the_nearest_squared_distance_under_the_share
   rng = np.random.default_rng(2)
   features = np.r_[rng.normal(0, 1, (200, 3)), rng.normal(0, 1, (200, 3)) + [5, 0, 0]]
   source = np.repeat([1, 2], 200)
-  score = openset.Mahalanobis(features, source, (1, 2))
+  score = openset_scores.Mahalanobis(features, source, (1, 2))
   means = np.stack([features[:200].mean(0), features[200:].mean(0)])
   centered = np.r_[features[:200] - means[0], features[200:] - means[1]]
   precision = np.linalg.inv(centered.T @ centered / 400)
@@ -157,15 +164,15 @@ def test_folds_aggregate_to_mean_and_sample_std_over_runs():
              'b': {'unseen_architecture': {'auroc': 0.9, 'oscr': None,
                                            'by_score': {'knn': {'auroc': 0.7}}},
                    'unseen_dataset': {'auroc': 1.0}}}
-  summary = openset.aggregate(per_run)['unseen_architecture']
+  summary = open_set.aggregate(per_run)['unseen_architecture']
   assert summary['auroc']['mean'] == pytest.approx(0.85) and summary['auroc']['n'] == 2
   assert summary['auroc']['std'] == pytest.approx(np.std([0.8, 0.9], ddof=1))
   assert summary['oscr'] == {'mean': 0.7, 'std': 0.0, 'n': 1} and 'note' not in summary
   assert summary['by_score']['knn']['auroc']['mean'] == pytest.approx(0.8)
   assert summary['by_score']['knn']['auroc']['std'] == pytest.approx(np.std([0.9, 0.7], ddof=1))
   # What --json writes: {protocol: metrics} for one run or several, the layout.
-  assert openset.summary({'a': per_run['a']}) == per_run['a']
-  written = openset.summary(per_run)
+  assert open_set.summary({'a': per_run['a']}) == per_run['a']
+  written = open_set.summary(per_run)
   assert set(written) == {'unseen_architecture', 'unseen_dataset'}
   entry = written['unseen_architecture']
   assert entry['auroc'] == pytest.approx(0.85) and entry['by_score']['knn']['auroc'] == pytest.approx(0.8)
@@ -178,7 +185,7 @@ def test_knn_score_is_minus_the_kth_neighbour_distance_of_unit_features_as_sciki
   rng = np.random.default_rng(3)
   features = rng.normal(0, 1, (300, 5)) * [1, 2, 3, 1, 1]
   source = np.repeat([0, 1, 2], 100)  # source 0 (real) is not a known source
-  score = openset.NearestNeighbours.fit(features, source, (1, 2), k=10, chunk=7)
+  score = openset_scores.NearestNeighbours.fit(features, source, (1, 2), k=10, chunk=7)
   bank = features[100:] / np.linalg.norm(features[100:], axis=1, keepdims=True)
   query = rng.normal(0, 1, (20, 5))
   unit = query / np.linalg.norm(query, axis=1, keepdims=True)
@@ -189,16 +196,16 @@ def test_knn_score_is_minus_the_kth_neighbour_distance_of_unit_features_as_sciki
   inside = bank[:1] * 5.0  # a known training feature itself: closer than a random direction
   assert score(inside)[0] > np.median(score(query))
   with pytest.raises(Exception, match='k=10'):
-    openset.NearestNeighbours.fit(features[:105], source[:105], (1,), k=10)
+    openset_scores.NearestNeighbours.fit(features[:105], source[:105], (1,), k=10)
 
 
 def test_attribute_defaults_to_the_knn_calibration_then_tpr95_then_none(tmp_path):
-  from gta_jax import attribute, checkpoints
+  from gta_jax.io import checkpoints
 
   def model(open_set, heads=('a',)):
     spec = checkpoints.ModelSpec('pixel', 32, heads, primary_digest='0' * 64, task='attribution',
                                  open_set=open_set)
-    return attribute.LoadedModel(spec, {}, bundle=tmp_path)
+    return inference.LoadedModel(spec, {}, bundle=tmp_path)
 
   np.save(tmp_path / 'bank.npy', np.eye(12, 16 + 32, dtype=np.float32))
   knn = {'k': 10, 'threshold': -0.4, 'bank': 'bank.npy', 'acceptance': 0.99}
@@ -212,13 +219,13 @@ def test_attribute_defaults_to_the_knn_calibration_then_tpr95_then_none(tmp_path
   for unfitted in (model({}), model({'knn': knn}, heads=())):
     unfitted.use_open_set('auto')
     assert unfitted.open_set is None
-  with pytest.raises(attribute.UsageError, match='no knn calibration'):
+  with pytest.raises(errors.UsageError, match='no knn calibration'):
     model({'tpr95': [0.6]}).use_open_set('knn')
 
 
 def test_knn_acceptance_is_checked_and_only_taken_with_fit(tmp_path, capsys):
-  assert openset.main(['--workdir', str(tmp_path), '--knn-acceptance', '0.95']) == 2
+  assert openset_tool.main(['--workdir', str(tmp_path), '--knn-acceptance', '0.95']) == 2
   assert 'add --fit' in capsys.readouterr().err
   for bad in (1.0, 0.3):
     with pytest.raises(Exception, match='kNN acceptance'):
-      openset.fit(None, bad)  # refused before any image is read
+      openset_fit.fit(None, bad)  # refused before any image is read

@@ -7,7 +7,9 @@ import re
 import pytest
 
 from conftest import ROOT
-from gta_jax import chains, prepare, report, train
+from gta_jax import chains, train
+from gta_jax.tools import prepare
+from gta_jax.tools import report
 
 
 def _tables():

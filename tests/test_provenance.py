@@ -2,7 +2,8 @@ import json
 import pathlib
 import shutil
 
-from gta_jax import input_pipeline, provenance
+from gta_jax.data import pipeline
+from gta_jax.io import provenance
 
 
 def test_dataset_digest_is_the_builds_records_not_its_bytes(smoke_data_dir, tmp_path):
@@ -11,14 +12,14 @@ def test_dataset_digest_is_the_builds_records_not_its_bytes(smoke_data_dir, tmp_
   digest; the cache is reused while the files are as they were; records in another order give
   another digest."""
   from array_record.python import array_record_module
-  builder = input_pipeline.load_builder(input_pipeline.BUILTIN, 'smoke', smoke_data_dir)
+  builder = pipeline.load_builder(pipeline.BUILTIN, 'smoke', smoke_data_dir)
   original = provenance.dataset_digest(builder)
-  assert original['name'] == input_pipeline.BUILTIN and original['config'] == 'smoke'
+  assert original['name'] == pipeline.BUILTIN and original['config'] == 'smoke'
   assert len(original['sha256']) == 64 and len(original['files']) == len(builder.info.splits)
   assert original['digest_of'] == provenance.DIGEST_OF
   copy_dir = tmp_path / 'copy'
   shutil.copytree(smoke_data_dir, copy_dir)
-  copied = input_pipeline.load_builder(input_pipeline.BUILTIN, 'smoke', str(copy_dir))
+  copied = pipeline.load_builder(pipeline.BUILTIN, 'smoke', str(copy_dir))
   folder = pathlib.Path(copied.data_dir)
   train_file = next(p for p in folder.iterdir() if 'train.array_record' in p.name)
 

@@ -2,15 +2,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gta_jax import models, saliency
+from gta_jax.models import networks
+from gta_jax.scoring import saliency
 
 KEY = jax.random.key(0)
 
 
 def test_cam_averages_to_the_logit_minus_bias_for_gap_models():
   """For GAP -> Dense, mean over (x, y) of sum_k w_k F_k + b is exactly the logit."""
-  model = models.Primary(True)
-  variables = models.init_variables(model, KEY, (1, 64, 64, 3))
+  model = networks.Primary(True)
+  variables = networks.init_variables(model, KEY, (1, 64, 64, 3))
   variables = jax.tree.map(lambda a: a * 10 if a.ndim > 1 else a, variables)  # non-trivial maps
   out = model.apply(variables, jax.random.normal(KEY, (2, 64, 64, 3)))
   decision = variables['params']['decision']['dense']

@@ -6,7 +6,7 @@ import scipy.fft
 from PIL import Image
 
 from conftest import RELEASE_STATS
-from gta_jax import spectral
+from gta_jax.models import spectral
 
 RNG = np.random.default_rng(0)
 

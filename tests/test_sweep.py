@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from gta_jax import sweep
+from gta_jax import errors
+from gta_jax.tools import sweep
 
 
 def test_every_finite_number_is_aggregated_over_the_seeds_that_have_it():
@@ -33,10 +34,11 @@ def test_every_finite_number_is_aggregated_over_the_seeds_that_have_it():
 def test_seeds_must_be_distinct_whole_numbers():
   assert sweep.parse_seeds(['0', '5']) == [0, 5]
   for bad in (['0', '0'], ['a'], []):
-    with pytest.raises(ValueError, match='--seeds'):
+    with pytest.raises(errors.UsageError, match='--seeds'):
       sweep.parse_seeds(bad)
 
 
+@pytest.mark.slow
 def test_a_smoke_sweep_runs_each_seed_and_summarizes(smoke_data_dir, tmp_path):
   workdir = tmp_path / 'sweep'
   command = [sys.executable, '-m', 'gta_jax.sweep',

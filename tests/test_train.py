@@ -14,8 +14,19 @@ import pytest
 from ml_collections.config_flags import config_path
 
 from conftest import ROOT
-from gta_jax import augment, chains, checkpoints, errors, losses, models, train
+from gta_jax.data import builders
+from gta_jax import chains, errors, train
+from gta_jax.data import augment
+from gta_jax.io import checkpoints
+from gta_jax.families import losses
+from gta_jax.models import networks
 from gta_jax.families import base, proposed
+from gta_jax.tools import openset as openset_tool
+from gta_jax.scoring import openset_fit
+from gta_jax.scoring import openset as openset_scores
+from gta_jax import run_config
+from gta_jax import optim
+from gta_jax import evaluation
 
 
 def _config(name, smoke_data_dir, **overrides):
@@ -37,6 +48,24 @@ def quickstart(smoke_data_dir, tmp_path_factory):
   config = _config('quickstart', smoke_data_dir)
   results = train.train_and_evaluate(config, workdir)
   return workdir, results
+
+
+@pytest.mark.smoke
+def test_a_smoke_run_trains_exports_evaluates_and_a_second_call_does_nothing(smoke_data_dir,
+                                                                            tmp_path):
+  """The fast tier's end-to-end run: phase I on the smoke data checkpoints, exports a bundle,
+  writes its records and metrics; the same command again finds it finished and returns them."""
+  config = _config('phase1_synthetic', smoke_data_dir)
+  results = train.train_and_evaluate(config, tmp_path / 'run')
+  run = tmp_path / 'run'
+  assert results['clean']['detection']['count'] == 120  # every test image scored
+  assert json.loads((run / 'results' / 'metrics.json').read_text()) == results
+  spec, variables, _ = _bundle(run)
+  assert spec.trained_steps > 0 and networks.count_parameters(variables) == 27_261
+  assert checkpoints.training_manager(run / 'checkpoints').latest_step() == spec.trained_steps
+  for record in ('config.json', 'provenance.json', 'metrics.jsonl'):
+    assert (run / record).read_text().strip()
+  assert train.train_and_evaluate(config, run) == results
 
 
 def test_quickstart_runs_all_four_phases_and_evaluates(quickstart):
@@ -121,6 +150,7 @@ def test_head_run_records_its_primary_with_its_first_checkpoint_and_refuses_anot
     ('phase1_synthetic', {'model.input': 'dct'}),
     ('baseline_gandct', {'data.name': 'synthetic_fingerprints', 'data.config': 'smoke'}),
 ])
+@pytest.mark.slow
 def test_fixed_size_models_run_on_the_builtin_data_and_skip_the_64px_external_split(
     smoke_data_dir, tmp_path, name, overrides):
   """DCT models and gandct-conv take their training size only; the built-in external faces are
@@ -192,12 +222,12 @@ def test_interrupted_run_resumes_to_the_same_weights(straight_phase1, tmp_path, 
 
 
 def test_the_weight_average_is_a_moving_average_that_validation_and_export_read():
-  """averaging.track_average against the recurrence, computed by hand: Adam's updates are
+  """optim.track_average against the recurrence, computed by hand: Adam's updates are
   unchanged, and the average is what evaluated_state hands to validation; without it, the
   trained state itself."""
-  from gta_jax import averaging
+  from gta_jax import optim
   params = {'w': jnp.array([1.0, -2.0, 0.5])}
-  plain, averaged = optax.adam(0.1), optax.chain(optax.adam(0.1), averaging.track_average(0.8))
+  plain, averaged = optax.adam(0.1), optax.chain(optax.adam(0.1), optim.track_average(0.8))
   plain_state, averaged_state = plain.init(params), averaged.init(params)
   weights, expected = params, np.asarray(params['w'], np.float64)
   for i in range(4):
@@ -207,12 +237,12 @@ def test_the_weight_average_is_a_moving_average_that_validation_and_export_read(
     np.testing.assert_array_equal(updates['w'], same['w'])
     weights = optax.apply_updates(weights, updates)
     expected = 0.8 * expected + 0.2 * np.asarray(weights['w'])
-  np.testing.assert_allclose(averaging.averaged_params(averaged_state)['w'], expected, rtol=1e-6)
-  assert averaging.averaged_params(plain_state) is None
+  np.testing.assert_allclose(optim.averaged_params(averaged_state)['w'], expected, rtol=1e-6)
+  assert optim.averaged_params(plain_state) is None
   state = base.TrainState(jnp.zeros((), jnp.int32), weights, {}, averaged_state)
-  np.testing.assert_allclose(train.evaluated_state(state).params['w'], expected, rtol=1e-6)
+  np.testing.assert_allclose(optim.evaluated_state(state).params['w'], expected, rtol=1e-6)
   unaveraged = base.TrainState(jnp.zeros((), jnp.int32), weights, {}, plain_state)
-  assert train.evaluated_state(unaveraged) is unaveraged
+  assert optim.evaluated_state(unaveraged) is unaveraged
 
 
 def test_the_cosine_schedule_runs_from_the_rate_to_zero_over_the_budget():
@@ -221,11 +251,11 @@ def test_the_cosine_schedule_runs_from_the_rate_to_zero_over_the_budget():
   config = chains.load_config_file(str(ROOT / 'configs' / 'common.py'))
   with config.unlocked():
     config.optim.learning_rate, config.optim.schedule = 0.1, 'cosine'
-  schedule = train.learning_rate_schedule(config, total_steps=100)
+  schedule = optim.learning_rate_schedule(config, total_steps=100)
   np.testing.assert_allclose([schedule(0), schedule(50), schedule(100)], [0.1, 0.05, 0.0],
                              atol=1e-7)
   params = {'w': jnp.array([1.0, -2.0])}
-  optimizer = train.make_optimizer(config, total_steps=4)
+  optimizer = optim.make_optimizer(config, total_steps=4)
   opt_state, moves = optimizer.init(params), []
   for _ in range(5):
     updates, opt_state = optimizer.update({'w': jnp.array([3.0, -0.5])}, opt_state, params)
@@ -235,11 +265,11 @@ def test_the_cosine_schedule_runs_from_the_rate_to_zero_over_the_budget():
   assert all((moves[i] > moves[i + 1]).all() for i in range(4))
   with config.unlocked():
     config.optim.schedule = 'constant'
-  assert train.learning_rate_schedule(config, total_steps=100) == 0.1
+  assert optim.learning_rate_schedule(config, total_steps=100) == 0.1
   with config.unlocked():
     config.optim.schedule = 'cosin'
   with pytest.raises(errors.ConfigError, match=r"config\.optim\.schedule='cosin'"):
-    train.check_config(config)
+    run_config.check(config)
 
 
 def test_a_run_with_a_weight_average_exports_it_and_resumes_to_the_same_model(
@@ -265,16 +295,17 @@ def test_a_run_with_a_weight_average_exports_it_and_resumes_to_the_same_model(
 
 
 @pytest.mark.parametrize('where, call, exception', [
-    ('validation_loss', 1, KeyboardInterrupt()),  # Ctrl-C while validating epoch 1
-    ('validation_loss', 2, RuntimeError('kill')),  # killed while validating the last epoch
-    ('evaluate', 1, RuntimeError('kill')),         # killed during the final test evaluation
+    ('train.validation_loss', 1, KeyboardInterrupt()),  # Ctrl-C while validating epoch 1
+    ('train.validation_loss', 2, RuntimeError('kill')),  # killed while validating the last epoch
+    ('evaluation.evaluate', 1, RuntimeError('kill')),    # killed during the final test evaluation
 ])
 def test_a_run_stopped_at_an_epoch_boundary_resumes_to_the_same_model(
     straight_phase1, tmp_path, monkeypatch, where, call, exception):
   """The epoch's last step is also a periodic checkpoint: the resumed run must still validate that
   epoch (best weights, patience) and export what the uninterrupted run exported."""
   config, straight_dir, reference = straight_phase1
-  original, calls = getattr(train, where), []
+  module, where = {'train': train, 'evaluation': evaluation}[where.split('.')[0]], where.split('.')[1]
+  original, calls = getattr(module, where), []
 
   def failing(*args, **kwargs):
     calls.append(1)
@@ -282,7 +313,7 @@ def test_a_run_stopped_at_an_epoch_boundary_resumes_to_the_same_model(
       raise exception
     return original(*args, **kwargs)
 
-  monkeypatch.setattr(train, where, failing)
+  monkeypatch.setattr(module, where, failing)
   with pytest.raises(type(exception)):
     train.train_and_evaluate(config, tmp_path / 'stopped')
   monkeypatch.undo()
@@ -334,16 +365,16 @@ def test_joint_heads_step_equals_separate_single_head_steps():
   import optax
   optimizer = optax.sgd(0.1)
   key = jax.random.key(0)
-  primary_model = models.Primary(True)
+  primary_model = networks.Primary(True)
   constants = {'dct_mean': np.zeros((), np.float32), 'dct_std': np.ones((), np.float32),
-               'primary': models.init_variables(primary_model, key, (1, 32, 32, 3))}
-  heads = models.init_variables(models.StackedHeads(2, True), key, (1, 8, 8, 16))
+               'primary': networks.init_variables(primary_model, key, (1, 32, 32, 3))}
+  heads = networks.init_variables(networks.StackedHeads(2, True), key, (1, 8, 8, 16))
   batch = {'image': np.asarray(jax.random.randint(key, (8, 32, 32, 3), 0, 256), np.uint8),
            'label': np.ones(8, np.int32), 'mask': np.ones(8, bool)}
   targets = jnp.asarray(np.array([[1, 0, 1, 0, 1, 0, 1, 0], [0, 0, 1, 1, 0, 0, 1, 1]], np.float32))
 
   def step(state, targets, active):  # the real step, with K heads as many as the state holds
-    heads_model = models.StackedHeads(targets.shape[0], True)
+    heads_model = networks.StackedHeads(targets.shape[0], True)
     return jax.jit(lambda s, t, a: proposed.heads_train_step(
         s, constants, batch, t, a, primary_model=primary_model, heads_model=heads_model,
         input_kind='pixel', loss_fn=losses.sigmoid_bce, optimizer=optimizer))(
@@ -361,6 +392,7 @@ def test_joint_heads_step_equals_separate_single_head_steps():
                heads['params'])
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_with_a_clear_error(smoke_data_dir, tmp_path, monkeypatch):
   config = _config('phase1_synthetic', smoke_data_dir, log_every_steps=1)
   # (NaN images would not do: XLA's ReLU maps NaN to 0.) Both losses a detector may use.
@@ -383,6 +415,7 @@ def test_every_config_loads_with_and_without_smoke():
         assert config.data.config in ('smoke', 'smoke_multiseed', '2-1-1') and config.optim.batch_size <= 16
 
 
+@pytest.mark.slow
 def test_config_typo_is_a_one_line_error():
   result = subprocess.run(
       [sys.executable, 'launch.py', '--config=configs/phase1_synthetic.py:smoke',
@@ -392,12 +425,12 @@ def test_config_typo_is_a_one_line_error():
 
 
 def test_evaluate_reproduces_the_run_and_adds_test_sets(quickstart):
-  from gta_jax import evaluate
+  from gta_jax.tools import evaluate
   workdir, results = quickstart
   phase3 = workdir / 'phase3_synthetic'
-  again = evaluate.evaluate_run(phase3)
+  again = evaluation.evaluate_run(phase3)
   assert again['clean'] == results['phase3_synthetic']['clean']
-  more = evaluate.evaluate_run(phase3, ('clean', 'blur', 'noise'))
+  more = evaluation.evaluate_run(phase3, ('clean', 'blur', 'noise'))
   assert set(more) >= {'clean', 'jpeg', 'blur', 'noise', 'cross_seed'}  # jpeg kept from before
   assert json.loads((phase3 / 'results' / 'metrics.json').read_text()) == more
   assert more['blur']['detection']['count'] == 120
@@ -420,7 +453,7 @@ def test_evaluate_reproduces_the_run_and_adds_test_sets(quickstart):
 
 def test_report_writes_tables_curves_confusion_and_cam_grids(quickstart, tmp_path):
   from PIL import Image
-  from gta_jax import report
+  from gta_jax.tools import report
   workdir, _ = quickstart
   runs = [str(workdir / p) for p in ('phase1_synthetic', 'phase2_synthetic', 'phase3_synthetic')]
   assert report.main(runs + ['--out', str(tmp_path)]) == 0
@@ -449,22 +482,24 @@ def test_report_writes_tables_curves_confusion_and_cam_grids(quickstart, tmp_pat
   assert chain[:5] == heads_csv and len(chain) == 1 + 8  # phase III's rows, then phase IV's
 
 
+@pytest.mark.slow
 def test_launch_reports_a_missing_primary_in_one_line(smoke_data_dir, tmp_path):
   result = subprocess.run(
       [sys.executable, 'launch.py', '--config=configs/phase3_synthetic.py:smoke',
        f'--config.data.data_dir={smoke_data_dir}', f'--config.init.primary={tmp_path / "none"}',
        f'--workdir={tmp_path / "run"}'], cwd=ROOT, capture_output=True, text=True, timeout=300)
-  assert result.returncode == 1
+  assert result.returncode == 2
   assert 'Traceback' not in result.stderr
   assert 'error: config.init.primary=' in result.stderr and 'phase2_synthetic' in result.stderr
 
 
+@pytest.mark.slow
 def test_launch_names_a_bad_conv_impl(smoke_data_dir, tmp_path):
   result = subprocess.run(
       [sys.executable, 'launch.py', '--config=configs/phase1_synthetic.py:smoke',
        f'--config.data.data_dir={smoke_data_dir}', '--config.model.conv_impl=fast',
        f'--workdir={tmp_path / "run"}'], cwd=ROOT, capture_output=True, text=True, timeout=300)
-  assert result.returncode == 1
+  assert result.returncode == 2
   assert 'Traceback' not in result.stderr
   assert 'config.model.conv_impl' in result.stderr and 'auto, cpu, lax' in result.stderr
 
@@ -492,7 +527,7 @@ def test_a_phase_refuses_a_previous_run_of_another_input_kind_or_dataset(quickst
 
 
 def test_hints_name_the_config_that_makes_the_missing_run():
-  from gta_jax import run_records
+  from gta_jax.io import run_records
   load = lambda name, arg='': chains.load_config_file(str(ROOT / 'configs' / f'{name}.py'), arg)
   assert 'configs/phase1_ganfp_dct.py' in run_records.missing_run_hint(
       '/elsewhere/p1', load('phase2_ganfp_dct'), 1)
@@ -506,9 +541,9 @@ def _heads_step_setup(num_heads=2, optimizer=None):
   import optax
   optimizer = optimizer or optax.adam(1e-2)
   key = jax.random.key(1)
-  primary_model = models.Primary(True, bn_momentum=0.5, conv_impl='lax')  # compiles fast
-  heads_model = models.StackedHeads(num_heads, True, bn_momentum=0.5, conv_impl='lax')
-  init = lambda model, shape: jax.jit(lambda k: models.init_variables(model, k, shape))(key)
+  primary_model = networks.Primary(True, bn_momentum=0.5, conv_impl='lax')  # compiles fast
+  heads_model = networks.StackedHeads(num_heads, True, bn_momentum=0.5, conv_impl='lax')
+  init = lambda model, shape: jax.jit(lambda k: networks.init_variables(model, k, shape))(key)
   primary = init(primary_model, (1, 32, 32, 3))  # (jitted: eager init compiles op by op)
   # Moving statistics far from any batch's, so train- and inference-mode BatchNorm differ.
   primary['batch_stats'] = jax.tree.map(lambda v: v + 3.0, primary['batch_stats'])
@@ -587,8 +622,8 @@ def test_phase2_starts_from_the_phase1_bundle_which_holds_its_best_epoch(quickst
   workdir, _ = quickstart
   config = _config('phase2_synthetic', smoke_data_dir,
                    **{'init.from_run': str(workdir / 'phase1_synthetic')})
-  _, family = train.setup(config)
-  optimizer = train.make_optimizer(config)
+  _, family = evaluation.setup(config)
+  optimizer = optim.make_optimizer(config)
   started = train.warm_start(family, config, family.init_state(jax.random.key(0), optimizer),
                              optimizer)
   spec, phase1, _ = _bundle(workdir / 'phase1_synthetic')
@@ -605,15 +640,15 @@ def test_open_set_leave_one_out_fold_fits_thresholds_and_reports_every_protocol(
     quickstart, smoke_data_dir, tmp_path, capsys):
   """A heads run without one architecture: thresholds fitted at export, stored in the bundle,
   used by attribute; openset reports the left-out source as unseen and the seeds both ways."""
-  from gta_jax import attribute, openset
+  from gta_jax.tools import attribute
   workdir, _ = quickstart
   config = chains.load_config_file(str(ROOT / 'configs' / 'openset_synthetic.py'),
                                    'without_tconv,smoke')
   with config.unlocked():
     config.data.data_dir = smoke_data_dir
     config.init.primary = str(workdir / 'phase2_synthetic')
-  from gta_jax import data
-  dataset = data.open_dataset(config.data, 'pixel')
+  from gta_jax.data import loader
+  dataset = loader.open_dataset(config.data, 'pixel')
   tconv = dataset.source_ids['tconv']
   for split, present in (('train', False), ('validation', False), ('test', True)):
     source = dataset.source(split)
@@ -625,18 +660,18 @@ def test_open_set_leave_one_out_fold_fits_thresholds_and_reports_every_protocol(
   assert set(spec.open_set) >= {'tpr95', 'doc', 'knn'} and len(spec.open_set['tpr95']) == 3
   # The kNN calibration: a bank of the known sources' training features in the bundle, and a
   # threshold that 99% of the known validation fakes pass (and at least that many do).
-  run = openset.HeadsRun.open(folds / 'without_tconv')
-  knn, knn_threshold = openset.load_knn(folds / 'without_tconv' / 'model', run.spec)
+  run = openset_fit.HeadsRun.open(folds / 'without_tconv')
+  knn, knn_threshold = openset_scores.load_knn(folds / 'without_tconv' / 'model', run.spec)
   assert knn.bank.shape == (spec.open_set['knn']['images'], 16 + 32 * 3)
   _, features, sources = run.outputs('validation')
   passing = knn(features[np.isin(sources, run.head_ids)]) >= knn_threshold
   record = spec.open_set['knn']
-  assert record['acceptance'] == openset.KNN_ACCEPTANCE and passing.mean() >= 0.99
+  assert record['acceptance'] == openset_scores.KNN_ACCEPTANCE and passing.mean() >= 0.99
   assert set(record['operating_points']) == {'0.95', '0.98', '0.99'}
   assert record['operating_points']['0.99'] == record['threshold']
   assert record['operating_points']['0.95'] >= record['operating_points']['0.99']
   out = tmp_path / 'openset.json'
-  assert openset.main(['--workdir', str(folds), '--json', str(out)]) == 0
+  assert openset_tool.main(['--workdir', str(folds), '--json', str(out)]) == 0
   results = json.loads(out.read_text())  # one fold: the run's own {protocol: metrics}
   assert results == json.loads((folds / 'without_tconv' / 'results' / 'openset.json').read_text())
   assert results == json.loads((folds / 'openset.json').read_text())
@@ -645,7 +680,7 @@ def test_open_set_leave_one_out_fold_fits_thresholds_and_reports_every_protocol(
   for entry in results.values():
     for key in ('auroc', 'oscr', 'tnr_at_tpr95', 'closed_set_accuracy'):
       assert 0 <= entry[key] <= 1
-    assert set(entry['by_score']) == set(openset.SCORES)  # the feature scores included
+    assert set(entry['by_score']) == set(openset_scores.SCORES)  # the feature scores included
   assert set(results['unseen_architecture']['claimed_most_by']) == {'tconv'}
   assert results['unseen_seed_as_known']['known'] > results['unseen_seed_as_unknown']['known']
   # attribute uses the kNN calibration by default and says so; tpr95 on request; off restores 0.5.
@@ -749,8 +784,10 @@ def test_crosstest_scores_every_variant_split_of_the_variants_counterpart(
     quickstart, smoke_data_dir, tmp_path, capsys):
   """A run on `smoke` is cross-tested on `smoke_variants`, which holds the same images plus one
   split per generator variant; every figure agrees with the confusion matrix it comes with."""
-  from gta_jax import crosstest, data, input_pipeline
-  from datasets.synthetic_fingerprints import generation
+  from gta_jax.tools import crosstest
+  from gta_jax.data import loader
+  from gta_jax.data import pipeline
+  generation = builders.module('synthetic_fingerprints.generation')
   workdir, _ = quickstart
   phase3 = workdir / 'phase3_synthetic'
   out = tmp_path / 'crosstest.json'
@@ -762,18 +799,18 @@ def test_crosstest_scores_every_variant_split_of_the_variants_counterpart(
   for split in generation.VARIANT_SPLITS:
     assert split in printed
   # The shared splits are the smoke config's own images, so the run's primary and heads apply.
-  smoke = input_pipeline.load_builder('synthetic_fingerprints', 'smoke', smoke_data_dir)
-  variants = input_pipeline.load_builder('synthetic_fingerprints', 'smoke_variants', smoke_data_dir)
+  smoke = pipeline.load_builder('synthetic_fingerprints', 'smoke', smoke_data_dir)
+  variants = pipeline.load_builder('synthetic_fingerprints', 'smoke_variants', smoke_data_dir)
   for split in ('train', 'test'):
-    a, b = (input_pipeline.data_source(builder, split) for builder in (smoke, variants))
+    a, b = (pipeline.data_source(builder, split) for builder in (smoke, variants))
     records = lambda s: sorted((str(s[i]['source']), s[i]['image'].tobytes()) for i in range(len(s)))
     assert records(a) == records(b), split
   # Each variant image names its generator; its label is its architecture's.
-  unseen = input_pipeline.data_source(variants, 'test_unseen_seeds')
+  unseen = pipeline.data_source(variants, 'test_unseen_seeds')
   names = {(str(unseen[i]['source'], 'utf-8'), str(unseen[i]['architecture'], 'utf-8'),
             int(unseen[i]['source_id'])) for i in range(len(unseen))}
   assert ('tconv.unseen_seed_3', 'tconv', 1) in names and len(names) == 12
-  dataset = data.open_dataset(_config('phase3_synthetic', smoke_data_dir).data, 'pixel')
+  dataset = loader.open_dataset(_config('phase3_synthetic', smoke_data_dir).data, 'pixel')
   assert results['real']['count'] == sum(
       int(r['label'] == 0) for r in (dataset.source('test')[i] for i in range(dataset.size('test'))))
   assert 0 <= results['real']['false_claims'] <= 1
@@ -799,7 +836,7 @@ def test_crosstest_scores_every_variant_split_of_the_variants_counterpart(
 
 
 def test_crosstest_refuses_a_detection_run_in_one_line(quickstart, capsys):
-  from gta_jax import crosstest
+  from gta_jax.tools import crosstest
   workdir, _ = quickstart
   assert crosstest.main(['--workdir', str(workdir / 'phase2_synthetic')]) == 2
   assert 'detection run' in capsys.readouterr().err
@@ -809,82 +846,15 @@ def test_crosstest_refuses_a_detection_run_in_one_line(quickstart, capsys):
 def test_openset_scores_the_variant_datas_unseen_architectures_without_retraining(
     quickstart, tmp_path):
   """--variants adds the generator-variant data's unseen architectures as a protocol."""
-  from gta_jax import openset
   workdir, _ = quickstart
   run = tmp_path / 'phase3'
   shutil.copytree(workdir / 'phase3_synthetic', run)  # fitting writes into the bundle
   out = tmp_path / 'openset.json'
-  assert openset.main(['--workdir', str(run), '--variants', '--json', str(out)]) == 0
+  assert openset_tool.main(['--workdir', str(run), '--variants', '--json', str(out)]) == 0
   entry = json.loads(out.read_text())['unseen_variant_architecture']
   assert set(entry['claimed_most_by']) == {'cubic', 'lanczos3'}
   assert 0 <= entry['auroc'] <= 1 and 0 <= entry['oscr'] <= 1
-  assert openset.main(['--workdir', str(run), '--json', str(out)]) == 0
+  assert openset_tool.main(['--workdir', str(run), '--json', str(out)]) == 0
   assert 'unseen_variant_architecture' not in json.loads(out.read_text())
 
 
-def test_a_frozen_batch_norm_step_normalises_with_the_statistics_it_starts_from():
-  """Detector and heads: with frozen_batch_norm the training loss is the inference-mode loss,
-  the weights move and the statistics stay exactly as they started."""
-  import optax
-  optimizer = optax.adam(1e-2)
-  step, state, constants, batch, targets, primary_model, heads_model = _heads_step_setup()
-  # The primary's statistics as initialised: shifted, its inference-mode features are all zero.
-  constants = {**constants, 'primary': {
-      'params': constants['primary']['params'],
-      'batch_stats': jax.tree.map(lambda v: v - 3.0, constants['primary']['batch_stats'])}}
-  frozen_heads_step = jax.jit(functools.partial(
-      proposed.heads_train_step, primary_model=primary_model, heads_model=heads_model,
-      input_kind='pixel', loss_fn=losses.sigmoid_bce, optimizer=optimizer, frozen_batch_norm=True))
-  x = base.preprocess(batch['image'], 'pixel', constants)
-  mid = primary_model.apply(constants['primary'], x, train=False).mid_features
-  variables = {'params': state.params, 'batch_stats': state.batch_stats}
-  inference_loss = losses.sigmoid_bce(heads_model.apply(variables, mid, train=False).logit,
-                                      targets, batch['mask'][None])
-  started = jax.tree.map(np.array, variables)
-  new, step_metrics = frozen_heads_step(state, constants, batch, targets, jnp.array([True, True]))
-  np.testing.assert_allclose(step_metrics['loss'], inference_loss, rtol=1e-5)
-  jax.tree.map(np.testing.assert_array_equal, new.batch_stats, started['batch_stats'])
-  assert not np.allclose(new.params['heads']['conv_01']['kernel'],
-                         started['params']['heads']['conv_01']['kernel'])
-  # The same state trained with BatchNorm in training mode moves its statistics.
-  moved, _ = step(base.new_state(started, optax.adam(1e-2)), constants, batch, targets,
-                  jnp.array([True, True]))
-  assert not np.allclose(moved.batch_stats['heads']['bn_01']['mean'],
-                         started['batch_stats']['heads']['bn_01']['mean'])
-
-  detector_targets = targets[0]
-  for frozen in (True, False):
-    detector_step = jax.jit(functools.partial(
-        proposed.detector_train_step, model=primary_model, input_kind='pixel',
-        loss_fn=losses.sigmoid_bce, optimizer=optimizer, frozen_batch_norm=frozen))
-    primary = jax.tree.map(np.array, constants['primary'])
-    new, step_metrics = detector_step(base.new_state(primary, optimizer), constants, batch,
-                                      detector_targets, jnp.array([True]))
-    inference = losses.sigmoid_bce(primary_model.apply(primary, x, train=False).logit,
-                                   detector_targets, batch['mask'])
-    same_stats = jax.tree.leaves(jax.tree.map(np.array_equal, new.batch_stats,
-                                              primary['batch_stats']))
-    assert all(same_stats) == frozen
-    assert np.isclose(step_metrics['loss'][0], inference, rtol=1e-5) == frozen
-
-
-def test_phase2_with_frozen_batch_norm_keeps_phase1s_statistics_and_phase1_refuses_it(
-    quickstart, smoke_data_dir, tmp_path):
-  workdir, _ = quickstart
-  config = _config('phase2_synthetic', smoke_data_dir,
-                   **{'init.from_run': str(workdir / 'phase1_synthetic'),
-                      'model.freeze_batch_norm': True})
-  train.train_and_evaluate(config, tmp_path / 'phase2_frozen')
-  _, phase1, _ = _bundle(workdir / 'phase1_synthetic')
-  _, phase2, _ = _bundle(tmp_path / 'phase2_frozen')
-  jax.tree.map(np.testing.assert_array_equal, phase2['primary']['batch_stats'],
-               phase1['primary']['batch_stats'])
-  assert not np.allclose(phase2['primary']['params']['conv_01']['kernel'],
-                         phase1['primary']['params']['conv_01']['kernel'])
-  with pytest.raises(errors.ConfigError, match='freeze_batch_norm'):
-    train.train_and_evaluate(_config('phase1_synthetic', smoke_data_dir,
-                                     **{'model.freeze_batch_norm': True}), tmp_path / 'phase1')
-  with pytest.raises(errors.ConfigError, match='freeze_batch_norm.*gandct'):
-    train.setup(_config('baseline_gandct', smoke_data_dir,
-                        **{'data.name': 'synthetic_fingerprints', 'data.config': 'smoke',
-                           'model.freeze_batch_norm': True}))

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from gta_jax import verdicts
+from gta_jax.scoring import verdicts
 
 DEFAULT = verdicts.Thresholds()
 

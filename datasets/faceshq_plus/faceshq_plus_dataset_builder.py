@@ -8,8 +8,8 @@ manual_dir/
 import numpy as np
 import tensorflow_datasets as tfds
 
-from datasets import folder_dataset
-from datasets.folder_dataset import Source
+from .. import folder_dataset
+from ..folder_dataset import Source
 
 SOURCES = (
     Source('real/real_celebahq', 'real_celebahq', 0, 'real'),

@@ -6,8 +6,8 @@ manual_dir/
 """
 import numpy as np
 
-from datasets import folder_dataset
-from datasets.folder_dataset import Source
+from .. import folder_dataset
+from ..folder_dataset import Source
 
 SOURCES = (
     Source('real/real_celeba', 'real', 0, 'real'),
@@ -25,7 +25,7 @@ def prepare_image(rgb: np.ndarray, path) -> np.ndarray:
   if rgb.shape[:2] == (218, 178):  # raw aligned CelebA: rows 57-184, cols 25-152, no resize
     return rgb[57:185, 25:153]
   if rgb.shape[:2] != (IMAGE_SIZE, IMAGE_SIZE):
-    from gta_jax.images import ImageReadError
+    from gta_jax.data.images import ImageReadError
     raise ImageReadError(f'{path}: {rgb.shape[1]}x{rgb.shape[0]}; GANFP images must be 128x128 '
                          '(or aligned CelebA 178x218, which is cropped as the release does)')
   return rgb

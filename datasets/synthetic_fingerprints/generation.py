@@ -25,7 +25,7 @@ import numpy as np
 import optax
 from PIL import Image
 
-from gta_jax import convolution
+from gta_jax.models import convolution
 
 ARCHITECTURES = ('tconv', 'nearest', 'bilinear', 'pixelshuffle')
 

@@ -35,9 +35,9 @@ import time
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from datasets import folder_dataset
-from datasets.synthetic_fingerprints import dcgan
-from datasets.synthetic_fingerprints import generation
+from .. import folder_dataset
+from . import dcgan
+from . import generation
 
 # Source ids follow the GANFP convention: real 0, then the four fake sources 1-4.
 # The unseen architectures of the variant splits follow.

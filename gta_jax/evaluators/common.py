@@ -1,13 +1,13 @@
 """What evaluators share: scoring every image of a split, and metric names <-> nested results."""
 import numpy as np
 
-from gta_jax import data
-from gta_jax import distributed
+from gta_jax.data import loader
+from gta_jax.io import distributed
 from gta_jax import errors
-from gta_jax import input_pipeline
+from gta_jax.data import pipeline
 
 
-def score_split(predict_fn, dataset: data.Dataset, split: str, *, mode: str, seed: int,
+def score_split(predict_fn, dataset: loader.Dataset, split: str, *, mode: str, seed: int,
                 batch_size: int, transform=None, only_real: bool = False) -> dict:
   """Scores every image of a split (no dropped last batch) under a fixed-seed perturbation.
 
@@ -20,7 +20,7 @@ def score_split(predict_fn, dataset: data.Dataset, split: str, *, mode: str, see
   out = {'p_fake': [], 'p_heads': [], 'label': [], 'source_id': [], 'perturbations': []}
   for batch in dataset.batches(split, batch_size, mode=mode, seed=seed):
     images = batch['image'] if transform is None else transform(batch['image'])
-    p_fake, p_heads = distributed.to_host(predict_fn(data.to_device(images)))
+    p_fake, p_heads = distributed.to_host(predict_fn(loader.to_device(images)))
     batch = distributed.gather_rows(batch)  # every process scores the whole split
     keep = batch['mask'] & (batch['label'] == 0) if only_real else batch['mask']
     out['p_fake'].append(p_fake[keep])
@@ -35,10 +35,10 @@ def score_split(predict_fn, dataset: data.Dataset, split: str, *, mode: str, see
 
 
 def test_set_seed(mode: str) -> int:
-  if mode not in input_pipeline.TEST_SET_SEEDS:
+  if mode not in pipeline.TEST_SET_SEEDS:
     raise errors.ConfigError(f'unknown test set {mode!r}; choose from '
-                     f'{", ".join(input_pipeline.TEST_SET_SEEDS)}.')
-  return input_pipeline.TEST_SET_SEEDS[mode]
+                     f'{", ".join(pipeline.TEST_SET_SEEDS)}.')
+  return pipeline.TEST_SET_SEEDS[mode]
 
 
 def flatten(results: dict, prefix: str = ''):

@@ -10,9 +10,9 @@ called fake and, for heads, the share some head claims. Metric names:
 import numpy as np
 from PIL import Image
 
-from gta_jax import augment
-from gta_jax import metrics
-from gta_jax import verdicts
+from gta_jax.data import augment
+from gta_jax.scoring import metrics
+from gta_jax.scoring import verdicts
 from gta_jax.evaluators import common
 
 

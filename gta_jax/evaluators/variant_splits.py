@@ -17,8 +17,8 @@ some head claims. Metric names: 'crosstest/<split>/...', 'crosstest/real/...'.
 """
 import numpy as np
 
-from gta_jax import metrics
-from gta_jax import verdicts
+from gta_jax.scoring import metrics
+from gta_jax.scoring import verdicts
 from gta_jax.evaluators import common
 
 # Splits that are not generator variants: the paper's own test sets and the external generator.

@@ -14,10 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gta_jax import checkpoints
+from gta_jax.io import checkpoints
 from gta_jax import errors
-from gta_jax import metrics
-from gta_jax import spectral
+from gta_jax.scoring import metrics
+from gta_jax.models.spectral import preprocess  # noqa: F401  (the families' name for it)
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -31,13 +31,6 @@ def new_state(variables: dict, optimizer) -> TrainState:
   """Step 0 of training `variables` ({'params', 'batch_stats'}) with a fresh optimizer state."""
   return TrainState(jnp.zeros((), jnp.int32), variables['params'], variables['batch_stats'],
                     optimizer.init(variables['params']))
-
-
-def preprocess(images: jax.Array, input_kind: str, constants: dict) -> jax.Array:
-  """[B, H, W, 3] uint8 -> model input, on the device inside the step (pixels or log-DCT z-score)."""
-  if input_kind == 'dct':
-    return spectral.dct_features(images, constants['dct_mean'], constants['dct_std'])
-  return spectral.scale_pixels(images)
 
 
 def masked_mean(values, mask, axis=None):
@@ -82,9 +75,6 @@ class Family:
   # True: the outputs' variables carry a leading output axis and each output keeps its own best
   # weights and stops on its own (stacked heads); False: one set of weights for all outputs.
   stacked_outputs: bool = False
-  # Implements config.model.freeze_batch_norm (a warm-started fine-tune that normalises with the
-  # BatchNorm statistics it starts from).
-  freezes_batch_norm: bool = False
 
   def __init__(self, config, dataset, workdir=None):
     if config.task not in self.tasks:
@@ -102,11 +92,6 @@ class Family:
         raise errors.ConfigError(
             f'config.recipe.{extra}={value!r}: only the secondary heads '
             f'(config.model.family=heads) implement it, not {self.name!r}.')
-    self.frozen_batch_norm = bool(config.model.freeze_batch_norm)
-    if self.frozen_batch_norm and not self.freezes_batch_norm:
-      raise errors.ConfigError(
-          f'config.model.freeze_batch_norm=True: config.model.family={self.name!r} does not '
-          'implement it (the primary and the heads do).')
     # Files the trainer writes into the workdir once set-up succeeded (e.g. primary.json).
     self.records: dict[str, dict] = {}
 
@@ -165,6 +150,12 @@ class Family:
     """Trained {'params', 'batch_stats'} -> the bundle's {'primary': ..., 'heads': ...}."""
     raise NotImplementedError
 
+  def after_export(self, workdir, spec: checkpoints.ModelSpec, variables: dict) -> None:
+    """Export hook: what the family adds to its model bundle (workdir/model) once the trainer has
+    written it, before the final evaluation; default nothing (the heads fit their open-set
+    calibration on the validation split)."""
+    del workdir, spec, variables
+
 
 def recalibrate_batch_norm(stats_step, variables: dict, constants, batches, active=None):
   """BatchNorm statistics for inference, averaged equally over `batches` drawn as training draws
@@ -198,9 +189,8 @@ class SingleModelFamily(Family):
     return functools.partial(step, model=self.model, input_kind=self.input_kind, **kwargs)
 
   def make_train_step(self, optimizer):
-    frozen = {'frozen_batch_norm': self.frozen_batch_norm} if self.freezes_batch_norm else {}
-    return jax.jit(self._bind(self.train_step_fn, loss_fn=self.loss_fn, optimizer=optimizer,
-                              **frozen), donate_argnums=0)
+    return jax.jit(self._bind(self.train_step_fn, loss_fn=self.loss_fn, optimizer=optimizer),
+                   donate_argnums=0)
 
   def make_loss_step(self):
     return jax.jit(self._bind(self.loss_step_fn, loss_fn=self.loss_fn))

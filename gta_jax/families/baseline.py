@@ -6,9 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from gta_jax import errors
-from gta_jax import losses
-from gta_jax import metrics
-from gta_jax import models
+from gta_jax.families import losses
+from gta_jax.scoring import metrics
+from gta_jax.models import networks
 from gta_jax.families import base
 
 
@@ -93,7 +93,7 @@ class Baseline(base.SingleModelFamily):
   def init_variables(self, key):
     channels = 1 if self.input_kind == 'dct' else 3
     size = self.dataset.image_size
-    params = models.init_variables(self.model, key, (1, size, size, channels))['params']
+    params = networks.init_variables(self.model, key, (1, size, size, channels))['params']
     return {'params': params, 'batch_stats': {}}
 
   def targets(self, batch):
@@ -113,10 +113,10 @@ class Baseline(base.SingleModelFamily):
 
 class GanDctConv(Baseline):
   name = arch = 'gandct'
-  module_class = models.GanDctConv
+  module_class = networks.GanDctConv
   any_input_size = False
 
 
 class GanfpPostpool(Baseline):
   name = arch = 'postpool'
-  module_class = models.GanfpPostpool
+  module_class = networks.GanfpPostpool

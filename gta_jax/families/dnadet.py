@@ -16,18 +16,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from gta_jax import errors
-from gta_jax import losses
-from gta_jax import metrics
-from gta_jax import models
+from gta_jax.families import losses
+from gta_jax.scoring import metrics
+from gta_jax.models import networks
 from gta_jax.families import base
 from gta_jax.families import proposed
 
 
 def dnadet_train_step(state: base.TrainState, constants, batch, targets, active, *, model,
-                      input_kind: str, optimizer, patches: int, patch_size: int,
-                      contrastive: bool, temperature: float, contrastive_weight: float | None):
+                      input_kind: str, optimizer, recipe: proposed.StepRecipe):
   """One step: crops (views) of each image, CE per crop, and the contrastive loss over views."""
   del active
+  patches, patch_size, contrastive, temperature, contrastive_weight = recipe
   x = base.preprocess(batch['image'], input_kind, constants)
   key = jax.random.fold_in(jax.random.wrap_key_data(constants['step_key']), state.step)
   crop_key, dropout_key = jax.random.split(key)
@@ -91,7 +91,7 @@ class DnaDet(base.Family):
       raise errors.ConfigError('config.model.input: the DNA-Det baseline takes pixel input.')
     self.recipe = config.recipe
     proposed.check_patch_size(self.recipe, dataset.image_size)
-    self.model = models.DnaDetNet(1 + len(self.sources), config.model.dnadet_width,
+    self.model = networks.DnaDetNet(1 + len(self.sources), config.model.dnadet_width,
                                   config.recipe.projection_features, config.model.bn_momentum,
                                   config.model.conv_impl)
 
@@ -109,7 +109,7 @@ class DnaDet(base.Family):
 
   def init_variables(self, key):
     size = self.dataset.image_size
-    variables = models.init_variables(self.model, key, (1, size, size, 3))
+    variables = networks.init_variables(self.model, key, (1, size, size, 3))
     params = dict(variables['params'])
     if self.recipe.contrastive and self.recipe.contrastive_weighting == 'learned':
       params['loss_weights'] = jnp.ones((2,))
@@ -120,7 +120,7 @@ class DnaDet(base.Family):
 
   def make_train_step(self, optimizer):
     return jax.jit(self._bind(dnadet_train_step, optimizer=optimizer,
-                              **proposed.recipe_step_options(self.recipe)), donate_argnums=0)
+                              recipe=proposed.step_recipe(self.recipe)), donate_argnums=0)
 
   def make_loss_step(self):
     return jax.jit(self._bind(dnadet_loss_step))

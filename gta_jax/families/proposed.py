@@ -3,37 +3,36 @@ features (phases III/IV)."""
 import functools
 import json
 import pathlib
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gta_jax import checkpoints
+from gta_jax.io import checkpoints
 from gta_jax import errors
-from gta_jax import frequency
-from gta_jax import input_pipeline
-from gta_jax import keras_import
-from gta_jax import losses
-from gta_jax import metrics
-from gta_jax import models
-from gta_jax import pretrain
-from gta_jax import run_records
+from gta_jax.models import frequency
+from gta_jax.data import pipeline
+from gta_jax.io import keras_import
+from gta_jax.families import losses
+from gta_jax.scoring import metrics
+from gta_jax.models import networks
+from gta_jax.families import pretrain
+from gta_jax.io import run_records
 from gta_jax.families import base
+from gta_jax.io.writers import log
+from gta_jax.scoring import openset
+from gta_jax.scoring import openset_fit
 
 
 def detector_train_step(state: base.TrainState, constants, batch, targets, active, *, model,
-                        input_kind: str, loss_fn, optimizer, frozen_batch_norm: bool = False):
-  """One Adam step of the primary on real(0)/fake(1) targets [B]; BatchNorm statistics updated,
-  or with `frozen_batch_norm` used as they are (inference-mode normalisation, a fine-tune that
-  keeps the statistics of the run it starts from)."""
+                        input_kind: str, loss_fn, optimizer):
+  """One Adam step of the primary on real(0)/fake(1) targets [B]; BatchNorm statistics updated."""
   del active  # one output: the loop ends when it stops
   x = base.preprocess(batch['image'], input_kind, constants)
 
   def loss_of(params):
     variables = {'params': params, 'batch_stats': state.batch_stats}
-    if frozen_batch_norm:
-      out = model.apply(variables, x, train=False)
-      return loss_fn(out.logit, targets, batch['mask']), (out, {'batch_stats': state.batch_stats})
     out, updates = model.apply(variables, x, train=True, mutable=['batch_stats'])
     return loss_fn(out.logit, targets, batch['mask']), (out, updates)
 
@@ -65,10 +64,10 @@ def detector_batch_stats_step(variables, constants, batch, *, model, input_kind:
 def _frozen_head_inputs(primary_model, constants, images, input_kind: str,
                         frequency_inputs: tuple[str, ...] = ()):
   """The frozen primary's output and what the heads read: its conv-4 features (BatchNorm in
-  inference mode, no gradient), plus any auxiliary frequency maps (models.head_inputs)."""
+  inference mode, no gradient), plus any auxiliary frequency maps (networks.head_inputs)."""
   x = base.preprocess(images, input_kind, constants)
   primary = primary_model.apply(constants['primary'], x, train=False)
-  return primary, models.head_inputs(primary.mid_features, x, frequency_inputs)
+  return primary, networks.head_inputs(primary.mid_features, x, frequency_inputs)
 
 
 def random_patches(features: jax.Array, key: jax.Array, count: int, size: int) -> jax.Array:
@@ -102,28 +101,36 @@ def check_patch_size(recipe, image_size: int) -> None:
         f'size ({image_size} px), so that windows keep the primary\'s stride grid.')
 
 
-def recipe_step_options(recipe, pixels_per_unit: int = 1) -> dict:
-  """config.recipe -> a training step's recipe options; patch_size in the units the step crops
-  (input pixels, or mid-feature pixels of `pixels_per_unit` = 4 input pixels each)."""
-  return {'patches': int(recipe.patches), 'patch_size': int(recipe.patch_size) // pixels_per_unit,
-          'contrastive': bool(recipe.contrastive), 'temperature': float(recipe.temperature),
-          'contrastive_weight': (None if recipe.contrastive_weighting == 'learned'
-                                 else float(recipe.contrastive_weight))}
+class StepRecipe(NamedTuple):
+  """The architecture recipe a training step follows (config.recipe; the paper's by default):
+  patches > 0 trains on that many random windows of `patch_size` per image (in the units the step
+  crops), contrastive adds the supervised contrastive loss at `temperature`, weighted by
+  `contrastive_weight` or, when None, by learned weights (DNA-Det). Hashable: a static argument."""
+  patches: int = 0
+  patch_size: int = 0
+  contrastive: bool = False
+  temperature: float = 0.07
+  contrastive_weight: float | None = None
+
+
+def step_recipe(recipe, pixels_per_unit: int = 1) -> StepRecipe:
+  """config.recipe -> the step's recipe; patch_size in the units the step crops (input pixels, or
+  mid-feature pixels of `pixels_per_unit` = 4 input pixels each)."""
+  return StepRecipe(int(recipe.patches), int(recipe.patch_size) // pixels_per_unit,
+                    bool(recipe.contrastive), float(recipe.temperature),
+                    None if recipe.contrastive_weighting == 'learned'
+                    else float(recipe.contrastive_weight))
 
 
 def heads_train_step(state: base.TrainState, constants, batch, targets, active, *, primary_model,
-                     heads_model, input_kind: str, loss_fn, optimizer, patches: int = 0,
-                     patch_size: int = 0, contrastive: bool = False, temperature: float = 0.07,
-                     contrastive_weight: float | None = None,
-                     frequency_inputs: tuple[str, ...] = (), frozen_batch_norm: bool = False):
+                     heads_model, input_kind: str, loss_fn, optimizer,
+                     recipe: StepRecipe = StepRecipe(), frequency_inputs: tuple[str, ...] = ()):
   """One step of all K heads on frozen primary features; stopped heads (active=0) stay put.
-  With `frozen_batch_norm` the heads normalise with their statistics as they are (phase IV from
-  phase III's) instead of the batch's.
 
   targets: [K, B] one-vs-rest labels. Each head's loss depends only on its own slice of the
   stacked parameters, so summing the K losses trains K independent heads at once.
 
-  Architecture recipes (config.recipe): patches > 0 trains on that many random windows of
+  Architecture recipes (`recipe`, StepRecipe): patches > 0 trains on that many random windows of
   `patch_size` mid-feature pixels per image (one loss per window: each window has to carry the
   fingerprint; the mid features are computed once on the whole image, so a window sees what the
   same place of the whole image sees); contrastive adds the supervised contrastive loss of each
@@ -132,6 +139,7 @@ def heads_train_step(state: base.TrainState, constants, batch, targets, active, 
   (losses.automatically_weighted, the weights in params['loss_weights']). frequency_inputs adds
   auxiliary frequency maps of the whole image beside the mid features (windowed with them).
   """
+  patches, patch_size, contrastive, temperature, contrastive_weight = recipe
   _, head_inputs = _frozen_head_inputs(primary_model, constants, batch['image'], input_kind,
                                        frequency_inputs)
   mask = batch['mask']
@@ -144,11 +152,7 @@ def heads_train_step(state: base.TrainState, constants, batch, targets, active, 
 
   def loss_of(params):
     variables = {'params': params, 'batch_stats': state.batch_stats}
-    if frozen_batch_norm:
-      out = heads_model.apply(variables, head_inputs, train=False)
-      updates = {'batch_stats': state.batch_stats}
-    else:
-      out, updates = heads_model.apply(variables, head_inputs, train=True, mutable=['batch_stats'])
+    out, updates = heads_model.apply(variables, head_inputs, train=True, mutable=['batch_stats'])
     per_head = loss_fn(out.logit, targets, mask[None, :])
     if contrastive:
       embeddings = contrastive_embeddings(params['projection'], out.final_features)
@@ -218,7 +222,6 @@ class Detector(base.SingleModelFamily):
   """The primary real-vs-fake network, trained from scratch (I) or on from phase I (II)."""
   name = 'primary'
   tasks = ('detection',)
-  freezes_batch_norm = True
   train_step_fn = staticmethod(detector_train_step)
   loss_step_fn = staticmethod(detector_loss_step)
   predict_step_fn = staticmethod(detector_predict_step)
@@ -233,7 +236,7 @@ class Detector(base.SingleModelFamily):
     if self.sources:
       raise errors.ConfigError(f'config.sources={self.sources} but config.model.family=primary detects '
                        'only; heads are trained by config.model.family=heads.')
-    self.model = models.Primary(models.uses_gap(self.input_kind), config.model.bn_momentum,
+    self.model = networks.Primary(networks.uses_gap(self.input_kind), config.model.bn_momentum,
                                 config.model.conv_impl)
 
   def outputs(self) -> metrics.Outputs:
@@ -247,7 +250,7 @@ class Detector(base.SingleModelFamily):
   def init_variables(self, key):
     channels = 1 if self.input_kind == 'dct' else 3
     size = self.dataset.image_size
-    return models.init_variables(self.model, key, (1, size, size, channels))
+    return networks.init_variables(self.model, key, (1, size, size, channels))
 
   def targets(self, batch):
     return batch['label'].astype(np.float32)
@@ -270,16 +273,15 @@ class Heads(base.Family):
   tasks = ('attribution',)
   stacked_outputs = True
   recipe_extras = ('frequency_inputs', 'pretrain_steps')
-  freezes_batch_norm = True
 
   def __init__(self, config, dataset, workdir=None):
     super().__init__(config, dataset, workdir)
     if not self.sources:
       raise errors.ConfigError('config.sources is empty: name the source of each head, e.g. '
                        "--config.sources=\"('tconv',)\".")
-    gap = models.uses_gap(self.input_kind)
-    self.primary_model = models.Primary(gap, config.model.bn_momentum, config.model.conv_impl)
-    self.heads_model = models.StackedHeads(len(self.sources), gap, config.model.bn_momentum,
+    gap = networks.uses_gap(self.input_kind)
+    self.primary_model = networks.Primary(gap, config.model.bn_momentum, config.model.conv_impl)
+    self.heads_model = networks.StackedHeads(len(self.sources), gap, config.model.bn_momentum,
                                            conv_impl=config.model.conv_impl)
     self.primary_variables, record = self._load_primary(config, dataset, workdir)
     self.records['primary.json'] = record
@@ -342,10 +344,10 @@ class Heads(base.Family):
   def init_variables(self, key):
     size = -(-self.dataset.image_size // 4)
     channels = 16 + frequency.num_channels(self.head_frequency_inputs)
-    variables = models.init_variables(self.heads_model, key, (1, size, size, channels))
+    variables = networks.init_variables(self.heads_model, key, (1, size, size, channels))
     if self.recipe.contrastive:  # training-only parameters, stacked per head; never exported
       k, features = len(self.sources), self.recipe.projection_features
-      projection = {'kernel': models.KERNEL_INIT(jax.random.fold_in(key, 1), (k, 32, features)),
+      projection = {'kernel': networks.KERNEL_INIT(jax.random.fold_in(key, 1), (k, 32, features)),
                     'bias': jnp.zeros((k, features))}
       variables = {**variables, 'params': {**variables['params'], 'projection': projection}}
       if self.recipe.contrastive_weighting == 'learned':
@@ -354,7 +356,7 @@ class Heads(base.Family):
 
   def pretrained_state(self, state, key, optimizer):
     """DNA-Det's pre-training of the heads' convs (config.recipe.pretrain_steps,
-    gta_jax/pretrain.py) before phase III; its history goes to pretraining.json."""
+    gta_jax/families/pretrain.py) before phase III; its history goes to pretraining.json."""
     if not self.recipe.pretrain_steps:
       return state
     heads = {'params': {'heads': state.params['heads']}, 'batch_stats': state.batch_stats}
@@ -383,8 +385,7 @@ class Heads(base.Family):
 
   def make_train_step(self, optimizer):
     return jax.jit(self._bound(heads_train_step, loss_fn=self.loss_fn, optimizer=optimizer,
-                               frozen_batch_norm=self.frozen_batch_norm,
-                               **recipe_step_options(self.recipe, 4)), donate_argnums=0)
+                               recipe=step_recipe(self.recipe, 4)), donate_argnums=0)
 
   def make_loss_step(self):
     return jax.jit(self._bound(heads_loss_step, loss_fn=self.loss_fn))
@@ -397,7 +398,7 @@ class Heads(base.Family):
                                heads_model=self.heads_model.clone(bn_momentum=0.0)))
 
   def targets(self, batch):
-    return input_pipeline.head_targets(batch['source_id'], self.source_ids)
+    return pipeline.head_targets(batch['source_id'], self.source_ids)
 
   def variables_from_bundle(self, spec, variables, source):
     if tuple(spec.head_names) != self.sources:
@@ -411,6 +412,13 @@ class Heads(base.Family):
       raise errors.ConfigError(f'{source} was trained on a different primary than '
                        f'{self.records["primary.json"]["path"]}.')
     return variables['heads']
+
+  def after_export(self, workdir, spec, variables):
+    """The open-set thresholds and kNN bank, fitted on the validation split, into the bundle."""
+    fitted = openset_fit.fit(openset_fit.HeadsRun(
+        pathlib.Path(workdir), spec, variables, self.dataset, tuple(self.source_ids),
+        self.config.eval.batch_size, trained_on=self.dataset))
+    log(openset.describe(fitted, self.sources))
 
   def bundle_variables(self, trained):
     """The heads as attribute loads them: without the training-only contrastive parameters."""

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gta_jax import models
+from gta_jax.models import networks
 
 
 def cam(final_features: jax.Array, decision_kernel: jax.Array) -> jax.Array:
@@ -22,7 +22,7 @@ def cam(final_features: jax.Array, decision_kernel: jax.Array) -> jax.Array:
 def grad_cam(final_features: jax.Array, decision_params: dict, *, gap: bool,
              variant: str = 'standard') -> jax.Array:
   """[B, h, w, C] maps and the decision layer's params -> [B, h, w] Grad-CAM."""
-  decision = models.DecisionLayer(gap)
+  decision = networks.DecisionLayer(gap)
 
   def logits(features):
     return decision.apply({'params': decision_params}, features)
@@ -45,7 +45,7 @@ def spectrum_image(image: np.ndarray) -> np.ndarray:
 
   Grad-CAM of a DCT model lives on the spectrum, so that is what it is drawn over.
   """
-  from gta_jax import spectral  # local: keeps this module light for plotting-only users
+  from gta_jax.models import spectral  # local: keeps this module light for plotting-only users
   log_spectrum = spectral.log_dct_numpy(image)
   low, high = np.percentile(log_spectrum, [1, 99.9])
   grey = np.clip((log_spectrum - low) / max(high - low, 1e-6) * 255, 0, 255).astype(np.uint8)

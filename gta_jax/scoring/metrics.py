@@ -1,14 +1,14 @@
 """The paper's metrics from scores, on the host (numpy).
 
 Positive = fake (detection) or the head's source. What counts as a claim is decided by
-gta_jax/verdicts.py (thresholds from the config, 0.5 by default as the release's
+gta_jax/scoring/verdicts.py (thresholds from the config, 0.5 by default as the release's
 `0 if p < 0.5 else 1`); the functions here only count.
 """
 import dataclasses
 
 import numpy as np
 
-from gta_jax import verdicts
+from gta_jax.scoring import verdicts
 
 
 def mean_and_spread(values) -> dict:

@@ -67,7 +67,7 @@ def verdict(p_fake: float, p_heads: dict[str, float], thresholds: Thresholds,
             open_set: bool = False, known: bool = True) -> str:
   """real | fake | unknown | attributed:<h> | multiple:<h1>,<h2> | contradiction:<h>[,<h2>].
 
-  open_set: the head thresholds are calibrated ones (gta_jax/openset.py), and a fake that no head
+  open_set: the head thresholds are calibrated ones (gta_jax/tools/openset.py), and a fake that no head
   claims is `unknown` (from a generator no head knows) rather than a plain `fake`. known: False
   when an open-set score (the kNN distance) says the image lies away from every known source:
   a fake is then `unknown` whatever the heads claim.

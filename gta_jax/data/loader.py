@@ -13,12 +13,12 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from gta_jax import augment
-from gta_jax import distributed
+from gta_jax.data import augment
+from gta_jax.io import distributed
 from gta_jax import errors
-from gta_jax import input_pipeline
-from gta_jax import spectral
-from gta_jax.writers import log
+from gta_jax.data import pipeline
+from gta_jax.models import spectral
+from gta_jax.io.writers import log
 
 
 TRAINING_SPLITS = ('train', 'validation')  # the splits that hold the run's training distribution
@@ -40,8 +40,8 @@ class Dataset:
   # batches then hold crops beside their fakes): only datasets whose metadata says
   # `content_matched` have such groups (the built-in data from version 2).
   group_by_content: bool = False
-  # The training-only widenings of config.data (real_softening, real_sharpening,
-  # photometric_jitter, random_orientation), applied to the training and validation splits only.
+  # The training-only widenings of config.data (real_softening, photometric_jitter), applied to
+  # the training and validation splits only.
   widening: augment.Widening = augment.Widening.NONE
   _sources: dict = dataclasses.field(default_factory=dict, repr=False)
   _groups: dict = dataclasses.field(default_factory=dict, repr=False)
@@ -53,7 +53,7 @@ class Dataset:
     """The split's random-access data source (opened once); training and validation without the
     excluded sources."""
     if split not in self._sources:
-      source = input_pipeline.data_source(self.builder, split)
+      source = pipeline.data_source(self.builder, split)
       if self.excluded_ids and split in ('train', 'validation'):
         keep = [i for i in range(len(source))
                 if int(source[i]['source_id']) not in self.excluded_ids]
@@ -80,13 +80,13 @@ class Dataset:
 
   def steps_per_epoch(self, batch_size: int) -> int:
     """Full training batches per epoch (the last partial batch is dropped, as Keras did)."""
-    return input_pipeline.num_batches(self.source('train'), batch_size, drop_remainder=True)
+    return pipeline.num_batches(self.source('train'), batch_size, drop_remainder=True)
 
   def batches(self, split: str, batch_size: int, *, mode: str = 'clean', seed: int, epoch: int = 0,
               shuffle: bool = False, drop_remainder: bool = False,
               start_batch: int = 0, share: bool = True,
               as_trained: bool = True) -> Iterator[dict]:
-    """Host batches of one pass over `split` (see input_pipeline.batches). Training passes
+    """Host batches of one pass over `split` (see pipeline.batches). Training passes
     shuffle=True, drop_remainder=True; evaluation scores every image (padded + masked).
 
     as_trained: the training and validation splits widened as config.data says (the
@@ -96,7 +96,7 @@ class Dataset:
     False: every row (host-side work one process does alone, e.g. DCT statistics)."""
     rows = distributed.process_rows(batch_size) if share else None
     as_trained_split = as_trained and split in TRAINING_SPLITS
-    return input_pipeline.batches(self.source(split), batch_size, seed=seed, epoch=epoch, mode=mode,
+    return pipeline.batches(self.source(split), batch_size, seed=seed, epoch=epoch, mode=mode,
                                   shuffle=shuffle, drop_remainder=drop_remainder,
                                   start_batch=start_batch, options=self.augment_options,
                                   rows=rows, workers=self.workers,
@@ -129,7 +129,7 @@ def open_dataset(data_config, input_kind: str) -> Dataset:
 
   DCT statistics are those of the clean training split, computed once and cached beside it.
   """
-  builder = input_pipeline.load_builder(data_config.name, data_config.config, data_config.data_dir)
+  builder = pipeline.load_builder(data_config.name, data_config.config, data_config.data_dir)
   source_ids = {str(k): int(v) for k, v in builder.info.metadata['source_ids'].items()}
   dataset = Dataset(data_config.name, builder, 0, source_ids,
                     (np.zeros((), np.float32), np.ones((), np.float32)),

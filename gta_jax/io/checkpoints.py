@@ -19,11 +19,11 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from gta_jax import distributed
+from gta_jax.io import distributed
 from gta_jax import errors
-from gta_jax import frequency
-from gta_jax import spectral
-from gta_jax import verdicts
+from gta_jax.models import frequency
+from gta_jax.models import spectral
+from gta_jax.scoring import verdicts
 
 BUNDLE_FORMAT = 'gta_jax.model_bundle/1'
 
@@ -40,13 +40,13 @@ class ModelSpec:
   task: str = 'detection'         # detection | attribution | multiclass (config.task)
   trained_steps: int = 0          # optimiser steps the run took (0: imported)
   best_epochs: tuple[int, ...] = ()  # 1-based epoch of the kept weights, per output
-  # What the outputs claim at (gta_jax/verdicts.py): {'fake': t, 'heads': t or [t per head]}.
+  # What the outputs claim at (gta_jax/scoring/verdicts.py): {'fake': t, 'heads': t or [t per head]}.
   thresholds: dict = dataclasses.field(default_factory=lambda: verdicts.Thresholds().to_json())
-  # Open-set thresholds per head fitted on the validation split (gta_jax/openset.py):
+  # Open-set thresholds per head fitted on the validation split (gta_jax/tools/openset.py):
   # {'tpr95': [t per head], 'doc': [t per head], 'knn': {'k', 'threshold', 'acceptance',
   # 'operating_points', 'bank', 'images'}, 'split', 'mode', ...}; {} when not fitted.
   open_set: dict = dataclasses.field(default_factory=dict)
-  # Auxiliary frequency maps the heads read beside the mid features (gta_jax/frequency.py).
+  # Auxiliary frequency maps the heads read beside the mid features (gta_jax/models/frequency.py).
   head_frequency_inputs: tuple[str, ...] = ()
 
   def to_json(self) -> dict:
@@ -239,15 +239,15 @@ def check_finite(variables, what: str) -> None:
 
 def check_variables(spec: ModelSpec, variables: dict, path) -> None:
   """Every array must have the name and shape our modules would create (import and load)."""
-  from gta_jax import models  # local: models does not need checkpoints, keep it that way
+  from gta_jax.models import networks  # local: models does not need checkpoints, keep it that way
   size = spec.image_size
   channels = 1 if spec.input_kind == 'dct' else 3
-  gap = models.uses_gap(spec.input_kind)
-  expected = {'primary': jax.eval_shape(lambda: models.init_variables(
-      models.Primary(gap), jax.random.key(0), (1, size, size, channels)))}
+  gap = networks.uses_gap(spec.input_kind)
+  expected = {'primary': jax.eval_shape(lambda: networks.init_variables(
+      networks.Primary(gap), jax.random.key(0), (1, size, size, channels)))}
   if spec.head_names:
-    expected['heads'] = jax.eval_shape(lambda: models.init_variables(
-        models.StackedHeads(len(spec.head_names), gap), jax.random.key(0),
+    expected['heads'] = jax.eval_shape(lambda: networks.init_variables(
+        networks.StackedHeads(len(spec.head_names), gap), jax.random.key(0),
         (1, -(-size // 4), -(-size // 4),
          16 + frequency.num_channels(spec.head_frequency_inputs))))
   got_shapes = jax.tree.map(np.shape, variables)

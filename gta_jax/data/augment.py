@@ -19,14 +19,11 @@ run sees exactly the same images.
 
 `soften` is not one of the paper's perturbations: it is the real-class softening of the built-in
 data (config.data.real_softening), a Gaussian blur of a share of the *real* training images only,
-so that softness alone says nothing about the label (see gta_jax/input_pipeline.py); `sharpen`
-(config.data.real_sharpening) is its opposite, an unsharp mask on a share of the real images.
+so that softness alone says nothing about the label (see gta_jax/data/pipeline.py).
 `photometric_jitter` is the built-in data's other widening of the training distribution
 (config.data.photometric_jitter): random saturation, contrast, brightness and gamma for real and
 fake images alike, one draw per content group, so that colour and tone say nothing either.
-`orient` (config.data.random_orientation) turns a content group by one of the square's 8
-symmetries: eight contents per crop for the detector, out of the same photographs. `Widening`
-holds these four as config.data sets them and applies them in one fixed order.
+`Widening` holds both as config.data sets them and applies them in one fixed order.
 """
 import dataclasses
 import io
@@ -162,27 +159,6 @@ def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
                           borderType=cv2.BORDER_REFLECT_101)
 
 
-# Real-class sharpening (config.data.real_sharpening): an unsharp mask, image + amount * (image -
-# blur(image, sigma)), both drawn log-uniformly. Strong textures (brick, blinds, grass) carry the
-# high-frequency energy an upsampler's trace adds; sharpened reals say that energy alone is not it.
-SHARPENING_SIGMA = (0.5, 1.5)
-SHARPENING_AMOUNT = (0.3, 2.0)
-
-
-def sharpen(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-  """[H, W, 3] uint8 -> the same with its detail amplified by a random unsharp mask."""
-  sigma = float(np.exp(rng.uniform(*np.log(SHARPENING_SIGMA))))
-  amount = float(np.exp(rng.uniform(*np.log(SHARPENING_AMOUNT))))
-  pixels = image.astype(np.float32)
-  detail = pixels - gaussian_blur(pixels, sigma)
-  return np.clip(np.rint(pixels + amount * detail), 0, 255).astype(np.uint8)
-
-
-def sharpening_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
-  """The sharpening draw's own stream, so that it leaves every other draw unchanged."""
-  return np.random.default_rng([seed, epoch, index, 4])
-
-
 def softening_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
   """The softening draw's own stream, so that it leaves the perturbations' draws unchanged."""
   return np.random.default_rng([seed, epoch, index, 1])
@@ -226,54 +202,31 @@ def jitter_rng(seed: int, epoch: int, group: int) -> np.random.Generator:
   return np.random.default_rng([seed, epoch, group, 2])
 
 
-def orient(image: np.ndarray, symmetry: int) -> np.ndarray:
-  """[H, W, C] -> the image under symmetry 0-7 of the square: turned by 90 degrees (symmetry % 4)
-  times, then transposed when symmetry >= 4. 0 is the image itself; pixels are moved, never
-  resampled, so a fingerprint keeps its values (its phase on the pixel grid may change)."""
-  turned = np.rot90(image, symmetry % 4, axes=(0, 1))
-  return np.ascontiguousarray(turned.transpose(1, 0, 2) if symmetry >= 4 else turned)
-
-
-def orientation_rng(seed: int, epoch: int, group: int) -> np.random.Generator:
-  """The orientation's own stream, keyed by content group: a crop and its fakes turn together."""
-  return np.random.default_rng([seed, epoch, group, 3])
-
-
 @dataclasses.dataclass(frozen=True)
 class Widening:
   """The training-only widenings of the training distribution, one value per config.data key
-  (real_softening, real_sharpening, photometric_jitter, random_orientation). The data layer
-  applies them to the training and validation splits only; `NONE` everywhere else.
+  (real_softening, photometric_jitter). The data layer applies them to the training and
+  validation splits only; `NONE` everywhere else.
 
-  One frozen value instead of four arguments threaded through every layer: a new widening is a
-  field here and a step in `apply`."""
+  One frozen value instead of arguments threaded through every layer: a new widening is a field
+  here and a step in `apply`."""
   real_softening: float = 0.0      # share of real images blurred (soften)
-  real_sharpening: float = 0.0     # share of real images unsharp-masked (sharpen)
   photometric_jitter: float = 0.0  # share of content groups given one photometric_jitter draw
-  random_orientation: bool = False  # each content group turned by one of the 8 symmetries
 
   @classmethod
   def from_config(cls, data_config) -> 'Widening':
     return cls(float(data_config.get('real_softening', 0.0)),
-               float(data_config.get('real_sharpening', 0.0)),
-               float(data_config.get('photometric_jitter', 0.0)),
-               bool(data_config.get('random_orientation', False)))
+               float(data_config.get('photometric_jitter', 0.0)))
 
   def apply(self, image: np.ndarray, label: int, *, seed: int, epoch: int, position: int,
             group: int) -> np.ndarray:
     """One example's widened image. Each widening draws from its own stream: per position for
     the real-only ones, per content group (a crop and its fakes alike) for the others, so turning
     one on leaves the draws of the rest and of the perturbations unchanged."""
-    if self.random_orientation:  # first: it makes another crop of the photo, fakes and all
-      image = orient(image, int(orientation_rng(seed, epoch, group).integers(8)))
     if self.real_softening and label == 0:  # before the perturbations: part of the photo
       rng = softening_rng(seed, epoch, position)
       if rng.uniform() < self.real_softening:
         image = soften(image, rng)
-    if self.real_sharpening and label == 0:
-      rng = sharpening_rng(seed, epoch, position)
-      if rng.uniform() < self.real_sharpening:
-        image = sharpen(image, rng)
     if self.photometric_jitter:
       rng = jitter_rng(seed, epoch, group)
       if rng.uniform() < self.photometric_jitter:

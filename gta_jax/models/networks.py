@@ -14,8 +14,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gta_jax import convolution
-from gta_jax import frequency
+from gta_jax.models import convolution
+from gta_jax.models import frequency
 
 # Keras RandomNormal(stddev=0.02) kernels and zero biases, as the release initialises every layer.
 KERNEL_INIT = nn.initializers.normal(stddev=0.02)
@@ -27,7 +27,7 @@ BN_EPSILON = 1e-3
 class Conv(nn.Module):
   """TF-'SAME' convolution with bias; variables named, shaped and initialised as nn.Conv's.
 
-  impl: how the convolution is lowered (gta_jax/convolution.py): 'auto' (the CPU-tuned
+  impl: how the convolution is lowered (gta_jax/models/convolution.py): 'auto' (the CPU-tuned
   custom-gradient form on the CPU backend, lax.conv elsewhere), 'cpu' or 'lax'. Same function,
   same variables; only the speed differs.
   """
@@ -400,7 +400,7 @@ class Predictions(NamedTuple):
 def head_inputs(mid_features: jax.Array, x: jax.Array, frequency_inputs=(),
                 valid_size: jax.Array | None = None) -> jax.Array:
   """What the secondary heads read: the frozen primary's mid features (no gradient), then the
-  auxiliary frequency maps of the scaled pixels x (gta_jax/frequency.py) when a recipe adds them."""
+  auxiliary frequency maps of the scaled pixels x (gta_jax/models/frequency.py) when a recipe adds them."""
   mid_features = jax.lax.stop_gradient(mid_features)
   if not frequency_inputs:
     return mid_features
@@ -438,7 +438,7 @@ def pooled_feature_width(num_heads: int) -> int:
 
 def pooled_features(predictions: Predictions, valid_size: jax.Array | None = None) -> jax.Array:
   """-> [B, 16 + 32K]: the primary's mid features and each head's final features, averaged over
-  each image's valid positions. What the open-set feature scores compare (gta_jax/openset.py);
+  each image's valid positions. What the open-set feature scores compare (gta_jax/tools/openset.py);
   one definition, so `attribute` and `openset` measure the same thing on padded batches too."""
   mid = global_average(predictions.primary.mid_features, strided_size(valid_size, 4))
   if predictions.heads is None:

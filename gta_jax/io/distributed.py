@@ -18,7 +18,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from gta_jax import errors
-from gta_jax import writers
+from gta_jax.io import writers
 
 DATA_AXIS = 'data'
 _mesh: Mesh | None = None

@@ -7,17 +7,15 @@ An example's augmentation draw depends only on (seed, epoch, position in the epo
 epoch's order only on (seed, epoch), so a run resumed mid-epoch sees exactly the same batches.
 """
 import functools
-import pathlib
-import sys
 
 import grain
 from absl import flags
 import numpy as np
 
-from gta_jax import augment
+from gta_jax.data import augment
+from gta_jax.data import builders
 from gta_jax import errors
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 BUILTIN = 'synthetic_fingerprints'
 # Fixed seeds for the augmented test sets, so every model is scored on the same images.
 TEST_SET_SEEDS = {'clean': 0, 'multi': 1001, 'blur': 1002, 'crop': 1003, 'jpeg': 1004, 'noise': 1005,
@@ -37,19 +35,16 @@ DATASETS = (BUILTIN, 'ganfp', 'faceshq_plus')
 
 
 def builder_class(name: str):
-  """The TFDS Builder class of one of our datasets (they live in datasets/, beside gta_jax/)."""
-  if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-  if name == BUILTIN:
-    from datasets.synthetic_fingerprints import synthetic_fingerprints_dataset_builder as module
-  elif name == 'ganfp':
-    from datasets.ganfp import ganfp_dataset_builder as module
-  elif name == 'faceshq_plus':
-    from datasets.faceshq_plus import faceshq_plus_dataset_builder as module
-  else:
+  """The TFDS Builder class of one of our datasets (datasets/<name>/<name>_dataset_builder.py)."""
+  if name not in DATASETS:
     raise DatasetNotPrepared(f'config.data.name={name!r}: unknown dataset; choose one of '
                              f'{", ".join(DATASETS)}.')
-  return module.Builder
+  return builders.module(f'{name}.{name}_dataset_builder').Builder
+
+
+def variants_config(name: str, config: str) -> str:
+  """The dataset config holding `config`'s images plus the variant splits (itself if none)."""
+  return getattr(builder_class(name), 'VARIANT_CONFIGS', {}).get(config, config)
 
 
 def load_builder(name: str, config: str, data_dir: str, prepare_builtin: bool = True):
@@ -164,7 +159,7 @@ def batches(source, batch_size: int, *, seed: int, epoch: int = 0, mode: str = '
   """Iterates numpy batches of one epoch of `source`, from batch `start_batch` on.
 
   rows: the rows [start, stop) of each global batch of `batch_size` that this process reads
-  (gta_jax/distributed.py; default all): the global order and each image's augmentation draw are
+  (gta_jax/io/distributed.py; default all): the global order and each image's augmentation draw are
   those of a single process. workers > 0: decoding and augmentation run in that many grain worker
   processes (order unchanged). num_threads: grain read threads per process; default 2 in the
   training process, 1 in each worker (measured: workers then scale at 0.97 of linear, at 2 each

@@ -19,6 +19,10 @@ class ImageReadError(ValueError):
   pass
 
 
+class UnreadableImages(ValueError):
+  """Some images of a folder could not be read; the message lists them (`prepare` exits 1)."""
+
+
 def printable(text) -> str:
   """Text (a path, a message naming one) safe to print or store: bytes of a file name that are
   not UTF-8 are shown as \\xNN instead of crashing the print."""

@@ -14,7 +14,7 @@ import platform
 
 import numpy as np
 
-from gta_jax import input_pipeline
+from gta_jax.data import pipeline
 
 DIGEST_FILE = 'build_digest.json'  # cached beside the prepared dataset's files
 DIGEST_OF = 'decoded records'  # what `sha256` covers; a cache of another kind is recomputed
@@ -37,7 +37,7 @@ def dataset_digest(builder) -> dict:
       return cached
   digest = hashlib.sha256()
   for split in sorted(builder.info.splits):
-    source = input_pipeline.data_source(builder, split)
+    source = pipeline.data_source(builder, split)
     digest.update(f'{split}\0{len(source)}\0'.encode())
     for index in range(len(source)):
       record = source[index]

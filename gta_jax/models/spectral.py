@@ -137,3 +137,10 @@ def load_dct_stats(directory) -> tuple[np.ndarray, np.ndarray]:
   if np.any(std <= 0):
     raise ValueError(f'{directory}/std_dev.npy has non-positive entries.')
   return mean, std
+
+
+def preprocess(images: jax.Array, input_kind: str, constants: dict) -> jax.Array:
+  """[B, H, W, 3] uint8 -> model input, on the device inside the step (pixels or log-DCT z-score)."""
+  if input_kind == 'dct':
+    return dct_features(images, constants['dct_mean'], constants['dct_std'])
+  return scale_pixels(images)

@@ -11,7 +11,7 @@ _silent = False
 
 
 def silence() -> None:
-  """Processes other than 0 of a multi-process run print nothing (gta_jax/distributed.py)."""
+  """Processes other than 0 of a multi-process run print nothing (gta_jax/io/distributed.py)."""
   global _silent
   _silent = True
 

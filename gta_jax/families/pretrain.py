@@ -19,10 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gta_jax import augment
-from gta_jax import models
+from gta_jax.data import augment
+from gta_jax.models import networks
 from gta_jax.families import base
-from gta_jax.writers import log
+from gta_jax.io.writers import log
 
 
 def _resized(image: np.ndarray, scale: float) -> np.ndarray:
@@ -65,7 +65,7 @@ def pretrain_step(params, batch_stats, opt_state, constants, images, classes, *,
   mean cross-entropy per head [K], accuracy per head [K])."""
   x = base.preprocess(images, input_kind, constants)
   primary = primary_model.apply(constants['primary'], x, train=False)
-  inputs = models.head_inputs(primary.mid_features, x, frequency_inputs)
+  inputs = networks.head_inputs(primary.mid_features, x, frequency_inputs)
 
   def loss_of(trainable):
     heads_params = {k: v for k, v in trainable.items() if k != 'classifier'}
@@ -110,7 +110,7 @@ def pretrained_heads(variables: dict, key: jax.Array, *, images: np.ndarray, ste
   Each step's classes and transformations are new draws, so a step's accuracy is measured on
   transformations it has not trained on (of images it may have seen)."""
   num_heads = heads_model.num_heads
-  classifier = {'kernel': models.KERNEL_INIT(key, (num_heads, 32, len(TRANSFORMS))),
+  classifier = {'kernel': networks.KERNEL_INIT(key, (num_heads, 32, len(TRANSFORMS))),
                 'bias': jnp.zeros((num_heads, len(TRANSFORMS)))}
   params = {**variables['params'], 'classifier': classifier}
   optimizer = optax.adam(learning_rate)

@@ -20,7 +20,7 @@ size (attribute batches them by exact size: `needs_exact_size`).
 import jax
 import jax.numpy as jnp
 
-from gta_jax import spectral
+from gta_jax.models import spectral
 
 CELL = 4  # pixels per side of one middle-feature cell (the primary's conv 2 and 4 have stride 2)
 CHANNELS_PER_INPUT = CELL * CELL

@@ -1,0 +1,86 @@
+"""Score images with a detector (+ attribution heads): verdicts, probabilities, saliency overlays.
+
+python -m gta_jax.attribute --model PATH [--dct-stats DIR] [--json OUT.json] [--cam-dir DIR] \
+    IMAGE_OR_DIR...
+
+PATH is a release .h5 file (imported on the fly), a model bundle folder (`keras_import` output or a
+run's exported model), or a run workdir holding one in `model/`. Exit status: 0 when every image
+was scored, 1 when some could not be, 2 on usage errors.
+"""
+import argparse
+import sys
+
+from gta_jax import errors
+from gta_jax.data import images as images_lib
+from gta_jax.scoring import saliency
+from gta_jax.scoring.inference import MIN_SIDE, MemoryLimits, attribute, format_table, load_model
+from gta_jax.tools import cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog='python -m gta_jax.attribute', description='Detect and attribute GAN-generated images.',
+      epilog='Put "--" before the images if a file name starts with "-".')
+  parser.add_argument('--model', required=True, help='release .h5, model bundle, or run workdir')
+  parser.add_argument('--dct-stats', help='DCT statistics folder (mean.npy, std_dev.npy)')
+  parser.add_argument('--json', help='write one record per input file to this JSON file')
+  parser.add_argument('--cam-dir', help='write CAM / Grad-CAM overlays here')
+  parser.add_argument('--cam-scale', choices=saliency.CAM_SCALES, default='minmax',
+                      help='minmax: stretch each map to [0, 1] (default); release: values as they '
+                           'are, as the authors drew them')
+  parser.add_argument('--max-pixels', type=int, default=MemoryLimits.image_pixels,
+                      help='largest image scored, in pixels (default %(default)s: about 2 GB of '
+                           'memory; see README "Reliability")')
+  parser.add_argument('--open-set', choices=('auto', 'tpr95', 'doc', 'knn', 'off'),
+                      default='auto',
+                      help='tpr95, doc: heads claim at thresholds calibrated on validation '
+                           'data and an unclaimed fake is "unknown"; knn: heads claim at 0.5 and '
+                           'a fake no head claims or far from every known training image (kNN '
+                           'distance, its threshold kept by 99%% of known validation fakes) is '
+                           '"unknown"; auto (default): knn when the model has it, else tpr95, '
+                           'else off')
+  parser.add_argument('inputs', nargs='+', metavar='IMAGE_OR_DIR')
+  return parser
+
+
+def run(args) -> int:
+  with cli.usage_errors():
+    if args.max_pixels < MIN_SIDE * MIN_SIDE:
+      raise errors.UsageError(f'--max-pixels {args.max_pixels}: must be at least {MIN_SIDE * MIN_SIDE}.')
+    if args.json:
+      cli.check_json_target(args.json)
+    if args.cam_dir:
+      errors.check_writable_folder(args.cam_dir, '--cam-dir')
+    model = load_model(args.model, args.dct_stats)
+    model.use_open_set(args.open_set)
+  paths = images_lib.list_images(args.inputs)
+  if not paths:
+    raise errors.UsageError(f'no image files found in {images_lib.printable(" ".join(args.inputs))}')
+  if args.json and any(cli.same_file(p, args.json) for p in paths):
+    raise errors.UsageError(f'--json {args.json} is also one of the inputs.')
+  if model.open_set:
+    print(f'open set ({model.open_set}, fitted on {model.spec.open_set.get("split")}): heads claim '
+          f'at ' + ', '.join(f'{n} {t:.3f}' for n, t in zip(
+              model.spec.head_names, model.thresholds.for_heads(len(model.spec.head_names))))
+          + '; a fake no head claims is "unknown"'
+          + ('' if model.knn is None else
+             f', and so is one whose kNN score (minus the distance to its {model.knn.k}th nearest '
+             f'known training image) is under {model.knn_threshold:.3f}, which '
+             f'{model.spec.open_set["knn"]["acceptance"]:.0%} of the known validation '
+             f'fakes reach'))
+  records = attribute(model, paths, args.cam_dir, args.cam_scale,
+                      MemoryLimits(image_pixels=args.max_pixels))
+  if args.json:  # before printing: the records are the result, the table a view of them
+    cli.write_json(args.json, records)
+  print(format_table(records, model.spec.head_names))
+  failed = sum(r['error'] is not None for r in records)
+  print(f'\n{len(records) - failed} scored, {failed} failed')
+  return cli.SOME_FAILED if failed else cli.OK
+
+
+def main(argv=None) -> int:
+  return cli.run_tool(run, build_parser().parse_args(argv))
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,309 @@
+"""Put runs side by side as the paper does: tables, training curves, confusion matrices, CAM grids.
+
+python -m gta_jax.report runs/quickstart/phase1_synthetic runs/quickstart/phase2_synthetic ... --out report/
+
+Writes detection.{md,csv} (detection before/after augmentation-aware retraining), heads.{md,csv}
+(per-head attribution), multiclass.{md,csv}, by_perturbation.{md,csv} (F1 on the images each
+perturbation of a test set touched or spared), curves.png (loss per epoch, Figure 5 style),
+confusion_<run>.png, and cams_<run>_<source>.png (16 test images per source with their scores,
+Figures 6-8 style).
+"""
+import argparse
+import csv
+import json
+import pathlib
+import sys
+
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from gta_jax import errors, evaluators  # noqa: E402
+from gta_jax.scoring import inference
+from gta_jax.data import loader
+from gta_jax.data import pipeline
+from gta_jax.io import run_records
+from gta_jax.scoring import saliency  # noqa: E402
+from gta_jax.tools import cli  # noqa: E402
+
+GRID_IMAGES = 16
+
+
+def expand_chain(workdir: pathlib.Path) -> list[pathlib.Path]:
+  """A chain's workdir (the quickstart's runs/quickstart) -> its phases' workdirs, in order; any
+  other workdir -> itself."""
+  if (workdir / 'results' / 'metrics.json').is_file() or not workdir.is_dir():
+    return [workdir]
+  phases = sorted(p for p in workdir.iterdir() if (p / 'results' / 'metrics.json').is_file())
+  return phases or [workdir]
+
+
+def load_run(workdir: pathlib.Path) -> dict:
+  metrics_file = workdir / 'results' / 'metrics.json'
+  if not metrics_file.is_file():
+    raise errors.MissingRunError(f'{workdir}: no results/metrics.json; finish or evaluate the run first '
+                            '(python -m gta_jax.evaluate --workdir ...).')
+  metrics = json.loads(metrics_file.read_text())
+  config = run_records.upgrade_record(json.loads((workdir / 'config.json').read_text()))
+  return {'name': workdir.name, 'workdir': workdir, 'config': config, 'metrics': metrics,
+          'values': dict(evaluators.flatten(metrics))}
+
+
+def _test_sets(runs) -> list[str]:
+  """The test sets any run has metrics for, in the canonical order."""
+  present = {name.split('/')[0] for run in runs for name in run['values']}
+  return [m for m in pipeline.TEST_SET_SEEDS if m in present]
+
+
+def _heads(run) -> list[str]:
+  """Head names, from the metric names '<set>/heads/<head>/...' of the clean test set."""
+  heads = []
+  for name in run['values']:
+    parts = name.split('/')
+    if len(parts) > 3 and parts[0] == 'clean' and parts[1] == 'heads' and parts[2] not in heads:
+      heads.append(parts[2])
+  return heads
+
+
+# Each table: (header, metric name) columns; '{set}' expands over the test sets present and
+# '{head}' names the row's head. Rows: one per run (per head for the heads table).
+DETECTION_COLUMNS = [('{set} acc', '{set}/detection/accuracy'), ('{set} f1', '{set}/detection/f1'),
+                     ('clean roc_auc', 'clean/detection/roc_auc'),
+                     ('external acc', 'clean/detection/external_accuracy')]
+HEADS_COLUMNS = [('{set} precision', '{set}/heads/{head}/precision'),
+                 ('{set} recall', '{set}/heads/{head}/recall'), ('{set} f1', '{set}/heads/{head}/f1'),
+                 ('clean roc_auc', 'clean/heads/{head}/roc_auc'),
+                 ('clean CR', 'clean/heads/{head}/self_contradiction/rate'),
+                 ('external acc', 'clean/heads/{head}/external_accuracy'),
+                 ('cross-seed recall', 'cross_seed/{head}/recall')]
+MULTICLASS_COLUMNS = [('{set} acc', '{set}/multiclass/accuracy'),
+                      ('clean failed', 'clean/multiclass/failed_attributions'),
+                      ('clean multiple', 'clean/multiclass/multiple_attributions')]
+
+
+def _expand(columns, sets):
+  """Column templates -> [(header, metric name template)], '{set}' expanded set-major per group."""
+  expanded, group = [], []
+  for header, name in columns + [(None, None)]:
+    if name is not None and '{set}' in name:
+      group.append((header, name))
+      continue
+    expanded += [(h.format(set=m), n.replace('{set}', m)) for m in sets for h, n in group]
+    group = []
+    if name is not None:
+      expanded.append((header, name))
+  return expanded
+
+
+def _table(runs, columns, key_header, rows_of):
+  columns = _expand(columns, _test_sets(runs))
+  header = key_header + [h for h, _ in columns]
+  rows = [keys + [values.get(name.format(head=head)) for _, name in columns]
+          for run in runs for keys, head, values in rows_of(run)]
+  return header, rows
+
+
+def detection_table(runs):
+  def rows_of(run):  # a heads run's detection is its frozen primary's, reported by that run
+    if not run['config'].get('sources') and 'clean/detection/accuracy' in run['values']:
+      yield [run['name']], None, run['values']
+  return _table(runs, DETECTION_COLUMNS, ['run'], rows_of)
+
+
+def heads_table(runs):
+  def rows_of(run):
+    for head in _heads(run):
+      yield [run['name'], head], head, run['values']
+  return _table(runs, HEADS_COLUMNS, ['run', 'head'], rows_of)
+
+
+def multiclass_table(runs):
+  def rows_of(run):
+    if 'clean/multiclass/accuracy' in run['values']:
+      yield [run['name']], None, run['values']
+  return _table(runs, MULTICLASS_COLUMNS, ['run'], rows_of)
+
+
+def perturbation_table(runs):
+  """F1 of each head (and of a detection run's detector) on the images each perturbation of a
+  test set touched or spared (metrics.json's `by_perturbation`): where a robustness figure is
+  lost. Columns: '<set> <subset> f1' for every subset any run has, sets in canonical order."""
+  subsets = []
+  for run in runs:
+    for name in run['values']:
+      parts = name.split('/')
+      if len(parts) > 3 and parts[1] == 'by_perturbation' and (parts[0], parts[2]) not in subsets:
+        subsets.append((parts[0], parts[2]))
+  order = _test_sets(runs)
+  subsets.sort(key=lambda pair: order.index(pair[0]))
+  header = ['run', 'output'] + [f'{test_set} {subset} f1' for test_set, subset in subsets]
+  rows = []
+  for run in runs:
+    outputs = [] if run['config'].get('sources') else [('detection', 'detection')]
+    outputs += [(head, f'heads/{head}') for head in _heads(run)]
+    for label, path in outputs:
+      row = [run['values'].get(f'{test_set}/by_perturbation/{subset}/{path}/f1')
+             for test_set, subset in subsets]
+      if any(value is not None for value in row):
+        rows.append([run['name'], label] + row)
+  return header, rows
+
+
+def _fmt(value) -> str:
+  return '-' if value is None else f'{value:.4f}' if isinstance(value, float) else str(value)
+
+
+def write_table(out: pathlib.Path, name: str, title: str, header, rows) -> None:
+  if not rows:
+    return
+  with open(out / f'{name}.csv', 'w', newline='') as f:
+    csv.writer(f).writerows([header] + [[_fmt(v) for v in row] for row in rows])
+  lines = [f'### {title}', '', '| ' + ' | '.join(header) + ' |',
+           '|' + '---|' * len(header)]
+  lines += ['| ' + ' | '.join(_fmt(v) for v in row) + ' |' for row in rows]
+  (out / f'{name}.md').write_text('\n'.join(lines) + '\n')
+
+
+def epoch_losses(workdir: pathlib.Path) -> dict:
+  """-> {'epochs': [...], 'val': {output: [...]}, 'train': {output: [...]}} from metrics.jsonl."""
+  records = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()
+             if line.strip()]
+  epochs, val, train, pending = [], {}, {}, {}
+  for record in records:
+    if 'epoch' in record:
+      epochs.append(int(record['epoch']))
+      for key, value in record.items():
+        if key.startswith('val/loss_'):
+          val.setdefault(key[9:], []).append(value)
+      for key, values in pending.items():
+        train.setdefault(key, []).append(float(np.mean(values)) if values else np.nan)
+      pending = {}
+    else:
+      for key, value in record.items():
+        if key.startswith('train/loss_'):
+          pending.setdefault(key[11:], []).append(value)
+  return {'epochs': epochs, 'val': val, 'train': train}
+
+
+def plot_curves(runs, out: pathlib.Path) -> None:
+  fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 3.4), squeeze=False)
+  for ax, run in zip(axes[0], runs):
+    losses = epoch_losses(run['workdir'])
+    names = list(run['config'].get('sources') or []) or ['detector']
+    for index, name in enumerate(names):
+      key = str(index)
+      color = f'C{index}'
+      if key in losses['val']:
+        ax.plot(losses['epochs'], losses['val'][key], '-o', color=color, ms=3, label=f'{name} val')
+      if key in losses['train']:
+        ax.plot(losses['epochs'][:len(losses['train'][key])], losses['train'][key], '--',
+                color=color, label=f'{name} train')
+    ax.set_title(run['name'], fontsize=10)
+    ax.set_xlabel('epoch')
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.set_ylabel('binary cross-entropy')
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(out / 'curves.png', dpi=110)
+  plt.close(fig)
+
+
+def plot_confusion(run, out: pathlib.Path) -> None:
+  multiclass = run['metrics'].get('clean', {}).get('multiclass')
+  if not multiclass:
+    return
+  matrix = np.asarray(multiclass['confusion_matrix'])
+  names = ['real'] + list(run['config']['sources'])
+  names += ['other'] * (len(multiclass['classes']) - len(names))  # sources with no output
+  fig, ax = plt.subplots(figsize=(1.1 * len(names) + 2, 1.0 * len(names) + 1.5))
+  rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+  image = ax.imshow(rates, cmap='Blues', vmin=0, vmax=1)
+  for i in range(len(names)):
+    for j in range(len(names)):
+      ax.text(j, i, f'{matrix[i, j]}\n{100 * rates[i, j]:.0f}%', ha='center', va='center',
+              fontsize=8, color='white' if rates[i, j] > 0.5 else 'black')
+  ax.set_xticks(range(len(names)), names, rotation=30, ha='right')
+  ax.set_yticks(range(len(names)), names)
+  ax.set_xlabel('predicted (no claim = real)')
+  ax.set_ylabel('true source')
+  ax.set_title(f'{run["name"]}: clean, accuracy {multiclass["accuracy"]:.3f}', fontsize=10)
+  fig.colorbar(image, ax=ax, fraction=0.046, label='share of row')
+  fig.tight_layout()
+  fig.savefig(out / f'confusion_{run["name"]}.png', dpi=110)
+  plt.close(fig)
+
+
+def cam_grids(run, out: pathlib.Path, data_dir: str | None) -> None:
+  """For each source: 16 test images, each with the map of the output that concerns it."""
+  if run['config']['model']['family'] not in ('primary', 'heads'):
+    return  # a baseline: attribute scores the proposed model
+  model = inference.load_model(run['workdir'])
+  config = run_records.load_run_config(run['workdir'])
+  if data_dir:
+    config.data.data_dir = data_dir
+  source = loader.open_dataset(config.data, config.model.input).source('test')
+  by_source: dict[str, list] = {}
+  for index in range(len(source)):
+    record = source[index]
+    name = record['source'].decode() if isinstance(record['source'], bytes) else record['source']
+    if len(by_source.setdefault(name, [])) < GRID_IMAGES:
+      by_source[name].append(record['image'])
+  heads = list(model.spec.head_names)
+  for name, images in by_source.items():
+    prepared = [inference.prepare_input(model, image) for image in images]
+    x = np.stack([p[0] for p in prepared])
+    p_fake, p_heads, maps, _ = inference.score_batch(model.variables, x,
+                                                  input_kind=model.spec.input_kind,
+                                                  num_heads=len(heads), with_saliency=True)
+    p_fake, p_heads, maps = np.asarray(p_fake), np.asarray(p_heads), np.asarray(maps)
+    output = heads.index(name) + 1 if name in heads else 0
+    cells = []
+    for row, (_, shown, _) in enumerate(prepared):
+      background = shown if model.spec.input_kind == 'pixel' else saliency.spectrum_image(shown)
+      score = p_fake[row] if output == 0 else p_heads[output - 1, row]
+      label = f'{"fake" if output == 0 else heads[output - 1]}:{100 * score:.0f}%'
+      cells.append(saliency.overlay(background, maps[output, row], label, 'minmax'))
+    while len(cells) % 4:
+      cells.append(np.zeros_like(cells[0]))
+    grid = np.concatenate([np.concatenate(cells[i:i + 4], axis=1)
+                           for i in range(0, len(cells), 4)], axis=0)
+    from PIL import Image
+    Image.fromarray(grid).save(out / f'cams_{run["name"]}_{name}.png')
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog='python -m gta_jax.report', description=__doc__.split('\n')[0])
+  parser.add_argument('runs', nargs='+', help='run workdirs')
+  parser.add_argument('--out', required=True)
+  parser.add_argument('--data-dir', help="override the runs' TFDS data_dir (for the CAM grids)")
+  parser.add_argument('--no-cams', action='store_true', help='skip the CAM grids')
+  return parser
+
+
+def run(args) -> int:
+  runs = [load_run(workdir) for r in args.runs for workdir in expand_chain(pathlib.Path(r))]
+  out = pathlib.Path(args.out)
+  out.mkdir(parents=True, exist_ok=True)
+  write_table(out, 'detection', 'Detection (positive = fake)', *detection_table(runs))
+  write_table(out, 'heads', 'Attribution heads (positive = the head\'s source)', *heads_table(runs))
+  write_table(out, 'multiclass', 'Multiclass (failed attribution = real)', *multiclass_table(runs))
+  write_table(out, 'by_perturbation', 'F1 on the images each perturbation touched or spared',
+              *perturbation_table(runs))
+  plot_curves(runs, out)
+  for run in runs:
+    plot_confusion(run, out)
+    if not args.no_cams:
+      cam_grids(run, out, args.data_dir)
+  print(f'wrote {", ".join(sorted(p.name for p in out.iterdir()))} to {out}')
+  return cli.OK
+
+
+def main(argv=None) -> int:
+  return cli.run_tool(run, build_parser().parse_args(argv))
+
+
+if __name__ == '__main__':
+  sys.exit(main())

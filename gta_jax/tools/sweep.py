@@ -1,0 +1,146 @@
+"""Runs one config over several training seeds and reports every metric as mean +- std.
+
+python -m gta_jax.sweep --config=configs/quickstart.py --seeds=0,1,2 [--workdir=runs/sweep_quickstart]
+python -m gta_jax.sweep --workdir=runs/sweep_quickstart --summarize   (table of finished seeds)
+
+A figure from one run on small data is an anecdote: the seed moves initialisation, shuffling and
+augmentation draws, and with them every table. Each seed trains into WORKDIR/seed_<s> with
+config.seed = s (a finished seed is skipped, an interrupted one resumes); then every number in
+the runs' results/metrics.json is aggregated over the seeds into WORKDIR/summary.json
+{metric path: {"mean", "std", "n", "values"}} (std: sample standard deviation, ddof=1), and the
+headline metrics are printed. Other --config.<key> overrides apply to every seed.
+"""
+import json
+import math
+import pathlib
+
+from absl import flags, logging
+from ml_collections import config_flags
+
+from gta_jax import errors
+from gta_jax.tools import cli
+from gta_jax.scoring import metrics
+from gta_jax.io import provenance
+
+config_flags.DEFINE_config_file('config', None, 'Config file (path[:smoke]).', lock_config=True)
+flags.DEFINE_string('workdir', None, 'Sweep folder (default: runs/sweep_<config.name>).')
+flags.DEFINE_list('seeds', ['0', '1', '2'], 'Training seeds (config.seed), comma-separated.')
+flags.DEFINE_bool('summarize', False, 'Only aggregate the seeds already finished in --workdir.')
+
+# Leaves printed in the table (every leaf is in summary.json): paths end with one of these.
+HEADLINE = ('accuracy', 'f1', 'recall', 'roc_auc', 'multiclass_accuracy', 'cross_seed_recall',
+            'external_accuracy', 'false_positive_rate')
+
+
+def numeric_leaves(tree, prefix: str = ''):
+  """{'a': {'b': 0.5, 'c': [1, 2]}} -> ('a/b', 0.5), ('a/c/0', 1.0), ...: every finite number."""
+  if isinstance(tree, dict):
+    for key, value in tree.items():
+      yield from numeric_leaves(value, f'{prefix}{key}/')
+  elif isinstance(tree, (list, tuple)):
+    for index, value in enumerate(tree):
+      yield from numeric_leaves(value, f'{prefix}{index}/')
+  elif isinstance(tree, (int, float)) and not isinstance(tree, bool) and math.isfinite(tree):
+    yield prefix.rstrip('/'), float(tree)
+
+
+def aggregate(results_by_seed: dict) -> dict:
+  """{seed: results tree} -> {leaf path: {mean, std, n, values}}; a leaf absent (or not finite)
+  in some runs is aggregated over the runs that have it, and `n` says how many."""
+  values: dict[str, dict] = {}
+  for seed, results in results_by_seed.items():
+    for path, value in numeric_leaves(results):
+      values.setdefault(path, {})[str(seed)] = value
+  summary = {}
+  for path, by_seed in values.items():
+    summary[path] = metrics.mean_and_spread(list(by_seed.values())) | {'values': by_seed}
+  return summary
+
+
+def format_table(summary: dict, headline=HEADLINE) -> str:
+  """The headline metrics, one line each; `by_perturbation` subsets (a dozen per perturbed test
+  set) stay in summary.json only."""
+  rows = [(path, entry) for path, entry in summary.items()
+          if path.rsplit('/', 1)[-1] in headline and entry['n'] > 0
+          and '/by_perturbation/' not in path]
+  width = max((len(p) for p, _ in rows), default=10)
+  lines = [f'{"metric":<{width}}  mean +- std (n)']
+  lines += [f'{path:<{width}}  {e["mean"]:.3f} +- {e["std"]:.3f} ({e["n"]})' for path, e in rows]
+  return '\n'.join(lines)
+
+
+def finished_results(workdir: pathlib.Path) -> dict:
+  """{seed: results} of every WORKDIR/seed_<s> holding finished results (a chain: its
+  finished phases)."""
+  found = {}
+  for run in sorted(workdir.glob('seed_*')):
+    seed = run.name[len('seed_'):]
+    files = sorted(run.glob('**/results/metrics.json'))
+    if not files:
+      continue
+    by_phase = {str(f.parent.parent.relative_to(run)): json.loads(f.read_text()) for f in files}
+    # One run: its metrics as they are; a chain: keyed by phase (e.g. phase3_synthetic/...).
+    found[seed] = by_phase['.'] if list(by_phase) == ['.'] else by_phase
+  return found
+
+
+def provenance_by_run(workdir: pathlib.Path) -> dict:
+  """{seed_<s>/<phase>: provenance record} of every run under the sweep that wrote one."""
+  return {str(f.parent.relative_to(workdir)): json.loads(f.read_text())
+          for f in sorted(workdir.glob('seed_*/**/provenance.json'))}
+
+
+def parse_seeds(values) -> list[int]:
+  try:
+    seeds = [int(v) for v in values]
+  except ValueError:
+    raise errors.UsageError(f'--seeds={",".join(values)}: give whole numbers, e.g. --seeds=0,1,2') from None
+  if len(set(seeds)) != len(seeds) or not seeds:
+    raise errors.UsageError(f'--seeds={",".join(values)}: give distinct seeds, e.g. --seeds=0,1,2')
+  return seeds
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  from gta_jax import train
+  from gta_jax.io.writers import log
+  config = flags.FLAGS.config
+  if flags.FLAGS.workdir:
+    workdir = pathlib.Path(flags.FLAGS.workdir)
+  elif config is not None:
+    workdir = pathlib.Path('runs') / f'sweep_{config.name}'
+  else:
+    raise errors.UsageError('give --config (to run seeds) or --workdir (with --summarize)')
+  if not flags.FLAGS.summarize:
+    if config is None:
+      raise errors.UsageError('--config is required unless --summarize')
+    seeds = parse_seeds(flags.FLAGS.seeds)
+    for seed in seeds:
+      seeded = config.copy_and_resolve_references()
+      with seeded.unlocked():
+        seeded.seed = seed
+      log(f'=== seed {seed} -> {workdir / f"seed_{seed}"}')
+      train.train_and_evaluate(seeded, workdir / f'seed_{seed}')
+  results = finished_results(workdir)
+  if not results:
+    raise errors.MissingRunError(f'{workdir} holds no finished seed (seed_<s>/**/results/metrics.json)')
+  summary = aggregate(results)
+  (workdir / 'summary.json').write_text(json.dumps(summary, indent=2, allow_nan=False) + '\n')
+  print(f'{len(results)} seed(s): {", ".join(results)}')
+  print(format_table(summary))
+  print(f'wrote {workdir / "summary.json"}')
+  records = provenance_by_run(workdir)
+  warning = provenance.compare_builds(records)
+  (workdir / 'provenance.json').write_text(json.dumps({'runs': records, 'warning': warning},
+                                                      indent=2) + '\n')
+  if warning:
+    print(f'warning: {warning}')
+
+
+def run() -> None:
+  cli.run(main)
+
+
+if __name__ == '__main__':
+  run()
