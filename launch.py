@@ -4,8 +4,8 @@ python launch.py --config=configs/quickstart.py [--workdir=runs/quickstart]
 python launch.py --config=configs/phase3_synthetic.py:smoke --config.sources="('tconv',)"
 
 Every device of the machine is used (batches split over them). Several processes (hosts): give
-each the same --coordinator_address and --num_processes and its own --process_id (README,
-"Scaling out"); under SLURM or Open MPI these are found without flags.
+each the same --coordinator_address and --num_processes and its own --process_id (docs/training.md,
+scaling out); under SLURM or Open MPI these are found without flags.
 """
 import os
 

@@ -9,7 +9,7 @@ python -m gta_jax.crosstest --workdir runs/architecture_attribution
 The argument picks a recipe of the ablation (benchmarks/architecture_ablation.py); none =
 `frequency`, which met more of the issue's targets than any other in that ablation (clean F1
 per head, false claims on real images, fine-tuned and further-trained generators), while
-`contrastive` recalls unseen seeds best (BENCHMARKS.md):
+`contrastive` recalls unseen seeds best (docs/research/2026-11-23-architecture-recipes-ablation.md):
   paper        the paper's heads (whole images, BCE)
   patches      + random windows, one loss each (DNA-Det's patch training)
   contrastive  + patches + the supervised contrastive loss on projected head features
@@ -22,8 +22,7 @@ The heads train on the built-in data's `multiseed5` config: each architecture's 
 come from five generators trained from different seeds, so what a head can learn that holds
 for all five is the architecture, not one seed's weights; validation and export read a moving
 average of the weights (optim.weight_average_decay), which kept five seeds' heads from claiming
-real images. Unseen-seed recall of the frequency heads: 0.36 with one training seed, 0.74 with
-three, 0.85 with five and the average (README, "Architecture attribution").
+real images (docs/research/2026-12-05-architecture-training-seeds.md).
 `one_seed` (e.g. `:frequency,one_seed`) trains on `default`, one seed per architecture, the
 paper's and DNA-Det's protocol, without the average, as measured there.
 """
@@ -55,12 +54,10 @@ def get_config(arg: str = ''):
     # what the seeds share, the architecture. The primary stays the one trained on `default`.
     config.data.config = several_seeds_data(smoke)
     # Validation, early stopping and export read an average of the weights over about the last
-    # epoch (~100 steps): on five seeds the heads as trained claimed 5.9 +- 5.0% of the real test
-    # images (one run 11.6%), their average 0.7 +- 0.2%, with more unseen-seed recall (0.85).
+    # epoch (~100 steps), which keeps these heads from claiming real images.
     config.optim.weight_average_decay = 0.99
     if not smoke:
-      # The heads' full 10 epochs, also for `frequency`: on three seeds its validation loss still
-      # falls after 6, and its heads then claimed 2.9% of the real test images (0.7% at 10).
+      # The heads' full 10 epochs, also for `frequency` (its validation loss still falls after 6).
       config.optim.max_epochs = 10
   return config
 
@@ -82,16 +79,14 @@ def apply_recipe(config, recipe: str, smoke: bool):
     config.recipe.patch_size = 16 if smoke else 64
   config.recipe.contrastive = recipe in ('contrastive', 'frequency', 'pretrained')
   if recipe != 'paper':
-    # What these recipes were measured with (BENCHMARKS.md); their heads claim next to no other
-    # source's images at it (the frequency heads' clean F1 >= 0.99 per head), so the lower weight
-    # the paper's heads now train with has no precision to win back here.
+    # What these recipes were measured with; their heads claim next to no other source's images
+    # at it, so the lower weight the paper's heads train with has no precision to win back here.
     config.optim.head_positive_weight = 4.0
   if recipe in ('frequency', 'pretrained'):
     config.recipe.frequency_inputs = ('phase', 'highpass', 'dct')
   if recipe == 'frequency' and not smoke:
-    # 6 epochs, not the heads' 10: over 3 seeds every cross-test figure stayed within the 10-epoch
-    # spread or above it (clean F1 >= 0.99 per head), in 4.5 minutes a seed alone on 2 cores
-    # instead of 6.8 (BENCHMARKS.md, "Architecture attribution").
+    # 6 epochs, not the heads' 10: as good on every cross-test figure, in two thirds of the time
+    # (docs/research/2026-11-23-architecture-recipes-ablation.md).
     config.optim.max_epochs = 6
   if recipe == 'pretrained':
     config.recipe.pretrain_steps = 20 if smoke else 300

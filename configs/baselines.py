@@ -27,6 +27,6 @@ def baseline_config(arch: str, arg: str, seed: int):
   if 'multi' in tokens:
     config.phase = 2 if config.task == 'detection' else 4
     config.data.train_mode = 'multi'
-    config.init.from_run = f'runs/{config.name}'
+    config.init.from_run = config.name
     config.name += '_multi'
   return common.variant(config, arg, TASKS)

@@ -45,7 +45,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # Share of the real training and validation images blurred by a random Gaussian (sigma 0.4-2.5
   # px; gta_jax/data/augment.py `soften`) before any perturbation; test splits never. 0: the paper.
   # The built-in fakes are softer than their inputs, and without it the detector learnt "soft =
-  # fake" (README "Steady training").
+  # fake" (docs/research/2026-12-02-softness-shortcut.md).
   config.data.real_softening = 0.0
   # Share of the training and validation images (real and fake, one draw per content group)
   # given a random saturation, contrast, brightness and gamma (gta_jax/data/augment.py
@@ -70,13 +70,15 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config.model.dnadet_width = 64      # the DNA-Det baseline's first width (the release's)
 
   config.init = ml_collections.ConfigDict()
+  # Lineage: an earlier run by name (e.g. 'phase1_synthetic': a folder beside this run's workdir,
+  # in the runs root, runs/ by default) or by path (anything with a '/', e.g. ./model.h5).
   config.init.from_run = ''           # continue from this run's best weights (phases II and IV)
-  config.init.primary = ''            # frozen primary for heads: a phase-II workdir, bundle or .h5
+  config.init.primary = ''            # frozen primary for heads: a phase-II run, bundle or .h5
 
   config.optim = ml_collections.ConfigDict()
   config.optim.learning_rate = 1e-3   # 1e-3 detection, 1e-4 attribution (the release)
   # constant (the release) | cosine: from learning_rate to 0 over max_epochs (gta_jax/train.py).
-  # Cosine on the built-in data: more robust detectors, more unseen photos called fake (README).
+  # Measured on the built-in data: docs/research/2026-12-04-cosine-schedule-detector.md.
   config.optim.schedule = 'constant'
   config.optim.batch_size = 256
   config.optim.max_epochs = 100
@@ -102,7 +104,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
 
   # Attribution training recipe (heads in phase III, and the DNA-Det baseline): the paper's by
   # default. The others aim at the generator's architecture rather than its weights (DNA-Det,
-  # GTA-Net; README "Architecture attribution").
+  # GTA-Net; docs/architecture_attribution.md).
   config.recipe = ml_collections.ConfigDict()
   config.recipe.patches = 0            # > 0: random windows per image, one loss each (0: whole image)
   config.recipe.patch_size = 64        # window side in input pixels (a multiple of 8)
@@ -185,55 +187,39 @@ def variant(config, arg: str, allowed=()):
 def use_builtin(config, phase: int):
   """The built-in data (3,000 training images, 93 steps per epoch): small batches, BatchNorm
   statistics recomputed before each validation (a moving average over so few steps lags the
-  weights and made validation loss swing 0.3-1.8 from one epoch to the next; README
-  "Steady training"), and budgets that keep the quickstart within 15 minutes on 2 CPU cores."""
+  weights), and budgets that keep the quickstart within 15 minutes on 2 CPU cores. The evidence
+  for each choice below: docs/research/ (its index names the note)."""
   config.optim.batch_size = 32
   config.model.bn_momentum = 0.9
   config.model.bn_recalibration_batches = 50
   config.optim.real_class_weight = 4.0
   config.data.real_softening = 0.5
-  # The bundled photos have few palettes and no grey-scale one; jitter widens them (README
-  # "Photometric jitter": unseen DCGAN faces called fake 0.42 +- 0.32 -> 0.64 +- 0.07, 3 seeds).
+  # The bundled photos have few palettes and no grey-scale one; jitter widens them
+  # (docs/research/2026-12-03-photometric-jitter.md).
   config.data.photometric_jitter = 0.5
   config.optim.max_epochs = 6
   config.optim.patience = 2
   if phase == 2:
-    # Phase II continues phase I at a tenth of its rate. At 1e-3 the augmented retraining reshaped
-    # the middle features: heads on them reached clean F1 0.00-0.75 on one seed (0.93-0.98 at
-    # 1e-4, same heads recipe) and the detector's clean accuracy fell from 0.997 to 0.97.
+    # Phase II continues phase I at a tenth of its rate: at 1e-3 the augmented retraining
+    # reshaped the middle features the heads are built on.
     config.optim.learning_rate = 1e-4
     # At most one perturbation per image, p 1/5 each of none / blur / crop / JPEG / noise (not the
-    # paper's `multi`, which stacks them). Photos called fake, 3 seeds, KDE / MATE / grey-scale:
-    # 0.157 / 0.149 / 0.226 with `multi`, 0.040 / 0.101 / 0.098 with `one`, for 0.06 of
-    # multi-augmented accuracy (README "What the quickstart measures").
+    # paper's `multi`, which stacks them; docs/research/2026-12-03-one-perturbation-per-image.md).
     config.data.train_mode = 'one'
     # The quarter of each batch's fakes the detector finds hardest (mostly those a perturbation
     # stripped of their fingerprint) is left out of the loss, so that "degraded" no longer teaches
-    # "fake" (loss truncation). 5 seeds, photos called fake KDE / MATE / grey-scale: 0.067 / 0.068
-    # / 0.095 -> 0.035 / 0.031 / 0.066, lower for 13 of the 15 (seed, set) pairs, for 0.08 of
-    # multi-augmented accuracy (README "What the quickstart measures").
+    # "fake" (docs/research/2026-12-05-phase2-loss-truncation.md).
     config.optim.drop_hardest_positives = 0.25
   if phase == 4:
-    # Phase IV likewise: `one` kept more of phase III's clean F1 than `multi` (3 seeds, tconv /
-    # nearest / bilinear / pixelshuffle 0.70 / 0.87 / 0.94 / 0.90 against 0.59 / 0.82 / 0.87 /
-    # 0.86) at the same or a higher multi F1 (0.41 / 0.42 / 0.43 / 0.38 against 0.40 / 0.41 /
-    # 0.41 / 0.38; README "What the quickstart measures").
+    # Phase IV likewise at most one perturbation per image (same note).
     config.data.train_mode = 'one'
   if phase >= 3:
-    # A head's own images 2 to 1 against the 4 other sources' (1 : 4 in the data): at 1, the
-    # release's, heads claimed few of their own images; at 4, which balances the classes, they
-    # claimed other sources' too (tconv's clean precision 0.85-0.91). Same Zen 5 primaries, 3
-    # seeds, clean F1 tconv / nearest / bilinear / pixelshuffle at 4 -> 2: phase III 0.927 /
-    # 0.989 / 0.993 / 0.959 -> 0.951 / 0.994 / 0.995 / 0.968, phase IV 0.766 / 0.890 / 0.934 /
-    # 0.904 -> 0.848 / 0.957 / 0.969 / 0.929, multi F1 0.01-0.03 lower (README "What the
-    # quickstart measures").
+    # A head's own images weigh 2 to 1 against the 4 other sources' (1 : 4 in the data): between
+    # the release's 1 (heads claim few of their own images) and the balancing 4 (they claim other
+    # sources' too; docs/research/2026-12-04-head-positive-weight.md).
     config.optim.head_positive_weight = 2.0
     config.optim.learning_rate = 1e-3
-    # Phase IV 6 epochs, not 3: at 3 tconv's clean F1 fell to 0.85-0.88 (it claimed other
-    # sources' clean images); at 6 every head kept >= 0.90 on seeds 1 / 2021 / 2 and multi F1
-    # rose (means 0.37 / 0.37 / 0.37 / 0.38 -> 0.37 / 0.44 / 0.40 / 0.37; tconv / nearest /
-    # bilinear / pixelshuffle), for about a minute more of quickstart (README "What the
-    # quickstart measures").
+    # Phase III up to 10 epochs, phase IV 6 (docs/research/2026-12-05-phase4-six-epochs.md).
     config.optim.max_epochs, config.optim.patience = (10, 3) if phase == 3 else (6, 3)
   return config
 
@@ -303,7 +289,7 @@ def detector_phase(arg: str, *, dataset: str, phase: int, input_kind: str = 'pix
     mode = next((t for t in PHASE2_MODES if t in tokens), None)
     config.data.train_mode = mode or augmented_mode(config)
     config.name += f'_{mode}' if mode else ''
-    config.init.from_run = f'runs/phase1_{name}'
+    config.init.from_run = f'phase1_{name}'
   return variant(config, arg, PHASE2_MODES if phase == 2 else ())
 
 
@@ -333,10 +319,10 @@ def heads_phase(arg: str, *, dataset: str, phase: int, sources: tuple[str, ...],
   mode = next((t for t in modes if t in tokens), '')
   config.name = f'phase{phase}_{run}' + (f'_{mode}' if mode else '')
   if phase == 3:
-    primary = f'runs/phase2_{_suffix(dataset, input_kind)}'
+    primary = f'phase2_{_suffix(dataset, input_kind)}'
     config.init.primary = primary + (f'_{mode}' if mode else '')
     config.data.train_mode = mode or 'clean'
   else:  # the primary phase III was built on
     config.data.train_mode = augmented_mode(config)
-    config.init.from_run = f'runs/phase3_{run}'
+    config.init.from_run = f'phase3_{run}'
   return variant(config, arg, modes)

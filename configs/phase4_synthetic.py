@@ -2,7 +2,7 @@
 one of blur / crop / JPEG / noise per image, as phase II; `--config.data.train_mode=multi` is the
 paper's stacked perturbations).
 
-python launch.py --config=configs/phase4_synthetic.py --config.init.from_run=runs/phase3_synthetic
+python launch.py --config=configs/phase4_synthetic.py   (on runs/phase3_synthetic, beside its workdir)
 """
 from configs import common
 

@@ -66,7 +66,8 @@ def _smoke_of(config):
 
 def run_chain(config, workdir: pathlib.Path, train_and_evaluate) -> dict:
   """Runs each config of `config.chain` with `train_and_evaluate(phase_config, phase_workdir)`,
-  wiring each phase's 'runs/...' references into `workdir` and passing on FORWARDED fields."""
+  passing on FORWARDED fields. Each phase runs in workdir/<its name>, so the earlier runs its
+  lineage names (init.from_run / init.primary, run names) resolve to the chain's own runs."""
   check_chain_overrides(config)
   arg = 'smoke' if config.data.config == 'smoke' else ''
   results = {}
@@ -75,10 +76,6 @@ def run_chain(config, workdir: pathlib.Path, train_and_evaluate) -> dict:
     with phase.unlocked():
       for key in FORWARDED:
         config_path.set_value(key, phase, config_path.get_value(key, config))
-      for field in ('from_run', 'primary'):
-        value = phase.init[field]
-        if value.startswith('runs/'):
-          phase.init[field] = str(workdir / value[len('runs/'):])
     log(f'--- {phase.name} -> {workdir / phase.name}')
     results[phase.name] = train_and_evaluate(phase, workdir / phase.name)
   write_examples(config, workdir / 'examples')

@@ -15,6 +15,7 @@ from gta_jax.data import loader
 from gta_jax.data import pipeline
 from gta_jax.io import checkpoints
 from gta_jax.io import distributed
+from gta_jax.io import run_records
 from gta_jax.io.run_records import load_run_config
 from gta_jax.io.writers import log
 from gta_jax.scoring import verdicts
@@ -27,6 +28,7 @@ def thresholds(config) -> verdicts.Thresholds:
 def setup(config, workdir=None) -> tuple[loader.Dataset, families.Family]:
   """Opens the run's dataset and builds its model family (checking `workdir`'s records)."""
   run_config.check(config)
+  config = run_records.resolve_lineage(config, workdir)
   dataset = loader.open_dataset(config.data, config.model.input)
   return dataset, families.build(config, dataset, workdir)
 

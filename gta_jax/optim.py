@@ -4,7 +4,7 @@ moving average of the weights kept in the optimizer's state.
 On the built-in data phase I's weights can swing from epoch to epoch (validation loss 0.20,
 0.51, 0.17 over three epochs of one seed); an average over the last hundred or so steps sits in
 the middle of that swing, and its validation loss falls every epoch. (It did not make the
-detector call fewer unseen photos fake: README "Steady training", averaged weights.) It lives in the
+detector call fewer unseen photos fake: docs/research/2026-12-03-averaged-weights-detector.md.) It lives in the
 optimizer state (`optax.chain(adam, track_average(decay))`), so checkpoints, resumes and the
 data-parallel step carry it with nothing else changed; validation, early stopping and export
 read it through `averaged_params`.

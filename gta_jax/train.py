@@ -24,6 +24,7 @@ from gta_jax.data import loader
 from gta_jax.data import pipeline
 from gta_jax.io import checkpoints
 from gta_jax.io import distributed
+from gta_jax.io import progress
 from gta_jax.io import provenance
 from gta_jax.io import run_records
 from gta_jax.io.writers import MetricWriter, fmt, log
@@ -54,6 +55,17 @@ def update_early_stopping(tracker: dict, best: dict, state, val_loss, epoch: int
   return best, tracker
 
 
+def remaining_steps(tracker: dict, step: int, epoch: int, steps_per_epoch: int, max_epochs: int,
+                    patience: int) -> tuple[int, int]:
+  """Training steps left -> (if no output improves on its best validation loss again, so that
+  early stopping ends the run at the end of the epoch each active output's patience runs out;
+  at most, to config.optim.max_epochs). `epoch` is the one being trained."""
+  left = patience - np.asarray(tracker['bad_epochs'])[np.asarray(tracker['active'], bool)]
+  epochs_early = min(max_epochs - epoch, int(left.max()) if left.size else 1)
+  return ((epoch + epochs_early) * steps_per_epoch - step,
+          max_epochs * steps_per_epoch - step)
+
+
 def host_variables(state) -> dict:
   """A host copy of the trained variables: survives the donation of `state` to the next step."""
   return distributed.to_host({'params': state.params, 'batch_stats': state.batch_stats})
@@ -65,8 +77,9 @@ def validation_loss(loss_step, family, variables, constants, dataset, batch_size
   in the training `mode` with a fixed draw: the family's jitted loss step, the training loss on
   logits with BatchNorm in inference mode."""
   total, count = np.zeros(family.num_outputs), 0
-  for batch in dataset.batches('validation', batch_size, mode=mode,
-                               seed=pipeline.VALIDATION_SEED):
+  batches = dataset.batches('validation', batch_size, mode=mode, seed=pipeline.VALIDATION_SEED)
+  for batch in progress.progress(batches, total=-(-dataset.size('validation') // batch_size),
+                                 desc='validation', unit='batches'):
     loss = loss_step(variables, constants, loader.to_device(batch),
                      loader.to_device(family.targets(batch), batch_axis=-1))
     images = int(distributed.gather_rows(batch['mask']).sum())
@@ -135,6 +148,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   workdir = pathlib.Path(workdir)
   if config.chain:
     return chains.run_chain(config, workdir, train_and_evaluate)
+  config = run_records.resolve_lineage(config, workdir)  # run names -> runs beside this one
   results_file = workdir / 'results' / 'metrics.json'
   if results_file.is_file():
     log(f'{workdir} has finished already; nothing to do (delete it to retrain).')
@@ -193,6 +207,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   # Lines logged after the checkpoint we resume from are logged again; drop the earlier copies.
   writer = MetricWriter(workdir, resume_step=step,
                         validated_epochs=int(tracker['epoch']))
+  learning_rate = optim.learning_rate_schedule(config, total_steps)
+  if not callable(learning_rate):
+    learning_rate = (lambda rate: lambda step: rate)(learning_rate)
   train_step = family.make_train_step(optimizer)
   loss_step = family.make_loss_step()
   stats_step = (family.make_batch_stats_step() if config.model.bn_recalibration_batches
@@ -230,10 +247,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
             raise errors.TrainingDiverged(f'loss became {host["loss"]} at step {step}; stopping. '
                                      'Lower config.optim.learning_rate or check the inputs.')
           rate = (step - start_step) / max(time.time() - started, 1e-9)
-          eta = (total_steps - step) / max(rate, 1e-9)
+          early, latest = remaining_steps(tracker, step, epoch, steps_per_epoch,
+                                          config.optim.max_epochs, config.optim.patience)
           log(f'step {step}/{total_steps} epoch {epoch + 1} loss {fmt(host["loss"])} '
-              f'acc {fmt(host["accuracy"])} {rate:.2f} steps/s ETA<= {eta / 60:.1f} min')
-          writer.scalars(step, {f'train/loss_{i}': v for i, v in enumerate(host['loss'])})
+              f'acc {fmt(host["accuracy"])} {rate:.2f} steps/s; ETA {early / rate / 60:.1f} min '
+              f'if no output improves again, <= {latest / rate / 60:.1f} min')
+          writer.scalars(step, {f'train/loss_{i}': v for i, v in enumerate(host['loss'])}
+                         | {'train/grad_norm': host['grad_norm'],
+                            'train/learning_rate': float(learning_rate(step - 1)),
+                            'train/images_per_s': rate * batch_size})
         if step % config.checkpoint_every_steps == 0:
           save()
       evaluated = optim.evaluated_state(state)

@@ -35,8 +35,8 @@ def smoke_config(name: str, data_dir: str, **overrides):
     config.data.data_dir = data_dir
     config.evals.test.modes = ('clean',)
     config.log_every_steps = 1
-    # These checks compare device counts, whose float32 trajectories drift apart (README
-    # "Scaling out"). With softened reals a 30-step smoke detector scores many test images
+    # These checks compare device counts, whose float32 trajectories drift apart (docs/training.md,
+    # scaling out). With softened reals a 30-step smoke detector scores many test images
     # near 0.5, so that drift flipped 9 of 120 verdicts; the softening draw itself depends on
     # the global position only (test_process_rows_read_the_global_order_of_one_process).
     config.data.real_softening = 0.0

@@ -25,12 +25,12 @@ def test_phase_builders_refuse_what_does_not_exist():
 
 def test_phase_files_wire_each_phase_to_the_run_before_it():
   load = lambda name, arg='': chains.load_config_file(str(ROOT / 'configs' / f'{name}.py'), arg)
-  assert load('phase2_ganfp', 'crop').init.from_run == 'runs/phase1_ganfp'
+  assert load('phase2_ganfp', 'crop').init.from_run == 'phase1_ganfp'
   assert load('phase2_ganfp', 'crop').name == 'phase2_ganfp_crop'
   dct = load('phase4_progan_dct')
   assert (dct.name, dct.init.from_run, dct.model.input) == ('phase4_progan_dct',
-                                                            'runs/phase3_progan_dct', 'dct')
-  assert load('phase3_progan_dct').init.primary == 'runs/phase2_ganfp_dct'
+                                                            'phase3_progan_dct', 'dct')
+  assert load('phase3_progan_dct').init.primary == 'phase2_ganfp_dct'
   for name in ('phase3_faceshq', 'phase4_synthetic', 'baseline_postpool'):
     config = load(name, 'smoke')
     assert config.model.family in families.FAMILIES

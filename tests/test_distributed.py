@@ -7,7 +7,7 @@ first 5 training losses agree within 1e-5; later, float32 rounding grows step by
 divides near-zero gradients by their own size, and the biases before BatchNorm have gradients
 that are zero but for rounding), so later each loss agrees within 5e-2 and the mean of the
 later training losses within 1e-2: reordering the images of each batch on one device moved them
-by up to 1.7e-3 in the runs measured (BENCHMARKS.md, "Data parallelism"); on the content-matched
+by up to 1.7e-3 in the runs measured (docs/benchmarks.md, data parallelism); on the content-matched
 data (dataset version 2, a batch holds each crop beside its near copies) single losses at steps
 19-20 differed by 1.0e-2 and 2.1e-2 in two runs. The size of such drift depends on the data and
 the CPU.
@@ -33,7 +33,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 import sharded_checks  # noqa: E402
 
 FIRST_STEPS, FIRST_STEPS_RTOL = 5, 1e-5
-# Later steps drift chaotically in float32 (README "Scaling out"), by an amount that depends on
+# Later steps drift chaotically in float32 (docs/training.md, scaling out), by an amount that depends on
 # the machine: on 2026-12-02's 2-core EPYC one step-20 loss differed by 7.0e-2 at the commit
 # that had passed with 5e-2 elsewhere (same numbers twice); the mean stays within 1e-2.
 LATER_RTOL, LATER_MEAN_RTOL = 1e-1, 1e-2

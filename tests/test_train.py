@@ -858,3 +858,28 @@ def test_openset_scores_the_variant_datas_unseen_architectures_without_retrainin
   assert 'unseen_variant_architecture' not in json.loads(out.read_text())
 
 
+
+
+def test_the_eta_counts_the_epochs_early_stopping_leaves():
+  tracker = train.initial_tracker(3)
+  tracker['bad_epochs'] = np.array([0, 1, 2], np.int32)
+  tracker['active'] = np.array([True, True, False])
+  # Epoch 2 (0-based) running at step 25 of 10 per epoch; patience 3: output 0 may go 3 more
+  # epochs without improving (this one included), so the run ends with epoch 4 at the latest
+  # unless an output improves; max_epochs 10 bounds it otherwise.
+  assert train.remaining_steps(tracker, 25, 2, 10, 10, 3) == (50 - 25, 100 - 25)
+  assert train.remaining_steps(tracker, 25, 2, 10, 4, 3) == (40 - 25, 40 - 25)
+
+
+def test_lineage_names_resolve_beside_the_workdir_and_paths_stay_as_given(tmp_path):
+  from gta_jax.io import run_records
+  workdir = tmp_path / 'scratch' / 'phase2_synthetic'
+  assert run_records.resolve_run('phase1_synthetic', workdir) == str(
+      tmp_path / 'scratch' / 'phase1_synthetic')
+  assert run_records.resolve_run('phase1_synthetic') == 'runs/phase1_synthetic'
+  for given in ('runs/quickstart/phase2_synthetic', '/abs/run', 'release.h5', ''):
+    assert run_records.resolve_run(given, workdir) == given
+  config = _config('phase2_synthetic', 'unused')
+  resolved = run_records.resolve_lineage(config, workdir)
+  assert resolved.init.from_run == str(tmp_path / 'scratch' / 'phase1_synthetic')
+  assert config.init.from_run == 'phase1_synthetic'  # the caller's config is left as it was

@@ -12,7 +12,7 @@
 
 `multi` applies each with p = 0.5 in the order blur -> crop -> jpeg -> noise; `one` (not the
 paper's) applies at most one, drawn from {none, blur, crop, jpeg, noise} with p = 1/5 each, so no
-image carries stacked perturbations (README "Photometric jitter, and which perturbation ..."); a single-kind mode
+image carries stacked perturbations (docs/research/2026-12-03-one-perturbation-per-image.md); a single-kind mode
 (`blur`, `crop`, `jpeg`, `noise`) applies that kind to half of the images; `clean` does nothing.
 All draws come from a numpy Generator the caller derives from (seed, epoch, index), so a resumed
 run sees exactly the same images.

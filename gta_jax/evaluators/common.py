@@ -3,6 +3,7 @@ import numpy as np
 
 from gta_jax.data import loader
 from gta_jax.io import distributed
+from gta_jax.io import progress
 from gta_jax import errors
 from gta_jax.data import pipeline
 
@@ -18,7 +19,10 @@ def score_split(predict_fn, dataset: loader.Dataset, split: str, *, mode: str, s
   (the bits of augment.KINDS each image's perturbation applied) where the batches carry them.
   """
   out = {'p_fake': [], 'p_heads': [], 'label': [], 'source_id': [], 'perturbations': []}
-  for batch in dataset.batches(split, batch_size, mode=mode, seed=seed):
+  batches = dataset.batches(split, batch_size, mode=mode, seed=seed)
+  total = -(-dataset.size(split) // batch_size)
+  for batch in progress.progress(batches, total=total, desc=f'scoring {split} ({mode})',
+                                 unit='batches'):
     images = batch['image'] if transform is None else transform(batch['image'])
     p_fake, p_heads = distributed.to_host(predict_fn(loader.to_device(images)))
     batch = distributed.gather_rows(batch)  # every process scores the whole split

@@ -1,8 +1,8 @@
 """A shortcut probe: does softness alone make a real image look fake?
 
 A detector trained on fakes that are softer than their real inputs can learn "soft = fake" and
-then calls defocused, hazy or dark camera photos fake (the built-in data's fakes are; README
-"Steady training"). This scores the test split's real images after fixed softenings, one of them
+then calls defocused, hazy or dark camera photos fake (the built-in data's fakes are;
+docs/research/2026-12-02-softness-shortcut.md). This scores the test split's real images after fixed softenings, one of them
 (a LANCZOS down- and up-scale) of a kind the training never applies, and reports the share
 called fake and, for heads, the share some head claims. Metric names:
 'softened_real/<kind>/false_positive_rate', 'softened_real/<kind>/false_claims'.

@@ -59,7 +59,8 @@ class Family:
 
   Steps are module-level pure functions that receive their modules, loss and optimizer (bound
   with functools.partial), with one signature for every family:
-    train_step(state, constants, batch, targets, active) -> (state, {'loss': [O], 'accuracy': [O]})
+    train_step(state, constants, batch, targets, active) -> (state, {'loss': [O], 'accuracy': [O],
+      'grad_norm': the L2 norm of all gradients, a diagnostic})
     loss_step(variables, constants, batch, targets) -> [O] mean validation loss of the batch
     predict_step(variables, constants, images) -> (p_fake [B], p_heads [K, B])
   where O = num_outputs, `constants` is the frozen pytree of `constants()`, `targets` the host label

@@ -14,6 +14,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from gta_jax import errors
 from gta_jax.families import losses
@@ -53,7 +54,8 @@ def dnadet_train_step(state: base.TrainState, constants, batch, targets, active,
       loss_of, has_aux=True)(state.params)
   accuracy = base.masked_mean(logits.argmax(-1) == targets, mask)
   return base.apply_gradients(state, grads, updates['batch_stats'], optimizer), {
-      'loss': cross_entropy[None], 'accuracy': accuracy[None]}
+      'loss': cross_entropy[None], 'accuracy': accuracy[None],
+      'grad_norm': optax.global_norm(grads)}
 
 
 def dnadet_loss_step(variables, constants, batch, targets, *, model, input_kind: str):

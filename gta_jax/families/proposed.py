@@ -8,6 +8,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from gta_jax.io import checkpoints
 from gta_jax import errors
@@ -39,7 +40,8 @@ def detector_train_step(state: base.TrainState, constants, batch, targets, activ
   (loss, (out, updates)), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
   accuracy = base.masked_mean((out.logit >= 0) == (targets == 1), batch['mask'])
   new_state = base.apply_gradients(state, grads, updates['batch_stats'], optimizer)
-  return new_state, {'loss': loss[None], 'accuracy': accuracy[None]}
+  return new_state, {'loss': loss[None], 'accuracy': accuracy[None],
+                     'grad_norm': optax.global_norm(grads)}
 
 
 def detector_loss_step(variables, constants, batch, targets, *, model, input_kind: str, loss_fn):
@@ -173,7 +175,8 @@ def heads_train_step(state: base.TrainState, constants, batch, targets, active, 
   return base.TrainState(updated.step, keep(updated.params, state.params),
                          keep(updated.batch_stats, state.batch_stats),
                          keep(updated.opt_state, state.opt_state)), {
-                             'loss': per_head, 'accuracy': accuracy}
+                             'loss': per_head, 'accuracy': accuracy,
+                             'grad_norm': optax.global_norm(grads)}
 
 
 def heads_loss_step(variables, constants, batch, targets, *, primary_model, heads_model,

@@ -2,7 +2,7 @@
 
 The built-in data is generated on the machine that first opens it (small auto-encoders trained
 there); a machine with other floating-point kernels could build other fakes, and a seed then
-gives other figures (README "Figures that reproduce"). A run therefore records the digest of the
+gives other figures (docs/training.md, reproducibility). A run therefore records the digest of the
 images it trained on and the machine beside its config (`provenance.json`), and a sweep says
 when its seeds do not share one build.
 """
@@ -111,4 +111,4 @@ def compare_builds(records: dict) -> str | None:
     return None
   groups = '; '.join(f'{digest}: {", ".join(names)}' for digest, names in by_digest.items())
   return (f'these runs trained on {len(by_digest)} different builds of the dataset ({groups}); '
-          'their spread mixes seed and build (README "Figures that reproduce").')
+          'their spread mixes seed and build (docs/training.md, reproducibility).')

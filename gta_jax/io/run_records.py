@@ -1,4 +1,4 @@
-"""What a finished or started run recorded: its config.json, read back under today's field names,
+"""What a finished or started run recorded: its config.json, read back under the current field names,
 and which config file makes a run of a given name (for hints that name the right command)."""
 import json
 import pathlib
@@ -9,8 +9,30 @@ from gta_jax import chains
 from gta_jax import errors
 
 
+RUNS_ROOT = 'runs'  # where launch.py puts a run by default: runs/<config.name>
+
+
+def resolve_run(value: str, workdir=None) -> str:
+  """A lineage field (config.init.from_run or init.primary) -> the path it names. A bare run name
+  (no '/') is a run beside this one, in the runs root: the folder holding `workdir` (runs/ by
+  default), so phases run with --workdir=/scratch/x/phase2_synthetic find
+  /scratch/x/phase1_synthetic with no init.* override. A path (with a '/') is taken as given."""
+  if not value or '/' in value or value.endswith('.h5'):
+    return value
+  root = pathlib.Path(workdir).parent if workdir is not None else pathlib.Path(RUNS_ROOT)
+  return str(root / value)
+
+
+def resolve_lineage(config, workdir=None):
+  """`config` with init.from_run and init.primary resolved by resolve_run (a copy)."""
+  config = config.copy_and_resolve_references()
+  config.init.from_run = resolve_run(config.init.from_run, workdir)
+  config.init.primary = resolve_run(config.init.primary, workdir)
+  return config
+
+
 def upgrade_record(record: dict) -> dict:
-  """A stored config.json -> today's field names (runs written before config.sources,
+  """A stored config.json -> the current field names (runs written before config.sources,
   config.model.family and config.evals existed)."""
   record = json.loads(json.dumps(record))
   model = record.setdefault('model', {})
@@ -36,7 +58,7 @@ def _tuples(value):
 
 
 def load_run_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
-  """A run's stored config over today's base config (fields added since keep their defaults)."""
+  """A run's stored config over the current base config (fields added since keep their defaults)."""
   record = upgrade_record(json.loads((pathlib.Path(workdir) / 'config.json').read_text()))
   config = chains.load_config_file(str(chains.ROOT / 'configs' / 'common.py'))
   with config.unlocked():

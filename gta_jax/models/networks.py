@@ -1,7 +1,7 @@
 """Flax linen networks of Khoo, Lim & Phan (2022) and the two baselines.
 
 Every module returns logits (losses are computed on logits). Layer widths, kernels, strides and
-initialisers follow the authors' release (see README "Faithfulness"); parameter counts, BatchNorm
+initialisers follow the authors' release (see docs/fidelity.md); parameter counts, BatchNorm
 statistics included, equal the released Keras models (tests/test_models.py).
 
 Images are NHWC float32: pixel models take x/127.5 - 1 ([B, H, W, 3]), DCT models the
@@ -163,7 +163,7 @@ class StackedHeads(nn.Module):
 
   All heads read the same primary features (computed once per batch); outputs are stacked on
   axis 0. Three exact formulations share one variable layout (the tests check that they give the
-  same outputs, statistics and gradients); BENCHMARKS.md has their speeds:
+  same outputs, statistics and gradients); docs/benchmarks.md has their speeds:
   - 'unrolled' (default): K ordinary convs inside the one jitted step, BatchNorm and the
     decision layers on the concatenated K*32 channels. Fastest on XLA CPU, where a conv over
     vmapped weights or a grouped conv compiles to something several times slower.

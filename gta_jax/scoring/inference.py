@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from gta_jax.io import checkpoints
+from gta_jax.io import progress
 from gta_jax import errors
 from gta_jax.models import frequency
 from gta_jax.data import images as images_lib
@@ -177,7 +178,7 @@ def bucket_side(side: int) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class MemoryLimits:
-  """Bounds what attribute holds at once, in input pixels (see README "Reliability")."""
+  """Bounds what attribute holds at once, in input pixels (see docs/attribution.md)."""
   # The largest image scored; larger ones get an error record (crop them into pieces).
   image_pixels: int = 4096 * 4096
   # Padded pixels per scored batch and read-but-unscored pixels held at once.
@@ -210,7 +211,8 @@ def attribute(model: LoadedModel, paths, cam_dir=None, cam_scale: str = 'minmax'
   def waiting_pixels():
     return sum(_bucket_pixels(shape) * len(items) for shape, items in buckets.items())
 
-  for index, path in enumerate(paths):
+  for index, path in progress.progress(enumerate(paths), total=len(paths), desc='attribute',
+                                       unit='images'):
     try:
       rgb, notes = images_lib.read_rgb(path, max_pixels=limits.image_pixels)
       x, shown, more = prepare_input(model, rgb)

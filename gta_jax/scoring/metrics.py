@@ -7,6 +7,7 @@ gta_jax/scoring/verdicts.py (thresholds from the config, 0.5 by default as the r
 import dataclasses
 
 import numpy as np
+from sklearn import metrics as sklearn_metrics
 
 from gta_jax.scoring import verdicts
 
@@ -69,12 +70,10 @@ def _counts_by_threshold(labels: np.ndarray, scores: np.ndarray):
 
 def pr_curve(labels: np.ndarray, scores: np.ndarray):
   """-> (precision, recall) at every distinct threshold, lowest threshold first, ending at the
-  (recall 0, precision 1) point, as scikit-learn's precision_recall_curve (1.9)."""
-  labels = np.asarray(labels).astype(bool)
-  tps, fps, _ = _counts_by_threshold(labels, scores)
-  precision = tps / (tps + fps)
-  recall = tps / max(labels.sum(), 1)
-  return np.r_[precision[::-1], 1.0], np.r_[recall[::-1], 0.0]
+  (recall 0, precision 1) point (scikit-learn's precision_recall_curve)."""
+  precision, recall, _ = sklearn_metrics.precision_recall_curve(
+      np.asarray(labels).astype(bool), np.asarray(scores, np.float64))
+  return precision, recall
 
 
 def pr_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
@@ -84,7 +83,7 @@ def pr_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
   if not labels.any():
     return None
   precision, recall = pr_curve(labels, scores)
-  return float(-np.trapezoid(precision, recall))
+  return float(sklearn_metrics.auc(recall, precision))
 
 
 def best_f1(labels: np.ndarray, scores: np.ndarray) -> dict:
@@ -102,29 +101,19 @@ def best_f1(labels: np.ndarray, scores: np.ndarray) -> dict:
 
 
 def roc_curve(labels: np.ndarray, scores: np.ndarray):
-  """-> (false positive rate, true positive rate) from the highest threshold down."""
-  labels = np.asarray(labels).astype(bool)
-  tps, fps, _ = _counts_by_threshold(labels, scores)
-  return (np.r_[0.0, fps / max((~labels).sum(), 1)], np.r_[0.0, tps / max(labels.sum(), 1)])
+  """-> (false positive rate, true positive rate) at every distinct threshold, from the highest
+  down, starting at (0, 0) (scikit-learn's roc_curve, no point dropped)."""
+  fpr, tpr, _ = sklearn_metrics.roc_curve(np.asarray(labels).astype(bool),
+                                          np.asarray(scores, np.float64), drop_intermediate=False)
+  return fpr, tpr
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
-  """Mann-Whitney U form of ROC-AUC (ties count half); None when one class is absent."""
+  """ROC-AUC (ties count half); None when one class is absent."""
   labels = np.asarray(labels).astype(bool)
-  scores = np.asarray(scores, np.float64)
-  n_pos, n_neg = labels.sum(), (~labels).sum()
-  if n_pos == 0 or n_neg == 0:
+  if labels.all() or not labels.any():
     return None
-  order = np.argsort(scores, kind='mergesort')
-  ranks = np.empty(len(scores))
-  sorted_scores = scores[order]
-  # Average ranks over ties.
-  boundaries = np.flatnonzero(np.diff(sorted_scores)) + 1
-  starts = np.concatenate([[0], boundaries])
-  ends = np.concatenate([boundaries, [len(scores)]])
-  for start, end in zip(starts, ends):
-    ranks[order[start:end]] = (start + end + 1) / 2
-  return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+  return float(sklearn_metrics.roc_auc_score(labels, np.asarray(scores, np.float64)))
 
 
 def tnr_at_tpr(known: np.ndarray, scores: np.ndarray, tpr: float = 0.95) -> float | None:

@@ -14,6 +14,7 @@ from gta_jax.data import loader
 from gta_jax.data import pipeline
 from gta_jax.io import checkpoints
 from gta_jax.io import distributed
+from gta_jax.io import progress
 from gta_jax.io import run_records
 from gta_jax.io.writers import log
 from gta_jax.models import networks
@@ -91,7 +92,9 @@ class HeadsRun:
     source = self.trained_on if split in FITTING_SPLITS else self.dataset
     # As stored: no training-only widening (jitter, softened reals), so that the thresholds and
     # the kNN bank describe images as attribute will meet them, as the test splits are.
-    for batch in source.batches(split, self.batch_size, seed=0, as_trained=False):
+    batches = source.batches(split, self.batch_size, seed=0, as_trained=False)
+    for batch in progress.progress(batches, total=-(-source.size(split) // self.batch_size),
+                                   desc=f'open-set outputs on {split}', unit='batches'):
       z, f = distributed.to_host(_head_outputs(variables, constants, loader.to_device(batch['image']),
                                                input_kind=self.spec.input_kind,
                                                num_heads=len(self.spec.head_names),

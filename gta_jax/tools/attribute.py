@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
                            'are, as the authors drew them')
   parser.add_argument('--max-pixels', type=int, default=MemoryLimits.image_pixels,
                       help='largest image scored, in pixels (default %(default)s: about 2 GB of '
-                           'memory; see README "Reliability")')
+                           'memory; see docs/attribution.md)')
   parser.add_argument('--open-set', choices=('auto', 'tpr95', 'doc', 'knn', 'off'),
                       default='auto',
                       help='tpr95, doc: heads claim at thresholds calibrated on validation '

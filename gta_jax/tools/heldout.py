@@ -27,6 +27,7 @@ from PIL import Image
 from gta_jax.scoring import inference
 from gta_jax import errors
 from gta_jax.data import images as images_lib
+from gta_jax.io import progress
 from gta_jax.scoring import metrics
 from gta_jax.tools import cli
 
@@ -66,7 +67,7 @@ def score_folder(models: list[inference.LoadedModel], folder, crops_per_image: i
   size = models[0].spec.image_size
   rng = np.random.default_rng(seed)
   records, failed = [[] for _ in models], []
-  for path in paths:
+  for path in progress.progress(paths, desc=f'heldout {folder}', unit='images'):
     try:
       rgb, _ = images_lib.read_rgb(path)
       crops = photo_crops(rgb, size, crops_per_image, rng)

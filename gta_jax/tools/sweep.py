@@ -13,6 +13,7 @@ headline metrics are printed. Other --config.<key> overrides apply to every seed
 import json
 import math
 import pathlib
+import time
 
 from absl import flags, logging
 from ml_collections import config_flags
@@ -116,11 +117,16 @@ def main(argv):
     if config is None:
       raise errors.UsageError('--config is required unless --summarize')
     seeds = parse_seeds(flags.FLAGS.seeds)
-    for seed in seeds:
+    started = time.monotonic()
+    for done, seed in enumerate(seeds):
       seeded = config.copy_and_resolve_references()
       with seeded.unlocked():
         seeded.seed = seed
-      log(f'=== seed {seed} -> {workdir / f"seed_{seed}"}')
+      left = ''
+      if done:
+        per_seed = (time.monotonic() - started) / done
+        left = f', about {per_seed * (len(seeds) - done) / 60:.1f} min left for the rest'
+      log(f'=== seed {seed} ({done + 1}/{len(seeds)}{left}) -> {workdir / f"seed_{seed}"}')
       train.train_and_evaluate(seeded, workdir / f'seed_{seed}')
   results = finished_results(workdir)
   if not results:
