@@ -9,7 +9,8 @@ scaling out); under SLURM or Open MPI these are found without flags.
 """
 import os
 
-from absl import flags, logging
+from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 from gta_jax.tools import cli

@@ -26,11 +26,12 @@ import numpy as np
 
 import common  # benchmarks/common.py
 from configs import architecture_attribution
-from gta_jax import chains, train
-from gta_jax.data import pipeline
-from gta_jax.scoring import metrics
-from gta_jax.io import run_records
+from gta_jax import chains
 from gta_jax import evaluation
+from gta_jax import train
+from gta_jax.data import pipeline
+from gta_jax.io import run_records
+from gta_jax.scoring import metrics
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 VARIANT_ORDER = ('test_cross_seed', 'test_unseen_seeds', 'test_trained_further', 'test_finetuned',

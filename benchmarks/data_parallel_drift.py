@@ -10,7 +10,8 @@ Prints, per logged loss, the relative difference of (b) and (c) from (a).
 """
 import os
 
-from absl import app, flags
+from absl import app
+from absl import flags
 
 flags.DEFINE_string('json', None, 'write the results here')
 flags.DEFINE_string('data_dir', '/tmp/gta_jax_smoke_tfds', 'TFDS data_dir for the smoke data')
@@ -23,6 +24,7 @@ def main(argv):
   del argv
   os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                              f' --xla_force_host_platform_device_count={FLAGS.devices}')
+  import importlib.util  # the tests' helper, by its path (the tests are not a package)
   import json
   import pathlib
   import shutil
@@ -32,9 +34,8 @@ def main(argv):
 
   import common  # benchmarks/common.py
   from gta_jax import train
-  from gta_jax.io import distributed
   from gta_jax.data import pipeline
-  import importlib.util  # the tests' helper, by its path (the tests are not a package)
+  from gta_jax.io import distributed
   path = pathlib.Path(__file__).resolve().parents[1] / 'tests' / 'sharded_checks.py'
   spec = importlib.util.spec_from_file_location('sharded_checks', path)
   sharded_checks = importlib.util.module_from_spec(spec)

@@ -14,9 +14,10 @@ import numpy as np
 import optax
 
 import common  # benchmarks/common.py
+from gta_jax.families import base
 from gta_jax.families import losses
+from gta_jax.families import proposed
 from gta_jax.models import networks
-from gta_jax.families import base, proposed
 
 
 def heads_epoch_seconds(num_heads: int, formulation: str, images: int, batch: int, size: int):

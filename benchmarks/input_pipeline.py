@@ -13,7 +13,8 @@ it must keep up with is in benchmarks/train_step.py.
 import os
 import time
 
-from absl import app, flags
+from absl import app
+from absl import flags
 
 import common  # benchmarks/common.py
 from gta_jax.data import pipeline

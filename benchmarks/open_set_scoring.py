@@ -15,8 +15,8 @@ import numpy as np
 
 import common  # benchmarks/common.py
 from gta_jax.models import networks
-from gta_jax.scoring import openset as openset_scores
 from gta_jax.scoring import inference
+from gta_jax.scoring import openset as openset_scores
 
 
 def main():

@@ -26,9 +26,11 @@ import numpy as np
 import optax
 
 import common  # benchmarks/common.py
+from gta_jax.families import base
+from gta_jax.families import baseline
 from gta_jax.families import losses
+from gta_jax.families import proposed
 from gta_jax.models import networks
-from gta_jax.families import base, baseline, proposed
 
 NUM_HEADS = 4
 

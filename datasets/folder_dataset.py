@@ -10,10 +10,10 @@ import dataclasses
 import io
 import re
 
-import numpy as np
-import tensorflow_datasets as tfds
 from etils import epath
+import numpy as np
 from PIL import Image
+import tensorflow_datasets as tfds
 
 from gta_jax.data import augment
 from gta_jax.data import images as images_lib

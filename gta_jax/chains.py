@@ -7,8 +7,8 @@ import ml_collections
 from ml_collections.config_flags import config_path
 from PIL import Image
 
-from gta_jax.data import loader
 from gta_jax import errors
+from gta_jax.data import loader
 from gta_jax.io.writers import log
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -1,8 +1,8 @@
 """What a run config must hold: the check of every field's value, before anything is created.
 configs/common.py defines the fields and their defaults; this says which values can work, naming
 the key at fault."""
-import numpy as np
 from ml_collections.config_flags import config_path
+import numpy as np
 
 from gta_jax import errors
 from gta_jax import families

@@ -27,7 +27,9 @@ from gta_jax.io import distributed
 from gta_jax.io import progress
 from gta_jax.io import provenance
 from gta_jax.io import run_records
-from gta_jax.io.writers import MetricWriter, fmt, log
+from gta_jax.io.writers import fmt
+from gta_jax.io.writers import log
+from gta_jax.io.writers import MetricWriter
 
 
 def initial_tracker(num_outputs: int) -> dict:

@@ -87,7 +87,8 @@ def _lock_path() -> pathlib.Path:
 @pytest.fixture(scope='session')
 def smoke_primary(smoke_data_dir, tmp_path_factory):
   """A phase-I smoke primary on the smoke data, trained once per session (heads recipes read it)."""
-  from gta_jax import chains, train
+  from gta_jax import chains
+  from gta_jax import train
   workdir = tmp_path_factory.mktemp('primary')
   config = chains.load_config_file(str(ROOT / 'configs' / 'phase1_synthetic.py'), 'smoke')
   with config.unlocked():

@@ -84,8 +84,8 @@ def pixel_input(rgb):
 
 def dct_input(path_or_rgb, mean, std):
   """The release's data_prep: PIL convert('L') -> scipy dct (ortho, rows then cols) -> log -> z."""
-  import scipy.fftpack
   from PIL import Image
+  import scipy.fftpack
   image = Image.open(path_or_rgb) if isinstance(path_or_rgb, str) else Image.fromarray(path_or_rgb)
   grey = np.asarray(image.convert('L'), np.float64)
   spectrum = scipy.fftpack.dct(scipy.fftpack.dct(grey, type=2, norm='ortho', axis=0),

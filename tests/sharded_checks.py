@@ -16,16 +16,18 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+from ml_collections.config_flags import config_path  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
-from ml_collections.config_flags import config_path  # noqa: E402
 
-from gta_jax import chains, errors, train  # noqa: E402
-from gta_jax.io import checkpoints
-from gta_jax.data import loader
-from gta_jax.io import distributed
-from gta_jax.evaluators import common  # noqa: E402
+from gta_jax import chains  # noqa: E402
+from gta_jax import errors
 from gta_jax import evaluation
+from gta_jax import train
+from gta_jax.data import loader
+from gta_jax.evaluators import common  # noqa: E402
+from gta_jax.io import checkpoints
+from gta_jax.io import distributed
 
 
 def smoke_config(name: str, data_dir: str, **overrides):

@@ -1,12 +1,13 @@
 """Config builders are strict, and runs saved under older field names still load."""
 import json
 
-import pytest
 from ml_collections.config_flags import config_path
+import pytest
 
-from conftest import ROOT
 from configs import common
-from gta_jax import chains, families
+from conftest import ROOT
+from gta_jax import chains
+from gta_jax import families
 from gta_jax.io import run_records
 
 
@@ -138,7 +139,8 @@ def test_the_data_dir_follows_tfds_data_dir(monkeypatch):
 ])
 def test_a_config_that_cannot_work_is_refused_before_the_workdir_exists(tmp_path, key, value,
                                                                          message):
-  from gta_jax import errors, train
+  from gta_jax import errors
+  from gta_jax import train
   config = chains.load_config_file(str(ROOT / 'configs' / 'phase1_synthetic.py'), 'smoke')
   with config.unlocked():
     config_path.set_value(key, config, value)
@@ -148,7 +150,8 @@ def test_a_config_that_cannot_work_is_refused_before_the_workdir_exists(tmp_path
 
 
 def test_an_unwritable_workdir_is_refused_before_the_data_is_opened(tmp_path, monkeypatch):
-  from gta_jax import errors, train
+  from gta_jax import errors
+  from gta_jax import train
   from gta_jax.data import loader
   config = chains.load_config_file(str(ROOT / 'configs' / 'phase1_synthetic.py'), 'smoke')
   opened = []

@@ -7,7 +7,8 @@ import re
 import pytest
 
 from conftest import ROOT
-from gta_jax import chains, train
+from gta_jax import chains
+from gta_jax import train
 from gta_jax.tools import prepare
 from gta_jax.tools import report
 

@@ -8,25 +8,28 @@ import sys
 
 import jax
 import jax.numpy as jnp
+from ml_collections.config_flags import config_path
 import numpy as np
 import optax
 import pytest
-from ml_collections.config_flags import config_path
 
 from conftest import ROOT
-from gta_jax.data import builders
-from gta_jax import chains, errors, train
-from gta_jax.data import augment
-from gta_jax.io import checkpoints
-from gta_jax.families import losses
-from gta_jax.models import networks
-from gta_jax.families import base, proposed
-from gta_jax.tools import openset as openset_tool
-from gta_jax.scoring import openset_fit
-from gta_jax.scoring import openset as openset_scores
-from gta_jax import run_config
-from gta_jax import optim
+from gta_jax import chains
+from gta_jax import errors
 from gta_jax import evaluation
+from gta_jax import optim
+from gta_jax import run_config
+from gta_jax import train
+from gta_jax.data import augment
+from gta_jax.data import builders
+from gta_jax.families import base
+from gta_jax.families import losses
+from gta_jax.families import proposed
+from gta_jax.io import checkpoints
+from gta_jax.models import networks
+from gta_jax.scoring import openset as openset_scores
+from gta_jax.scoring import openset_fit
+from gta_jax.tools import openset as openset_tool
 
 
 def _config(name, smoke_data_dir, **overrides):
@@ -453,6 +456,7 @@ def test_evaluate_reproduces_the_run_and_adds_test_sets(quickstart):
 
 def test_report_writes_tables_curves_confusion_and_cam_grids(quickstart, tmp_path):
   from PIL import Image
+
   from gta_jax.tools import report
   workdir, _ = quickstart
   runs = [str(workdir / p) for p in ('phase1_synthetic', 'phase2_synthetic', 'phase3_synthetic')]
@@ -784,9 +788,9 @@ def test_crosstest_scores_every_variant_split_of_the_variants_counterpart(
     quickstart, smoke_data_dir, tmp_path, capsys):
   """A run on `smoke` is cross-tested on `smoke_variants`, which holds the same images plus one
   split per generator variant; every figure agrees with the confusion matrix it comes with."""
-  from gta_jax.tools import crosstest
   from gta_jax.data import loader
   from gta_jax.data import pipeline
+  from gta_jax.tools import crosstest
   generation = builders.module('synthetic_fingerprints.generation')
   workdir, _ = quickstart
   phase3 = workdir / 'phase3_synthetic'

@@ -32,12 +32,12 @@ import dataclasses
 import io
 import time
 
-import tensorflow_datasets as tfds
 from PIL import Image
+import tensorflow_datasets as tfds
 
-from .. import folder_dataset
 from . import dcgan
 from . import generation
+from .. import folder_dataset
 
 # Source ids follow the GANFP convention: real 0, then the four fake sources 1-4.
 # The unseen architectures of the variant splits follow.

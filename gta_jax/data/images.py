@@ -8,7 +8,8 @@ import pathlib
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
+from PIL import ImageOps
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.webp', '.tif', '.tiff', '.gif')
 # Refuse images above this many pixels before decoding them (decompression bombs).

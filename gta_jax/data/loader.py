@@ -13,13 +13,12 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from gta_jax.data import augment
-from gta_jax.io import distributed
 from gta_jax import errors
+from gta_jax.data import augment
 from gta_jax.data import pipeline
-from gta_jax.models import spectral
+from gta_jax.io import distributed
 from gta_jax.io.writers import log
-
+from gta_jax.models import spectral
 
 TRAINING_SPLITS = ('train', 'validation')  # the splits that hold the run's training distribution
 

@@ -8,13 +8,13 @@ epoch's order only on (seed, epoch), so a run resumed mid-epoch sees exactly the
 """
 import functools
 
-import grain
 from absl import flags
+import grain
 import numpy as np
 
+from gta_jax import errors
 from gta_jax.data import augment
 from gta_jax.data import builders
-from gta_jax import errors
 
 BUILTIN = 'synthetic_fingerprints'
 # Fixed seeds for the augmented test sets, so every model is scored on the same images.

@@ -5,13 +5,13 @@ predict function (uint8 images -> (p_fake, p_heads)) and its own data, and its `
 (metric name, value) pairs; names are '/'-paths that `run_all` nests into results/metrics.json.
 A new test protocol is a new module here and one line in EVALUATORS, not a branch in the trainer.
 """
+from gta_jax import errors
 from gta_jax.evaluators import cross_seed
 from gta_jax.evaluators import softened_reals
 from gta_jax.evaluators import test_sets
 from gta_jax.evaluators import variant_splits
-from gta_jax.evaluators.common import flatten, nest  # noqa: F401  (re-exported)
-
-from gta_jax import errors
+from gta_jax.evaluators.common import flatten  # noqa: F401  (re-exported)
+from gta_jax.evaluators.common import nest
 
 EVALUATORS = {
     'test_sets': test_sets.TestSets,

@@ -1,11 +1,11 @@
 """What evaluators share: scoring every image of a split, and metric names <-> nested results."""
 import numpy as np
 
+from gta_jax import errors
 from gta_jax.data import loader
+from gta_jax.data import pipeline
 from gta_jax.io import distributed
 from gta_jax.io import progress
-from gta_jax import errors
-from gta_jax.data import pipeline
 
 
 def score_split(predict_fn, dataset: loader.Dataset, split: str, *, mode: str, seed: int,

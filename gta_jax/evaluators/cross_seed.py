@@ -1,9 +1,9 @@
 """Architecture-level attribution: each head's recall on its architecture's images from generators
 trained from another seed (the built-in data's test_cross_seed split).
 Metric names: 'cross_seed/<head>/recall'."""
+from gta_jax.evaluators import common
 from gta_jax.scoring import metrics
 from gta_jax.scoring import verdicts
-from gta_jax.evaluators import common
 
 
 class CrossSeed:

@@ -8,9 +8,13 @@ import numpy as np
 from gta_jax.io import checkpoints
 from gta_jax.scoring import metrics
 from gta_jax.scoring import verdicts
-from gta_jax.scoring.openset import (FEATURE_SCORES, VARIANT_ARCHITECTURES, Mahalanobis,
-                                     NearestNeighbours, evaluate_protocol, load_knn,
-                                     most_claiming_head)
+from gta_jax.scoring.openset import evaluate_protocol
+from gta_jax.scoring.openset import FEATURE_SCORES
+from gta_jax.scoring.openset import load_knn
+from gta_jax.scoring.openset import Mahalanobis
+from gta_jax.scoring.openset import most_claiming_head
+from gta_jax.scoring.openset import NearestNeighbours
+from gta_jax.scoring.openset import VARIANT_ARCHITECTURES
 from gta_jax.scoring.openset_fit import HeadsRun
 
 

@@ -11,9 +11,9 @@ import numpy as np
 from PIL import Image
 
 from gta_jax.data import augment
+from gta_jax.evaluators import common
 from gta_jax.scoring import metrics
 from gta_jax.scoring import verdicts
-from gta_jax.evaluators import common
 
 
 def gaussian(sigma: float):

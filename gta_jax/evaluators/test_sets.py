@@ -9,11 +9,11 @@ import pathlib
 import numpy as np
 
 from gta_jax.data import augment
+from gta_jax.evaluators import common
 from gta_jax.io import distributed
+from gta_jax.io.writers import log
 from gta_jax.scoring import metrics
 from gta_jax.scoring import verdicts
-from gta_jax.evaluators import common
-from gta_jax.io.writers import log
 
 
 class TestSets:

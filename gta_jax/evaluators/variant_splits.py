@@ -17,9 +17,9 @@ some head claims. Metric names: 'crosstest/<split>/...', 'crosstest/real/...'.
 """
 import numpy as np
 
+from gta_jax.evaluators import common
 from gta_jax.scoring import metrics
 from gta_jax.scoring import verdicts
-from gta_jax.evaluators import common
 
 # Splits that are not generator variants: the paper's own test sets and the external generator.
 NOT_VARIANTS = ('test', 'test_external')

@@ -1,11 +1,11 @@
 """Model families, chosen by `config.model.family` from this explicit registry (never by string
 import). A new family: a module here implementing gta_jax.families.base.Family, and one line below."""
+from gta_jax import errors
 from gta_jax.families import baseline
 from gta_jax.families import dnadet
 from gta_jax.families import proposed
-from gta_jax.families.base import Family, TrainState  # noqa: F401  (re-exported)
-
-from gta_jax import errors
+from gta_jax.families.base import Family  # noqa: F401  (re-exported)
+from gta_jax.families.base import TrainState
 
 FAMILIES = {
     'primary': proposed.Detector,     # phases I/II: the real-vs-fake primary

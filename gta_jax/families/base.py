@@ -14,10 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gta_jax.io import checkpoints
 from gta_jax import errors
-from gta_jax.scoring import metrics
+from gta_jax.io import checkpoints
 from gta_jax.models.spectral import preprocess  # noqa: F401  (the families' name for it)
+from gta_jax.scoring import metrics
 
 
 class TrainState(flax.struct.PyTreeNode):

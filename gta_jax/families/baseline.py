@@ -7,10 +7,10 @@ import numpy as np
 import optax
 
 from gta_jax import errors
-from gta_jax.families import losses
-from gta_jax.scoring import metrics
-from gta_jax.models import networks
 from gta_jax.families import base
+from gta_jax.families import losses
+from gta_jax.models import networks
+from gta_jax.scoring import metrics
 
 
 def baseline_train_step(state: base.TrainState, constants, batch, targets, active, *, model,

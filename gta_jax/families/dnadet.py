@@ -17,11 +17,11 @@ import numpy as np
 import optax
 
 from gta_jax import errors
-from gta_jax.families import losses
-from gta_jax.scoring import metrics
-from gta_jax.models import networks
 from gta_jax.families import base
+from gta_jax.families import losses
 from gta_jax.families import proposed
+from gta_jax.models import networks
+from gta_jax.scoring import metrics
 
 
 def dnadet_train_step(state: base.TrainState, constants, batch, targets, active, *, model,

@@ -20,9 +20,9 @@ import numpy as np
 import optax
 
 from gta_jax.data import augment
-from gta_jax.models import networks
 from gta_jax.families import base
 from gta_jax.io.writers import log
+from gta_jax.models import networks
 
 
 def _resized(image: np.ndarray, scale: float) -> np.ndarray:

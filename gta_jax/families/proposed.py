@@ -10,18 +10,18 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gta_jax.io import checkpoints
 from gta_jax import errors
-from gta_jax.models import frequency
 from gta_jax.data import pipeline
-from gta_jax.io import keras_import
-from gta_jax.families import losses
-from gta_jax.scoring import metrics
-from gta_jax.models import networks
-from gta_jax.families import pretrain
-from gta_jax.io import run_records
 from gta_jax.families import base
+from gta_jax.families import losses
+from gta_jax.families import pretrain
+from gta_jax.io import checkpoints
+from gta_jax.io import keras_import
+from gta_jax.io import run_records
 from gta_jax.io.writers import log
+from gta_jax.models import frequency
+from gta_jax.models import networks
+from gta_jax.scoring import metrics
 from gta_jax.scoring import openset
 from gta_jax.scoring import openset_fit
 

@@ -19,8 +19,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from gta_jax.io import distributed
 from gta_jax import errors
+from gta_jax.io import distributed
 from gta_jax.models import frequency
 from gta_jax.models import spectral
 from gta_jax.scoring import verdicts

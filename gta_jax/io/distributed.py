@@ -13,9 +13,11 @@ import contextlib
 import os
 
 import jax
-import numpy as np
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec
+import numpy as np
 
 from gta_jax import errors
 from gta_jax.io import writers

@@ -14,8 +14,8 @@ import h5py
 import jax
 import numpy as np
 
-from gta_jax.io import checkpoints
 from gta_jax import errors
+from gta_jax.io import checkpoints
 
 _LAYER = re.compile(r'^(d|a\d*)(Conv|BNorm|Decision)(?:_(\d+))?$')
 

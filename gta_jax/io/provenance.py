@@ -82,11 +82,11 @@ def cpu_description() -> dict:
 
 def machine() -> dict:
   """Backend, device, CPU and the versions of the libraries whose numerics a run depends on."""
+  import cv2
+  import flax
   import jax
   import jaxlib
-  import flax
   import numpy
-  import cv2
   device = jax.devices()[0]
   return {'backend': jax.default_backend(), 'device': getattr(device, 'device_kind', str(device)),
           'device_count': jax.device_count(), 'cpu_count': os.cpu_count(), **cpu_description(),

@@ -8,7 +8,6 @@ import ml_collections
 from gta_jax import chains
 from gta_jax import errors
 
-
 RUNS_ROOT = 'runs'  # where launch.py puts a run by default: runs/<config.name>
 
 

@@ -6,7 +6,6 @@ import time
 
 import numpy as np
 
-
 _silent = False
 
 

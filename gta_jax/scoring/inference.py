@@ -9,18 +9,17 @@ import jax
 import numpy as np
 from PIL import Image
 
-from gta_jax.io import checkpoints
-from gta_jax.io import progress
 from gta_jax import errors
-from gta_jax.models import frequency
 from gta_jax.data import images as images_lib
+from gta_jax.io import checkpoints
 from gta_jax.io import keras_import
+from gta_jax.io import progress
+from gta_jax.models import frequency
 from gta_jax.models import networks
+from gta_jax.models import spectral
 from gta_jax.scoring import openset
 from gta_jax.scoring import saliency
-from gta_jax.models import spectral
 from gta_jax.scoring import verdicts
-
 
 # Smaller sides leave the decision layer one or two cells of evidence: refused, not scored.
 MIN_SIDE = 16

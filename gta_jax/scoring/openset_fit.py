@@ -19,9 +19,16 @@ from gta_jax.io import run_records
 from gta_jax.io.writers import log
 from gta_jax.models import networks
 from gta_jax.models import spectral
-from gta_jax.scoring.openset import (CALIBRATION_TPR, DOC_ALPHA, FITTING_SPLITS, KNN_ACCEPTANCE,
-                                     KNN_BANK_FILE, KNN_K, KNN_OPERATING_POINTS, NearestNeighbours,
-                                     calibrate, tpr_threshold)
+from gta_jax.scoring.openset import calibrate
+from gta_jax.scoring.openset import CALIBRATION_TPR
+from gta_jax.scoring.openset import DOC_ALPHA
+from gta_jax.scoring.openset import FITTING_SPLITS
+from gta_jax.scoring.openset import KNN_ACCEPTANCE
+from gta_jax.scoring.openset import KNN_BANK_FILE
+from gta_jax.scoring.openset import KNN_K
+from gta_jax.scoring.openset import KNN_OPERATING_POINTS
+from gta_jax.scoring.openset import NearestNeighbours
+from gta_jax.scoring.openset import tpr_threshold
 
 
 @functools.partial(jax.jit, static_argnames=('input_kind', 'num_heads', 'frequency_inputs'))

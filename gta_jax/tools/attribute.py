@@ -13,7 +13,11 @@ import sys
 from gta_jax import errors
 from gta_jax.data import images as images_lib
 from gta_jax.scoring import saliency
-from gta_jax.scoring.inference import MIN_SIDE, MemoryLimits, attribute, format_table, load_model
+from gta_jax.scoring.inference import attribute
+from gta_jax.scoring.inference import format_table
+from gta_jax.scoring.inference import load_model
+from gta_jax.scoring.inference import MemoryLimits
+from gta_jax.scoring.inference import MIN_SIDE
 from gta_jax.tools import cli
 
 

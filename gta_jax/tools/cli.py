@@ -14,7 +14,8 @@ import os
 import pathlib
 import sys
 
-from absl import app, flags
+from absl import app
+from absl import flags
 
 from gta_jax import errors
 from gta_jax.data.images import printable

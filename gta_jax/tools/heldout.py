@@ -24,10 +24,10 @@ import sys
 import numpy as np
 from PIL import Image
 
-from gta_jax.scoring import inference
 from gta_jax import errors
 from gta_jax.data import images as images_lib
 from gta_jax.io import progress
+from gta_jax.scoring import inference
 from gta_jax.scoring import metrics
 from gta_jax.tools import cli
 

@@ -11,11 +11,17 @@ import pathlib
 import sys
 
 from gta_jax import errors
-from gta_jax.evaluators.open_set import aggregate, heads_runs_under, protocols, summary
+from gta_jax.evaluators.open_set import aggregate
+from gta_jax.evaluators.open_set import heads_runs_under
+from gta_jax.evaluators.open_set import protocols
+from gta_jax.evaluators.open_set import summary
 from gta_jax.io.writers import log
+from gta_jax.scoring.openset import describe
+from gta_jax.scoring.openset import KNN_ACCEPTANCE
+from gta_jax.scoring.openset import SCORES
+from gta_jax.scoring.openset_fit import fit
+from gta_jax.scoring.openset_fit import HeadsRun
 from gta_jax.tools import cli
-from gta_jax.scoring.openset import KNN_ACCEPTANCE, SCORES, describe
-from gta_jax.scoring.openset_fit import HeadsRun, fit
 
 
 def format_table(results: dict) -> str:

@@ -20,11 +20,12 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from gta_jax import errors, evaluators  # noqa: E402
-from gta_jax.scoring import inference
-from gta_jax.data import loader
-from gta_jax.data import pipeline
-from gta_jax.io import run_records
+from gta_jax import errors  # noqa: E402
+from gta_jax import evaluators  # noqa: E402
+from gta_jax.data import loader  # noqa: E402
+from gta_jax.data import pipeline  # noqa: E402
+from gta_jax.io import run_records  # noqa: E402
+from gta_jax.scoring import inference  # noqa: E402
 from gta_jax.scoring import saliency  # noqa: E402
 from gta_jax.tools import cli  # noqa: E402
 

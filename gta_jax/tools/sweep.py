@@ -15,13 +15,14 @@ import math
 import pathlib
 import time
 
-from absl import flags, logging
+from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 from gta_jax import errors
-from gta_jax.tools import cli
-from gta_jax.scoring import metrics
 from gta_jax.io import provenance
+from gta_jax.scoring import metrics
+from gta_jax.tools import cli
 
 config_flags.DEFINE_config_file('config', None, 'Config file (path[:smoke]).', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Sweep folder (default: runs/sweep_<config.name>).')

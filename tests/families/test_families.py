@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from configs import common
-from gta_jax import errors, families
+from gta_jax import errors
+from gta_jax import families
 from gta_jax.data import loader
 from gta_jax.models import networks
 

@@ -7,10 +7,11 @@ import numpy as np
 import optax
 import pytest
 
-from gta_jax.models import convolution
+from gta_jax.families import base
 from gta_jax.families import losses
+from gta_jax.families import proposed
+from gta_jax.models import convolution
 from gta_jax.models import networks
-from gta_jax.families import base, proposed
 
 # (batch, height, width, in, out, kernel, stride): the primary's layer kinds, plus odd sizes,
 # odd batches (kernel-gradient chunks of 8 with a remainder), 1x1 and stride-2 3x3 kernels.

@@ -9,12 +9,15 @@ import pytest
 import scipy.fft
 import scipy.ndimage
 
-from conftest import ROOT, recipe_config
-from gta_jax import chains, errors, train
+from conftest import recipe_config
+from conftest import ROOT
+from gta_jax import chains
+from gta_jax import errors
+from gta_jax import evaluation
+from gta_jax import train
 from gta_jax.io import checkpoints
 from gta_jax.models import frequency
 from gta_jax.models import networks
-from gta_jax import evaluation
 
 LUMA = np.array([0.299, 0.587, 0.114])
 
@@ -88,8 +91,8 @@ def test_frequency_heads_train_export_and_attribute_images_of_any_size(
   """The `pretrained` recipe: transformation pre-training, then frequency-input heads."""
   from PIL import Image
 
-  from gta_jax.tools import attribute
   from gta_jax.families import pretrain
+  from gta_jax.tools import attribute
   config = recipe_config(smoke_data_dir, smoke_primary, 'pretrained')
   assert config.recipe.frequency_inputs == ('phase', 'highpass', 'dct')
   workdir = tmp_path / 'frequency'

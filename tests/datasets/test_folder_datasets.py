@@ -139,7 +139,8 @@ def test_missing_folder_and_unprepared_dataset_say_what_to_do(tmp_path, capsys):
 @pytest.mark.slow
 def test_ganfp_phase_configs_run_on_dummy_data_pixel_and_dct(tmp_path):
   """The paper's GANFP configs, shrunk by :smoke, train and evaluate end to end."""
-  from gta_jax import chains, train
+  from gta_jax import chains
+  from gta_jax import train
   from gta_jax.io import checkpoints
   code, data_dir = _build(tmp_path, 'ganfp', ROOT / 'datasets/ganfp/dummy_data')
   assert code == 0

@@ -1,9 +1,9 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+from PIL import Image
 import pytest
 import scipy.fft
-from PIL import Image
 
 from conftest import RELEASE_STATS
 from gta_jax.models import spectral

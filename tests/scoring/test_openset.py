@@ -4,14 +4,14 @@ import pytest
 from scipy.special import logsumexp
 from sklearn import metrics as sk
 
+from gta_jax import errors
+from gta_jax.evaluators import open_set
+from gta_jax.scoring import inference
 from gta_jax.scoring import metrics
+from gta_jax.scoring import openset as openset_scores
+from gta_jax.scoring import openset_fit
 from gta_jax.scoring import verdicts
 from gta_jax.tools import openset as openset_tool
-from gta_jax.scoring import openset_fit
-from gta_jax.scoring import openset as openset_scores
-from gta_jax.scoring import inference
-from gta_jax.evaluators import open_set
-from gta_jax import errors
 
 
 def test_oscr_on_a_hand_worked_case():

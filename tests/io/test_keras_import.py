@@ -4,17 +4,19 @@ import json
 import h5py
 import jax
 import numpy as np
-import pytest
 from PIL import Image
+import pytest
 
-import keras_reference as ref
-from conftest import RELEASE_STATS, RELEASE_WEIGHTS, requires_release
+from conftest import RELEASE_STATS
+from conftest import RELEASE_WEIGHTS
+from conftest import requires_release
 from gta_jax.io import checkpoints
 from gta_jax.io import keras_import
 from gta_jax.models import networks
 from gta_jax.models import spectral
-from gta_jax.tools import keras_import as keras_import_tool
 from gta_jax.scoring import inference
+from gta_jax.tools import keras_import as keras_import_tool
+import keras_reference as ref
 
 RNG = np.random.default_rng(0)
 

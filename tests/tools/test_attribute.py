@@ -4,13 +4,13 @@ import json
 import pathlib
 
 import numpy as np
-import pytest
 from PIL import Image
+import pytest
 
-import keras_reference as ref
-from gta_jax.tools import attribute
 from gta_jax.data import images
 from gta_jax.scoring import inference
+from gta_jax.tools import attribute
+import keras_reference as ref
 
 RNG = np.random.default_rng(1)
 SIZE = 32

@@ -2,12 +2,12 @@
 import json
 
 import numpy as np
-import pytest
 from PIL import Image
+import pytest
 
-import keras_reference as ref
-from gta_jax.tools import heldout
 from gta_jax.scoring import metrics
+from gta_jax.tools import heldout
+import keras_reference as ref
 
 RNG = np.random.default_rng(3)
 SIZE = 32

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from gta_jax.data import builders
 from gta_jax import errors
+from gta_jax.data import builders
 from gta_jax.data import pipeline
 
 
@@ -140,8 +140,9 @@ def _high_frequency_energy(images):
 
 
 def test_soften_blurs_within_its_sigma_range_and_is_deterministic():
-  from gta_jax.data import augment
   import cv2
+
+  from gta_jax.data import augment
   image = np.random.default_rng(0).integers(0, 256, (48, 48, 3)).astype(np.uint8)
   softest = cv2.GaussianBlur(image, (0, 0), augment.SOFTENING_SIGMA[1])
   sharpest = cv2.GaussianBlur(image, (0, 0), augment.SOFTENING_SIGMA[0])
@@ -161,6 +162,7 @@ def test_real_softening_blurs_only_real_images_of_the_training_splits(smoke_data
   change, the draw is the same on every pass (resumes), and the perturbations' draws of the
   other images stay as they were."""
   import ml_collections
+
   from gta_jax.data import loader
 
   def dataset_with(share):
@@ -196,6 +198,7 @@ def test_real_softening_blurs_only_real_images_of_the_training_splits(smoke_data
 def _smoke_dataset(data_dir, **options):
   """The built-in smoke data opened with these config.data options (the rest the release's)."""
   import ml_collections
+
   from gta_jax.data import loader
   config = ml_collections.ConfigDict(dict(
       name=pipeline.BUILTIN, config='smoke', data_dir=data_dir, release_blur_sigma=False,

@@ -24,12 +24,12 @@ import time
 import numpy as np
 import pytest
 
-from gta_jax import errors, train
+from conftest import ROOT  # noqa: E402
+from gta_jax import errors
+from gta_jax import train
 from gta_jax.data import augment
-from gta_jax.io import distributed
 from gta_jax.data import pipeline
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from gta_jax.io import distributed
 import sharded_checks  # noqa: E402
 
 FIRST_STEPS, FIRST_STEPS_RTOL = 5, 1e-5

@@ -7,14 +7,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import ROOT, recipe_config
-from gta_jax import chains, train
-from gta_jax.io import checkpoints
+from conftest import recipe_config
+from conftest import ROOT
+from gta_jax import chains
+from gta_jax import evaluation
+from gta_jax import train
 from gta_jax.families import losses
 from gta_jax.families import proposed
-from gta_jax.scoring import openset_fit
+from gta_jax.io import checkpoints
 from gta_jax.scoring import openset as openset_scores
-from gta_jax import evaluation
+from gta_jax.scoring import openset_fit
 
 
 def supcon_by_the_formula(views: np.ndarray, labels: np.ndarray, temperature: float) -> float:

@@ -150,8 +150,9 @@ def test_recalibrated_batch_norm_makes_inference_match_training_on_that_batch():
   import jax
   import jax.numpy as jnp
   import numpy as np
-  from gta_jax.models import networks
+
   from gta_jax.families import base
+  from gta_jax.models import networks
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=(8, 32, 32, 3)), jnp.float32)
   model = networks.Primary(bn_momentum=0.9)
