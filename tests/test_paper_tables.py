@@ -14,18 +14,9 @@ from gta_jax.tools import report
 
 
 def _tables():
-  """README section -> [(table, [config 'path[:variant]'], [report run dirs])]."""
-  text = (ROOT / 'README.md').read_text()
-  section = text[text.index("## The paper's tables"):]
-  section = section[:section.index('\n## ', 5)]
-  rows = []
-  for line in section.splitlines():
-    cells = [c.strip() for c in line.strip('|').split('|')]
-    if len(cells) == 3 and cells[1].startswith('`configs/'):
-      configs = re.findall(r'`(configs/[^`]+)`', cells[1])
-      runs = re.findall(r'(runs/\S+)', cells[2])
-      rows.append((cells[0], configs, runs))
-  return rows
+  """configs/paper_tables.py -> [(table, [config 'path[:variant]'], [report run dirs])]."""
+  from configs import paper_tables
+  return [(t.name, list(t.configs), list(t.runs)) for t in paper_tables.TABLES]
 
 
 TABLES = _tables()
