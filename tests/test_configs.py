@@ -194,7 +194,11 @@ def test_a_chain_passes_on_what_it_can_and_refuses_what_it_would_lose(smoke_data
                                     'phase4_synthetic']
   assert {(p.seed, p.model.conv_impl, p.data.data_dir) for p in seen} == {
       (7, 'lax', smoke_data_dir)}
-  assert seen[1].init.from_run == str(tmp_path / 'phase1_synthetic')
+  # Each phase names the run it builds on; it resolves beside the phase's workdir in the chain.
+  from gta_jax.io import run_records
+  assert seen[1].init.from_run == 'phase1_synthetic'
+  assert run_records.resolve_run(seen[1].init.from_run, tmp_path / 'phase2_synthetic') == str(
+      tmp_path / 'phase1_synthetic')
   with config.unlocked():
     config.optim.learning_rate = 0.1
   with pytest.raises(errors.ConfigError, match='optim.learning_rate.*would be lost'):

@@ -27,7 +27,7 @@ def baseline_train_step(state: base.TrainState, constants, batch, targets, activ
   (loss, predicted), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
   accuracy = base.masked_mean(predicted == targets, batch['mask'])
   return base.apply_gradients(state, grads, state.batch_stats, optimizer), {
-      'loss': loss[None], 'accuracy': accuracy[None], 'grad_norm': optax.global_norm(grads)}
+      'loss': loss[None], 'accuracy': accuracy[None], 'grad_norm': optax.tree.norm(grads)}
 
 
 def baseline_loss_step(variables, constants, batch, targets, *, model, input_kind: str, loss_fn):

@@ -55,7 +55,7 @@ def dnadet_train_step(state: base.TrainState, constants, batch, targets, active,
   accuracy = base.masked_mean(logits.argmax(-1) == targets, mask)
   return base.apply_gradients(state, grads, updates['batch_stats'], optimizer), {
       'loss': cross_entropy[None], 'accuracy': accuracy[None],
-      'grad_norm': optax.global_norm(grads)}
+      'grad_norm': optax.tree.norm(grads)}
 
 
 def dnadet_loss_step(variables, constants, batch, targets, *, model, input_kind: str):

@@ -41,7 +41,7 @@ def detector_train_step(state: base.TrainState, constants, batch, targets, activ
   accuracy = base.masked_mean((out.logit >= 0) == (targets == 1), batch['mask'])
   new_state = base.apply_gradients(state, grads, updates['batch_stats'], optimizer)
   return new_state, {'loss': loss[None], 'accuracy': accuracy[None],
-                     'grad_norm': optax.global_norm(grads)}
+                     'grad_norm': optax.tree.norm(grads)}
 
 
 def detector_loss_step(variables, constants, batch, targets, *, model, input_kind: str, loss_fn):
@@ -176,7 +176,7 @@ def heads_train_step(state: base.TrainState, constants, batch, targets, active, 
                          keep(updated.batch_stats, state.batch_stats),
                          keep(updated.opt_state, state.opt_state)), {
                              'loss': per_head, 'accuracy': accuracy,
-                             'grad_norm': optax.global_norm(grads)}
+                             'grad_norm': optax.tree.norm(grads)}
 
 
 def heads_loss_step(variables, constants, batch, targets, *, primary_model, heads_model,

@@ -21,6 +21,9 @@ class _Splits:
   def has_split(self, split):
     return split in self.splits
 
+  def size(self, split):
+    return len(self.splits[split])
+
   image_size = 2
 
   def image_size_of(self, split):
