@@ -24,8 +24,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Caches kept between test sessions, so the fast tier a developer runs before every commit does
 # not recompile or regenerate what it did last time: XLA's compiled programs (keyed by the HLO and
 # the compile options, so the fast tier's unoptimised programs never serve the full suite) and
-# the smoke dataset (keyed by a digest of the builders' sources, so a change to the generation
-# builds it anew). GTA_JAX_TEST_CACHE names the folder (default ~/.cache/gta_jax_tests); set it
+# the smoke dataset (keyed by a digest of the builders' sources and the XLA optimisation setting,
+# so a change to the generation builds it anew). GTA_JAX_TEST_CACHE names the folder (default ~/.cache/gta_jax_tests); set it
 # to an empty string for a cold run in temporary folders. A user's own JAX_COMPILATION_CACHE_DIR
 # is left alone. Reusing compiled programs or a deterministic dataset changes no result.
 _cache = os.environ.get('GTA_JAX_TEST_CACHE', str(pathlib.Path.home() / '.cache' / 'gta_jax_tests'))
@@ -55,6 +55,9 @@ def _builder_sources_digest() -> str:
   sources = sorted((ROOT / 'datasets').rglob('*.py')) + [ROOT / 'gta_jax' / 'data' / 'images.py',
                                                            ROOT / 'gta_jax' / 'data' / 'augment.py']
   digest = hashlib.sha256()
+  # The generators train under XLA: the fast tier's unoptimised programs round differently, so
+  # their data is kept apart from the full suite's (whose variants are built beside it).
+  digest.update(os.environ.get('JAX_DISABLE_MOST_OPTIMIZATIONS', '').encode())
   for path in sources:
     digest.update(path.read_bytes())
   return digest.hexdigest()[:16]
