@@ -256,8 +256,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
               f'if no output improves again, <= {latest / rate / 60:.1f} min')
           writer.scalars(step, {f'train/loss_{i}': v for i, v in enumerate(host['loss'])}
                          | {'train/grad_norm': host['grad_norm'],
-                            'train/learning_rate': float(learning_rate(step - 1)),
-                            'train/images_per_s': rate * batch_size})
+                            'train/learning_rate': float(learning_rate(step - 1))})
+          writer.scalars(step, {'train/images_per_s': rate * batch_size}, record=False)
         if step % config.checkpoint_every_steps == 0:
           save()
       evaluated = optim.evaluated_state(state)

@@ -45,14 +45,17 @@ class MetricWriter:
       path.write_text(''.join(json.dumps(r) + '\n' for r in kept))
     self._lines = open(path, 'a')
 
-  def scalars(self, step: int, values: dict) -> None:
+  def scalars(self, step: int, values: dict, *, record: bool = True) -> None:
+    """record=False: TensorBoard only. Wall-clock figures (images/s) go there alone, so that
+    metrics.jsonl holds what a resumed run reproduces exactly."""
     if not self._enabled:
       return
     values = {k: float(v) for k, v in values.items()}
     for key, value in values.items():
       self._tb.add_scalar(key, value, step)
-    self._lines.write(json.dumps({'step': step, **values}) + '\n')
-    self._lines.flush()
+    if record:
+      self._lines.write(json.dumps({'step': step, **values}) + '\n')
+      self._lines.flush()
 
   def close(self) -> None:
     if not self._enabled:
