@@ -57,7 +57,8 @@ def _builder_sources_digest() -> str:
   digest = hashlib.sha256()
   # The generators train under XLA: the fast tier's unoptimised programs round differently, so
   # their data is kept apart from the full suite's (whose variants are built beside it).
-  digest.update(os.environ.get('JAX_DISABLE_MOST_OPTIMIZATIONS', '').encode())
+  optimised = not os.environ.get('JAX_DISABLE_MOST_OPTIMIZATIONS')
+  digest.update(f'xla optimisations {"on" if optimised else "off"}\n'.encode())
   for path in sources:
     digest.update(path.read_bytes())
   return digest.hexdigest()[:16]
