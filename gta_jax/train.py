@@ -5,6 +5,7 @@ Start-up order (logged): resume this workdir's latest checkpoint, else initialis
 (modules, frozen constants, steps, label view, export) comes from the run's model family
 (gta_jax/families/); evaluation from the evaluators of config.evals (gta_jax/evaluators/).
 """
+import dataclasses
 import json
 import pathlib
 import time
@@ -135,6 +136,11 @@ def export(family, config, workdir: pathlib.Path, best: dict, step: int, tracker
       thresholds=evaluation.thresholds(config).to_json(), head_frequency_inputs=family.head_frequency_inputs)
   dct = family.dataset.dct_stats if config.model.input == 'dct' else None
   variables = family.bundle_variables(jax.tree.map(np.asarray, best))
+  if spec.head_names and 'heads' in variables:  # each head names its run (and, on save, its digest)
+    epochs = (spec.best_epochs if len(spec.best_epochs) == len(spec.head_names)
+              else (None,) * len(spec.head_names))
+    spec = dataclasses.replace(spec, head_provenance=tuple(
+        provenance.head_origin(workdir, step, epoch) for epoch in epochs))
   return checkpoints.save_model_bundle(workdir / 'model', spec, variables, dct), variables
 
 

@@ -48,11 +48,21 @@ class ModelSpec:
   open_set: dict = dataclasses.field(default_factory=dict)
   # Auxiliary frequency maps the heads read beside the mid features (gta_jax/models/frequency.py).
   head_frequency_inputs: tuple[str, ...] = ()
+  # One record per head, () for bundles written before heads carried one: where the head was
+  # trained ('run', 'config', 'dataset' {name, config, sha256}, 'trained_steps', 'best_epoch',
+  # 'name_in_run' when renamed) and 'digest', the tree_digest of its weights (head_variables),
+  # checked on load. A model composed of heads from several runs (gta_jax/io/composition.py)
+  # keeps each head's own.
+  head_provenance: tuple[dict, ...] = ()
+  # True for a model composed by gta-model (gta_jax/io/composition.py): the only bundles that
+  # gta-model changes in place; a run's own bundle is never rewritten.
+  composed: bool = False
 
   def to_json(self) -> dict:
     return {'format': BUNDLE_FORMAT, **dataclasses.asdict(self), 'head_names': list(self.head_names),
             'best_epochs': list(self.best_epochs),
-            'head_frequency_inputs': list(self.head_frequency_inputs)}
+            'head_frequency_inputs': list(self.head_frequency_inputs),
+            'head_provenance': [dict(p) for p in self.head_provenance]}
 
   @classmethod
   def from_json(cls, record, path) -> 'ModelSpec':
@@ -89,6 +99,8 @@ class ModelSpec:
         raise bad(key, 'a string')
     if kwargs.get('arch', 'proposed') not in ('proposed', 'gandct', 'postpool', 'dnadet'):
       raise bad('arch', 'proposed, gandct, postpool or dnadet')
+    if not isinstance(kwargs.get('composed', False), bool):
+      raise bad('composed', 'true or false')
     if not is_int(kwargs.get('trained_steps', 0)) or kwargs.get('trained_steps', 0) < 0:
       raise bad('trained_steps', 'a non-negative integer')
     epochs = kwargs.get('best_epochs', [])
@@ -104,6 +116,13 @@ class ModelSpec:
     except (TypeError, ValueError):
       raise bad('head_frequency_inputs', f'a list of distinct names of {", ".join(frequency.FREQUENCY_INPUTS)} '
                 '(pixel models only)') from None
+    provenance = kwargs.get('head_provenance', [])
+    if not isinstance(provenance, list) or (provenance and len(provenance) != len(names)) or not all(
+        isinstance(p, dict) and re.fullmatch('[0-9a-f]{64}', str(p.get('digest', '0' * 64)))
+        for p in provenance):
+      raise bad('head_provenance', 'a list of one record per head (each with "digest": the sha256 of '
+                'its weights), or []')
+    kwargs['head_provenance'] = tuple(provenance)
     if kwargs.get('task') == 'heads':  # bundles written before config.task covered heads runs
       kwargs['task'] = 'attribution'
     try:
@@ -130,17 +149,32 @@ class ModelSpec:
       # validation fakes. Filled here, once, so every reader finds the field.
       knn = {**knn, 'acceptance': 0.95}
       kwargs['open_set'] = open_set = {**open_set, 'knn': knn}
-    if knn is not None and not (
-        isinstance(knn, dict) and is_int(knn.get('k')) and knn['k'] >= 1
-        and is_number(knn.get('threshold'))
-        and -2 <= knn['threshold'] <= 0 and isinstance(knn.get('bank'), str)
-        and knn['bank'] == pathlib.PurePath(knn['bank']).name
-        and is_number(knn['acceptance']) and 0.5 <= knn['acceptance'] < 1
-        and isinstance(knn.get('operating_points', {}), dict)
-        and all(is_number(t) and -2 <= t <= 0 for t in knn.get('operating_points', {}).values())):
+    if knn is not None and not (isinstance(knn, dict) and _valid_knn(knn)):
       raise bad('open_set', 'open_set.knn: {"k": k >= 1, "threshold": t in [-2, 0], "bank": a file '
                 'name in the bundle, "acceptance": a in [0.5, 1), "operating_points": {a: t}}')
+    groups = open_set.get('knn_groups')
+    if groups is not None and not (
+        isinstance(groups, list) and knn is None and all(
+            isinstance(g, dict) and _valid_knn(g) and isinstance(g.get('heads'), list)
+            and g['heads'] and set(g['heads']) <= set(names) for g in groups)
+        and len({h for g in groups for h in g['heads']}) == sum(len(g['heads']) for g in groups)):
+      raise bad('open_set', 'open_set.knn_groups: a list of kNN calibrations as open_set.knn, each '
+                'with "heads": the distinct heads of the model it was fitted with (and no "knn" '
+                'beside it)')
     return cls(**kwargs)
+
+
+def _valid_knn(knn: dict) -> bool:
+  """A kNN calibration record (open_set.knn, or one of open_set.knn_groups)."""
+  def is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+  knn = {'acceptance': 0.95, **knn}  # written before the acceptance was recorded
+  return (isinstance(knn.get('k'), int) and not isinstance(knn['k'], bool) and knn['k'] >= 1
+          and is_number(knn.get('threshold')) and -2 <= knn['threshold'] <= 0
+          and isinstance(knn.get('bank'), str) and knn['bank'] == pathlib.PurePath(knn['bank']).name
+          and is_number(knn['acceptance']) and 0.5 <= knn['acceptance'] < 1
+          and isinstance(knn.get('operating_points', {}), dict)
+          and all(is_number(t) and -2 <= t <= 0 for t in knn.get('operating_points', {}).values()))
 
 
 def tree_digest(tree) -> str:
@@ -155,6 +189,30 @@ def tree_digest(tree) -> str:
   return digest.hexdigest()
 
 
+def head_variables(heads: dict, k: int) -> dict:
+  """Head k of stacked heads' variables, keeping the leading axis (size 1): a model of one head."""
+  return jax.tree.map(lambda a: a[k:k + 1], heads)
+
+
+def stack_heads(parts: list) -> dict:
+  """Stacked heads' variables from single or stacked parts, concatenated on the head axis."""
+  return jax.tree.map(lambda *a: np.concatenate([np.asarray(x) for x in a]), *parts)
+
+
+def head_digest(heads: dict, k: int) -> str:
+  """tree_digest of head k's variables: identifies one head's weights wherever it is stacked."""
+  return tree_digest(jax.tree.map(np.asarray, head_variables(heads, k)))
+
+
+def with_head_digests(spec: ModelSpec, variables: dict) -> ModelSpec:
+  """The spec with each head's provenance record carrying its weights' digest."""
+  if not spec.head_names or 'heads' not in variables:
+    return spec
+  records = spec.head_provenance or tuple({} for _ in spec.head_names)
+  return dataclasses.replace(spec, head_provenance=tuple(
+      {**record, 'digest': head_digest(variables['heads'], k)} for k, record in enumerate(records)))
+
+
 def is_model_bundle(path) -> bool:
   return (pathlib.Path(path) / 'model.json').is_file()
 
@@ -167,6 +225,7 @@ def save_model_bundle(directory, spec: ModelSpec, variables: dict,
     raise errors.ConfigError('A DCT model bundle needs its DCT statistics (mean, std).')
   check_finite(variables, f'the model to be written to {directory}')
   spec = dataclasses.replace(spec, primary_digest=tree_digest(variables['primary']))
+  spec = with_head_digests(spec, variables)
   directory.mkdir(parents=True, exist_ok=True)
   host_variables = jax.tree.map(np.asarray, variables)
   with ocp.StandardCheckpointer() as checkpointer:  # every process takes part (Orbax's barriers)
@@ -221,6 +280,11 @@ def load_model_bundle(directory):
                      'the bundle was modified or is corrupt.')
   if spec.arch == 'proposed':
     check_variables(spec, variables, directory)
+    for k, record in enumerate(spec.head_provenance):
+      if 'digest' in record and head_digest(variables['heads'], k) != record['digest']:
+        raise errors.ConfigError(f'{directory}: the weights of head {spec.head_names[k]!r} do not '
+                                 'match their digest in model.json; the bundle was modified or is '
+                                 'corrupt.')
   check_finite(variables, str(directory))
   dct_stats = spectral.load_dct_stats(directory / 'dct_stats') if spec.input_kind == 'dct' else None
   return spec, variables, dct_stats

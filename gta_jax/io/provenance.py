@@ -100,6 +100,27 @@ def run_provenance(dataset) -> dict:
   return {'dataset': dataset_digest(dataset.builder), 'machine': machine()}
 
 
+def head_origin(run_dir, trained_steps: int = 0, best_epoch: int | None = None) -> dict:
+  """Where a head was trained, from its run's records (config.json, provenance.json): what a
+  model bundle keeps per head, so that a head composed into another model still names its run,
+  config and dataset build (gta_jax/io/composition.py). Records a run lacks are left out."""
+  run_dir = pathlib.Path(run_dir)
+  origin = {'run': str(run_dir.absolute())}
+  try:
+    origin['config'] = json.loads((run_dir / 'config.json').read_text()).get('name')
+  except (OSError, ValueError, AttributeError):
+    pass
+  try:
+    dataset = json.loads((run_dir / 'provenance.json').read_text())['dataset']
+    origin['dataset'] = {k: dataset[k] for k in ('name', 'config', 'sha256')}
+  except (OSError, ValueError, KeyError, TypeError):
+    pass
+  origin['trained_steps'] = int(trained_steps)
+  if best_epoch is not None:
+    origin['best_epoch'] = int(best_epoch)
+  return origin
+
+
 def compare_builds(records: dict) -> str | None:
   """{run name: provenance record} -> a warning naming the runs whose dataset builds differ, or
   None when all that have a record share one build."""

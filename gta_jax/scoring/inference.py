@@ -12,7 +12,7 @@ from PIL import Image
 from gta_jax import errors
 from gta_jax.data import images as images_lib
 from gta_jax.io import checkpoints
-from gta_jax.io import keras_import
+from gta_jax.io import composition
 from gta_jax.io import progress
 from gta_jax.models import frequency
 from gta_jax.models import networks
@@ -35,9 +35,9 @@ class LoadedModel:
   # bundle's thresholds (0.5) and a fake whose pooled features lie beyond the kNN threshold is
   # unknown, as is one no head claims.
   open_set: str | None = None
-  bundle: pathlib.Path | None = None  # the model bundle folder (None for a release .h5)
-  knn: object | None = None  # openset.NearestNeighbours, with --open-set knn
-  knn_threshold: float | None = None
+  banks: dict = dataclasses.field(default_factory=dict)  # kNN banks, {file name: array}
+  knn: openset.GroupedKnn | None = None  # with --open-set knn
+  origin: str = ''  # the model(s) as the user named them
 
   @property
   def thresholds(self) -> verdicts.Thresholds:
@@ -48,50 +48,66 @@ class LoadedModel:
       return stored
     return verdicts.Thresholds(stored.fake, tuple(self.spec.open_set[self.open_set]))
 
-  def use_open_set(self, method: str) -> None:
-    """'tpr95' | 'doc' | 'knn' | 'off' | 'auto': the kNN calibration when the bundle has one
-    (it keeps 99% of known fakes, within the 0.02 of closed-set accuracy a calibration may cost),
-    else tpr95 when the bundle has fitted thresholds, else off."""
+  def available_open_set(self) -> list[str]:
+    """The open-set calibrations every head of the model has (a composed model: all its runs)."""
     fitted = self.spec.open_set or {}
+    if not self.spec.head_names:
+      return []
+    methods = [m for m in ('tpr95', 'doc') if m in fitted]
+    covered = {h for g in openset.knn_records(self.spec) for h in g['heads']}
+    if covered and covered == set(self.spec.head_names):
+      methods.insert(0, 'knn')
+    return methods
+
+  def use_open_set(self, method: str) -> None:
+    """'tpr95' | 'doc' | 'knn' | 'off' | 'auto': the kNN calibration when every head has one
+    (it keeps 99% of known fakes, within the 0.02 of closed-set accuracy a calibration may cost),
+    else tpr95 when the model has fitted thresholds, else off."""
+    available = self.available_open_set()
     if method == 'auto':
-      method = next((m for m in ('knn', 'tpr95') if m in fitted and self.spec.head_names), 'off')
-    if method != 'off' and method not in fitted:
-      raise errors.UsageError(f'--open-set {method}: the model has no {method} calibration; fit it with '
-                       '`python -m gta_jax.openset --workdir RUN --fit`, or pass --open-set off.')
+      method = next((m for m in ('knn', 'tpr95') if m in available), 'off')
+    if method != 'off' and method not in available:
+      partial = method == 'knn' and openset.knn_records(self.spec)
+      raise errors.UsageError(
+          f'--open-set {method}: ' + (
+              'not every head of the model has a kNN calibration (one was dropped when a head '
+              'fitted with it was removed); use --open-set tpr95, or refit and enrol that run '
+              'again.' if partial else
+              f'the model has no {method} calibration; fit it with `python -m gta_jax.openset '
+              '--workdir RUN --fit`, or pass --open-set off.'
+              + (' A composed model keeps a run\'s kNN calibration only while every head it was '
+                 'fitted with is enrolled.' if self.spec.composed and method == 'knn' else '')))
     if method == 'knn':
-      self.knn, self.knn_threshold = openset.load_knn(self.bundle, self.spec)
+      self.knn = openset.load_knn_groups(self.spec, self.banks, self.origin)
     self.open_set = None if method == 'off' else method
 
 
 def load_model(path, dct_stats_dir=None) -> LoadedModel:
-  """A release .h5, a model bundle, or a run workdir with model/ -> LoadedModel."""
-  path = pathlib.Path(path)
-  try:
-    loaded = keras_import.load_any(path)
-  except keras_import.H5ImportError as e:
-    raise errors.UsageError(str(e)) from None
-  if loaded is None:
-    raise errors.UsageError(
-        f'--model {path}: expected a release .h5 file, a model bundle folder (with model.json, '
-        'written by `python -m gta_jax.keras_import` or by a training run), or a run workdir '
-        'holding one in model/.')
-  spec, variables, stats = loaded
-  bundle = next((b for b in (path, path / 'model') if checkpoints.is_model_bundle(b)), None)
-  if spec.arch != 'proposed':
-    raise errors.UsageError(f'{path} is a {spec.arch} baseline ({spec.task}); attribute scores the '
-                     'proposed detector and its heads. Evaluate baselines with their run.')
+  """A release .h5, a model bundle, or a run workdir with model/ -> LoadedModel. Several paths
+  (a list) are composed into one model: the first's primary with every model's heads, each of
+  which must have been trained on that primary (gta_jax/io/composition.py)."""
+  paths = [path] if isinstance(path, (str, pathlib.Path)) else list(path)
+  parts = [composition.read(p) for p in paths]
+  for part in parts:
+    if part.spec.arch != 'proposed':
+      raise errors.UsageError(f'{part.origin} is a {part.spec.arch} baseline ({part.spec.task}); '
+                              'attribute scores the proposed detector and its heads. Evaluate '
+                              'baselines with their run.')
+  model = composition.compose(parts[0], parts[1:]) if len(parts) > 1 else parts[0]
+  spec, variables, stats = model.spec, model.variables, model.dct_stats
+  origin = ' + '.join(str(p) for p in paths)
   if dct_stats_dir:
     stats = spectral.load_dct_stats(dct_stats_dir)
   if spec.input_kind == 'dct':
     if stats is None:
-      raise errors.UsageError(f'{path} is a DCT model: pass --dct-stats DIR (mean.npy, std_dev.npy of its '
+      raise errors.UsageError(f'{origin} is a DCT model: pass --dct-stats DIR (mean.npy, std_dev.npy of its '
                        'training set, e.g. the release\'s dataset/statistics/ganfp/dctnorm).')
     if stats[0].shape != (spec.image_size, spec.image_size):
       raise errors.UsageError(f'DCT statistics are {stats[0].shape} but the model takes '
                        f'{spec.image_size}x{spec.image_size} inputs.')
     return LoadedModel(spec, variables, np.asarray(stats[0], np.float32),
-                       np.asarray(stats[1], np.float32), bundle=bundle)
-  return LoadedModel(spec, variables, bundle=bundle)
+                       np.asarray(stats[1], np.float32), banks=model.banks, origin=origin)
+  return LoadedModel(spec, variables, banks=model.banks, origin=origin)
 
 
 def prepare_input(model: LoadedModel, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -122,8 +138,6 @@ def prepare_input(model: LoadedModel, rgb: np.ndarray) -> tuple[np.ndarray, np.n
   return x[..., None].astype(np.float32), rgb, notes
 
 
-@functools.partial(jax.jit, static_argnames=('input_kind', 'num_heads', 'with_saliency',
-                                             'frequency_inputs', 'with_features'))
 def score_batch(variables, x, *, input_kind: str, num_heads: int, with_saliency: bool,
                 valid_size=None, frequency_inputs: tuple[str, ...] = (),
                 with_features: bool = False):
@@ -133,22 +147,61 @@ def score_batch(variables, x, *, input_kind: str, num_heads: int, with_saliency:
   valid_size: [B, 2] rows, cols of each image in a zero-padded batch of mixed sizes (pixel
   models); each image's scores and features are then those it gets alone, and its maps are zero
   beyond ceil(rows / 8) x ceil(cols / 8).
+
+  The primary runs as one compiled program and each head as another, the same program for every
+  head, on the primary's features, and saliency maps and pooled features come from outputs those
+  programs always return: a head's outputs are bit for bit those it gives in any model holding
+  it, whatever other heads are enrolled and whatever else is asked for (the composition
+  invariance tests/scoring/test_composition.py checks). The cost is one dispatch per head.
   """
-  out = networks.predict(variables, x, input_kind=input_kind, num_heads=num_heads,
-                       valid_size=valid_size, frequency_inputs=frequency_inputs)
+  if num_heads and 'heads' not in variables:
+    raise errors.ConfigError(f'{num_heads} heads named but the weights hold none.')
   gap = networks.uses_gap(input_kind)
-  p_fake = jax.nn.sigmoid(out.primary.logit)
-  p_heads = jax.nn.sigmoid(out.heads.logit) if num_heads else jax.numpy.zeros((0, x.shape[0]))
+  p_fake, primary_final, mid, mid_pooled = _score_primary(
+      variables['primary'], x, input_kind=input_kind, valid_size=valid_size)
+  heads = []
+  for k in range(num_heads):
+    one = checkpoints.head_variables(variables['heads'], k)
+    heads.append((one, *_score_head(one, mid, x, input_kind=input_kind, valid_size=valid_size,
+                                    frequency_inputs=frequency_inputs)))
+  p_heads = (jax.numpy.stack([h[1] for h in heads]) if heads
+             else jax.numpy.zeros((0, x.shape[0]), jax.numpy.float32))
   maps = None
-  if with_saliency:
-    maps = [_saliency(out.primary.final_features, variables['primary']['params']['decision'], gap)]
-    if num_heads:
-      head_decisions = variables['heads']['params']['heads']['decision']
-      maps += list(jax.vmap(lambda f, d: _saliency(f, d, gap))(out.heads.final_features,
-                                                               head_decisions))
-    maps = jax.numpy.stack(maps)
-  features = networks.pooled_features(out, valid_size) if with_features else None
+  if with_saliency:  # from the outputs' final features: the scores' programs stay the same
+    maps = jax.numpy.stack(
+        [_saliency_map(primary_final, variables['primary']['params']['decision'], gap=gap)]
+        + [_saliency_map(final, jax.tree.map(lambda a: a[0], one['params']['heads']['decision']),
+                         gap=gap) for one, _, final, _ in heads])
+  features = (jax.numpy.concatenate([mid_pooled] + [h[3] for h in heads], axis=1)
+              if with_features else None)
   return p_fake, p_heads, maps, features
+
+
+@functools.partial(jax.jit, static_argnames=('input_kind',))
+def _score_primary(primary_variables, x, *, input_kind: str, valid_size=None):
+  """-> (p_fake [B], final features [B, h, w, 32], mid features, pooled mid features [B, 16])."""
+  out = networks.Primary(networks.uses_gap(input_kind)).apply(
+      primary_variables, x, train=False, valid_size=valid_size)
+  pooled = networks.global_average(out.mid_features, networks.strided_size(valid_size, 4))
+  return jax.nn.sigmoid(out.logit), out.final_features, out.mid_features, pooled
+
+
+@functools.partial(jax.jit, static_argnames=('input_kind', 'frequency_inputs'))
+def _score_head(head_variables, mid_features, x, *, input_kind: str, valid_size=None,
+                frequency_inputs: tuple[str, ...] = ()):
+  """One head (variables with a leading axis of 1) -> (p [B], final features [B, h, w, 32],
+  pooled final features [B, 32])."""
+  out = networks.StackedHeads(1, networks.uses_gap(input_kind)).apply(
+      head_variables, networks.head_inputs(mid_features, x, frequency_inputs, valid_size),
+      train=False, valid_size=networks.strided_size(networks.strided_size(valid_size, 2), 2))
+  final = out.final_features[0]
+  pooled = networks.global_average(final, networks.strided_size(valid_size, 8))
+  return jax.nn.sigmoid(out.logit[0]), final, pooled
+
+
+@functools.partial(jax.jit, static_argnames=('gap',))
+def _saliency_map(final_features, decision_params, *, gap: bool):
+  return _saliency(final_features, decision_params, gap)
 
 
 def _saliency(final_features, decision_params, gap: bool):
@@ -261,7 +314,8 @@ def _score_bucket(model: LoadedModel, records: list, paths, cam_dir, cam_scale: 
       with_saliency=cam_dir is not None,
       valid_size=valid if spec.input_kind == 'pixel' else None,
       frequency_inputs=spec.head_frequency_inputs, with_features=model.knn is not None))
-  knn_scores = model.knn(features[:len(items)]) if model.knn is not None else None
+  knn_scores, knn_thresholds = (model.knn(features[:len(items)]) if model.knn is not None
+                                else (None, None))
   for row, item in enumerate(items):
     path = paths[item.index]
     scores = [float(p_fake[row])] + [float(p) for p in p_heads[:, row]]
@@ -271,15 +325,24 @@ def _score_bucket(model: LoadedModel, records: list, paths, cam_dir, cam_scale: 
           'statistics are broken')
       continue
     heads = dict(zip(spec.head_names, scores[1:]))
-    known = knn_scores is None or bool(knn_scores[row] >= model.knn_threshold)
+    if knn_scores is not None:  # known when any enrolled run's calibration accepts it
+      margins = knn_scores[:, row] - knn_thresholds
+      best = int(np.argmax(margins))
+    known = knn_scores is None or bool(np.any(knn_scores[:, row] >= knn_thresholds))
     records[item.index] = {'path': images_lib.printable(path), 'p_fake': scores[0], 'p_heads': heads,
                            'verdict': verdicts.verdict(scores[0], heads, model.thresholds,
                                                        open_set=model.open_set is not None,
                                                        known=known),
                            'error': None, 'notes': item.notes}
     if knn_scores is not None:  # an added field: the records' others are unchanged
-      records[item.index]['open_set_score'] = {'knn': float(knn_scores[row]),
-                                               'threshold': model.knn_threshold}
+      # The calibration that accepts the image most (or rejects it least); a composed model's
+      # every calibration beside it.
+      score = {'knn': float(knn_scores[best, row]), 'threshold': float(knn_thresholds[best])}
+      if len(model.knn.groups) > 1:
+        score['heads'] = list(model.knn.groups[best].heads)
+        score['groups'] = [{'heads': list(g.heads), 'knn': float(knn_scores[i, row]),
+                            'threshold': g.threshold} for i, g in enumerate(model.knn.groups)]
+      records[item.index]['open_set_score'] = score
     if cam_dir is not None:
       rows, cols = -(-item.x.shape[0] // 8), -(-item.x.shape[1] // 8)
       item_maps = maps[:, row, :rows, :cols] if spec.input_kind == 'pixel' else maps[:, row]

@@ -50,6 +50,7 @@ with --json), laid out as {protocol: {"auroc", "oscr", "tnr_at_tpr95", "closed_s
 "std", "n"} of every figure) and "runs" (each run's own) beside it.
 """
 import pathlib
+from typing import NamedTuple
 
 import numpy as np
 from scipy import special
@@ -251,6 +252,87 @@ def describe(fitted: dict, head_names) -> str:
     line += (f'; kNN score {fitted["knn"]["threshold"]:.3f} (keeps '
              f'{fitted["knn"]["acceptance"]:.0%} of known fakes)')
   return line
+
+
+def knn_records(spec: checkpoints.ModelSpec) -> list[dict]:
+  """The model's kNN calibrations, each naming the heads it was fitted with (its bank's columns:
+  the primary's 16 mid features, then 32 per head in that order). A run's own bundle has one over
+  all its heads (open_set.knn); a model composed of heads from several runs keeps each run's
+  (open_set.knn_groups, gta_jax/io/composition.py)."""
+  fitted = spec.open_set or {}
+  if 'knn' in fitted:
+    return [{**fitted['knn'], 'heads': list(spec.head_names)}]
+  return [dict(g) for g in fitted.get('knn_groups', [])]
+
+
+class KnnGroup(NamedTuple):
+  heads: tuple[str, ...]       # the heads the calibration was fitted with, in its bank's order
+  columns: np.ndarray          # their pooled-feature columns in the model's pooled features
+  knn: 'NearestNeighbours'
+  threshold: float
+  acceptance: float
+
+
+class GroupedKnn:
+  """The kNN score of a model whose heads come from one or more runs: each run's calibration
+  scores the pooled features it was fitted on (the primary's and its own heads'), and an image is
+  known when any of them accepts it. Enrolling a run's heads adds its calibration and changes no
+  other; a single run's model has one group, and this is its kNN score unchanged."""
+
+  def __init__(self, groups: list[KnnGroup]):
+    self.groups = groups
+
+  def __call__(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[B, 16 + 32K] pooled features -> (scores [G, B], thresholds [G])."""
+    scores = np.stack([g.knn(np.asarray(features)[:, g.columns]) for g in self.groups])
+    return scores, np.array([g.threshold for g in self.groups])
+
+  def describe(self) -> str:
+    return '; '.join(
+        f'kNN score (minus the distance to the {g.knn.k}th nearest known training image) under '
+        f'{g.threshold:.3f}, which {g.acceptance:.0%} of the known validation fakes reach'
+        + (f' (heads {", ".join(g.heads)})' if len(self.groups) > 1 else '') for g in self.groups)
+
+
+def load_knn_groups(spec: checkpoints.ModelSpec, banks: dict, where) -> GroupedKnn:
+  """The model's kNN calibrations with their banks ({file name: array}, as the bundle(s) hold
+  them); a clear error naming what is missing or does not fit."""
+  records = knn_records(spec)
+  if not records:
+    raise errors.ConfigError(f'{where}: no kNN calibration in model.json; fit it with '
+                             '`python -m gta_jax.openset --workdir RUN --fit`.')
+  groups = []
+  for record in records:
+    missing = [h for h in record['heads'] if h not in spec.head_names]
+    if missing:
+      raise errors.ConfigError(f'{where}: a kNN calibration names heads {missing} the model lacks.')
+    bank = banks.get(record['bank'])
+    if bank is None:
+      raise errors.ConfigError(f'{where}: the kNN bank {record["bank"]} is missing; refit it with '
+                               '`python -m gta_jax.openset --workdir RUN --fit`.')
+    width = networks.pooled_feature_width(len(record['heads']))
+    if bank.ndim != 2 or bank.shape[1] != width or len(bank) < record['k']:
+      raise errors.ConfigError(f'{where}: the kNN bank {record["bank"]} has shape {bank.shape}; '
+                               f'its heads\' pooled features have {width} values and k={record["k"]} '
+                               'needs as many images.')
+    columns = np.concatenate([np.arange(16)] + [
+        16 + 32 * spec.head_names.index(h) + np.arange(32) for h in record['heads']])
+    groups.append(KnnGroup(tuple(record['heads']), columns, NearestNeighbours(bank, record['k']),
+                           float(record['threshold']), float(record.get('acceptance', 0.95))))
+  return GroupedKnn(groups)
+
+
+def read_knn_banks(bundle, spec: checkpoints.ModelSpec) -> dict:
+  """{file name: bank} of every kNN calibration the bundle's model.json names (unreadable ones
+  left out: load_knn_groups says which is missing when the kNN score is asked for)."""
+  banks = {}
+  for record in knn_records(spec):
+    path = pathlib.Path(bundle) / record['bank']
+    try:
+      banks[record['bank']] = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+      continue
+  return banks
 
 
 def load_knn(bundle, spec: checkpoints.ModelSpec) -> tuple['NearestNeighbours', float]:

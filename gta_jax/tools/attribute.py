@@ -3,8 +3,10 @@
 python -m gta_jax.attribute --model PATH [--dct-stats DIR] [--json OUT.json] [--cam-dir DIR] \
     IMAGE_OR_DIR...
 
-PATH is a release .h5 file (imported on the fly), a model bundle folder (`keras_import` output or a
-run's exported model), or a run workdir holding one in `model/`. Exit status: 0 when every image
+PATH is a release .h5 file (imported on the fly), a model bundle folder (`keras_import` output, a
+run's exported model or a `gta-model` composition), or a run workdir holding one in `model/`.
+--model may be repeated: the heads of every model, all trained on the first one's primary, are
+scored together (composed in memory, with the checks `gta-model add` makes). Exit status: 0 when every image
 was scored, 1 when some could not be, 2 on usage errors.
 """
 import argparse
@@ -25,7 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog='python -m gta_jax.attribute', description='Detect and attribute GAN-generated images.',
       epilog='Put "--" before the images if a file name starts with "-".')
-  parser.add_argument('--model', required=True, help='release .h5, model bundle, or run workdir')
+  parser.add_argument('--model', required=True, action='append',
+                      help='release .h5, model bundle, or run workdir. Repeat it to score with '
+                           'the heads of several runs trained on one primary (the first model\'s): '
+                           'they are composed as `gta-model add` would, without writing anything')
   parser.add_argument('--dct-stats', help='DCT statistics folder (mean.npy, std_dev.npy)')
   parser.add_argument('--json', help='write one record per input file to this JSON file')
   parser.add_argument('--cam-dir', help='write CAM / Grad-CAM overlays here')
@@ -68,10 +73,9 @@ def run(args) -> int:
               model.spec.head_names, model.thresholds.for_heads(len(model.spec.head_names))))
           + '; a fake no head claims is "unknown"'
           + ('' if model.knn is None else
-             f', and so is one whose kNN score (minus the distance to its {model.knn.k}th nearest '
-             f'known training image) is under {model.knn_threshold:.3f}, which '
-             f'{model.spec.open_set["knn"]["acceptance"]:.0%} of the known validation '
-             f'fakes reach'))
+             f', and so is one whose ' + model.knn.describe()
+             + ('' if len(model.knn.groups) == 1 else ' (each run\'s calibration; known when '
+                'any accepts it)')))
   records = attribute(model, paths, args.cam_dir, args.cam_scale,
                       MemoryLimits(image_pixels=args.max_pixels))
   if args.json:  # before printing: the records are the result, the table a view of them

@@ -1,0 +1,104 @@
+"""gta-model: enrol, remove and list heads from the command line; attribute --model repeated."""
+import json
+
+import jax
+import numpy as np
+from PIL import Image
+import pytest
+
+from gta_jax.io import checkpoints
+from gta_jax.models import networks
+from gta_jax.tools import attribute
+from gta_jax.tools import cli
+from gta_jax.tools import model as model_tool
+
+SIZE = 32
+
+
+def _bundle(directory, heads=(), primary=None, seed=0, run=False):
+  key = jax.random.key(seed)
+  variables = {'primary': primary if primary is not None else networks.init_variables(
+      networks.Primary(True), key, (1, SIZE, SIZE, 3))}
+  if heads:
+    variables['heads'] = networks.init_variables(networks.StackedHeads(len(heads), True),
+                                                 jax.random.fold_in(key, 1),
+                                                 (1, SIZE // 4, SIZE // 4, 16))
+  variables = jax.tree.map(np.asarray, variables)
+  bundle = directory / 'model' if run else directory
+  checkpoints.save_model_bundle(bundle, checkpoints.ModelSpec(
+      input_kind='pixel', image_size=SIZE, head_names=tuple(heads), source=str(directory)),
+      variables)
+  if run:
+    (directory / 'config.json').write_text(json.dumps({'name': directory.name}))
+  return variables['primary']
+
+
+@pytest.fixture()
+def runs(tmp_path):
+  primary = _bundle(tmp_path / 'phase2', run=True)
+  _bundle(tmp_path / 'heads_ab', ('a', 'b'), primary, seed=1, run=True)
+  _bundle(tmp_path / 'heads_new', ('newgan',), primary, seed=2, run=True)
+  _bundle(tmp_path / 'other', ('x',), seed=3, run=True)
+  images = tmp_path / 'images'
+  images.mkdir()
+  rng = np.random.default_rng(0)
+  for i in range(4):
+    Image.fromarray(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)).save(images / f'{i}.png')
+  return tmp_path
+
+
+def test_add_list_remove(runs, capsys):
+  out = runs / 'models' / 'mine'
+  assert model_tool.main(['add', str(runs / 'phase2'), str(runs / 'heads_ab'), '--out', str(out)]) == 0
+  assert model_tool.main(['add', str(out), str(runs / 'heads_new')]) == 0  # in place: composed
+  capsys.readouterr()
+  assert model_tool.main(['list', str(out), '--json']) == 0
+  listing = json.loads(capsys.readouterr().out)
+  assert [h['name'] for h in listing['heads']] == ['a', 'b', 'newgan']
+  assert [h['run'] for h in listing['heads']] == [str(runs / 'heads_ab')] * 2 + [str(runs / 'heads_new')]
+  assert [h['config'] for h in listing['heads']] == ['heads_ab', 'heads_ab', 'heads_new']
+  assert model_tool.main(['remove', str(out), 'b']) == 0
+  assert checkpoints.load_model_bundle(out)[0].head_names == ('a', 'newgan')
+  assert model_tool.main(['list', str(out)]) == 0
+  assert 'newgan' in capsys.readouterr().out
+
+
+def test_refusals_exit_2_naming_the_problem(runs, capsys):
+  out = runs / 'mine'
+  model_tool.main(['add', str(runs / 'phase2'), str(runs / 'heads_ab'), '--out', str(out)])
+  cases = {
+      # a run's own model is never rewritten in place
+      ('add', str(runs / 'phase2'), str(runs / 'heads_new')): 'never rewritten',
+      ('add', str(out), str(runs / 'other')): 'trained on the primary',
+      ('add', str(out), str(runs / 'heads_ab')): "two heads named 'a'",
+      ('add', str(out), str(runs / 'heads_new'), '--rename', 'newgan'): 'OLD=NEW',
+      ('remove', str(out), 'zz'): "no head named 'zz'",
+      ('add', str(out), str(runs / 'nothing')): 'expected a model bundle',
+  }
+  before = (out / 'model.json').read_text()
+  for argv, message in cases.items():
+    capsys.readouterr()
+    assert model_tool.main(list(argv)) == cli.USAGE, argv
+    assert message in capsys.readouterr().err, argv
+  assert (out / 'model.json').read_text() == before  # nothing was written
+  (runs / 'file.txt').write_text('mine')
+  assert model_tool.main(['add', str(out), str(runs / 'heads_new'), '--out',
+                          str(runs / 'file.txt')]) == cli.USAGE
+  assert (runs / 'file.txt').read_text() == 'mine'
+  assert model_tool.main(['add', str(out), str(runs / 'heads_new'), '--rename', 'newgan=a2']) == 0
+  assert checkpoints.load_model_bundle(out)[0].head_names == ('a', 'b', 'a2')
+
+
+def test_attribute_with_several_models_equals_the_composed_bundle(runs):
+  out = runs / 'mine'
+  model_tool.main(['add', str(runs / 'phase2'), str(runs / 'heads_ab'), str(runs / 'heads_new'),
+                   '--out', str(out)])
+  assert attribute.main(['--model', str(out), '--json', str(runs / 'one.json'),
+                         str(runs / 'images')]) == 0
+  assert attribute.main(['--model', str(runs / 'heads_ab'), '--model', str(runs / 'heads_new'),
+                         '--json', str(runs / 'two.json'), str(runs / 'images')]) == 0
+  one = json.loads((runs / 'one.json').read_text())
+  two = json.loads((runs / 'two.json').read_text())
+  assert one == two and list(one[0]['p_heads']) == ['a', 'b', 'newgan']
+  assert attribute.main(['--model', str(runs / 'heads_ab'), '--model', str(runs / 'other'),
+                         str(runs / 'images')]) == cli.USAGE
