@@ -59,8 +59,9 @@ def read(path) -> Model:
     raise errors.UsageError(str(e)) from None
   if loaded is None:
     raise errors.UsageError(
-        f'{path}: expected a model bundle folder (with model.json), a run workdir holding one in '
-        'model/, or a release .h5 file.')
+        f'{path}: expected a release .h5 file, a model bundle folder (with model.json, written by '
+        '`python -m gta_jax.keras_import`, a training run or gta-model), or a run workdir holding '
+        'one in model/.')
   spec, variables, stats = loaded
   bundle = next((b for b in (path, path / 'model') if checkpoints.is_model_bundle(b)), None)
   banks = openset.read_knn_banks(bundle, spec) if bundle is not None else {}

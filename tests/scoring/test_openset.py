@@ -205,13 +205,14 @@ def test_attribute_defaults_to_the_knn_calibration_then_tpr95_then_none(tmp_path
   def model(open_set, heads=('a',)):
     spec = checkpoints.ModelSpec('pixel', 32, heads, primary_digest='0' * 64, task='attribution',
                                  open_set=open_set)
-    return inference.LoadedModel(spec, {}, bundle=tmp_path)
+    return inference.LoadedModel(spec, {}, banks={'bank.npy': bank}, origin=str(tmp_path))
 
-  np.save(tmp_path / 'bank.npy', np.eye(12, 16 + 32, dtype=np.float32))
+  bank = np.eye(12, 16 + 32, dtype=np.float32)
   knn = {'k': 10, 'threshold': -0.4, 'bank': 'bank.npy', 'acceptance': 0.99}
   chosen = model({'tpr95': [0.6], 'doc': [0.55], 'knn': knn})
   chosen.use_open_set('auto')
-  assert chosen.open_set == 'knn' and chosen.knn.k == 10 and chosen.knn_threshold == -0.4
+  [group] = chosen.knn.groups
+  assert chosen.open_set == 'knn' and group.knn.k == 10 and group.threshold == -0.4
   assert chosen.thresholds.for_heads(1) == pytest.approx([0.5])  # heads claim at 0.5 under knn
   fallback = model({'tpr95': [0.6], 'doc': [0.55]})  # fitted before kNN, or too few images
   fallback.use_open_set('auto')

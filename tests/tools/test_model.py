@@ -73,7 +73,7 @@ def test_refusals_exit_2_naming_the_problem(runs, capsys):
       ('add', str(out), str(runs / 'heads_ab')): "two heads named 'a'",
       ('add', str(out), str(runs / 'heads_new'), '--rename', 'newgan'): 'OLD=NEW',
       ('remove', str(out), 'zz'): "no head named 'zz'",
-      ('add', str(out), str(runs / 'nothing')): 'expected a model bundle',
+      ('add', str(out), str(runs / 'nothing')): 'expected a release .h5 file, a model bundle',
   }
   before = (out / 'model.json').read_text()
   for argv, message in cases.items():
