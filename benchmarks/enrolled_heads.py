@@ -33,6 +33,8 @@ def main():
   parser.add_argument('--batch', type=int, default=64)
   parser.add_argument('--image-size', type=int, default=128)
   parser.add_argument('--rounds', type=int, default=3)
+  parser.add_argument('--paths', default='per_head,stacked',
+                      help='per_head alone measures the peak memory of what attribute runs')
   parser.add_argument('--json')
   args = parser.parse_args()
   counts = [int(k) for k in args.heads.split(',')]
@@ -53,18 +55,20 @@ def main():
     out = networks.predict(variables, x, input_kind='pixel', num_heads=k)
     return jax.nn.sigmoid(out.primary.logit), jax.nn.sigmoid(out.heads.logit)
 
+  paths = {'per_head': per_head, 'stacked': lambda k: stacked(models[k], k)}
+  paths = {name: paths[name] for name in args.paths.split(',')}
   memory = {}
   for k in counts:  # compile every program first; the peak memory after each K, ascending
-    jax.block_until_ready(per_head(k))
-    jax.block_until_ready(stacked(models[k], k))
+    for fn in paths.values():
+      jax.block_until_ready(fn(k))
     memory[k] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (Linux: KiB)
-  rounds = {(path, k): [] for path in ('per_head', 'stacked') for k in counts}
+  rounds = {(path, k): [] for path in paths for k in counts}
   for _ in range(args.rounds):  # interleaved, so a load change hits every variant alike
     for k in counts:
-      rounds[('per_head', k)].append(common.time_fn(per_head, k, repeats=3, min_seconds=1.0))
-      rounds[('stacked', k)].append(common.time_fn(stacked, models[k], k, repeats=3,
-                                                   min_seconds=1.0))
+      for name, fn in paths.items():
+        rounds[(name, k)].append(common.time_fn(fn, k, repeats=3, min_seconds=1.0))
   seconds = {key: float(np.median(values)) for key, values in rounds.items()}
+  seconds |= {('stacked', k): float('nan') for k in counts if 'stacked' not in paths}
   mid = np.zeros((args.batch, -(-size // 4), -(-size // 4), 16), np.float32)
   flops_primary = common.flops_of(
       jax.jit(functools.partial(inference._score_primary, input_kind='pixel')), primary, x)

@@ -61,3 +61,17 @@ def test_fingerprint_survival_blur_takes_the_top_octave_first_noise_leaves_the_t
     assert 0.9 < figures['noise std 5'][source]['kept'] < 1.1
     assert (figures['noise std 5'][source]['change_rms'] < figures['noise std 12.5'][source][
         'change_rms'] < figures['noise std 20'][source]['change_rms'])
+
+
+def test_enrolled_heads_benchmark_reports_the_curve_against_the_flop_estimate(tmp_path):
+  out = tmp_path / 'enrolled.json'
+  subprocess.run([sys.executable, 'benchmarks/enrolled_heads.py', '--heads', '1,3', '--batch', '2',
+                  '--image-size', '32', '--rounds', '1', '--json', str(out)],
+                 cwd=ROOT, check=True, capture_output=True, timeout=600)
+  record = json.loads(out.read_text())
+  assert set(record['by_heads']) == {'1', '3'}
+  assert record['by_heads']['1']['vs_flop_estimate'] == 1.0  # the estimate is anchored there
+  assert record['mflop_per_image']['head'] > 0 and record['mflop_per_image']['primary'] > 0
+  for row in record['by_heads'].values():
+    assert row['per_head_images_per_s'] > 0 and row['stacked_images_per_s'] > 0
+    assert row['peak_rss_mib'] > 0
