@@ -133,7 +133,7 @@ def export(family, config, workdir: pathlib.Path, best: dict, step: int, tracker
       head_names=family.sources, source=str(workdir), arch=family.arch, task=config.task,
       trained_steps=int(step), best_epochs=tuple(int(e) + 1 for e in tracker['best_epoch']),
       thresholds=evaluation.thresholds(config).to_json(), head_frequency_inputs=family.head_frequency_inputs)
-  dct = family.dataset.dct_stats if config.model.input == 'dct' else None
+  dct = family.dct_stats if config.model.input == 'dct' else None
   variables = family.bundle_variables(jax.tree.map(np.asarray, best))
   return checkpoints.save_model_bundle(workdir / 'model', spec, variables, dct), variables
 
