@@ -6,11 +6,16 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from conftest import ROOT
+from gta_jax import chains
+from gta_jax import evaluators
 from gta_jax.data import augment
 from gta_jax.data import builders
 from gta_jax.data import loader
 from gta_jax.data import pipeline
 from gta_jax.io import provenance
+from gta_jax.scoring import metrics
+from gta_jax.scoring import verdicts
 from gta_jax.tools import prepare
 
 # Sizes (height, width): odd and non-square ones are centre-cropped and resized to --image-size.
@@ -226,3 +231,26 @@ def test_a_missing_folder_is_named(tmp_path, capsys):
   assert prepare.main(['--dataset', 'ganfp', '--manual-dir', str(tmp_path), '--image-size', '32',
                        '--data-dir', str(tmp_path / 'tfds')]) == 2
   assert '--image-size: only for preparing --dataset folder' in capsys.readouterr().err
+
+
+def test_the_builtin_heads_evaluators_run_on_a_folder_dataset_without_its_splits(tmp_path):
+  """phase3_synthetic's evaluators (cross-seed, softened reals, external) on a folder dataset:
+  the splits it lacks (test_cross_seed) are skipped, its test_external is scored."""
+  manual = make_folder(tmp_path / 'm', count=3)
+  assert _prepare(manual, tmp_path / 'tfds', 'x-1-1-1', '--image-size', '32') == 0
+  dataset = loader.open_dataset(_data_config(tmp_path / 'tfds', 'x-1-1-1'), 'pixel')
+  config = chains.load_config_file(str(ROOT / 'configs' / 'phase3_synthetic.py'), 'smoke')
+  assert set(config.evals) == {'test', 'test_cross_seed', 'test_softened_reals'}
+
+  def predict(images):  # p_fake: mean brightness; one head claiming the brighter half
+    value = np.asarray(images, np.float32).mean(axis=(1, 2, 3)) / 255
+    return value, (value[None] > 0.5).astype(np.float32)
+
+  outputs = metrics.Outputs(True, ('newgan',), (dataset.source_id('newgan'),), 'claims', True,
+                            any_input_size=True)
+  built = evaluators.build(config.evals, predict, dataset, outputs=outputs,
+                           thresholds=verdicts.Thresholds(), batch_size=4)
+  results = evaluators.run_all(built)
+  assert results['clean']['detection']['count'] == 3
+  assert results['clean']['detection']['external_accuracy'] is not None  # fake_testonly/zgan
+  assert list(results) == ['clean', 'jpeg', 'softened_real']  # no cross_seed
