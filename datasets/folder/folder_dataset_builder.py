@@ -181,21 +181,22 @@ def read_architectures(manual_dir, names: dict) -> dict:
 
 
 def split_counts(manual_dir, sources, config: GenericConfig) -> GenericConfig:
-  """`config` with its split counts: the tag's own, or the smallest source's images 70/10/20."""
+  """`config` with its split counts: the tag's own, or all of the smallest source's images, about
+  70/10/20 (validation and test rounded, at least one each; training the rest)."""
   if config.train_size:
     return config
   trained = [s for s in sources if not s.external]
   sizes = {s: len(folder_dataset.list_source(manual_dir, s)) for s in trained}
   smallest = min(trained, key=lambda s: sizes[s])
-  shares = folder_dataset.FolderConfig(name='shares', train_size=DEFAULT_SHARES[0],
-                                       validation_size=DEFAULT_SHARES[1],
-                                       test_size=DEFAULT_SHARES[2])
-  fitting = folder_dataset._fit(sizes[smallest], shares)  # pylint: disable=protected-access
-  if fitting is None:
-    raise ValueError(f'{epath.Path(manual_dir) / smallest.folder}: {sizes[smallest]} images; every '
+  available = sizes[smallest]
+  if available < 3:
+    raise ValueError(f'{epath.Path(manual_dir) / smallest.folder}: {available} images; every '
                      'source needs at least 3 (one for each of training, validation and test).')
-  train, validation, test = map(int, fitting.split('-'))
-  return dataclasses.replace(config, train_size=train, validation_size=validation, test_size=test)
+  share = sum(DEFAULT_SHARES)
+  validation = max(1, round(available * DEFAULT_SHARES[1] / share))
+  test = max(1, round(available * DEFAULT_SHARES[2] / share))
+  return dataclasses.replace(config, train_size=available - validation - test,
+                             validation_size=validation, test_size=test)
 
 
 def plan(manual_dir, config: GenericConfig) -> tuple[tuple, GenericConfig, dict]:

@@ -112,6 +112,10 @@ def test_a_tag_alone_takes_the_smallest_source_70_10_20(tmp_path, capsys):
   builder = pipeline.load_builder('folder', 'small', str(tmp_path / 'tfds'))
   assert {k: v.num_examples for k, v in builder.info.splits.items()} == {
       'train': 14, 'validation': 2, 'test': 4}
+  for path in list((manual / 'fake/b').iterdir())[2:]:
+    path.unlink()
+  assert _prepare(manual, tmp_path / 'tfds', 'tiny', '--image-size', '16') == 2
+  assert f'{manual / "fake/b"}: 2 images; every source needs at least 3' in capsys.readouterr().err
 
 
 def test_two_tagged_folder_datasets_coexist_in_one_data_dir(tmp_path):
@@ -254,3 +258,35 @@ def test_the_builtin_heads_evaluators_run_on_a_folder_dataset_without_its_splits
   assert results['clean']['detection']['count'] == 3
   assert results['clean']['detection']['external_accuracy'] is not None  # fake_testonly/zgan
   assert list(results) == ['clean', 'jpeg', 'softened_real']  # no cross_seed
+
+
+@pytest.mark.slow
+def test_a_head_for_a_new_generator_trains_on_an_existing_primary(smoke_data_dir, smoke_primary,
+                                                                   tmp_path):
+  """docs/data.md's one command: phase3_synthetic with the folder dataset, its generator and a
+  primary trained on the built-in data as overrides (here on the smoke primary, 32 px)."""
+  from ml_collections.config_flags import config_path
+
+  from gta_jax import train
+  manual = tmp_path / 'newgan'
+  assert prepare.main(['--dataset', pipeline.BUILTIN, '--config', 'smoke', '--data-dir',
+                       smoke_data_dir, '--export-folder', str(manual), '--sources',
+                       'tconv,dcgan_faces']) == 0
+  (manual / 'fake/tconv').rename(manual / 'fake/newgan')  # a generator no config knows
+  (manual / 'architectures.json').unlink()
+  data_dir = tmp_path / 'tfds'
+  assert _prepare(manual, data_dir, 'newgan-16-8-8', '--image-size', '32') == 0
+  config = chains.load_config_file(str(ROOT / 'configs' / 'phase3_synthetic.py'), 'smoke')
+  with config.unlocked():
+    for key, value in {'data.name': 'folder', 'data.config': 'newgan-16-8-8',
+                       'data.data_dir': str(data_dir), 'sources': ('newgan',),
+                       'init.primary': str(smoke_primary), 'name': 'heads_newgan'}.items():
+      config_path.set_value(key, config, value)
+  results = train.train_and_evaluate(config, tmp_path / 'heads_newgan')
+  assert set(results['clean']['heads']) == {'newgan'}
+  assert results['clean']['detection']['count'] == 16  # 8 real + 8 newgan test images
+  assert results['clean']['heads']['newgan']['external_accuracy'] is not None  # dcgan_faces
+  assert 'cross_seed' not in results
+  run = tmp_path / 'heads_newgan'
+  assert json.loads((run / 'primary.json').read_text())['path'] == str(smoke_primary.absolute())
+  assert json.loads((run / 'provenance.json').read_text())['dataset']['config'] == 'newgan-16-8-8'
