@@ -290,3 +290,12 @@ def test_a_head_for_a_new_generator_trains_on_an_existing_primary(smoke_data_dir
   run = tmp_path / 'heads_newgan'
   assert json.loads((run / 'primary.json').read_text())['path'] == str(smoke_primary.absolute())
   assert json.loads((run / 'provenance.json').read_text())['dataset']['config'] == 'newgan-16-8-8'
+  # Phase IV on the phase-III heads, the same overrides (its primary read from primary.json).
+  config = chains.load_config_file(str(ROOT / 'configs' / 'phase4_synthetic.py'), 'smoke')
+  with config.unlocked():
+    for key, value in {'data.name': 'folder', 'data.config': 'newgan-16-8-8',
+                       'data.data_dir': str(data_dir), 'sources': ('newgan',),
+                       'init.from_run': str(run), 'name': 'heads_newgan_aug'}.items():
+      config_path.set_value(key, config, value)
+  augmented = train.train_and_evaluate(config, tmp_path / 'heads_newgan_aug')
+  assert set(augmented['clean']['heads']) == {'newgan'}
