@@ -113,7 +113,8 @@ def check_lineage(config, image_size: int, run_dir, spec, role: str) -> None:
   """A run that continues from (role 'config.init.from_run') or builds heads on (role
   'config.init.primary') the model in `run_dir` must share its input kind, image size and,
   where `run_dir` is a run with a config.json, its dataset. Heads on a folder dataset (a new
-  generator's images) may build on a primary trained on any dataset of their image size."""
+  generator's images) may build on a primary trained on any other dataset (or folder dataset)
+  of their image size."""
   run_dir = pathlib.Path(run_dir)
   where = f'{role}={str(run_dir)!r}'
   if spec.input_kind != config.model.input:
@@ -130,7 +131,9 @@ def check_lineage(config, image_size: int, run_dir, spec, role: str) -> None:
   for recorded in (run_dir / 'config.json', run_dir.parent / 'config.json'):
     if recorded.is_file():
       theirs = upgrade_record(json.loads(recorded.read_text())).get('data', {})
-      if theirs.get('name') != config.data.name and folder and role.endswith('primary'):
+      other_data = (theirs.get('name') != config.data.name
+                    or folder and theirs.get('config') != config.data.config)
+      if other_data and folder and role.endswith('primary'):
         if spec.image_size != image_size:  # any dataset's primary, at the folder's image size
           raise size_error
         return

@@ -9,12 +9,13 @@ from gta_jax.io import checkpoints
 from gta_jax.io import run_records
 
 
-def _run(tmp_path, dataset: str, input_kind: str = 'pixel', size: int = 32):
+def _run(tmp_path, dataset: str, input_kind: str = 'pixel', size: int = 32,
+         data_config: str = 'default'):
   """A run folder as a finished run leaves it, as far as the check reads it: config.json, and the
   spec of its model bundle."""
-  run = tmp_path / f'{dataset}_{input_kind}_{size}'
+  run = tmp_path / f'{dataset}_{data_config}_{input_kind}_{size}'
   (run / 'model').mkdir(parents=True)
-  (run / 'config.json').write_text(json.dumps({'data': {'name': dataset}}))
+  (run / 'config.json').write_text(json.dumps({'data': {'name': dataset, 'config': data_config}}))
   return run, checkpoints.ModelSpec(input_kind, size)
 
 
@@ -46,3 +47,15 @@ def test_other_datasets_and_roles_still_need_the_primarys_dataset(tmp_path):
   with pytest.raises(errors.ConfigError, match="takes pixel input but config.model.input='dct'"):
     run_records.check_lineage(_heads_config('folder', 'dct'), 32, run, spec,
                               'config.init.primary')
+
+
+def test_a_primary_of_another_folder_dataset_must_match_the_image_size_too(tmp_path):
+  """Another tag is other data: its primary serves at the same image size; the same folder
+  dataset's runs (phase IV on phase III, re-evaluation) keep the dataset rule alone."""
+  other, spec = _run(tmp_path, 'folder', 'pixel', 64, data_config='oldgan')
+  with pytest.raises(errors.ConfigError, match='trained on 64 px images but folder/newgan-8-2-2'):
+    run_records.check_lineage(_heads_config('folder'), 32, other / 'model', spec,
+                              'config.init.primary')
+  same, spec = _run(tmp_path, 'folder', 'pixel', 64, data_config='newgan-8-2-2')
+  run_records.check_lineage(_heads_config('folder'), 32, same / 'model', spec,
+                            'config.init.primary')
