@@ -9,7 +9,8 @@ manual_dir/
                            architecture is its name, a real one's 'real'
 
 A source's name is its folder's: lower-case letters, digits, '.', '_' and '-', starting with a
-letter or digit, unique across real/, fake/ and fake_testonly/ ('real' names no fake source).
+letter or digit, unique across real/, fake/ and fake_testonly/ ('real' names no fake source);
+hidden folders (.ipynb_checkpoints) are ignored.
 Within a folder, files are ordered by the first number in their name; the first TRAIN /
 VALIDATION / TEST of each source form the splits (a test-only source gives its first TEST).
 Every image is centre-cropped to square and resized to the dataset's image size (skimage, as
@@ -121,7 +122,7 @@ def find_sources(manual_dir) -> tuple[Source, ...]:
     if loose:
       raise ValueError(f'{top}: holds images ({loose[0]}, ...) outside a source folder; move them '
                        f'into {kind}/<name>/, one folder per source.')
-    names[kind] = [p.name for p in entries if p.is_dir()]
+    names[kind] = [p.name for p in entries if p.is_dir() and not p.name.startswith('.')]
     for name in names[kind]:
       folder = top / name
       if not SOURCE_NAME.match(name):

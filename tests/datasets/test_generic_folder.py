@@ -65,6 +65,7 @@ def _data_config(data_dir, config):
 
 def test_a_folder_prepares_with_its_sources_ids_architectures_and_one_image_size(tmp_path):
   manual = make_folder(tmp_path / 'newgan', architectures={'b_gan': 'bgan'})
+  (manual / 'fake/.ipynb_checkpoints').mkdir()  # hidden: not a source
   assert _prepare(manual, tmp_path / 'tfds', 'newgan-4-1-1', '--image-size', '32') == 0
   builder = pipeline.load_builder('folder', 'newgan-4-1-1', str(tmp_path / 'tfds'))
   assert type(builder).__name__ == 'ReadOnlyBuilder'  # loading needs no prepare options
