@@ -1,6 +1,10 @@
 """Phase III on the built-in data: four one-vs-rest heads on the frozen phase-II primary.
 
 python launch.py --config=configs/phase3_synthetic.py   (on runs/phase2_synthetic, beside its workdir)
+
+A head for a new generator from a folder dataset (docs/data.md), on the same primary:
+python launch.py --config=configs/phase3_synthetic.py --config.data.name=folder \
+    --config.data.config=newgan-60-20-20 --config.sources="('newgan',)" --config.name=heads_newgan
 """
 from configs import common
 

@@ -1,4 +1,5 @@
-"""What the GANFP and FacesHQ+ builders share: the release's folder layout read from manual_dir.
+"""What the folder builders share: GANFP and FacesHQ+ (presets: their release's sources, image
+rule and split counts) and the generic `folder` dataset (sources read from the folder's layout).
 
 Within a source folder, files are ordered by the first number in their name (as the release's
 data_prep); the first train/validation/test counts form the splits. Counts are part of the builder
@@ -42,6 +43,10 @@ class FolderConfig(tfds.core.BuilderConfig):
   test_size: int = 0
   # > 0: every image is re-saved as a JPEG of this quality (PIL, 4:2:0) before it is stored.
   jpeg_quality: int = 0
+
+  def with_counts(self, counts: str) -> str:
+    """The config name that asks for split counts 'TRAIN-VAL-TEST' (what the advice suggests)."""
+    return counts
 
 
 def config_from_name(name: str, defaults: FolderConfig) -> FolderConfig:
@@ -91,6 +96,7 @@ def assign_splits(manual_dir, sources, config: FolderConfig) -> dict:
       continue
     if len(files) < wanted:
       fitting = _fit(len(files), config)
+      fitting = fitting and config.with_counts(fitting)
       advice = (f'Use a smaller config that fits, e.g. {fitting} (prepare --config {fitting}, then '
                 f'train with --config.data.config={fitting}), or add images.' if fitting else
                 'Add images: each split needs at least one per source.')
@@ -112,6 +118,19 @@ def _fit(available: int, config: FolderConfig) -> str | None:
   while sum(counts) > available:  # the max(1, ...) floors can overshoot: trim the largest
     counts[counts.index(max(counts))] -= 1
   return '-'.join(map(str, counts))
+
+
+def centre_crop_resize(rgb: np.ndarray, size: int) -> np.ndarray:
+  """Centre-crop to square, then skimage's default resize to `size` on float64, clip, truncate
+  (FacesHQ+'s rule, the release's data_crop.py); an image of that size already is kept as is."""
+  height, width = rgb.shape[:2]
+  side = min(height, width)
+  top, left = (height - side) // 2, (width - side) // 2
+  rgb = rgb[top:top + side, left:left + side]
+  if side != size:
+    from skimage.transform import resize
+    rgb = np.clip(resize(rgb.astype(np.float64), (size, size)), 0, 255).astype(np.uint8)
+  return rgb
 
 
 def features() -> tfds.features.FeaturesDict:
@@ -152,7 +171,8 @@ def generate_examples(items, prepare_image, skip_corrupt: bool, skipped: list,
 
 
 class FolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-  """Base of the folder builders: subclasses set SOURCES, DEFAULT, prepare_image and the docs.
+  """Base of the folder builders: the presets set SOURCES, DEFAULT, prepare_image and the docs;
+  the generic one (datasets/folder/) finds its sources in manual_dir.
 
   Builder(config='700-100-200', skip_corrupt=True, data_dir=...) builds with other split counts
   and leaves unreadable files out (listed in info.metadata['skipped_files']).

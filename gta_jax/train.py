@@ -134,7 +134,7 @@ def export(family, config, workdir: pathlib.Path, best: dict, step: int, tracker
       head_names=family.sources, source=str(workdir), arch=family.arch, task=config.task,
       trained_steps=int(step), best_epochs=tuple(int(e) + 1 for e in tracker['best_epoch']),
       thresholds=evaluation.thresholds(config).to_json(), head_frequency_inputs=family.head_frequency_inputs)
-  dct = family.dataset.dct_stats if config.model.input == 'dct' else None
+  dct = family.dct_stats if config.model.input == 'dct' else None
   variables = family.bundle_variables(jax.tree.map(np.asarray, best))
   if spec.head_names and 'heads' in variables:  # each head names its run (and, on save, its digest)
     epochs = (spec.best_epochs if len(spec.best_epochs) == len(spec.head_names)

@@ -30,14 +30,7 @@ DEFAULT = folder_dataset.FolderConfig(name='default', description='7000/1000/200
 def prepare_image(rgb: np.ndarray, path) -> np.ndarray:
   """Centre-crop to square, then skimage's default resize to 256 on float64, clip, truncate."""
   del path
-  height, width = rgb.shape[:2]
-  side = min(height, width)
-  top, left = (height - side) // 2, (width - side) // 2
-  rgb = rgb[top:top + side, left:left + side]
-  if side != IMAGE_SIZE:
-    from skimage.transform import resize
-    rgb = np.clip(resize(rgb.astype(np.float64), (IMAGE_SIZE, IMAGE_SIZE)), 0, 255).astype(np.uint8)
-  return rgb
+  return folder_dataset.centre_crop_resize(rgb, IMAGE_SIZE)
 
 
 class Builder(folder_dataset.FolderBuilder):

@@ -31,7 +31,10 @@ class DatasetNotPrepared(errors.UserError, RuntimeError):
   """A dataset that has not been built (or does not exist); the message says how to build it."""
 
 
-DATASETS = (BUILTIN, 'ganfp', 'faceshq_plus')
+# `folder`: the generic folder dataset (datasets/folder/), any generators' images from the user's
+# folders; each prepared one is a config named by its tag, loaded from its recorded metadata.
+FOLDER = 'folder'
+DATASETS = (BUILTIN, 'ganfp', 'faceshq_plus', FOLDER)
 
 
 def builder_class(name: str):
@@ -49,6 +52,8 @@ def variants_config(name: str, config: str) -> str:
 
 def load_builder(name: str, config: str, data_dir: str, prepare_builtin: bool = True):
   """The dataset's TFDS builder, prepared. The built-in dataset is generated on first use."""
+  if name == FOLDER:
+    return _prepared_folder(config, data_dir)
   try:
     builder = builder_class(name)(config=config, data_dir=data_dir)
   except ValueError as e:  # TFDS: no such builder config
@@ -63,6 +68,25 @@ def load_builder(name: str, config: str, data_dir: str, prepare_builtin: bool = 
           f'phase on the built-in data instead: --config.data.name={BUILTIN} '
           '--config.sources="(\'tconv\',)" (sources: tconv, nearest, bilinear, pixelshuffle).')
     builder.download_and_prepare(file_format='array_record')
+  return builder
+
+
+def _prepared_folder(config: str, data_dir: str):
+  """A prepared folder dataset, read-only: its options and sources come from its metadata."""
+  module = builders.module(f'{FOLDER}.{FOLDER}_dataset_builder')
+  prepared = module.prepared_configs(data_dir)
+  there = (f'Prepared in {data_dir}: {", ".join(prepared)}.' if prepared
+           else f'No folder dataset is prepared in {data_dir}.')
+  try:
+    builder = module.load_prepared(config, data_dir)
+  except ValueError as e:
+    raise DatasetNotPrepared(f'config.data.config={config!r}: {e} {there}') from None
+  if builder is None:
+    raise DatasetNotPrepared(
+        f'Folder dataset {config!r} is not prepared. {there} Build it from your '
+        f'folder (real/<name>/, fake/<name>/, docs/data.md) with\n  python -m gta_jax.prepare '
+        f'--dataset {FOLDER} --manual-dir /path/to/folder --config {config} --image-size N '
+        f'--data-dir {data_dir}')
   return builder
 
 

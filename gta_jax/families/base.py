@@ -84,6 +84,9 @@ class Family:
     self.config = config
     self.dataset = dataset
     self.input_kind = config.model.input
+    # The (mean, std) that normalise DCT input: the training data's, or a frozen primary's own
+    # (heads, which feed its features; see HeadsFamily).
+    self.dct_stats = dataset.dct_stats
     self.task = config.task
     self.sources = tuple(config.sources)
     self.source_ids = tuple(dataset.source_id(s) for s in self.sources)
@@ -107,7 +110,7 @@ class Family:
   # -- state and constants
   def constants(self) -> dict:
     """The run's frozen pytree (DCT statistics, a frozen primary): an argument of every step."""
-    mean, std = self.dataset.dct_stats
+    mean, std = self.dct_stats
     return {'dct_mean': mean, 'dct_std': std}
 
   def init_variables(self, key: jax.Array) -> dict:

@@ -286,8 +286,14 @@ class Heads(base.Family):
     self.primary_model = networks.Primary(gap, config.model.bn_momentum, config.model.conv_impl)
     self.heads_model = networks.StackedHeads(len(self.sources), gap, config.model.bn_momentum,
                                            conv_impl=config.model.conv_impl)
-    self.primary_variables, record = self._load_primary(config, dataset, workdir)
+    self.primary_variables, record, primary_dct = self._load_primary(config, dataset, workdir)
     self.records['primary.json'] = record
+    if self.input_kind == 'dct' and primary_dct is not None:
+      # The frozen primary normalises its DCT input as it was trained to: with its bundle's
+      # statistics (those of its own training data, which a folder dataset's need not be).
+      self.dct_stats = tuple(np.asarray(a, np.float32) for a in primary_dct)
+      if not all(np.array_equal(a, b) for a, b in zip(self.dct_stats, dataset.dct_stats)):
+        log(f'DCT statistics: the primary\'s ({record["path"]}), not {dataset.name}\'s')
     self.recipe = config.recipe
     self.head_frequency_inputs = tuple(config.recipe.frequency_inputs)
     check_patch_size(self.recipe, dataset.image_size)
@@ -314,7 +320,7 @@ class Heads(base.Family):
           + run_records.missing_run_hint(reference, config, 2)
           + '; or point --config.init.primary at a phase-II workdir, a model bundle or a release '
           '.h5.')
-    spec, variables, _ = loaded
+    spec, variables, primary_dct = loaded
     run_records.check_lineage(config, dataset.image_size, pathlib.Path(reference), spec,
                               'config.init.primary')
     primary = variables['primary']
@@ -330,7 +336,7 @@ class Heads(base.Family):
             f'{workdir} was trained on the primary {built_on["path"]} (digest '
             f'{built_on["digest"][:12]}), but {reference} holds different weights '
             f'({record["digest"][:12]}). Use a new workdir for a new primary.')
-    return primary, record
+    return primary, record, primary_dct
 
   def outputs(self) -> metrics.Outputs:
     return metrics.Outputs(detection=True, head_names=self.sources, head_ids=self.source_ids,
@@ -420,7 +426,7 @@ class Heads(base.Family):
     """The open-set thresholds and kNN bank, fitted on the validation split, into the bundle."""
     fitted = openset_fit.fit(openset_fit.HeadsRun(
         pathlib.Path(workdir), spec, variables, self.dataset, tuple(self.source_ids),
-        self.config.eval.batch_size, trained_on=self.dataset))
+        self.config.eval.batch_size, trained_on=self.dataset, dct_stats=self.dct_stats))
     log(openset.describe(fitted, self.sources))
 
   def bundle_variables(self, trained):

@@ -7,6 +7,7 @@ import ml_collections
 
 from gta_jax import chains
 from gta_jax import errors
+from gta_jax.data import pipeline
 
 RUNS_ROOT = 'runs'  # where launch.py puts a run by default: runs/<config.name>
 
@@ -111,18 +112,31 @@ def config_for_run(run_dir) -> str | None:
 def check_lineage(config, image_size: int, run_dir, spec, role: str) -> None:
   """A run that continues from (role 'config.init.from_run') or builds heads on (role
   'config.init.primary') the model in `run_dir` must share its input kind, image size and,
-  where `run_dir` is a run with a config.json, its dataset."""
+  where `run_dir` is a run with a config.json, its dataset. Heads on a folder dataset (a new
+  generator's images) may build on a primary trained on any other dataset (or folder dataset)
+  of their image size."""
   run_dir = pathlib.Path(run_dir)
   where = f'{role}={str(run_dir)!r}'
   if spec.input_kind != config.model.input:
     raise errors.ConfigError(f'{where} takes {spec.input_kind} input but config.model.input='
                              f'{config.model.input!r}.')
+  folder = config.data.name == pipeline.FOLDER
+  size_error = errors.ConfigError(
+      f'{where} was trained on {spec.image_size} px images but {config.data.name}'
+      + (f'/{config.data.config}' if folder else '') + f' has {image_size} px images'
+      + (f': prepare your folder at its size (gta_jax.prepare --image-size {spec.image_size}, '
+         'under another tag).' if folder else '.'))
   if spec.image_size != image_size and (spec.input_kind == 'dct' or role.endswith('from_run')):
-    raise errors.ConfigError(f'{where} was trained on {spec.image_size} px images but '
-                             f'{config.data.name} has {image_size} px images.')
+    raise size_error
   for recorded in (run_dir / 'config.json', run_dir.parent / 'config.json'):
     if recorded.is_file():
       theirs = upgrade_record(json.loads(recorded.read_text())).get('data', {})
+      other_data = (theirs.get('name') != config.data.name
+                    or folder and theirs.get('config') != config.data.config)
+      if other_data and folder and role.endswith('primary'):
+        if spec.image_size != image_size:  # any dataset's primary, at the folder's image size
+          raise size_error
+        return
       if theirs.get('name') != config.data.name:
         raise errors.ConfigError(f'{where} was trained on {theirs.get("name")} but '
                                  f'config.data.name={config.data.name!r}.')

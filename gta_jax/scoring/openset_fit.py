@@ -55,6 +55,8 @@ class HeadsRun:
   head_ids: tuple[int, ...]
   batch_size: int
   trained_on: loader.Dataset
+  # (mean, std) of the DCT input as the heads were trained (the bundle's); None: trained_on's.
+  dct_stats: tuple | None = None
   # outputs() per split: `openset --fit` reads the training split for the fit and again for the
   # protocols' feature scores; the weights do not change between them.
   _outputs: dict = dataclasses.field(default_factory=dict, repr=False)
@@ -67,7 +69,7 @@ class HeadsRun:
     bundle = workdir / 'model'
     if not checkpoints.is_model_bundle(bundle):
       raise errors.MissingRunError(f'{workdir} holds no finished run (no model/model.json).')
-    spec, variables, _ = checkpoints.load_model_bundle(bundle)
+    spec, variables, dct_stats = checkpoints.load_model_bundle(bundle)
     if spec.arch != 'proposed' or not spec.head_names:
       raise errors.ConfigError(f'{workdir} is not a heads run (phase III/IV): open-set scores '
                                'come from attribution heads.')
@@ -82,7 +84,10 @@ class HeadsRun:
         dataset = loader.open_dataset(test_data, spec.input_kind)
     head_ids = tuple(dataset.source_id(name) for name in spec.head_names)
     distributed.check_batch_size(config.eval.batch_size, 'eval.batch_size')
-    return cls(workdir, spec, variables, dataset, head_ids, config.eval.batch_size, trained_on)
+    if dct_stats is not None:
+      dct_stats = tuple(np.asarray(a, np.float32) for a in dct_stats)
+    return cls(workdir, spec, variables, dataset, head_ids, config.eval.batch_size, trained_on,
+               dct_stats)
 
   def outputs(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """-> (head logits [K, N], pooled features [N, D], source ids [N]) over every image of a
@@ -92,8 +97,8 @@ class HeadsRun:
     return self._outputs[split]
 
   def _compute_outputs(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    constants = distributed.replicate({'dct_mean': self.trained_on.dct_stats[0],
-                                       'dct_std': self.trained_on.dct_stats[1]})
+    mean, std = self.dct_stats if self.dct_stats is not None else self.trained_on.dct_stats
+    constants = distributed.replicate({'dct_mean': mean, 'dct_std': std})
     variables = distributed.replicate(self.variables)
     logits, features, sources = [], [], []
     source = self.trained_on if split in FITTING_SPLITS else self.dataset

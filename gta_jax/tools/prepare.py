@@ -4,6 +4,17 @@ python -m gta_jax.prepare --dataset ganfp --manual-dir /data/ganfp [--config 700
     [--skip-corrupt] [--data-dir data/tfds]
 
 --config is 'default' (the paper's split counts) or 'TRAIN-VAL-TEST' images per source.
+
+Any generator's images (the generic folder dataset: real/<name>/, fake/<name>/, optional
+fake_testonly/<name>/ and architectures.json; docs/data.md):
+python -m gta_jax.prepare --dataset folder --manual-dir ~/newgan --config newgan-60-20-20 \
+    --image-size 64 [--jpeg-quality 75]
+--config is a tag of your own, optionally with split counts ('newgan': each source gives the
+smallest source's image count, split 70/10/20); runs name it in --config.data.config.
+
+A prepared dataset's images into that layout (e.g. the built-in data, for a folder dataset):
+python -m gta_jax.prepare --dataset synthetic_fingerprints --config variants \
+    --export-folder DIR [--sources tconv,tconv.unseen_seed_1]
 """
 import argparse
 import os
@@ -12,6 +23,8 @@ import sys
 import tensorflow_datasets as tfds
 
 from gta_jax import errors
+from gta_jax.data import builders
+from gta_jax.data import export
 from gta_jax.data import images
 from gta_jax.data import pipeline
 from gta_jax.tools import cli
@@ -21,23 +34,84 @@ def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog='python -m gta_jax.prepare', description=__doc__.split('\n')[0])
   parser.add_argument('--dataset', required=True, choices=pipeline.DATASETS)
   parser.add_argument('--manual-dir', help='folder in the release layout (not for the built-in set)')
-  parser.add_argument('--config', default='default')
+  parser.add_argument('--config', help='default: "default"; for --dataset folder a tag of your '
+                      'own, e.g. newgan or newgan-60-20-20 (required)')
   parser.add_argument('--data-dir', default=os.environ.get('TFDS_DATA_DIR', 'data/tfds'),
                       help='default: $TFDS_DATA_DIR, else data/tfds')
   parser.add_argument('--skip-corrupt', action='store_true',
                       help='leave unreadable images out (listed in the metadata) instead of stopping')
+  parser.add_argument('--image-size', type=int,
+                      help='--dataset folder (required): the training image side; other sizes are '
+                      'centre-cropped to square and resized')
+  parser.add_argument('--jpeg-quality', type=int,
+                      help='--dataset folder: re-save every image as a JPEG of this quality '
+                      '(default 0: store as read)')
+  parser.add_argument('--export-folder', metavar='DIR',
+                      help='instead of preparing: write the prepared dataset\'s images into DIR in '
+                      'the folder dataset\'s layout (the built-in one is built first if needed)')
+  parser.add_argument('--sources', help='with --export-folder: the fake sources to write, '
+                      'comma-separated (default all; the real images always)')
   return parser
 
 
-def run(args) -> int:
-  kwargs = {'config': args.config, 'data_dir': args.data_dir}
+def _folder_module():
+  return builders.module(f'{pipeline.FOLDER}.{pipeline.FOLDER}_dataset_builder')
+
+
+def check_args(args) -> None:
+  """Flags that do not fit the dataset or the action: refused before any work."""
+  folder_only = [flag for flag, value in (('--image-size', args.image_size),
+                                          ('--jpeg-quality', args.jpeg_quality))
+                 if value is not None]
+  if folder_only and (args.dataset != pipeline.FOLDER or args.export_folder):
+    raise errors.UsageError(f'{", ".join(folder_only)}: only for preparing --dataset '
+                            f'{pipeline.FOLDER}.')
+  if args.sources is not None and not args.export_folder:
+    raise errors.UsageError('--sources: only with --export-folder.')
+  if args.export_folder:
+    if args.manual_dir or args.skip_corrupt:
+      raise errors.UsageError('--export-folder writes a prepared dataset out; --manual-dir and '
+                              '--skip-corrupt are for preparing one.')
+    return
   if args.dataset != pipeline.BUILTIN:
     if not args.manual_dir:
       raise errors.UsageError(f'--manual-dir is required for {args.dataset}')
+    if not os.path.isdir(args.manual_dir):
+      raise errors.UsageError(f'--manual-dir {images.printable(args.manual_dir)}: no such folder.')
+    if not os.listdir(args.manual_dir):
+      expected = ', '.join(f'{s.folder}/' for s in pipeline.builder_class(args.dataset).SOURCES)
+      raise errors.UsageError(f'--manual-dir {images.printable(args.manual_dir)}: the folder is '
+                              f'empty; expected {expected or "real/<name>/, fake/<name>/"} '
+                              '(docs/data.md).')
+  if args.dataset == pipeline.FOLDER:
+    if args.config is None:
+      raise errors.UsageError(f'--config: name this {pipeline.FOLDER} dataset with a tag of your '
+                              'own, e.g. --config newgan (or newgan-60-20-20: split counts per '
+                              'source); runs then load it with --config.data.config=newgan.')
+    if args.image_size is None:
+      raise errors.UsageError(f'--image-size is required for --dataset {pipeline.FOLDER}: the '
+                              'side of the training images (e.g. 128); images of another size are '
+                              'centre-cropped to square and resized.')
+
+
+def run(args) -> int:
+  check_args(args)
+  if args.export_folder:
+    return run_export(args)
+  config = args.config or 'default'
+  kwargs = {'config': config, 'data_dir': args.data_dir}
+  if args.dataset != pipeline.BUILTIN:
     kwargs['skip_corrupt'] = args.skip_corrupt
+  if args.dataset == pipeline.FOLDER:
+    kwargs |= {'image_size': args.image_size, 'jpeg_quality': args.jpeg_quality or 0}
   try:
     with cli.usage_errors():
       builder = pipeline.builder_class(args.dataset)(**kwargs)
+      if args.dataset == pipeline.FOLDER:
+        # The layout's and the split counts' errors before anything is written.
+        _folder_module().plan(args.manual_dir, builder.builder_config)
+        if _already_prepared(builder, args):
+          return cli.OK
       builder.download_and_prepare(
           file_format='array_record',
           download_config=tfds.download.DownloadConfig(manual_dir=args.manual_dir))
@@ -48,10 +122,62 @@ def run(args) -> int:
     raise
   splits = ', '.join(f'{k} {v.num_examples}' for k, v in builder.info.splits.items())
   print(f'prepared {args.dataset}/{builder.builder_config.name} in {args.data_dir}: {splits}')
+  if args.dataset == pipeline.FOLDER:
+    metadata = builder.info.metadata
+    sizes = metadata['split_sizes']
+    print(f'  {metadata["image_size"]} px, '
+          + (f'JPEG quality {metadata["jpeg_quality"]}' if metadata['jpeg_quality'] else
+             'stored as read')
+          + f'; per source {sizes["train"]}/{sizes["validation"]}/{sizes["test"]}; sources '
+          + ', '.join(f'{name} {i}' for name, i in metadata['source_ids'].items()))
+    print(f'  train on it with --config.data.name={pipeline.FOLDER} '
+          f'--config.data.config={builder.builder_config.name} (docs/data.md)')
   skipped = builder.info.metadata.get('skipped_files') or []
   if skipped:
     print(f'{len(skipped)} unreadable file(s) left out:\n  '
           + '\n  '.join(map(images.printable, skipped)))
+  return cli.OK
+
+
+def _already_prepared(builder, args) -> bool:
+  """A folder dataset of this tag prepared in data_dir already: the same options (image size,
+  JPEG quality, folder) -> nothing to do (True); other ones are refused, naming them."""
+  existing = _folder_module().load_prepared(args.config, args.data_dir)
+  if existing is None:
+    return False
+  recorded = existing.info.metadata
+  wanted = {'image_size': builder.builder_config.image_size,
+            'jpeg_quality': builder.builder_config.jpeg_quality,
+            'manual_dir': images.printable(os.path.abspath(args.manual_dir))}
+  differ = [f'{key} {recorded.get(key)!r} (now {value!r})' for key, value in wanted.items()
+            if recorded.get(key) != value]
+  if differ:
+    raise errors.UsageError(
+        f'{existing.data_dir}: folder dataset {args.config!r} is prepared already, with '
+        f'{"; ".join(differ)}. Choose another tag, or delete that folder to rebuild it.')
+  print(f'{pipeline.FOLDER}/{args.config} is prepared already in {args.data_dir} (same folder and '
+        'options); nothing to do. Delete its folder to rebuild it.')
+  return True
+
+
+def run_export(args) -> int:
+  out_dir = export.check_target(args.export_folder)
+  sources = None
+  if args.sources is not None:
+    sources = [s.strip() for s in args.sources.split(',') if s.strip()]
+    if not sources:
+      raise errors.UsageError('--sources: name at least one source, e.g. --sources tconv.')
+  with cli.usage_errors():
+    builder = pipeline.load_builder(args.dataset, args.config or 'default', args.data_dir)
+  name = f'{args.dataset}/{builder.builder_config.name}'
+  print(f'exporting {name} to {out_dir}:')
+  written, per_source = export.export_folder(builder, out_dir, sources)
+  trainable = [n for folder, n in written.items() if not folder.startswith('fake_testonly/')]
+  counts = ('-' + '-'.join(map(str, per_source))
+            if per_source and min(trainable) >= sum(per_source) else '')
+  print(f'wrote {sum(written.values())} images in {len(written)} source folders. Prepare them with\n'
+        f'  python -m gta_jax.prepare --dataset {pipeline.FOLDER} --manual-dir {out_dir} '
+        f'--config TAG{counts} --image-size {export.image_size(builder)} --data-dir {args.data_dir}')
   return cli.OK
 
 

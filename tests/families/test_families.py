@@ -51,3 +51,24 @@ def test_a_detector_trains_params_and_exports_them_as_the_bundle_primary():
   assert networks.count_parameters(variables) == 27_261
   assert family.bundle_variables(variables) == {'primary': variables}
   np.testing.assert_array_equal(family.targets({'label': np.array([1, 0])}), [1.0, 0.0])
+
+
+def test_dct_heads_normalise_with_their_primarys_statistics_not_the_datasets(tmp_path):
+  """Heads feed a frozen primary: its DCT input must be normalised as the primary was trained
+  (its bundle's statistics), whatever data the heads train on (e.g. a folder dataset's)."""
+  from gta_jax.io import checkpoints
+  dataset = loader.Dataset('folder', None, 32, {'real': 0, 'a': 1, 'b': 2},
+                           (np.zeros((32, 32), np.float32), np.ones((32, 32), np.float32)))
+  config = _config('primary', 'detection')
+  config.model.input = 'dct'
+  primary = families.build(config, dataset).init_variables(jax.random.key(0))
+  stats = (np.full((32, 32), 0.5, np.float32), np.full((32, 32), 2.0, np.float32))
+  checkpoints.save_model_bundle(tmp_path / 'primary', checkpoints.ModelSpec('dct', 32),
+                                {'primary': primary}, stats)
+  heads = _config('heads', 'attribution', ('a',))
+  heads.model.input, heads.init.primary = 'dct', str(tmp_path / 'primary')
+  family = families.build(heads, dataset)
+  constants = family.constants()
+  np.testing.assert_array_equal(constants['dct_mean'], stats[0])
+  np.testing.assert_array_equal(constants['dct_std'], stats[1])
+  assert family.dct_stats[0].dtype == np.float32
