@@ -300,3 +300,28 @@ def test_a_head_for_a_new_generator_trains_on_an_existing_primary(smoke_data_dir
       config_path.set_value(key, config, value)
   augmented = train.train_and_evaluate(config, tmp_path / 'heads_newgan_aug')
   assert set(augmented['clean']['heads']) == {'newgan'}
+  # The walkthrough's last steps (docs/enrolment.md): the built-in heads (a phase-III run on the
+  # same primary) and the new generator's head composed into one model; each head scores as in
+  # its own run's model, and each run's kNN calibration is kept.
+  from gta_jax.scoring import inference
+  from gta_jax.tools import model as model_tool
+  config = chains.load_config_file(str(ROOT / 'configs' / 'phase3_synthetic.py'), 'smoke')
+  with config.unlocked():
+    config.data.data_dir = smoke_data_dir
+    config.init.primary = str(smoke_primary)
+  train.train_and_evaluate(config, tmp_path / 'heads_builtin')
+  composed = tmp_path / 'models' / 'builtin_plus_newgan'
+  assert model_tool.main(['add', str(smoke_primary), str(tmp_path / 'heads_builtin'), str(run),
+                          '--out', str(composed)]) == 0
+  images = sorted(str(p) for p in (manual / 'fake' / 'newgan').iterdir())
+  both = inference.load_model(composed)
+  assert both.spec.head_names == ('tconv', 'nearest', 'bilinear', 'pixelshuffle', 'newgan')
+  both.use_open_set('auto')
+  assert both.open_set == 'knn' and len(both.knn.groups) == 2
+  records = inference.attribute(both, images)
+  for source in (tmp_path / 'heads_builtin', run):
+    own = inference.load_model(source)
+    own.use_open_set('off')
+    for record, alone in zip(records, inference.attribute(own, images)):
+      assert {h: record['p_heads'][h] for h in alone['p_heads']} == alone['p_heads']
+      assert record['p_fake'] == alone['p_fake']
