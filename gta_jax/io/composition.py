@@ -202,8 +202,9 @@ def _assemble(base: Model, selection: list, names: list) -> Model:
       base.spec, head_names=tuple(names), composed=True,
       task='attribution' if names else ('detection' if base.spec.task == 'attribution' else base.spec.task),
       best_epochs=tuple(epochs) if epochs and all(e is not None for e in epochs) else (),
-      thresholds=verdicts.Thresholds(base_thresholds.fake,
-                                     tuple(thresholds) if thresholds else base_thresholds.heads).to_json(),
+      thresholds=verdicts.Thresholds(base_thresholds.fake, tuple(thresholds) if thresholds else (
+          base_thresholds.heads if isinstance(base_thresholds.heads, float)
+          else verdicts.DEFAULT_THRESHOLD)).to_json(),
       open_set=open_set, head_provenance=tuple(provenance_records))
   if not names:
     spec = dataclasses.replace(spec, head_frequency_inputs=())

@@ -61,6 +61,9 @@ def test_add_list_remove(runs, capsys):
   assert checkpoints.load_model_bundle(out)[0].head_names == ('a', 'newgan')
   assert model_tool.main(['list', str(out)]) == 0
   assert 'newgan' in capsys.readouterr().out
+  # Every head removed: a detector alone, which still scores.
+  assert model_tool.main(['remove', str(out), 'a', 'newgan']) == 0
+  assert attribute.main(['--model', str(out), str(runs / 'images')]) == 0
 
 
 def test_refusals_exit_2_naming_the_problem(runs, capsys):
