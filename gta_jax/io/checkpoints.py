@@ -77,15 +77,9 @@ class ModelSpec:
     def bad(key, expected):
       return errors.ConfigError(f'{path}: "{key}" is {record.get(key)!r}; expected {expected}.')
 
-    def is_int(value):
-      return isinstance(value, int) and not isinstance(value, bool)
-
-    def is_number(value):
-      return isinstance(value, (int, float)) and not isinstance(value, bool)
-
     if kwargs.get('input_kind') not in ('pixel', 'dct'):
       raise bad('input_kind', '"pixel" or "dct"')
-    if not is_int(kwargs.get('image_size')) or kwargs['image_size'] < 8:
+    if not _is_int(kwargs.get('image_size')) or kwargs['image_size'] < 8:
       raise bad('image_size', 'an integer of at least 8')
     names = kwargs.get('head_names', [])
     if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names) or (
@@ -101,10 +95,10 @@ class ModelSpec:
       raise bad('arch', 'proposed, gandct, postpool or dnadet')
     if not isinstance(kwargs.get('composed', False), bool):
       raise bad('composed', 'true or false')
-    if not is_int(kwargs.get('trained_steps', 0)) or kwargs.get('trained_steps', 0) < 0:
+    if not _is_int(kwargs.get('trained_steps', 0)) or kwargs.get('trained_steps', 0) < 0:
       raise bad('trained_steps', 'a non-negative integer')
     epochs = kwargs.get('best_epochs', [])
-    if not isinstance(epochs, list) or not all(is_int(e) for e in epochs):
+    if not isinstance(epochs, list) or not all(_is_int(e) for e in epochs):
       raise bad('best_epochs', 'a list of integers')
     kwargs['head_names'] = tuple(names)
     kwargs['best_epochs'] = tuple(epochs)
@@ -141,7 +135,7 @@ class ModelSpec:
       values = open_set.get(method)
       if values is not None and not (
           isinstance(values, list) and len(values) == len(names) and
-          all(is_number(v) and 0 < v < 1 for v in values)):
+          all(_is_number(v) and 0 < v < 1 for v in values)):
         raise bad('open_set', f'open_set.{method}: one threshold in (0, 1) per head')
     knn = open_set.get('knn')
     if isinstance(knn, dict) and 'acceptance' not in knn:
@@ -164,17 +158,23 @@ class ModelSpec:
     return cls(**kwargs)
 
 
+def _is_int(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _valid_knn(knn: dict) -> bool:
   """A kNN calibration record (open_set.knn, or one of open_set.knn_groups)."""
-  def is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
   knn = {'acceptance': 0.95, **knn}  # written before the acceptance was recorded
-  return (isinstance(knn.get('k'), int) and not isinstance(knn['k'], bool) and knn['k'] >= 1
-          and is_number(knn.get('threshold')) and -2 <= knn['threshold'] <= 0
+  return (_is_int(knn.get('k')) and knn['k'] >= 1
+          and _is_number(knn.get('threshold')) and -2 <= knn['threshold'] <= 0
           and isinstance(knn.get('bank'), str) and knn['bank'] == pathlib.PurePath(knn['bank']).name
-          and is_number(knn['acceptance']) and 0.5 <= knn['acceptance'] < 1
+          and _is_number(knn['acceptance']) and 0.5 <= knn['acceptance'] < 1
           and isinstance(knn.get('operating_points', {}), dict)
-          and all(is_number(t) and -2 <= t <= 0 for t in knn.get('operating_points', {}).values()))
+          and all(_is_number(t) and -2 <= t <= 0 for t in knn.get('operating_points', {}).values()))
 
 
 def tree_digest(tree) -> str:

@@ -308,7 +308,7 @@ def load_knn_groups(spec: checkpoints.ModelSpec, banks: dict, where) -> GroupedK
       raise errors.ConfigError(f'{where}: a kNN calibration names heads {missing} the model lacks.')
     bank = banks.get(record['bank'])
     if bank is None:
-      raise errors.ConfigError(f'{where}: the kNN bank {record["bank"]} is missing; refit it with '
+      raise errors.ConfigError(f'{where}: the kNN bank {record["bank"]} is missing or unreadable; refit it with '
                                '`python -m gta_jax.openset --workdir RUN --fit`.')
     width = networks.pooled_feature_width(len(record['heads']))
     if bank.ndim != 2 or bank.shape[1] != width or len(bank) < record['k']:
@@ -336,19 +336,9 @@ def read_knn_banks(bundle, spec: checkpoints.ModelSpec) -> dict:
 
 
 def load_knn(bundle, spec: checkpoints.ModelSpec) -> tuple['NearestNeighbours', float]:
-  """The bundle's fitted kNN score and its threshold; a clear error naming what is missing."""
-  record = (spec.open_set or {}).get('knn')
-  if not record:
-    raise errors.ConfigError(f'{bundle}: no kNN calibration in model.json; fit it with '
-                             '`python -m gta_jax.openset --workdir RUN --fit`.')
-  path = pathlib.Path(bundle) / record['bank']
-  try:
-    bank = np.load(path, allow_pickle=False)
-  except (OSError, ValueError) as e:
-    raise errors.ConfigError(f'{path}: cannot read the kNN bank ({e}); refit it with '
-                             '`python -m gta_jax.openset --workdir RUN --fit`.') from None
-  width = networks.pooled_feature_width(len(spec.head_names))
-  if bank.ndim != 2 or bank.shape[1] != width or len(bank) < record['k']:
-    raise errors.ConfigError(f'{path}: a bank of shape {bank.shape}; this model\'s pooled features '
-                             f'have {width} values and k={record["k"]} needs as many images.')
-  return NearestNeighbours(bank, record['k']), float(record['threshold'])
+  """A run's own bundle: its one kNN score and threshold (load_knn_groups reads any model's)."""
+  groups = load_knn_groups(spec, read_knn_banks(bundle, spec), bundle).groups
+  if len(groups) != 1:
+    raise errors.ConfigError(f'{bundle}: a composed model with {len(groups)} kNN calibrations; '
+                             'score it with attribute, which reads them all.')
+  return groups[0].knn, groups[0].threshold

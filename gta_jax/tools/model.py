@@ -60,15 +60,6 @@ def _renames(pairs) -> dict:
   return renames
 
 
-def _target(args):
-  """Where add/remove write, checked before any work."""
-  target = args.out or args.model
-  if not args.out and composition.is_run_bundle(args.model):
-    raise errors.UsageError(f'{args.model} is a training run\'s own model; it is never rewritten. '
-                            'Write the composed model to a new folder: --out DIR.')
-  return composition.check_target(target)
-
-
 def describe(model: composition.Model) -> dict:
   """What `list` shows, as data."""
   spec = model.spec
@@ -116,7 +107,7 @@ def run(args) -> int:
       listing = describe(composition.read(args.model))
       print(json.dumps(listing, indent=2) if args.json else format_listing(listing))
       return cli.OK
-    target = _target(args)
+    target = composition.check_target(args.out or args.model)  # before any work
     base = composition.read(args.model)
     if args.command == 'add':
       renames = _renames(args.rename)
