@@ -1,7 +1,6 @@
 """Set-up and evaluation of a run: open its dataset and family, score weights with the
 evaluators of config.evals (the same runner a training ends with), re-score a finished run, or
 score it on its dataset's generator-variant splits (crosstest)."""
-import json
 import pathlib
 
 import ml_collections
@@ -16,8 +15,10 @@ from gta_jax.data import pipeline
 from gta_jax.io import checkpoints
 from gta_jax.io import distributed
 from gta_jax.io import run_records
+from gta_jax.io import workdir_lock
 from gta_jax.io.run_records import load_run_config
 from gta_jax.io.writers import log
+from gta_jax.io.writers import write_json_atomic
 from gta_jax.scoring import verdicts
 
 
@@ -68,12 +69,14 @@ def evaluate_run(workdir, test_sets=None) -> dict:
     if test_sets:
       config.evals.test.modes = tuple(test_sets)
 
-  config, family, trained = load_finished_run(workdir, adjust)
-  results = evaluate(config, family, trained, workdir / 'results' / 'predictions')
-  out = workdir / 'results' / 'metrics.json'
-  if out.is_file():  # keep the test sets this call did not re-score
-    results = json.loads(out.read_text()) | results
-  out.write_text(json.dumps(results, indent=2) + '\n')
+  with workdir_lock.locked(workdir, 'evaluation', distributed.is_main_process()):
+    config, family, trained = load_finished_run(workdir, adjust)
+    results = evaluate(config, family, trained, workdir / 'results' / 'predictions')
+    out = workdir / 'results' / 'metrics.json'
+    earlier = run_records.read_results(out)
+    if earlier:  # keep the test sets this call did not re-score
+      results = earlier | results
+    write_json_atomic(out, results)
   log(f'wrote {out}')
   return results
 
@@ -88,6 +91,11 @@ def crosstest_run(workdir, data_dir=None) -> dict:
     config.data.config = pipeline.variants_config(config.data.name, config.data.config)
     config.evals = ml_collections.ConfigDict({'crosstest': {'type': 'variant_splits'}})
 
+  with workdir_lock.locked(workdir, 'crosstest', distributed.is_main_process()):
+    return _crosstest_run(workdir, adjust)
+
+
+def _crosstest_run(workdir, adjust) -> dict:
   config, family, trained = load_finished_run(workdir, adjust)
   if not family.outputs().head_names:
     raise errors.ConfigError(f'{workdir} is a detection run; crosstest scores attribution runs '
@@ -102,7 +110,6 @@ def crosstest_run(workdir, data_dir=None) -> dict:
       entry['mean_recall'] = (float(np.mean(list(entry['recall'].values())))
                               if entry.get('recall') else None)
   out = workdir / 'results' / 'crosstest.json'
-  out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(json.dumps(results, indent=2) + '\n')
+  write_json_atomic(out, results)
   log(f'wrote {out}')
   return results

@@ -6,7 +6,6 @@ Start-up order (logged): resume this workdir's latest checkpoint, else initialis
 (gta_jax/families/); evaluation from the evaluators of config.evals (gta_jax/evaluators/).
 """
 import dataclasses
-import json
 import pathlib
 import time
 
@@ -28,9 +27,12 @@ from gta_jax.io import distributed
 from gta_jax.io import progress
 from gta_jax.io import provenance
 from gta_jax.io import run_records
+from gta_jax.io import workdir_lock
 from gta_jax.io.writers import fmt
 from gta_jax.io.writers import log
 from gta_jax.io.writers import MetricWriter
+from gta_jax.io.writers import write_json_atomic
+from gta_jax.io.writers import write_text_atomic
 
 
 def initial_tracker(num_outputs: int) -> dict:
@@ -67,6 +69,11 @@ def remaining_steps(tracker: dict, step: int, epoch: int, steps_per_epoch: int, 
   epochs_early = min(max_epochs - epoch, int(left.max()) if left.size else 1)
   return ((epoch + epochs_early) * steps_per_epoch - step,
           max_epochs * steps_per_epoch - step)
+
+
+@jax.jit
+def _still_finite(flag, loss, grad_norm):
+  return flag & jnp.all(jnp.isfinite(loss)) & jnp.all(jnp.isfinite(grad_norm))
 
 
 def host_variables(state) -> dict:
@@ -152,20 +159,33 @@ def check_workdir(workdir: pathlib.Path) -> None:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
-  """Trains one phase into `workdir` (resuming if it holds a checkpoint) and evaluates it."""
+  """Trains one phase into `workdir` (resuming if it holds a checkpoint) and evaluates it, holding
+  the workdir's lock throughout (gta_jax/io/workdir_lock.py)."""
   workdir = pathlib.Path(workdir)
   if config.chain:
     return chains.run_chain(config, workdir, train_and_evaluate)
   config = run_records.resolve_lineage(config, workdir)  # run names -> runs beside this one
   results_file = workdir / 'results' / 'metrics.json'
-  if results_file.is_file():
+  results = run_records.read_results(results_file)
+  if results is not None:
+    run_records.check_resume_config(workdir, config, finished=True)
     log(f'{workdir} has finished already; nothing to do (delete it to retrain).')
-    return json.loads(results_file.read_text())
+    return results
   run_config.check(config)
-  warm_started = bool(config.init.from_run) and config.phase in (2, 4)
   distributed.check_batch_size(config.optim.batch_size, 'optim.batch_size')
   distributed.check_batch_size(config.eval.batch_size, 'eval.batch_size')
   check_workdir(workdir)
+  with workdir_lock.locked(workdir, f'training {config.name}', distributed.is_main_process()):
+    results = run_records.read_results(results_file)  # another process may have finished it
+    if results is not None:
+      run_records.check_resume_config(workdir, config, finished=True)
+      log(f'{workdir} has finished already; nothing to do (delete it to retrain).')
+      return results
+    return _train_and_evaluate(config, workdir, results_file)
+
+
+def _train_and_evaluate(config, workdir: pathlib.Path, results_file: pathlib.Path) -> dict:
+  warm_started = bool(config.init.from_run) and config.phase in (2, 4)
   manager = checkpoints.training_manager(workdir / 'checkpoints')
   resuming = manager.latest_step() is not None
   if resuming:
@@ -177,11 +197,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   def write_records():
     if not distributed.is_main_process():
       return
-    (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2) + '\n')
-    (workdir / 'provenance.json').write_text(
-        json.dumps(provenance.run_provenance(dataset), indent=2) + '\n')
+    write_text_atomic(workdir / 'config.json', config.to_json_best_effort(indent=2) + '\n')
+    write_json_atomic(workdir / 'provenance.json', provenance.run_provenance(dataset))
     for name, record in family.records.items():
-      (workdir / name).write_text(json.dumps(record, indent=2) + '\n')
+      write_json_atomic(workdir / name, record)
 
   batch_size = config.optim.batch_size
   steps_per_epoch = dataset.steps_per_epoch(batch_size)
@@ -227,8 +246,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
 
   records_written = resuming and (workdir / 'config.json').is_file()
 
+  # Every step's loss and gradient norm are checked on the device (one flag, no host transfer per
+  # step) and the flag is read before anything is saved, logged or validated: a run that turns
+  # NaN between logged steps stops there, its last checkpoint the last finite state.
+  finite = distributed.replicate(np.asarray(True))
+  last_good = None
+
+  def check_finite():
+    nonlocal last_good
+    if bool(distributed.to_host(finite)):
+      last_good = step
+      return
+    since = last_good if last_good is not None else start_step
+    raise errors.TrainingDiverged(
+        f'the training loss or gradients became NaN or infinite between steps {since} and {step}; '
+        'stopping before anything else is saved. The last checkpoint holds the last finite '
+        'state: lower config.optim.learning_rate (or check the inputs) and resume, or delete '
+        'the workdir.')
+
   def save(force=False, replace=False):
     nonlocal records_written
+    check_finite()
     checkpoints.save_training(manager, step, {'state': state, 'best': best, 'tracker': tracker},
                               force, replace)
     if not records_written:  # with the first checkpoint: the run now exists
@@ -248,12 +286,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
       active = distributed.replicate(np.asarray(tracker['active']))
       for device_batch, targets in loader.prefetch_to_device(batches, family.targets):
         state, step_metrics = train_step(state, constants, device_batch, targets, active)
+        finite = _still_finite(finite, step_metrics['loss'], step_metrics['grad_norm'])
         step += 1
         if step % config.log_every_steps == 0:
+          check_finite()
           host = distributed.to_host(step_metrics)
-          if not np.all(np.isfinite(host['loss'])):
-            raise errors.TrainingDiverged(f'loss became {host["loss"]} at step {step}; stopping. '
-                                     'Lower config.optim.learning_rate or check the inputs.')
           rate = (step - start_step) / max(time.time() - started, 1e-9)
           early, latest = remaining_steps(tracker, step, epoch, steps_per_epoch,
                                           config.optim.max_epochs, config.optim.patience)
@@ -266,6 +303,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
           writer.scalars(step, {'train/images_per_s': rate * batch_size}, record=False)
         if step % config.checkpoint_every_steps == 0:
           save()
+      check_finite()
       evaluated = optim.evaluated_state(state)
       if stats_step is not None:
         evaluated = recalibrated(family, stats_step, evaluated, constants, dataset, config, epoch,
@@ -275,6 +313,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
                                  {'params': evaluated.params, 'batch_stats': evaluated.batch_stats},
                                  constants, dataset, config.eval.batch_size,
                                  config.data.train_mode)
+      if not np.all(np.isfinite(val_loss)):
+        raise errors.TrainingDiverged(
+            f'validation loss {fmt(val_loss)} after epoch {epoch + 1} (step {step}) is not finite; '
+            'stopping before this epoch is saved or exported. The last checkpoint holds the '
+            'epoch before: lower config.optim.learning_rate (or check the validation images) and '
+            'resume, or delete the workdir.')
       best, tracker = update_early_stopping(tracker, best, evaluated, val_loss, epoch,
                                             config.optim.patience, family.stacked_outputs)
       writer.scalars(step, {f'val/loss_{i}': v for i, v in enumerate(val_loss)}
@@ -283,18 +327,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
           f'{(tracker["best_epoch"] + 1).tolist()}; active {tracker["active"].astype(int).tolist()}')
       save(force=True, replace=True)  # the post-validation state, even over a periodic save
   except KeyboardInterrupt:
-    save(force=True)
+    save(force=True)  # refuses (TrainingDiverged) a state that is no longer finite
     log(f'interrupted: saved step {step}; run the same command to resume.')
     raise
   finally:
     manager.wait_until_finished()
     writer.close()
 
+  never = [i for i, e in enumerate(np.asarray(tracker['best_epoch'])) if e < 0]
+  if never:
+    names = family.sources if len(family.sources) == family.num_outputs else None
+    raise errors.TrainingDiverged(
+        f'no validated epoch improved on the initial weights for output(s) '
+        f'{", ".join(str(names[i] if names else i) for i in never)}; nothing exported (the '
+        'initial weights are not a trained model).')
   spec, variables = export(family, config, workdir, best, step, tracker)
   family.after_export(workdir, spec, variables)
   results = evaluation.evaluate(config, family, best, workdir / 'results' / 'predictions')
   if distributed.is_main_process():
-    results_file.parent.mkdir(parents=True, exist_ok=True)
-    results_file.write_text(json.dumps(results, indent=2) + '\n')
+    write_json_atomic(results_file, results)
     log(f'wrote {results_file}')
   return results

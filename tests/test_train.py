@@ -69,6 +69,20 @@ def test_a_smoke_run_trains_exports_evaluates_and_a_second_call_does_nothing(smo
   for record in ('config.json', 'provenance.json', 'metrics.jsonl'):
     assert (run / record).read_text().strip()
   assert train.train_and_evaluate(config, run) == results
+  # A finished run checks the config it is given as a resumed one does: another phase's config,
+  # or another setting, is refused rather than answered with this run's results.
+  with pytest.raises(errors.ConfigError, match=r'finished run trained with other settings.*'
+                     r'config.phase: 1 when it started, now 3'):
+    train.train_and_evaluate(_config('phase3_synthetic', smoke_data_dir,
+                                     **{'init.primary': str(run)}), run)
+  other = _config('phase1_synthetic', smoke_data_dir, **{'optim.learning_rate': 0.5})
+  with pytest.raises(errors.ConfigError, match='optim.learning_rate'):
+    train.train_and_evaluate(other, run)
+  # An empty results file (a write cut short) no longer blocks the run: it evaluates again from
+  # its last checkpoint, with no step trained, to the same results.
+  (run / 'results' / 'metrics.json').write_text('')
+  assert train.train_and_evaluate(config, run) == results
+  assert json.loads((run / 'results' / 'metrics.json').read_text()) == results
 
 
 def test_quickstart_runs_all_four_phases_and_evaluates(quickstart):
@@ -404,6 +418,55 @@ def test_non_finite_loss_stops_with_a_clear_error(smoke_data_dir, tmp_path, monk
     monkeypatch.setattr(losses, name, lambda *a, _f=original, **k: _f(*a, **k) * jnp.inf)
   with pytest.raises(FloatingPointError, match='learning_rate'):
     train.train_and_evaluate(config, tmp_path / 'nan')
+
+
+def _nan_loss_at(monkeypatch, bad_step):
+  """The training step's reported loss is NaN at `bad_step` only (as a run that diverges between
+  two logged steps), the weights untouched."""
+  original = proposed.Detector.make_train_step
+
+  def make_train_step(self, optimizer):
+    step = original(self, optimizer)
+
+    def diverging(state, *args):
+      number = int(state.step)
+      state, metrics = step(state, *args)
+      if number == bad_step:
+        metrics = dict(metrics, loss=metrics['loss'] * jnp.nan)
+      return state, metrics
+    return diverging
+
+  monkeypatch.setattr(proposed.Detector, 'make_train_step', make_train_step)
+
+
+@pytest.mark.slow
+def test_a_loss_that_turns_nan_between_logged_steps_stops_before_the_next_save(
+    smoke_data_dir, tmp_path, monkeypatch):
+  """Logged every 100 steps, saved every 5: a NaN at step 7 stops the run at its next save
+  (step 10), which is not written; no model is exported."""
+  config = _config('phase1_synthetic', smoke_data_dir, log_every_steps=100,
+                   checkpoint_every_steps=5)
+  _nan_loss_at(monkeypatch, 7)
+  with pytest.raises(errors.TrainingDiverged, match='between steps 5 and 10') as info:
+    train.train_and_evaluate(config, tmp_path / 'run')
+  assert 'last checkpoint holds the last finite state' in str(info.value)
+  assert sorted(p.name for p in (tmp_path / 'run' / 'checkpoints').iterdir()) == ['5']
+  assert not (tmp_path / 'run' / 'model').exists()
+  assert not (tmp_path / 'run' / 'results').exists()
+
+
+@pytest.mark.slow
+def test_a_non_finite_validation_loss_stops_before_the_epoch_is_saved_or_exported(
+    smoke_data_dir, tmp_path, monkeypatch):
+  """Was: NaN never improves on the initial infinity, so the run exported its initial weights
+  (best epochs [0]) and exited 0."""
+  config = _config('phase1_synthetic', smoke_data_dir, checkpoint_every_steps=1000)
+  monkeypatch.setattr(train, 'validation_loss', lambda *a, **k: np.array([np.nan]))
+  with pytest.raises(errors.TrainingDiverged, match='validation loss nan after epoch 1'):
+    train.train_and_evaluate(config, tmp_path / 'run')
+  assert not (tmp_path / 'run' / 'model').exists()
+  assert not (tmp_path / 'run' / 'checkpoints').exists() or not any(
+      p.name.isdigit() for p in (tmp_path / 'run' / 'checkpoints').iterdir())
 
 
 def test_every_config_loads_with_and_without_smoke():

@@ -8,6 +8,7 @@ import ml_collections
 from gta_jax import chains
 from gta_jax import errors
 from gta_jax.data import pipeline
+from gta_jax.io import writers
 
 RUNS_ROOT = 'runs'  # where launch.py puts a run by default: runs/<config.name>
 
@@ -66,17 +67,35 @@ def load_run_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
   return config
 
 
+def read_results(results_file: pathlib.Path) -> dict | None:
+  """A finished run's results/metrics.json, or None when there is none or it cannot be read (a
+  write cut short before writes were atomic): the run then evaluates again, with a warning."""
+  if not results_file.is_file():
+    return None
+  try:
+    results = json.loads(results_file.read_text())
+  except (OSError, UnicodeDecodeError, ValueError) as e:
+    writers.log(f'warning: {results_file} cannot be read ({e}); evaluating the run again.')
+    return None
+  if not isinstance(results, dict):
+    writers.log(f'warning: {results_file} holds no results object; evaluating the run again.')
+    return None
+  return results
+
+
 # Fields a resumed run may change: where the data lives, how often it logs and saves, how it
 # evaluates, and how convolutions are lowered (same function, other speed).
 RESUMABLE_CHANGES = ('data.data_dir', 'data.workers', 'log_every_steps', 'checkpoint_every_steps',
                      'eval.batch_size', 'evals', 'model.conv_impl', 'workdir')
 
 
-def check_resume_config(workdir, config) -> None:
+def check_resume_config(workdir, config, finished: bool = False) -> None:
   """A resumed run must train as it started: refuses a changed training setting, naming it.
 
   Changing the data, model, optimiser or phase under a half-trained checkpoint would continue a
   different experiment under the old name (and overwrite the config.json that describes it).
+  A finished run (`finished`) is checked the same way: "nothing to do" for another phase's or
+  another setting's config would pass off this run's results as that config's.
   """
   stored_file = pathlib.Path(workdir) / 'config.json'
   if not stored_file.is_file():
@@ -90,6 +109,11 @@ def check_resume_config(workdir, config) -> None:
   if changed:
     details = '; '.join(f'config.{k}: {stored.get(k)!r} when it started, now '
                         f'{current.get(k, "<unset>")!r}' for k in changed[:6])
+    if finished:
+      raise errors.ConfigError(
+          f'{workdir} holds a finished run trained with other settings ({details}); its results '
+          'are not this config\'s. Give this config its own workdir (--workdir=...), or delete '
+          'that run to retrain it.')
     raise errors.ConfigError(
         f'{workdir} holds a run started with other settings ({details}). Resuming would mix two '
         'experiments: run the original command to resume it, or give this one a new workdir '

@@ -1,6 +1,7 @@
 """Where a run's progress goes: one log line format, and one metric writer for scalars
 (TensorBoard event files through tensorboardX, plus one JSON line per write in metrics.jsonl)."""
 import json
+import os
 import pathlib
 import time
 
@@ -26,6 +27,42 @@ def fmt(values) -> str:
   return ' '.join(f'{float(v):.4f}' for v in np.atleast_1d(values))
 
 
+def write_text_atomic(path, text: str) -> None:
+  """Writes `text` through a temporary file beside `path` and an atomic rename: a reader (or a
+  run killed mid-write) never leaves half a file."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  staging = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+  try:
+    staging.write_text(text)
+    os.replace(staging, path)
+  finally:
+    staging.unlink(missing_ok=True)
+
+
+def write_json_atomic(path, value) -> None:
+  write_text_atomic(path, json.dumps(value, indent=2) + '\n')
+
+
+def read_json_lines(path) -> list[dict]:
+  """metrics.jsonl's records. A line that is not a JSON object (the torn last line of a run
+  killed while writing it) is dropped with a warning naming it, not a crash that blocks resume."""
+  path = pathlib.Path(path)
+  records = []
+  for number, line in enumerate(path.read_text(errors='replace').splitlines(), 1):
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+    except ValueError:
+      record = None
+    if not isinstance(record, dict) or not isinstance(record.get('step'), int):
+      log(f'warning: {path} line {number} is not a whole record (a write cut short?); dropped.')
+      continue
+    records.append(record)
+  return records
+
+
 class MetricWriter:
   """TensorBoard event files (tensorboardX; clu's writers import TensorFlow) plus metrics.jsonl."""
 
@@ -39,10 +76,10 @@ class MetricWriter:
     self._tb = SummaryWriter(str(workdir / 'tensorboard'))
     path = workdir / 'metrics.jsonl'
     if path.is_file():
-      records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+      records = read_json_lines(path)
       kept = [r for r in records if r['step'] < resume_step or (
           r['step'] == resume_step and r.get('epoch', 0) <= validated_epochs)]
-      path.write_text(''.join(json.dumps(r) + '\n' for r in kept))
+      write_text_atomic(path, ''.join(json.dumps(r) + '\n' for r in kept))
     self._lines = open(path, 'a')
 
   def scalars(self, step: int, values: dict, *, record: bool = True) -> None:

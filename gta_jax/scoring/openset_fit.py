@@ -16,6 +16,7 @@ from gta_jax.io import checkpoints
 from gta_jax.io import distributed
 from gta_jax.io import progress
 from gta_jax.io import run_records
+from gta_jax.io import workdir_lock
 from gta_jax.io.writers import log
 from gta_jax.models import networks
 from gta_jax.models import spectral
@@ -131,6 +132,11 @@ def fit(run: HeadsRun, knn_acceptance: float = KNN_ACCEPTANCE) -> dict:
   if not 0.5 <= knn_acceptance < 1:
     raise errors.ConfigError(f'kNN acceptance {knn_acceptance}: the share of known fakes the '
                              'calibration keeps, in [0.5, 1).')
+  with workdir_lock.locked(run.workdir, 'open-set fit', distributed.is_main_process()):
+    return _fit(run, knn_acceptance)
+
+
+def _fit(run: HeadsRun, knn_acceptance: float) -> dict:
   _, train_features, train_sources = run.outputs('train')
   logits, features, sources = run.outputs('validation')
   fitted = calibrate(logits, sources, run.head_ids)
