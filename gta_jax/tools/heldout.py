@@ -77,7 +77,8 @@ def score_folder(models: list[inference.LoadedModel], folder, crops_per_image: i
       failed.append({'path': images_lib.printable(path),
                      'error': images_lib.printable(e if str(path) in str(e) else f'{path}: {e}')})
       continue
-    for model, inputs, model_records in zip(models, inputs_by_model, records):
+    per_model = []
+    for model, inputs in zip(models, inputs_by_model):
       scores = []
       for start in range(0, len(inputs), batch_size):
         p_fake, _, _, _ = inference.score_batch(model.variables, inputs[start:start + batch_size],
@@ -85,6 +86,17 @@ def score_folder(models: list[inference.LoadedModel], folder, crops_per_image: i
                                                 num_heads=len(model.spec.head_names),
                                                 with_saliency=False)
         scores.extend(np.asarray(p_fake, np.float64).tolist())
+      per_model.append(scores)
+    # A NaN score is neither real nor fake (>= threshold is False: it counted as real). The file
+    # is left out for every model, so that all still score the same crops, and named.
+    broken = [i for i, scores in enumerate(per_model) if not np.all(np.isfinite(scores))]
+    if broken:
+      failed.append({'path': images_lib.printable(path), 'error': images_lib.printable(
+          f'{path}: ' + '; '.join(f'model {i + 1} gave {np.sum(~np.isfinite(per_model[i]))} '
+                                  f'non-finite score(s) of {len(per_model[i])}' for i in broken)
+          + ' (NaN or infinity: its weights or statistics are broken)')})
+      continue
+    for scores, model_records in zip(per_model, records):
       model_records.append({'path': images_lib.printable(path), 'crops': len(scores),
                             'p_fake': scores})
   return records, failed

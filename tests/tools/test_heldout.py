@@ -130,3 +130,27 @@ def test_several_models_score_the_same_crops_and_are_summarised_over_models(tmp_
                (2 * SIZE, 2 * SIZE, 3))
   assert heldout.main(['--model', str(pixel_model), str(wider), '--real', str(real)]) == 2
   assert 'different input sizes' in capsys.readouterr().err
+
+
+def test_non_finite_scores_are_failures_not_real_verdicts(tmp_path, pixel_model, capsys,
+                                                         monkeypatch):
+  """Was: NaN >= threshold is False, so every NaN crop counted as real: false-positive rate
+  0.000 and exit 0 from a broken model."""
+  real = tmp_path / 'real'
+  real.mkdir()
+  for i in range(3):
+    Image.fromarray(RNG.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)).save(real / f'{i}.png')
+  original = heldout.inference.score_batch
+
+  def broken(variables, x, **kwargs):
+    p_fake, *rest = original(variables, x, **kwargs)
+    return (np.full(np.shape(p_fake), np.nan), *rest)
+  monkeypatch.setattr(heldout.inference, 'score_batch', broken)
+  out = tmp_path / 'heldout.json'
+  assert heldout.main(['--model', str(pixel_model), '--real', str(real), '--json', str(out)]) == 1
+  printed = capsys.readouterr().out
+  assert printed.count('non-finite score(s)') == 3 and 'rate n/a' in printed
+  report = json.loads(out.read_text())
+  assert report['summary']['real']['crops'] == 0
+  assert report['summary']['real']['false_positive_rate'] is None
+  assert len(report['failed']) == 3
