@@ -3,8 +3,10 @@
 Every failure is an `ImageReadError` whose message names the file and the problem, so batch
 commands can record it and carry on.
 """
+import errno
 import os
 import pathlib
+import sys
 import warnings
 
 import numpy as np
@@ -30,13 +32,73 @@ def printable(text) -> str:
   return os.fsencode(str(text)).decode('utf-8', 'backslashreplace')
 
 
+_PLAIN_PATH = type(pathlib.Path())
+
+
+class UnreadableEntry(_PLAIN_PATH):
+  """A folder scan's entry that is no image file it could read: a folder it may not open, a broken
+  or looping link, an entry it cannot stat. It stands in the list where it was found, so each
+  command's usual error path (read_rgb raises ImageReadError naming it) counts it as failed."""
+  if sys.version_info >= (3, 12):
+    def __init__(self, path, problem: str):
+      super().__init__(path)
+      self.problem = problem
+
+    def with_segments(self, *segments):  # paths derived from it are plain paths
+      return _PLAIN_PATH(*segments)
+  else:
+    def __new__(cls, path, problem: str):
+      entry = super().__new__(cls, path)
+      entry.problem = problem
+      return entry
+
+
+def _scan(folder: pathlib.Path, ancestors: tuple, visited: set, found: list) -> None:
+  try:
+    entries = sorted(os.scandir(folder), key=lambda e: e.name)
+  except OSError as e:
+    found.append(UnreadableEntry(folder, f'the folder cannot be read ({e.strerror}); no image '
+                                 'in it was scanned'))
+    return
+  for entry in entries:
+    path = pathlib.Path(entry.path)
+    try:
+      if entry.is_symlink():
+        try:
+          os.stat(path)
+        except OSError as e:
+          kind = 'looping' if e.errno == errno.ELOOP else 'broken'
+          found.append(UnreadableEntry(path, f'a {kind} link (to {os.readlink(path)})'))
+          continue
+      if entry.is_dir():  # a linked folder too, once
+        status = path.stat()
+        key = (status.st_dev, status.st_ino)
+        if key in ancestors:
+          found.append(UnreadableEntry(path, f'a link back to a folder it is inside of '
+                                       f'({os.path.realpath(path)}); not followed'))
+        elif key not in visited:  # reached again through a link: its images are listed once
+          visited.add(key)
+          _scan(path, ancestors + (key,), visited, found)
+      elif entry.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+        found.append(path)
+    except OSError as e:
+      found.append(UnreadableEntry(path, f'cannot be read ({e.strerror})'))
+
+
 def list_images(paths) -> list[pathlib.Path]:
-  """Files as given, folders expanded (recursively, sorted) to the image files inside them."""
+  """Files as given, folders expanded (recursively, sorted) to the image files inside them.
+
+  Nothing is left out silently: a subfolder that cannot be opened, a broken or looping link and
+  an entry that cannot be read are listed as UnreadableEntry (read_rgb raises on them, so they
+  count as failed files); symlinked folders are followed, each folder scanned once."""
   found = []
   for path in map(pathlib.Path, paths):
     if path.is_dir():
-      found.extend(sorted(p for p in path.rglob('*')
-                          if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
+      status = path.stat()
+      key = (status.st_dev, status.st_ino)
+      folder = []
+      _scan(path, (key,), {key}, folder)
+      found.extend(sorted(folder))
     else:
       found.append(path)
   return found
@@ -78,6 +140,8 @@ def read_rgb(path, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, list[str]]
   checked before decoding) or odd files. Animations and multi-page files give their first frame,
   with a note saying so.
   """
+  if getattr(path, 'problem', None):  # what a folder scan could not read (list_images)
+    raise ImageReadError(f'{printable(path)}: {path.problem}')
   path = pathlib.Path(path)
   if not path.exists():
     raise ImageReadError(f'{path}: no such file')

@@ -154,3 +154,13 @@ def test_non_finite_scores_are_failures_not_real_verdicts(tmp_path, pixel_model,
   assert report['summary']['real']['crops'] == 0
   assert report['summary']['real']['false_positive_rate'] is None
   assert len(report['failed']) == 3
+
+
+def test_a_broken_link_in_the_photo_folder_is_counted_as_failed(tmp_path, pixel_model, capsys):
+  """Was: skipped by the scan, so the rate covered fewer photos with exit 0."""
+  real = tmp_path / 'real'
+  real.mkdir()
+  Image.fromarray(RNG.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)).save(real / 'a.png')
+  (real / 'b.png').symlink_to(tmp_path / 'moved_away.png')
+  assert heldout.main(['--model', str(pixel_model), '--real', str(real)]) == 1
+  assert 'b.png: a broken link' in capsys.readouterr().out
