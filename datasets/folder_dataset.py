@@ -8,7 +8,9 @@ release re-saved as JPEG (FacesHQ+, quality 75) is stored that way; the suffix '
 '700-100-200-png') keeps the images as read instead.
 """
 import dataclasses
+import hashlib
 import io
+import os
 import re
 
 from etils import epath
@@ -85,23 +87,89 @@ def list_source(manual_dir: epath.Path, source: Source) -> list:
   return sorted(files, key=sort_key)
 
 
-def assign_splits(manual_dir, sources, config: FolderConfig) -> dict:
-  """-> {split: [(source, path), ...]}; a source with too few images is a clear error."""
+class Readable:
+  """With --skip-corrupt: which files decode, each checked once per build (the splits are counted
+  after the unreadable ones are left out, so none is left short or empty by them); `skipped`
+  lists those left out, each with its error. Without it (`skip_corrupt` False) every file counts,
+  and an unreadable one stops the build later, listed with the others."""
+
+  def __init__(self, skip_corrupt: bool):
+    self.skip_corrupt = skip_corrupt
+    self.skipped = []
+    self._checked = {}
+
+  def files(self, files: list, wanted: int | None = None) -> list:
+    """The first `wanted` (None: all) of `files` that read."""
+    if not self.skip_corrupt:
+      return files if wanted is None else files[:wanted]
+    kept = []
+    for path in files:
+      if wanted is not None and len(kept) == wanted:
+        break
+      if path not in self._checked:
+        try:
+          images_lib.read_rgb(path)
+          self._checked[path] = True
+        except images_lib.ImageReadError as e:
+          self._checked[path] = False
+          self.skipped.append(images_lib.printable(e))
+      if self._checked[path]:
+        kept.append(path)
+    return kept
+
+  def left_out(self, files: list) -> int:
+    return sum(self._checked.get(p) is False for p in files)
+
+
+def fingerprint(manual_dir, sources, skip_corrupt: bool) -> dict:
+  """What a prepared dataset was built from: every image file of its source folders (relative
+  name, size, modification time; what make and rsync compare), architectures.json if there is
+  one, and the skip setting. A folder changed since (an image fixed, added or removed) gives
+  another digest, so prepare can refuse a stale dataset."""
+  manual_dir = epath.Path(manual_dir)
+  digest = hashlib.sha256(f'skip_corrupt={bool(skip_corrupt)}\n'.encode())
+  count = 0
+  for source in sources:
+    digest.update(f'{source.folder}\0{source.name}\0{source.source_id}\n'.encode())
+    for path in list_source(manual_dir, source):
+      status = os.stat(os.fspath(path))
+      digest.update(f'{images_lib.printable(path.name)}\0{status.st_size}\0'
+                    f'{status.st_mtime_ns}\n'.encode())
+      count += 1
+  extra = manual_dir / 'architectures.json'
+  if extra.is_file():
+    digest.update(b'architectures.json\0' + extra.read_bytes())
+  return {'sha256': digest.hexdigest(), 'files': count, 'skip_corrupt': bool(skip_corrupt)}
+
+
+def assign_splits(manual_dir, sources, config: FolderConfig, readable: Readable | None = None
+                  ) -> dict:
+  """-> {split: [(source, path), ...]}; a source with too few (readable) images is a clear
+  error. With `readable` skipping corrupt files, each split takes the next readable ones."""
+  readable = readable or Readable(False)
   splits = {'train': [], 'validation': [], 'test': [], 'test_external': []}
   wanted = config.train_size + config.validation_size + config.test_size
   for source in sources:
-    files = list_source(manual_dir, source)
+    listed = list_source(manual_dir, source)
     if source.external:
-      splits['test_external'] += [(source, p) for p in files[:config.test_size or None]]
+      files = readable.files(listed, config.test_size or None)
+      if not files:
+        raise ValueError(f'{manual_dir / source.folder}: no readable image ({len(listed)} files, '
+                         f'{readable.left_out(listed)} unreadable left out).')
+      splits['test_external'] += [(source, p) for p in files]
       continue
+    files = readable.files(listed, wanted)
     if len(files) < wanted:
       fitting = _fit(len(files), config)
       fitting = fitting and config.with_counts(fitting)
       advice = (f'Use a smaller config that fits, e.g. {fitting} (prepare --config {fitting}, then '
                 f'train with --config.data.config={fitting}), or add images.' if fitting else
                 'Add images: each split needs at least one per source.')
+      unreadable = readable.left_out(listed)
+      counted = (f'{len(files)} readable images ({unreadable} unreadable left out)' if unreadable
+                 else f'{len(files)} images')
       raise ValueError(
-          f'{manual_dir / source.folder}: {len(files)} images, but config {config.name!r} needs '
+          f'{manual_dir / source.folder}: {counted}, but config {config.name!r} needs '
           f'{wanted} ({config.train_size}/{config.validation_size}/{config.test_size}). {advice}')
     bounds = np.cumsum([0, config.train_size, config.validation_size, config.test_size])
     for split, lo, hi in zip(('train', 'validation', 'test'), bounds[:-1], bounds[1:]):
@@ -202,7 +270,11 @@ class FolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                                  metadata=tfds.core.MetadataDict(source_ids=ids, skipped_files=[]))
 
   def _split_generators(self, dl_manager):
-    splits = assign_splits(dl_manager.manual_dir, self.SOURCES, self.builder_config)
+    readable = Readable(self._skip_corrupt)
+    splits = assign_splits(dl_manager.manual_dir, self.SOURCES, self.builder_config, readable)
+    self._skipped.extend(readable.skipped)
+    self.info.metadata['source_fingerprint'] = fingerprint(dl_manager.manual_dir, self.SOURCES,
+                                                           self._skip_corrupt)
     return {name: self._generate_examples(items) for name, items in splits.items()}
 
   def _generate_examples(self, items):

@@ -181,13 +181,15 @@ def read_architectures(manual_dir, names: dict) -> dict:
           if name not in names['real']}
 
 
-def split_counts(manual_dir, sources, config: GenericConfig) -> GenericConfig:
-  """`config` with its split counts: the tag's own, or all of the smallest source's images, about
-  70/10/20 (validation and test rounded, at least one each; training the rest)."""
+def split_counts(manual_dir, sources, config: GenericConfig,
+                 readable: folder_dataset.Readable | None = None) -> GenericConfig:
+  """`config` with its split counts: the tag's own, or all of the smallest source's (readable)
+  images, about 70/10/20 (validation and test rounded, at least one each; training the rest)."""
   if config.train_size:
     return config
+  readable = readable or folder_dataset.Readable(False)
   trained = [s for s in sources if not s.external]
-  sizes = {s: len(folder_dataset.list_source(manual_dir, s)) for s in trained}
+  sizes = {s: len(readable.files(folder_dataset.list_source(manual_dir, s))) for s in trained}
   smallest = min(trained, key=lambda s: sizes[s])
   available = sizes[smallest]
   if available < 3:
@@ -200,13 +202,15 @@ def split_counts(manual_dir, sources, config: GenericConfig) -> GenericConfig:
                              validation_size=validation, test_size=test)
 
 
-def plan(manual_dir, config: GenericConfig) -> tuple[tuple, GenericConfig, dict]:
+def plan(manual_dir, config: GenericConfig, readable: folder_dataset.Readable | None = None
+         ) -> tuple[tuple, GenericConfig, dict]:
   """-> (sources, `config` with its split counts, {split: [(source, path), ...]}): everything
-  but the images, so prepare reports a layout's or a count's error before writing anything."""
+  but the images (unless `readable` skips corrupt ones: then it decodes them to count them), so
+  prepare reports a layout's or a count's error before writing anything."""
   manual_dir = epath.Path(manual_dir)
   sources = find_sources(manual_dir)
-  config = split_counts(manual_dir, sources, config)
-  return sources, config, folder_dataset.assign_splits(manual_dir, sources, config)
+  config = split_counts(manual_dir, sources, config, readable)
+  return sources, config, folder_dataset.assign_splits(manual_dir, sources, config, readable)
 
 
 def source_ids(sources) -> dict:
@@ -239,8 +243,11 @@ class Builder(folder_dataset.FolderBuilder):
 
   def _split_generators(self, dl_manager):
     manual_dir = epath.Path(dl_manager.manual_dir)
-    sources, config, splits = plan(manual_dir, self.builder_config)
+    readable = folder_dataset.Readable(self._skip_corrupt)
+    sources, config, splits = plan(manual_dir, self.builder_config, readable)
+    self._skipped.extend(readable.skipped)
     self.info.metadata.update(
+        source_fingerprint=folder_dataset.fingerprint(manual_dir, sources, self._skip_corrupt),
         tag=config.tag, image_size=config.image_size, jpeg_quality=config.jpeg_quality,
         split_sizes={'train': config.train_size, 'validation': config.validation_size,
                      'test': config.test_size},

@@ -18,6 +18,7 @@ python -m gta_jax.prepare --dataset synthetic_fingerprints --config variants \
 """
 import argparse
 import os
+import shutil
 import sys
 
 import tensorflow_datasets as tfds
@@ -39,7 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument('--data-dir', default=os.environ.get('TFDS_DATA_DIR', 'data/tfds'),
                       help='default: $TFDS_DATA_DIR, else data/tfds')
   parser.add_argument('--skip-corrupt', action='store_true',
-                      help='leave unreadable images out (listed in the metadata) instead of stopping')
+                      help='leave unreadable images out (listed in the metadata) instead of '
+                      'stopping; each split then takes the next readable images')
+  parser.add_argument('--rebuild', action='store_true',
+                      help='replace a dataset prepared from this folder before (needed once the '
+                      'folder or --skip-corrupt changed since)')
   parser.add_argument('--image-size', type=int,
                       help='--dataset folder (required): the training image side; other sizes are '
                       'centre-cropped to square and resized')
@@ -69,10 +74,13 @@ def check_args(args) -> None:
   if args.sources is not None and not args.export_folder:
     raise errors.UsageError('--sources: only with --export-folder.')
   if args.export_folder:
-    if args.manual_dir or args.skip_corrupt:
-      raise errors.UsageError('--export-folder writes a prepared dataset out; --manual-dir and '
-                              '--skip-corrupt are for preparing one.')
+    if args.manual_dir or args.skip_corrupt or args.rebuild:
+      raise errors.UsageError('--export-folder writes a prepared dataset out; --manual-dir, '
+                              '--skip-corrupt and --rebuild are for preparing one.')
     return
+  if args.dataset == pipeline.BUILTIN and (args.skip_corrupt or args.rebuild):
+    raise errors.UsageError('--skip-corrupt and --rebuild are for datasets prepared from your '
+                            'folders; the built-in one is generated.')
   if args.dataset != pipeline.BUILTIN:
     if not args.manual_dir:
       raise errors.UsageError(f'--manual-dir is required for {args.dataset}')
@@ -109,9 +117,14 @@ def run(args) -> int:
       builder = pipeline.builder_class(args.dataset)(**kwargs)
       if args.dataset == pipeline.FOLDER:
         # The layout's and the split counts' errors before anything is written.
-        _folder_module().plan(args.manual_dir, builder.builder_config)
-        if _already_prepared(builder, args):
+        sources, _, _ = _folder_module().plan(args.manual_dir, builder.builder_config)
+        if _already_prepared(builder, args, sources):
           return cli.OK
+      elif args.dataset != pipeline.BUILTIN and builder.is_prepared():
+        if _up_to_date(builder, args, builder.SOURCES, f'{args.dataset}/{config}'):
+          return _report(builder, args, reused=True)
+      if args.rebuild:  # a builder made before its folder was removed holds the old build's info
+        builder = pipeline.builder_class(args.dataset)(**kwargs)
       builder.download_and_prepare(
           file_format='array_record',
           download_config=tfds.download.DownloadConfig(manual_dir=args.manual_dir))
@@ -120,8 +133,14 @@ def run(args) -> int:
       print(f'error: {images.printable(e)}', file=sys.stderr)
       return cli.SOME_FAILED
     raise
+  return _report(builder, args)
+
+
+def _report(builder, args, reused: bool = False) -> int:
   splits = ', '.join(f'{k} {v.num_examples}' for k, v in builder.info.splits.items())
-  print(f'prepared {args.dataset}/{builder.builder_config.name} in {args.data_dir}: {splits}')
+  print(f'{args.dataset}/{builder.builder_config.name} in {args.data_dir} '
+        + ('is prepared already (same folder, files and options; nothing to do)' if reused else
+           'prepared') + f': {splits}')
   if args.dataset == pipeline.FOLDER:
     metadata = builder.info.metadata
     sizes = metadata['split_sizes']
@@ -139,9 +158,42 @@ def run(args) -> int:
   return cli.OK
 
 
-def _already_prepared(builder, args) -> bool:
+def _up_to_date(existing, args, sources, name: str) -> bool:
+  """A dataset prepared from this folder before: True when the folder's files and the skip
+  setting are what it was built from (its recorded fingerprint); else, with --rebuild, its
+  folder is removed (False: build anew), and without, a stale dataset is refused, saying what
+  changed. One prepared before fingerprints were recorded is kept, with a warning."""
+  recorded = existing.info.metadata.get('source_fingerprint')
+  current = _folder_module().folder_dataset.fingerprint(args.manual_dir, sources,
+                                                        args.skip_corrupt)
+  if recorded == current and not args.rebuild:
+    return True
+  if args.rebuild:
+    shutil.rmtree(existing.data_dir)
+    print(f'--rebuild: removed {existing.data_dir}')
+    return False
+  if recorded is None:
+    print(f'warning: {name} in {existing.data_dir} was prepared before prepare recorded what it '
+          'was built from, so whether the folder changed since is unknown; --rebuild to be sure.')
+    return True
+  changed = []
+  if recorded.get('skip_corrupt') != current['skip_corrupt']:
+    changed.append(f'--skip-corrupt was {"on" if recorded.get("skip_corrupt") else "off"}')
+  if recorded.get('files') != current['files']:
+    changed.append(f'{recorded.get("files")} image files then, {current["files"]} now')
+  elif recorded.get('sha256') != current['sha256']:
+    changed.append('image files changed (size or modification time)')
+  raise errors.UsageError(
+      f'{existing.data_dir}: {name} was prepared from {images.printable(args.manual_dir)} as it '
+      f'was then, and it has changed since ({"; ".join(changed)}). Add --rebuild to replace it '
+      '(runs trained on the old build keep their recorded dataset digest), or prepare the '
+      'changed folder under another name.')
+
+
+def _already_prepared(builder, args, sources) -> bool:
   """A folder dataset of this tag prepared in data_dir already: the same options (image size,
-  JPEG quality, folder) -> nothing to do (True); other ones are refused, naming them."""
+  JPEG quality, folder) and files -> nothing to do (True); other options are refused, naming
+  them; a changed folder is refused unless --rebuild (then False: built anew)."""
   existing = _folder_module().load_prepared(args.config, args.data_dir)
   if existing is None:
     return False
@@ -151,12 +203,13 @@ def _already_prepared(builder, args) -> bool:
             'manual_dir': images.printable(os.path.abspath(args.manual_dir))}
   differ = [f'{key} {recorded.get(key)!r} (now {value!r})' for key, value in wanted.items()
             if recorded.get(key) != value]
-  if differ:
+  if differ and not args.rebuild:
     raise errors.UsageError(
         f'{existing.data_dir}: folder dataset {args.config!r} is prepared already, with '
-        f'{"; ".join(differ)}. Choose another tag, or delete that folder to rebuild it.')
-  print(f'{pipeline.FOLDER}/{args.config} is prepared already in {args.data_dir} (same folder and '
-        'options); nothing to do. Delete its folder to rebuild it.')
+        f'{"; ".join(differ)}. Choose another tag, or add --rebuild to replace it.')
+  if not _up_to_date(existing, args, sources, f'{pipeline.FOLDER}/{args.config}'):
+    return False
+  _report(existing, args, reused=True)
   return True
 
 

@@ -121,11 +121,58 @@ def test_corrupt_files_stop_the_build_with_a_list_unless_skipped(tmp_path, capsy
   code, _ = _build(tmp_path, 'ganfp', manual)
   assert code == 1
   assert 'ProGAN_00000002.png' in capsys.readouterr().err
-  code, data_dir = _build(tmp_path / 'skip', 'ganfp', manual, '--skip-corrupt')
-  assert code == 0
-  builder = pipeline.load_builder('ganfp', '2-1-1', str(data_dir))
-  assert builder.info.splits['train'].num_examples == 9
+  # Skipped, the file is not counted: 3 readable images cannot fill 2-1-1 (was: progan built
+  # with 1 training image, without a word).
+  code, _ = _build(tmp_path / 'skip', 'ganfp', manual, '--skip-corrupt')
+  assert code == 2
+  assert ('progan_celeba: 3 readable images (1 unreadable left out), but config \'2-1-1\' needs 4'
+          in capsys.readouterr().err)
+
+
+def test_skipped_files_are_replaced_by_the_next_readable_so_no_split_is_left_empty(tmp_path,
+                                                                                    capsys):
+  """Was: with 1-1-1 the corrupt second image was progan's only validation image, and progan had
+  none."""
+  manual = tmp_path / 'ganfp'
+  shutil.copytree(ROOT / 'datasets/ganfp/dummy_data', manual)
+  (manual / 'fake/progan_celeba/ProGAN_00000002.png').write_bytes(b'\x89PNG broken')
+  data_dir = tmp_path / 'tfds'
+  assert prepare.main(['--dataset', 'ganfp', '--manual-dir', str(manual), '--config', '1-1-1',
+                       '--data-dir', str(data_dir), '--skip-corrupt']) == 0
+  assert 'ProGAN_00000002.png' in capsys.readouterr().out  # listed as left out
+  builder = pipeline.load_builder('ganfp', '1-1-1', str(data_dir))
+  for split in ('train', 'validation', 'test'):
+    sources = sorted(_text(r['source']) for r in _records(builder, split))
+    assert sources == sorted(set(sources)) and len(sources) == 5, (split, sources)
   assert any('ProGAN_00000002.png' in s for s in builder.info.metadata['skipped_files'])
+  assert builder.info.metadata['source_fingerprint']['skip_corrupt'] is True
+
+
+def test_a_stale_dataset_is_refused_until_rebuilt(tmp_path, capsys):
+  """Was: prepare reused the old build after the folder was fixed, still listing the old skipped
+  file. Now the build records what it read (files' names, sizes, times, the skip setting)."""
+  manual = tmp_path / 'ganfp'
+  shutil.copytree(ROOT / 'datasets/ganfp/dummy_data', manual)
+  good = (manual / 'fake/progan_celeba/ProGAN_00000002.png').read_bytes()
+  (manual / 'fake/progan_celeba/ProGAN_00000002.png').write_bytes(b'\x89PNG broken')
+  args = ['--dataset', 'ganfp', '--manual-dir', str(manual), '--config', '1-1-1',
+          '--data-dir', str(tmp_path / 'tfds')]
+  assert prepare.main(args + ['--skip-corrupt']) == 0
+  assert prepare.main(args + ['--skip-corrupt']) == 0  # unchanged: nothing to do
+  assert 'prepared already' in capsys.readouterr().out
+  (manual / 'fake/progan_celeba/ProGAN_00000002.png').write_bytes(good)  # the user fixes it
+  assert prepare.main(args + ['--skip-corrupt']) == 2
+  err = capsys.readouterr().err
+  assert 'has changed since (image files changed' in err and '--rebuild' in err
+  assert prepare.main(args) == 2  # the skip setting differs too
+  assert '--skip-corrupt was on' in capsys.readouterr().err
+  assert prepare.main(args + ['--rebuild']) == 0
+  assert 'unreadable' not in capsys.readouterr().out
+  builder = pipeline.load_builder('ganfp', '1-1-1', str(tmp_path / 'tfds'))
+  assert builder.info.metadata['skipped_files'] == []
+  (manual / 'fake/progan_celeba/extra_9.png').write_bytes(good)  # an image added
+  assert prepare.main(args) == 2
+  assert '20 image files then, 21 now' in capsys.readouterr().err
 
 
 def test_missing_folder_and_unprepared_dataset_say_what_to_do(tmp_path, capsys):
@@ -178,4 +225,4 @@ def test_the_presets_build_the_records_they_always_did(tmp_path, dataset, config
                        '--data-dir', str(tmp_path)]) == 0
   builder = pipeline.load_builder(dataset, config, str(tmp_path))
   assert provenance.dataset_digest(builder)['sha256'] == sha256
-  assert set(builder.info.metadata) == {'source_ids', 'skipped_files'}
+  assert set(builder.info.metadata) == {'source_ids', 'skipped_files', 'source_fingerprint'}

@@ -67,7 +67,7 @@ def test_all_sources_export_with_the_cross_seed_generators_named_apart(smoke_dat
     (['--sources', 'tconv,stylegan'], '--sources: stylegan not in synthetic_fingerprints/smoke'),
     (['--sources', ','], '--sources: name at least one source'),
     (['--image-size', '32'], '--image-size: only for preparing --dataset folder'),
-    (['--manual-dir', '.'], '--manual-dir and --skip-corrupt are for preparing one'),
+    (['--manual-dir', '.'], '--manual-dir, --skip-corrupt and --rebuild are for preparing one'),
 ])
 def test_export_flags_are_checked(smoke_data_dir, tmp_path, capsys, extra, message):
   assert _export(smoke_data_dir, tmp_path / 'out', 'smoke', *extra) == 2
