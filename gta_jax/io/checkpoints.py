@@ -57,6 +57,12 @@ class ModelSpec:
   # True for a model composed by gta-model (gta_jax/io/composition.py): the only bundles that
   # gta-model changes in place; a run's own bundle is never rewritten.
   composed: bool = False
+  # tree_digest of the whole variables tree (every module, baselines too) and the sha256 of every
+  # other file of the bundle (DCT statistics, kNN banks) by relative path: checked on load, so a
+  # flipped bit anywhere is refused instead of changing scores. '' and {} in bundles written
+  # before they were recorded (those load unchecked, as they did).
+  variables_digest: str = ''
+  side_files: dict = dataclasses.field(default_factory=dict)
 
   def to_json(self) -> dict:
     return {'format': BUNDLE_FORMAT, **dataclasses.asdict(self), 'head_names': list(self.head_names),
@@ -127,7 +133,19 @@ class ModelSpec:
     except (AttributeError, TypeError, ValueError):
       raise bad('thresholds', '{"fake": t, "heads": t or [t per head]} with every t in (0, 1)') \
           from None
+    if isinstance(thresholds.heads, (list, tuple)) and len(thresholds.heads) != len(names):
+      raise bad('thresholds', f'"heads": one threshold per head ({len(names)}), or one for all; '
+                f'found {len(thresholds.heads)}')
     kwargs['thresholds'] = thresholds.to_json()
+    if not isinstance(kwargs.get('variables_digest', ''), str) or not re.fullmatch(
+        '([0-9a-f]{64})?', kwargs.get('variables_digest', '')):
+      raise bad('variables_digest', 'the 64-digit sha256 of the weights written with the bundle')
+    side = kwargs.get('side_files', {})
+    if not isinstance(side, dict) or not all(
+        isinstance(k, str) and k and not k.startswith('/') and '..' not in k.split('/')
+        and isinstance(v, str) and re.fullmatch('[0-9a-f]{64}', v) for k, v in side.items()):
+      raise bad('side_files', '{"relative/path": sha256} of the bundle\'s other files')
+    kwargs['side_files'] = dict(side)
     open_set = kwargs.get('open_set', {})
     if not isinstance(open_set, dict):
       raise bad('open_set', 'a dict of per-head threshold lists')
@@ -224,10 +242,12 @@ def save_model_bundle(directory, spec: ModelSpec, variables: dict,
   if spec.input_kind == 'dct' and dct_stats is None:
     raise errors.ConfigError('A DCT model bundle needs its DCT statistics (mean, std).')
   check_finite(variables, f'the model to be written to {directory}')
-  spec = dataclasses.replace(spec, primary_digest=tree_digest(variables['primary']))
+  check_batch_norm(variables, f'the model to be written to {directory}')
+  host_variables = jax.tree.map(np.asarray, variables)
+  spec = dataclasses.replace(spec, primary_digest=tree_digest(variables['primary']),
+                             variables_digest=tree_digest(host_variables))
   spec = with_head_digests(spec, variables)
   directory.mkdir(parents=True, exist_ok=True)
-  host_variables = jax.tree.map(np.asarray, variables)
   with ocp.StandardCheckpointer() as checkpointer:  # every process takes part (Orbax's barriers)
     checkpointer.save(directory / 'variables', host_variables, force=True)
   if not distributed.is_main_process():
@@ -236,22 +256,72 @@ def save_model_bundle(directory, spec: ModelSpec, variables: dict,
     mean, std = dct_stats
     stats = spectral.DctStats(mean=mean, std=std, count=1)
     stats.save(directory / 'dct_stats')
-  (directory / 'model.json').write_text(json.dumps(spec.to_json(), indent=2) + '\n')
+  spec = dataclasses.replace(spec, side_files=side_file_digests(directory))
+  _write_spec(directory / 'model.json', spec)
   return spec
 
 
-def update_model_spec(directory, **changes) -> ModelSpec:
+def _write_spec(spec_file: pathlib.Path, spec: ModelSpec) -> None:
+  staging = spec_file.with_name('.model.json.new')
+  staging.write_text(json.dumps(spec.to_json(), indent=2) + '\n')
+  staging.replace(spec_file)
+
+
+def _file_digest(path: pathlib.Path) -> str:
+  digest = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for block in iter(lambda: f.read(1 << 20), b''):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def side_file_digests(directory, names=None) -> dict:
+  """{relative path: sha256} of the bundle's files beside model.json and variables/ (hidden
+  files, such as a staging model.json, left out); `names`: only these."""
+  directory = pathlib.Path(directory)
+  found = {}
+  for path in sorted(directory.rglob('*')):
+    relative = path.relative_to(directory).as_posix()
+    if (not path.is_file() or relative == 'model.json' or relative.startswith('variables/')
+        or any(part.startswith('.') for part in relative.split('/'))):
+      continue
+    if names is None or relative in names:
+      found[relative] = _file_digest(path)
+  return found
+
+
+def check_side_files(directory, spec: ModelSpec, skip=()) -> None:
+  """Every file model.json lists is there with its digest; a clear error naming it if not."""
+  directory = pathlib.Path(directory)
+  for relative, digest in spec.side_files.items():
+    if relative in skip:
+      continue
+    path = directory / relative
+    if not path.is_file():
+      raise errors.ConfigError(f'{directory}: {relative} is missing (model.json lists it); the '
+                               'bundle is incomplete.')
+    if _file_digest(path) != digest:
+      raise errors.ConfigError(f'{directory}: {relative} does not match its digest in model.json; '
+                               'the bundle was modified or is corrupt.')
+
+
+def update_model_spec(directory, rewritten=(), **changes) -> ModelSpec:
   """Rewrites a bundle's model.json with `changes` (e.g. fitted open-set thresholds); the weights
-  are not touched. The new file replaces the old one in one rename."""
-  spec_file = pathlib.Path(directory) / 'model.json'
+  are not touched. `rewritten`: the side files the caller has just written (a kNN bank), whose
+  digests are recorded anew; every other listed file must still match its digest. The new file
+  replaces the old one in one rename."""
+  directory = pathlib.Path(directory)
+  spec_file = directory / 'model.json'
   spec = ModelSpec.from_json(json.loads(spec_file.read_text()), spec_file)
+  check_side_files(directory, spec, skip=rewritten)
+  if rewritten:
+    changes.setdefault('side_files', {**spec.side_files,
+                                      **side_file_digests(directory, set(rewritten))})
   spec = dataclasses.replace(spec, **changes)
   ModelSpec.from_json(spec.to_json(), spec_file)  # what is written must read back
   if not distributed.is_main_process():
     return spec
-  staging = spec_file.with_name('.model.json.new')
-  staging.write_text(json.dumps(spec.to_json(), indent=2) + '\n')
-  staging.replace(spec_file)
+  _write_spec(spec_file, spec)
   return spec
 
 
@@ -285,7 +355,12 @@ def load_model_bundle(directory):
         raise errors.ConfigError(f'{directory}: the weights of head {spec.head_names[k]!r} do not '
                                  'match their digest in model.json; the bundle was modified or is '
                                  'corrupt.')
+  if spec.variables_digest and tree_digest(variables) != spec.variables_digest:
+    raise errors.ConfigError(f'{directory}: the weights do not match their digest in model.json '
+                             '(variables_digest); the bundle was modified or is corrupt.')
+  check_side_files(directory, spec)
   check_finite(variables, str(directory))
+  check_batch_norm(variables, str(directory))
   dct_stats = spectral.load_dct_stats(directory / 'dct_stats') if spec.input_kind == 'dct' else None
   return spec, variables, dct_stats
 
@@ -299,6 +374,19 @@ def check_finite(variables, what: str) -> None:
       raise errors.ConfigError(f'{what}: {jax.tree_util.keystr(path)} is {array.dtype}, not numbers.')
     if not np.all(np.isfinite(array)):
       raise errors.ConfigError(f'{what}: {jax.tree_util.keystr(path)} holds NaN or infinite values.')
+
+
+def check_batch_norm(variables, what: str) -> None:
+  """Refuses a negative BatchNorm variance (a crafted or corrupt file): rsqrt(var + eps) of it is
+  NaN or huge, and no training can produce one."""
+  for path, leaf in jax.tree_util.tree_flatten_with_path(variables)[0]:
+    keys = [getattr(k, 'key', getattr(k, 'name', None)) for k in path]
+    if 'batch_stats' in keys and keys[-1] == 'var':
+      array = np.asarray(leaf)
+      if np.any(array < 0):
+        raise errors.ConfigError(f'{what}: {jax.tree_util.keystr(path)} holds negative BatchNorm '
+                                 f'variances (min {float(array.min()):.3g}); the weights are '
+                                 'corrupt.')
 
 
 def check_variables(spec: ModelSpec, variables: dict, path) -> None:

@@ -174,6 +174,7 @@ def convert(layers: dict, config: dict, path, head_names=None):
   try:
     checkpoints.check_variables(spec, variables, path)
     checkpoints.check_finite(variables, str(path))
+    checkpoints.check_batch_norm(variables, str(path))
   except errors.ConfigError as e:
     raise H5ImportError(str(e)) from None
   return spec, variables

@@ -159,7 +159,8 @@ def _fit(run: HeadsRun, knn_acceptance: float) -> dict:
         f'sources, fewer than k={KNN_K}.')
   record = {**fitted, 'split': 'validation', 'mode': 'clean', 'tpr': CALIBRATION_TPR,
             'doc_alpha': DOC_ALPHA}
-  checkpoints.update_model_spec(bundle, open_set=record)
+  checkpoints.update_model_spec(bundle, open_set=record,
+                                rewritten=(KNN_BANK_FILE,) if 'knn' in fitted else ())
   run.spec = dataclasses.replace(run.spec, open_set=record)
   return record
 

@@ -72,7 +72,8 @@ def _add_knn(bundle, features, rows):
   checkpoints.update_model_spec(bundle, open_set={
       'tpr95': [0.55] * k, 'doc': [0.6] * k, 'split': 'validation', 'mode': 'clean',
       'knn': {'k': 1, 'threshold': -1e-3, 'acceptance': 0.99, 'operating_points': {},
-              'bank': openset.KNN_BANK_FILE, 'images': len(rows)}})
+              'bank': openset.KNN_BANK_FILE, 'images': len(rows)}},
+      rewritten=(openset.KNN_BANK_FILE,))
 
 
 @pytest.fixture(scope='module', params=['pixel', 'dct'])

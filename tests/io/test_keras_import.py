@@ -15,6 +15,7 @@ from gta_jax.io import keras_import
 from gta_jax.models import networks
 from gta_jax.models import spectral
 from gta_jax.scoring import inference
+from gta_jax.scoring import openset
 from gta_jax.tools import keras_import as keras_import_tool
 import keras_reference as ref
 
@@ -274,6 +275,10 @@ def _bundle(tmp_path, heads=('a',)):
     ('thresholds', {'fake': 'high'}, 'thresholds'),
     ('thresholds', {'fake': 1.5}, 'thresholds'),
     ('best_epochs', 3, 'best_epochs'),
+    # Was: a per-head list of the wrong length loaded and crashed later, in attribute.
+    ('thresholds', {'fake': 0.5, 'heads': [0.5, 0.5]}, 'one threshold per head'),
+    ('variables_digest', 'abc', 'variables_digest'),
+    ('side_files', {'../x': '0' * 64}, 'side_files'),
 ])
 def test_hand_edited_model_json_is_refused_naming_the_key(tmp_path, key, value, message):
   bundle = _bundle(tmp_path)
@@ -311,3 +316,70 @@ def test_bundle_with_wrong_shapes_or_non_finite_values_is_refused(tmp_path):
   (stats / 'mean.npy').write_bytes(b'junk')
   with pytest.raises(ValueError, match='mean.npy'):
     spectral.load_dct_stats(stats)
+
+
+def _rewrite_variables(bundle, variables, digests=True):
+  """Stores `variables` in the bundle; with `digests`, model.json's digests are made to match
+  (what a crafted bundle would do), so only the other checks stand."""
+  import orbax.checkpoint as ocp
+  with ocp.StandardCheckpointer() as checkpointer:
+    checkpointer.save(bundle / 'variables', variables, force=True)
+  if digests:
+    record = json.loads((bundle / 'model.json').read_text())
+    record['primary_digest'] = checkpoints.tree_digest(variables['primary'])
+    record['variables_digest'] = checkpoints.tree_digest(variables)
+    for k, head in enumerate(record['head_provenance']):
+      head['digest'] = checkpoints.head_digest(variables['heads'], k)
+    (bundle / 'model.json').write_text(json.dumps(record))
+
+
+def test_every_weight_and_side_file_is_digest_checked_on_load(tmp_path):
+  """Was: only the primary's weights were checked; a flipped bit in a head (of a bundle without
+  head digests) or in the kNN bank loaded and changed scores."""
+  bundle = _bundle(tmp_path)
+  spec, variables, _ = checkpoints.load_model_bundle(bundle)
+  assert spec.variables_digest == checkpoints.tree_digest(variables) and spec.side_files == {}
+  # A kNN bank, as the open-set fit writes it: its digest recorded with it.
+  np.save(bundle / openset.KNN_BANK_FILE, np.eye(4, dtype=np.float32))
+  checkpoints.update_model_spec(bundle, rewritten=(openset.KNN_BANK_FILE,))
+  spec, _, _ = checkpoints.load_model_bundle(bundle)
+  assert set(spec.side_files) == {openset.KNN_BANK_FILE}
+  data = bytearray((bundle / openset.KNN_BANK_FILE).read_bytes())
+  data[-1] ^= 1  # one bit of one feature
+  (bundle / openset.KNN_BANK_FILE).write_bytes(bytes(data))
+  with pytest.raises(ValueError, match=f'{openset.KNN_BANK_FILE} does not match its digest'):
+    checkpoints.load_model_bundle(bundle)
+  with pytest.raises(ValueError, match='does not match its digest'):  # nor is it blessed
+    checkpoints.update_model_spec(bundle, source='x')
+  (bundle / openset.KNN_BANK_FILE).unlink()
+  with pytest.raises(ValueError, match=f'{openset.KNN_BANK_FILE} is missing'):
+    checkpoints.load_model_bundle(bundle)
+  np.save(bundle / openset.KNN_BANK_FILE, np.eye(4, dtype=np.float32))
+  # A head's weight changed in a bundle written before heads carried digests: the whole tree's
+  # digest still refuses it.
+  record = json.loads((bundle / 'model.json').read_text())
+  record['head_provenance'] = []
+  (bundle / 'model.json').write_text(json.dumps(record))
+  checkpoints.load_model_bundle(bundle)
+  variables['heads']['params']['heads']['decision']['dense']['bias'] = (
+      variables['heads']['params']['heads']['decision']['dense']['bias'] + 1e-6)
+  _rewrite_variables(bundle, variables, digests=False)
+  with pytest.raises(ValueError, match=r'weights do not match their digest.*variables_digest'):
+    checkpoints.load_model_bundle(bundle)
+
+
+def test_negative_batch_norm_variances_are_refused_in_bundles_and_imports(tmp_path):
+  """Was: an .h5 (or a bundle) with negative BatchNorm variances was accepted."""
+  layers = ref.random_layers(RNG, ref.layer_shapes(3, True, 16, ()))
+  layers['dBNorm_03']['moving_variance'][0] = -0.5
+  ref.write_h5(tmp_path / 'negative.h5', layers, (16, 16, 3))
+  with pytest.raises(keras_import.H5ImportError, match=r'bn_03.*negative BatchNorm variances'):
+    keras_import.import_h5(tmp_path / 'negative.h5')
+  bundle = _bundle(tmp_path)
+  spec, variables, _ = checkpoints.load_model_bundle(bundle)
+  variables['primary']['batch_stats']['bn_02']['var'][0] = -1.0
+  with pytest.raises(ValueError, match='negative BatchNorm variances'):
+    checkpoints.save_model_bundle(tmp_path / 'negative', spec, variables)
+  _rewrite_variables(bundle, variables)  # every digest made to match: the check itself refuses
+  with pytest.raises(ValueError, match=r"bn_02.*negative BatchNorm variances \(min -1"):
+    checkpoints.load_model_bundle(bundle)
