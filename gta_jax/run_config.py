@@ -21,6 +21,8 @@ def check(config) -> None:
     if not ok:
       raise errors.ConfigError(f'config.{key}={value_of(key)!r}: {what}.')
 
+  require(isinstance(config.seed, int) and not isinstance(config.seed, bool) and config.seed >= 0,
+          'seed', 'must be a whole number >= 0')
   require(isinstance(config.model.bn_recalibration_batches, int)
           and config.model.bn_recalibration_batches >= 0, 'model.bn_recalibration_batches',
           'must be a whole number >= 0')

@@ -19,8 +19,10 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from gta_jax import chains
 from gta_jax import errors
 from gta_jax.io import provenance
+from gta_jax.io import run_records
 from gta_jax.scoring import metrics
 from gta_jax.tools import cli
 
@@ -71,18 +73,61 @@ def format_table(summary: dict, headline=HEADLINE) -> str:
   return '\n'.join(lines)
 
 
+# Config fields that may differ between the seeds of one sweep: the seed, where each run's
+# lineage lies (each seed's chain builds on its own runs) and what a resumed run may change too.
+SEED_FIELDS = ('seed', 'init.from_run', 'init.primary')
+
+
+def _settings(run_dir: pathlib.Path) -> dict | None:
+  """A run's config.json as {dotted key: value}, less what may differ between seeds."""
+  record_file = run_dir / 'config.json'
+  if not record_file.is_file():
+    return None
+  record = run_records.upgrade_record(json.loads(record_file.read_text()))
+  ignored = SEED_FIELDS + run_records.RESUMABLE_CHANGES
+  return {k: v for k, v in chains.flat_items(record)
+          if not any(k == f or k.startswith(f + '.') for f in ignored)}
+
+
+def check_one_config(workdir: pathlib.Path, phases_by_seed: dict) -> None:
+  """Refuses to aggregate seeds whose runs were trained with other settings (a sweep's folder
+  reused for another config, or a seed added with other overrides), naming the seed and keys."""
+  reference = {}
+  for seed, phases in phases_by_seed.items():
+    for phase in phases:
+      settings = _settings(workdir / f'seed_{seed}' / phase)
+      if settings is None:
+        continue
+      first_seed, first = reference.setdefault(phase, (seed, settings))
+      changed = sorted(k for k in set(first) | set(settings) if first.get(k) != settings.get(k))
+      if changed:
+        where = '' if phase == '.' else f' ({phase})'
+        details = '; '.join(f'config.{k}: {first.get(k, "<unset>")!r} in seed_{first_seed}, '
+                            f'{settings.get(k, "<unset>")!r} in seed_{seed}' for k in changed[:5])
+        raise errors.ConfigError(
+            f'{workdir}: seed_{seed}{where} was trained with other settings than '
+            f'seed_{first_seed} ({details}); a sweep averages the seeds of one config. Move the '
+            'other runs out, or give each config its own --workdir.')
+
+
 def finished_results(workdir: pathlib.Path) -> dict:
   """{seed: results} of every WORKDIR/seed_<s> holding finished results (a chain: its
-  finished phases)."""
-  found = {}
+  finished phases); seeds trained with other settings than the others are refused."""
+  found, phases_by_seed = {}, {}
   for run in sorted(workdir.glob('seed_*')):
     seed = run.name[len('seed_'):]
     files = sorted(run.glob('**/results/metrics.json'))
-    if not files:
+    by_phase = {}
+    for f in files:
+      results = run_records.read_results(f)
+      if results is not None:
+        by_phase[str(f.parent.parent.relative_to(run))] = results
+    if not by_phase:
       continue
-    by_phase = {str(f.parent.parent.relative_to(run)): json.loads(f.read_text()) for f in files}
+    phases_by_seed[seed] = list(by_phase)
     # One run: its metrics as they are; a chain: keyed by phase (e.g. phase3_synthetic/...).
     found[seed] = by_phase['.'] if list(by_phase) == ['.'] else by_phase
+  check_one_config(workdir, phases_by_seed)
   return found
 
 
@@ -97,6 +142,8 @@ def parse_seeds(values) -> list[int]:
     seeds = [int(v) for v in values]
   except ValueError:
     raise errors.UsageError(f'--seeds={",".join(values)}: give whole numbers, e.g. --seeds=0,1,2') from None
+  if any(seed < 0 for seed in seeds):
+    raise errors.UsageError(f'--seeds={",".join(values)}: seeds are whole numbers >= 0')
   if len(set(seeds)) != len(seeds) or not seeds:
     raise errors.UsageError(f'--seeds={",".join(values)}: give distinct seeds, e.g. --seeds=0,1,2')
   return seeds
@@ -107,6 +154,7 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   from gta_jax import train
   from gta_jax.io.writers import log
+  from gta_jax.io.writers import write_text_atomic
   config = flags.FLAGS.config
   if flags.FLAGS.workdir:
     workdir = pathlib.Path(flags.FLAGS.workdir)
@@ -133,14 +181,14 @@ def main(argv):
   if not results:
     raise errors.MissingRunError(f'{workdir} holds no finished seed (seed_<s>/**/results/metrics.json)')
   summary = aggregate(results)
-  (workdir / 'summary.json').write_text(json.dumps(summary, indent=2, allow_nan=False) + '\n')
+  write_text_atomic(workdir / 'summary.json', json.dumps(summary, indent=2, allow_nan=False) + '\n')
   print(f'{len(results)} seed(s): {", ".join(results)}')
   print(format_table(summary))
   print(f'wrote {workdir / "summary.json"}')
   records = provenance_by_run(workdir)
   warning = provenance.compare_builds(records)
-  (workdir / 'provenance.json').write_text(json.dumps({'runs': records, 'warning': warning},
-                                                      indent=2) + '\n')
+  write_text_atomic(workdir / 'provenance.json',
+                    json.dumps({'runs': records, 'warning': warning}, indent=2) + '\n')
   if warning:
     print(f'warning: {warning}')
 

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
+from gta_jax import chains
 from gta_jax import errors
+from gta_jax import run_config
 from gta_jax.tools import sweep
 
 
@@ -33,9 +35,42 @@ def test_every_finite_number_is_aggregated_over_the_seeds_that_have_it():
 
 def test_seeds_must_be_distinct_whole_numbers():
   assert sweep.parse_seeds(['0', '5']) == [0, 5]
-  for bad in (['0', '0'], ['a'], []):
+  for bad in (['0', '0'], ['a'], [], ['-1']):  # a negative seed crashed in numpy's generator
     with pytest.raises(errors.UsageError, match='--seeds'):
       sweep.parse_seeds(bad)
+  config = chains.load_config_file(str(ROOT / 'configs' / 'phase1_synthetic.py'))
+  with config.unlocked():
+    config.seed = -3
+  with pytest.raises(errors.ConfigError, match='config.seed=-3: must be a whole number >= 0'):
+    run_config.check(config)
+
+
+def _finished(run_dir, seed, **settings):
+  """A finished run's records as training leaves them (config.json, results/metrics.json)."""
+  config = {'seed': seed, 'optim': {'learning_rate': 0.001, 'batch_size': 32},
+            'data': {'data_dir': f'/data/{seed}'}, 'init': {'primary': f'{run_dir}/../p1'}}
+  for key, value in settings.items():
+    section, field = key.split('.')
+    config[section][field] = value
+  (run_dir / 'results').mkdir(parents=True)
+  (run_dir / 'config.json').write_text(json.dumps(config))
+  (run_dir / 'results' / 'metrics.json').write_text(json.dumps({'clean': {'accuracy': 0.5}}))
+
+
+def test_only_seeds_of_one_config_are_aggregated(tmp_path):
+  """Was: seeds trained with other settings were averaged as one config."""
+  for seed in (0, 1):  # seed, data folder and lineage may differ; the settings may not
+    _finished(tmp_path / f'seed_{seed}', seed)
+  assert set(sweep.finished_results(tmp_path)) == {'0', '1'}
+  _finished(tmp_path / 'seed_2', 2, **{'optim.learning_rate': 0.01})
+  with pytest.raises(errors.ConfigError, match=r"seed_2 was trained with other settings than "
+                     r"seed_0 \(config.optim.learning_rate: 0.001 in seed_0, 0.01 in seed_2\)"):
+    sweep.finished_results(tmp_path)
+  for seed in (0, 1):  # a chain: each phase compared with its own
+    _finished(tmp_path / 'chain' / f'seed_{seed}' / 'phase1', seed,
+              **{'optim.batch_size': 32 if seed == 0 else 64})
+  with pytest.raises(errors.ConfigError, match=r'seed_1 \(phase1\).*optim.batch_size'):
+    sweep.finished_results(tmp_path / 'chain')
 
 
 @pytest.mark.slow
