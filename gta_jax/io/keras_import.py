@@ -180,10 +180,35 @@ def convert(layers: dict, config: dict, path, head_names=None):
   return spec, variables
 
 
+def _input_shapes(config: dict, path):
+  """The batch_input_shape of each layer of model_config that declares one; a structure that is
+  not Keras's (a hand-edited or foreign file) is one clear error naming the file."""
+  def malformed(what):
+    return H5ImportError(f'{path}: malformed Keras .h5 structure (model_config: {what}).')
+
+  model = config.get('config', {})
+  if not isinstance(model, dict):
+    raise malformed('"config" is not an object')
+  layers = model.get('layers', [])
+  if not isinstance(layers, list):
+    raise malformed('"config.layers" is not a list')
+  for index, layer in enumerate(layers):
+    layer_config = layer.get('config', {}) if isinstance(layer, dict) else None
+    if not isinstance(layer_config, dict):
+      raise malformed(f'layer {index} is not a {{"class_name", "config"}} object')
+    shape = layer_config.get('batch_input_shape')
+    if shape is None:
+      continue
+    if not (isinstance(shape, list) and len(shape) == 4 and all(
+        d is None or (isinstance(d, int) and not isinstance(d, bool) and d > 0) for d in shape)):
+      raise malformed(f'layer {index}\'s batch_input_shape is {shape!r}, not [batch, height, '
+                      'width, channels]')
+    yield shape
+
+
 def _image_size(config: dict, primary: dict, input_kind: str, path) -> int:
-  for layer in config.get('config', {}).get('layers', []):
-    shape = layer.get('config', {}).get('batch_input_shape')
-    if shape and shape[1]:
+  for shape in _input_shapes(config, path):
+    if shape[1]:
       return int(shape[1])
   if input_kind == 'dct':  # Flatten head: kernel rows = (size/8)^2 * 32
     return int(round(np.sqrt(primary['params']['decision']['dense']['kernel'].shape[0] / 32))) * 8

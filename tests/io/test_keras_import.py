@@ -223,10 +223,14 @@ def test_malformed_h5_structures_and_non_finite_weights_get_one_clear_error(tmp_
   with pytest.raises(keras_import.H5ImportError, match="'ghost' is listed but not stored"):
     keras_import.import_h5(path)
   path = _pixel_h5(tmp_path / 'config.h5')
-  with h5py.File(path, 'r+') as h5:
-    h5.attrs['model_config'] = b'{not json'
-  with pytest.raises(keras_import.H5ImportError, match='malformed'):
-    keras_import.import_h5(path)
+  # Was: JSON of another structure crashed (AttributeError, TypeError, IndexError).
+  for config in (b'{not json', b'{"config": 5}', b'{"config": {"layers": 5}}',
+                 b'{"config": {"layers": [5]}}', b'{"config": {"layers": [{"config": []}]}}',
+                 b'{"config": {"layers": [{"config": {"batch_input_shape": "x"}}]}}'):
+    with h5py.File(path, 'r+') as h5:
+      h5.attrs['model_config'] = config
+    with pytest.raises(keras_import.H5ImportError, match='malformed'):
+      keras_import.import_h5(path)
   path = _pixel_h5(tmp_path / 'text.h5')
   _replace_bias(path, lambda g, n: g.create_dataset(n, data=np.array([b'a', b'b', b'c'])))
   with pytest.raises(keras_import.H5ImportError, match='not floating point'):
