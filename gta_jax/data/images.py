@@ -179,5 +179,7 @@ def read_rgb(path, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, list[str]]
     raise ImageReadError(f'{path}: refused as a possible decompression bomb ({e})') from None
   except Image.UnidentifiedImageError:
     raise ImageReadError(f'{path}: not an image file PIL can read') from None
+  except PermissionError as e:
+    raise ImageReadError(f'{path}: cannot be read ({e.strerror})') from None
   except (OSError, SyntaxError, ValueError) as e:
     raise ImageReadError(f'{path}: corrupt or truncated image ({e})') from None

@@ -333,6 +333,8 @@ def load_model_bundle(directory):
     raise errors.MissingRunError(f'{directory} is not a model bundle: it has no model.json.')
   try:
     record = json.loads(spec_file.read_text())
+  except OSError as e:
+    raise errors.ConfigError(f'{spec_file}: cannot be read ({e.strerror}).') from None
   except (UnicodeDecodeError, ValueError) as e:
     raise errors.ConfigError(f'{spec_file}: not valid JSON ({e}).') from None
   spec = ModelSpec.from_json(record, spec_file)

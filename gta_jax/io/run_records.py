@@ -58,9 +58,25 @@ def _tuples(value):
   return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
+def read_record(path) -> dict:
+  """A run's JSON record (config.json) -> its object; unreadable or not an object is a clear
+  error naming the file, not a traceback."""
+  path = pathlib.Path(path)
+  try:
+    record = json.loads(path.read_text())
+  except OSError as e:
+    raise errors.ConfigError(f'{path}: cannot be read ({e.strerror}).') from None
+  except (UnicodeDecodeError, ValueError) as e:
+    raise errors.ConfigError(f'{path}: not valid JSON ({e}); the run\'s record is damaged.'
+                             ) from None
+  if not isinstance(record, dict):
+    raise errors.ConfigError(f'{path}: holds no JSON object; the run\'s record is damaged.')
+  return record
+
+
 def load_run_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
   """A run's stored config over the current base config (fields added since keep their defaults)."""
-  record = upgrade_record(json.loads((pathlib.Path(workdir) / 'config.json').read_text()))
+  record = upgrade_record(read_record(pathlib.Path(workdir) / 'config.json'))
   config = chains.load_config_file(str(chains.ROOT / 'configs' / 'common.py'))
   with config.unlocked():
     config.update(_tuples(record))
@@ -100,7 +116,7 @@ def check_resume_config(workdir, config, finished: bool = False) -> None:
   stored_file = pathlib.Path(workdir) / 'config.json'
   if not stored_file.is_file():
     return
-  stored = dict(chains.flat_items(upgrade_record(json.loads(stored_file.read_text()))))
+  stored = dict(chains.flat_items(upgrade_record(read_record(stored_file))))
   current = dict(chains.flat_items(json.loads(config.to_json_best_effort())))
   allowed = lambda key: any(key == k or key.startswith(k + '.') for k in RESUMABLE_CHANGES)
   changed = sorted(k for k in set(stored) | set(current)
@@ -154,7 +170,7 @@ def check_lineage(config, image_size: int, run_dir, spec, role: str) -> None:
     raise size_error
   for recorded in (run_dir / 'config.json', run_dir.parent / 'config.json'):
     if recorded.is_file():
-      theirs = upgrade_record(json.loads(recorded.read_text())).get('data', {})
+      theirs = upgrade_record(read_record(recorded)).get('data', {})
       other_data = (theirs.get('name') != config.data.name
                     or folder and theirs.get('config') != config.data.config)
       if other_data and folder and role.endswith('primary'):

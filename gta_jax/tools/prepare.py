@@ -100,6 +100,7 @@ def check_args(args) -> None:
       raise errors.UsageError(f'--image-size is required for --dataset {pipeline.FOLDER}: the '
                               'side of the training images (e.g. 128); images of another size are '
                               'centre-cropped to square and resized.')
+  errors.check_writable_folder(args.data_dir, '--data-dir')  # before any image is read
 
 
 def run(args) -> int:

@@ -83,7 +83,7 @@ def _settings(run_dir: pathlib.Path) -> dict | None:
   record_file = run_dir / 'config.json'
   if not record_file.is_file():
     return None
-  record = run_records.upgrade_record(json.loads(record_file.read_text()))
+  record = run_records.upgrade_record(run_records.read_record(record_file))
   ignored = SEED_FIELDS + run_records.RESUMABLE_CHANGES
   return {k: v for k, v in chains.flat_items(record)
           if not any(k == f or k.startswith(f + '.') for f in ignored)}

@@ -1,5 +1,6 @@
 """Import of release .h5 models, checked against an independent numpy forward pass of the arrays."""
 import json
+import pathlib
 
 import h5py
 import jax
@@ -387,3 +388,25 @@ def test_negative_batch_norm_variances_are_refused_in_bundles_and_imports(tmp_pa
   _rewrite_variables(bundle, variables)  # every digest made to match: the check itself refuses
   with pytest.raises(ValueError, match=r"bn_02.*negative BatchNorm variances \(min -1"):
     checkpoints.load_model_bundle(bundle)
+
+
+def test_unreadable_records_are_clear_errors_naming_the_file(tmp_path, monkeypatch):
+  """Was: a PermissionError traceback (a bundle copied with the wrong owner), or a JSON error
+  from a damaged config.json."""
+  from gta_jax.io import run_records
+  bundle = _bundle(tmp_path)
+  original = pathlib.Path.read_text
+
+  def read_text(path, *args, **kwargs):
+    if path.name in ('model.json', 'config.json'):
+      raise PermissionError(13, 'Permission denied', str(path))
+    return original(path, *args, **kwargs)
+  monkeypatch.setattr(pathlib.Path, 'read_text', read_text)
+  with pytest.raises(ValueError, match=r'model.json: cannot be read \(Permission denied\)'):
+    checkpoints.load_model_bundle(bundle)
+  (tmp_path / 'config.json').write_bytes(b'{"seed": 1')
+  with pytest.raises(ValueError, match=r'config.json: cannot be read'):
+    run_records.load_run_config(tmp_path)
+  monkeypatch.undo()
+  with pytest.raises(ValueError, match=r'config.json: not valid JSON .*record is damaged'):
+    run_records.load_run_config(tmp_path)

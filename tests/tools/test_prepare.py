@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from conftest import ROOT
 from gta_jax.data import pipeline
 from gta_jax.tools import prepare
 
@@ -108,3 +109,13 @@ def test_variant_generators_export_as_sources_of_their_own_names(smoke_data_dir,
   for split in ('train', 'validation', 'test'):
     exported += _by_source(folder, split, {'tconv.unseen_seed_1'})['tconv.unseen_seed_1']
   assert sorted(exported) == seed_1['tconv.unseen_seed_1']
+
+
+def test_an_unusable_data_dir_is_refused_before_any_image_is_read(tmp_path, capsys):
+  """Was: an OSError from deep inside TFDS once the build started."""
+  (tmp_path / 'file').write_text('')
+  code = prepare.main(['--dataset', 'ganfp', '--manual-dir', str(ROOT / 'datasets/ganfp/dummy_data'),
+                       '--config', '2-1-1', '--data-dir', str(tmp_path / 'file' / 'tfds')])
+  assert code == 2
+  err = capsys.readouterr().err
+  assert f'--data-dir {tmp_path / "file" / "tfds"}: cannot create the folder' in err
