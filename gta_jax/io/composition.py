@@ -221,6 +221,15 @@ def is_run_bundle(path) -> bool:
       (bundle.parent / name).exists() for name in ('config.json', 'checkpoints', 'metrics.jsonl'))
 
 
+def read_area(path) -> pathlib.Path:
+  """What an output may not be written into, for a model or run a command reads: a run's whole
+  workdir for its bundle (RUN/model) or the run itself, else the bundle, folder or file named."""
+  path = pathlib.Path(path)
+  if path.is_dir() and is_run_bundle(path):
+    return path.parent if checkpoints.is_model_bundle(path) else path
+  return path
+
+
 def check_target(target, *, replacing=None) -> pathlib.Path:
   """Where a composed model may be written: a new folder, or a composed bundle (gta-model's own
   output, replaced whole); never a run's bundle, a file, or a folder of other things."""

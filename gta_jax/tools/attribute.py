@@ -10,10 +10,13 @@ scored together (composed in memory, with the checks `gta-model add` makes). Exi
 was scored, 1 when some could not be, 2 on usage errors.
 """
 import argparse
+import pathlib
 import sys
 
 from gta_jax import errors
 from gta_jax.data import images as images_lib
+from gta_jax.io import composition
+from gta_jax.io import outputs
 from gta_jax.scoring import saliency
 from gta_jax.scoring.inference import attribute
 from gta_jax.scoring.inference import format_table
@@ -21,6 +24,8 @@ from gta_jax.scoring.inference import load_model
 from gta_jax.scoring.inference import MemoryLimits
 from gta_jax.scoring.inference import MIN_SIDE
 from gta_jax.tools import cli
+
+TOOL = 'attribute'
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,8 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
                            'the heads of several runs trained on one primary (the first model\'s): '
                            'they are composed as `gta-model add` would, without writing anything')
   parser.add_argument('--dct-stats', help='DCT statistics folder (mean.npy, std_dev.npy)')
-  parser.add_argument('--json', help='write one record per input file to this JSON file')
+  parser.add_argument('--json', help='write one record per input file to this JSON file (a new '
+                      'file, or one attribute wrote)')
   parser.add_argument('--cam-dir', help='write CAM / Grad-CAM overlays here')
+  parser.add_argument('--overwrite', action='store_true',
+                      help='replace a --json file that attribute did not write (never a model\'s '
+                           'or run\'s file, nor an input)')
   parser.add_argument('--cam-scale', choices=saliency.CAM_SCALES, default='minmax',
                       help='minmax: stretch each map to [0, 1] (default); release: values as they '
                            'are, as the authors drew them')
@@ -52,34 +61,43 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
+def check_outputs(args) -> None:
+  """--json and --cam-dir, before any model loads (gta_jax/io/outputs.py): --json never inside a
+  model read nor an input."""
+  read = [composition.read_area(m) for m in args.model] + [args.dct_stats]
+  files = [p for p in args.inputs if not pathlib.Path(p).is_dir()]
+  if args.json:
+    outputs.check_file(args.json, tool=TOOL, overwrite=args.overwrite, read=read + files)
+  if args.cam_dir:
+    errors.check_writable_folder(args.cam_dir, '--cam-dir')
+
+
 def run(args) -> int:
   with cli.usage_errors():
     if args.max_pixels < MIN_SIDE * MIN_SIDE:
       raise errors.UsageError(f'--max-pixels {args.max_pixels}: must be at least {MIN_SIDE * MIN_SIDE}.')
-    if args.json:
-      cli.check_json_target(args.json)
-    if args.cam_dir:
-      errors.check_writable_folder(args.cam_dir, '--cam-dir')
+    check_outputs(args)
+    paths = images_lib.list_images(args.inputs)
+    if not paths:
+      raise errors.UsageError(
+          f'no image files found in {images_lib.printable(" ".join(args.inputs))}')
+    if args.json and any(cli.same_file(p, args.json) for p in paths):
+      raise errors.UsageError(f'--json {args.json} is also one of the inputs.')
     model = load_model(args.model, args.dct_stats)
     model.use_open_set(args.open_set)
-  paths = images_lib.list_images(args.inputs)
-  if not paths:
-    raise errors.UsageError(f'no image files found in {images_lib.printable(" ".join(args.inputs))}')
-  if args.json and any(cli.same_file(p, args.json) for p in paths):
-    raise errors.UsageError(f'--json {args.json} is also one of the inputs.')
   if model.open_set:
     print(f'open set ({model.open_set}, fitted on {model.spec.open_set.get("split")}): heads claim '
           f'at ' + ', '.join(f'{n} {t:.3f}' for n, t in zip(
               model.spec.head_names, model.thresholds.for_heads(len(model.spec.head_names))))
           + '; a fake no head claims is "unknown"'
           + ('' if model.knn is None else
-             f', and so is one whose ' + model.knn.describe()
+             ', and so is one whose ' + model.knn.describe()
              + ('' if len(model.knn.groups) == 1 else ' (each run\'s calibration; known when '
                 'any accepts it)')))
   records = attribute(model, paths, args.cam_dir, args.cam_scale,
                       MemoryLimits(image_pixels=args.max_pixels))
   if args.json:  # before printing: the records are the result, the table a view of them
-    cli.write_json(args.json, records)
+    cli.write_json(args.json, records, TOOL)
   print(format_table(records, model.spec.head_names))
   failed = sum(r['error'] is not None for r in records)
   print(f'\n{len(records) - failed} scored, {failed} failed')

@@ -8,6 +8,7 @@ from PIL import Image
 import pytest
 
 from gta_jax.data import images
+from gta_jax.io import outputs
 from gta_jax.scoring import inference
 from gta_jax.tools import attribute
 import keras_reference as ref
@@ -68,7 +69,7 @@ def test_every_odd_input_is_scored_or_gets_a_clear_error(tmp_path, pixel_model, 
   out_json = tmp_path / 'out.json'
   code = attribute.main(['--model', str(pixel_model), '--json', str(out_json), str(tmp_path)])
   assert code == 1  # some failed, none aborted the batch
-  records = {r['path'].split('/')[-1]: r for r in json.loads(out_json.read_text())}
+  records = {r['path'].split('/')[-1]: r for r in outputs.load(out_json)}
   assert set(records) == set(expected)
   for name, ok in expected.items():
     record = records[name]
@@ -279,7 +280,7 @@ def test_images_over_the_pixel_limit_are_refused_before_decoding(tmp_path, pixel
   assert attribute.main(['--model', str(pixel_model), '--max-pixels', str(100 * 100),
                          '--json', str(out), str(tmp_path / 'large.png'),
                          str(tmp_path / 'small.png')]) == 1
-  large, small = json.loads(out.read_text())
+  large, small = outputs.load(out)
   assert 'over the 10,000-pixel limit' in large['error'] and small['error'] is None
 
 
@@ -299,7 +300,7 @@ def test_a_non_finite_score_is_an_error_record_and_the_json_is_strict(tmp_path, 
   def refuse(constant):
     raise AssertionError(f'non-standard JSON constant {constant}')
 
-  first, second = json.loads(out.read_text(), parse_constant=refuse)  # strict JSON
+  first, second = outputs.payload(json.loads(out.read_text(), parse_constant=refuse))  # strict
   assert first['verdict'] == 'error' and 'non-finite' in first['error'] and first['p_fake'] is None
   assert second['error'] is None
 
@@ -329,7 +330,7 @@ def test_outputs_are_checked_before_scoring_and_nothing_is_overwritten(tmp_path,
   out = tmp_path / 'out.json'
   assert attribute.main(['--model', str(pixel_model), '--json', str(out), '--',
                          str(flag_named)]) == 0
-  assert json.loads(out.read_text())[0]['error'] is None
+  assert outputs.load(out)[0]['error'] is None
 
 
 def test_file_names_that_are_not_utf8_are_printed_and_recorded(tmp_path, pixel_model, capsys):
@@ -338,6 +339,25 @@ def test_file_names_that_are_not_utf8_are_printed_and_recorded(tmp_path, pixel_m
   Image.fromarray(_rgb()).save(tmp_path / name, format='PNG')
   out = tmp_path / 'out.json'
   assert attribute.main(['--model', str(pixel_model), '--json', str(out), str(tmp_path)]) == 0
-  record, = json.loads(out.read_text())
+  record, = outputs.load(out)
   assert record['path'].endswith('caf\\xe9.png') and record['error'] is None
   assert 'caf\\xe9.png' in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------- outputs: --json, cams
+
+
+def test_json_replaces_its_own_earlier_output_and_another_json_only_with_overwrite(
+    tmp_path, pixel_model, capsys):
+  Image.fromarray(_rgb()).save(tmp_path / 'a.png')
+  out = tmp_path / 'out.json'
+  out.write_text('{"my": "settings"}\n')
+  argv = ['--model', str(pixel_model), '--json', str(out), str(tmp_path / 'a.png')]
+  assert attribute.main(argv) == 2
+  assert 'was not written by attribute' in capsys.readouterr().err
+  assert json.loads(out.read_text()) == {'my': 'settings'}
+  assert attribute.main(argv + ['--overwrite']) == 0
+  written = json.loads(out.read_text())
+  assert written['written_by'] == 'gta_jax.attribute' and len(written['records']) == 1
+  assert outputs.load(out) == written['records']
+  assert attribute.main(argv) == 0  # its own earlier output: replaced without asking

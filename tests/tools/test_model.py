@@ -7,6 +7,7 @@ from PIL import Image
 import pytest
 
 from gta_jax.io import checkpoints
+from gta_jax.io import outputs
 from gta_jax.models import networks
 from gta_jax.tools import attribute
 from gta_jax.tools import cli
@@ -100,8 +101,8 @@ def test_attribute_with_several_models_equals_the_composed_bundle(runs):
                          str(runs / 'images')]) == 0
   assert attribute.main(['--model', str(runs / 'heads_ab'), '--model', str(runs / 'heads_new'),
                          '--json', str(runs / 'two.json'), str(runs / 'images')]) == 0
-  one = json.loads((runs / 'one.json').read_text())
-  two = json.loads((runs / 'two.json').read_text())
+  one = outputs.load(runs / 'one.json')
+  two = outputs.load(runs / 'two.json')
   assert one == two and list(one[0]['p_heads']) == ['a', 'b', 'newgan']
   assert attribute.main(['--model', str(runs / 'heads_ab'), '--model', str(runs / 'other'),
                          str(runs / 'images')]) == cli.USAGE
