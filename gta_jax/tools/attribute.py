@@ -23,6 +23,7 @@ from gta_jax.scoring.inference import format_table
 from gta_jax.scoring.inference import load_model
 from gta_jax.scoring.inference import MemoryLimits
 from gta_jax.scoring.inference import MIN_SIDE
+from gta_jax.scoring.inference import overlay_names
 from gta_jax.tools import cli
 
 TOOL = 'attribute'
@@ -39,10 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument('--dct-stats', help='DCT statistics folder (mean.npy, std_dev.npy)')
   parser.add_argument('--json', help='write one record per input file to this JSON file (a new '
                       'file, or one attribute wrote)')
-  parser.add_argument('--cam-dir', help='write CAM / Grad-CAM overlays here')
+  parser.add_argument('--cam-dir', help='write CAM / Grad-CAM overlays here, one per input at its '
+                      'path under the inputs\' common folder (a new or empty folder, or one '
+                      'attribute wrote to; never an input folder)')
   parser.add_argument('--overwrite', action='store_true',
-                      help='replace a --json file that attribute did not write (never a model\'s '
-                           'or run\'s file, nor an input)')
+                      help='replace a --json file that attribute did not write, and write '
+                           'overlays into a --cam-dir holding other files (an input, or a model '
+                           'read, is never replaced)')
   parser.add_argument('--cam-scale', choices=saliency.CAM_SCALES, default='minmax',
                       help='minmax: stretch each map to [0, 1] (default); release: values as they '
                            'are, as the authors drew them')
@@ -61,22 +65,34 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
-def check_outputs(args) -> None:
-  """--json and --cam-dir, before any model loads (gta_jax/io/outputs.py): --json never inside a
-  model read nor an input."""
+CAM_MANIFEST = 'overlays.json'  # in --cam-dir: {overlay: input} of every overlay attribute wrote
+
+
+def check_outputs(args) -> outputs.Folder | None:
+  """--json and --cam-dir, before any model loads (gta_jax/io/outputs.py): neither inside a model
+  read, --json never an input, --cam-dir never an input folder, one holding one or inside one
+  (its overlays would be scored next time), nor a folder of files attribute did not write."""
   read = [composition.read_area(m) for m in args.model] + [args.dct_stats]
-  files = [p for p in args.inputs if not pathlib.Path(p).is_dir()]
+  inputs = [pathlib.Path(p) for p in args.inputs]
+  folders = [p for p in inputs if p.is_dir()]
+  files = [p for p in inputs if not p.is_dir()]
   if args.json:
     outputs.check_file(args.json, tool=TOOL, overwrite=args.overwrite, read=read + files)
   if args.cam_dir:
-    errors.check_writable_folder(args.cam_dir, '--cam-dir')
+    if args.json and outputs.within(args.json, pathlib.Path(args.cam_dir) / CAM_MANIFEST):
+      raise errors.UsageError(f'--json {args.json} is the list of overlays --cam-dir keeps; name '
+                              'another file.')
+    return outputs.check_folder(args.cam_dir, tool=TOOL, flag='--cam-dir', manifest=CAM_MANIFEST,
+                                overwrite=args.overwrite, read=read + folders,
+                                holding=folders + [p.parent for p in files], ignore=[args.json])
+  return None
 
 
 def run(args) -> int:
   with cli.usage_errors():
     if args.max_pixels < MIN_SIDE * MIN_SIDE:
       raise errors.UsageError(f'--max-pixels {args.max_pixels}: must be at least {MIN_SIDE * MIN_SIDE}.')
-    check_outputs(args)
+    cams = check_outputs(args)
     paths = images_lib.list_images(args.inputs)
     if not paths:
       raise errors.UsageError(
@@ -85,6 +101,8 @@ def run(args) -> int:
       raise errors.UsageError(f'--json {args.json} is also one of the inputs.')
     model = load_model(args.model, args.dct_stats)
     model.use_open_set(args.open_set)
+  if cams is not None:  # listed before any is written: a rerun knows them as attribute's own
+    cams.plan(dict(zip(overlay_names(paths), map(images_lib.printable, paths))))
   if model.open_set:
     print(f'open set ({model.open_set}, fitted on {model.spec.open_set.get("split")}): heads claim '
           f'at ' + ', '.join(f'{n} {t:.3f}' for n, t in zip(
