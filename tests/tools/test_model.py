@@ -78,6 +78,10 @@ def test_refusals_exit_2_naming_the_problem(runs, capsys):
       ('add', str(out), str(runs / 'heads_new'), '--rename', 'newgan'): 'OLD=NEW',
       ('remove', str(out), 'zz'): "no head named 'zz'",
       ('add', str(out), str(runs / 'nothing')): 'expected a release .h5 file, a model bundle',
+      # a new model is never written into a run or bundle it is made of
+      ('add', str(runs / 'phase2'), str(runs / 'heads_new'), '--out',
+       str(runs / 'heads_new' / 'composed')): 'which this command reads',
+      ('remove', str(out), 'a', '--out', str(out / 'smaller')): 'which this command reads',
   }
   before = (out / 'model.json').read_text()
   for argv, message in cases.items():
@@ -85,6 +89,7 @@ def test_refusals_exit_2_naming_the_problem(runs, capsys):
     assert model_tool.main(list(argv)) == cli.USAGE, argv
     assert message in capsys.readouterr().err, argv
   assert (out / 'model.json').read_text() == before  # nothing was written
+  assert not (runs / 'heads_new' / 'composed').exists() and not (out / 'smaller').exists()
   (runs / 'file.txt').write_text('mine')
   assert model_tool.main(['add', str(out), str(runs / 'heads_new'), '--out',
                           str(runs / 'file.txt')]) == cli.USAGE
