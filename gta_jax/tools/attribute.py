@@ -1,13 +1,17 @@
 """Score images with a detector (+ attribution heads): verdicts, probabilities, saliency overlays.
 
 python -m gta_jax.attribute --model PATH [--dct-stats DIR] [--json OUT.json] [--cam-dir DIR] \
-    IMAGE_OR_DIR...
+    [--overwrite] IMAGE_OR_DIR...
 
 PATH is a release .h5 file (imported on the fly), a model bundle folder (`keras_import` output, a
 run's exported model or a `gta-model` composition), or a run workdir holding one in `model/`.
 --model may be repeated: the heads of every model, all trained on the first one's primary, are
 scored together (composed in memory, with the checks `gta-model add` makes). Exit status: 0 when every image
 was scored, 1 when some could not be, 2 on usage errors.
+
+Outputs are checked before the model loads (gta_jax/io/outputs.py): --json and --cam-dir never
+inside a model read or an input, --cam-dir never an input's folder, and only attribute's own
+earlier output is replaced unless --overwrite (docs/attribution.md, "Where it writes").
 """
 import argparse
 import pathlib

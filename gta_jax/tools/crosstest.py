@@ -1,7 +1,7 @@
 """Attribution across generator variants: does each head know its architecture, or only the weights
 it was trained against?
 
-python -m gta_jax.crosstest --workdir RUN [--json OUT] [--data-dir DIR]
+python -m gta_jax.crosstest --workdir RUN [--json OUT [--overwrite]] [--data-dir DIR]
 
 Scores a finished attribution run (heads, or a multiclass baseline) on every generator-variant
 split of its dataset (gta_jax/evaluators/variant_splits.py says what is measured). A run trained on

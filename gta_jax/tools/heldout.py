@@ -1,6 +1,7 @@
 """Held-out check: how a trained detector treats real photos (and fakes) it has never seen.
 
 python -m gta_jax.heldout --model RUN [RUN ...] --real PHOTOS [--fake FAKES] [--json OUT.json]
+    [--overwrite]
 
 Training data says little about photos from elsewhere: a detector can separate its training
 classes by a cue (sharpness, content, scale) that real photos from another camera do not share.

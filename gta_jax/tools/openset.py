@@ -1,6 +1,6 @@
 """Unknown generators: fit a heads run's open-set calibration and score it on the protocols.
 
-python -m gta_jax.openset --workdir RUN [--fit] [--score max_logit] [--json OUT]
+python -m gta_jax.openset --workdir RUN [--fit] [--score max_logit] [--json OUT [--overwrite]]
 
 The scores, calibrations and protocols are described in gta_jax/scoring/openset.py and
 gta_jax/evaluators/open_set.py. Each run's figures go to RUN/results/openset.json, a folder's to

@@ -1,6 +1,7 @@
 """Put runs side by side as the paper does: tables, training curves, confusion matrices, CAM grids.
 
-python -m gta_jax.report runs/quickstart/phase1_synthetic runs/quickstart/phase2_synthetic ... --out report/
+python -m gta_jax.report runs/quickstart/phase1_synthetic runs/quickstart/phase2_synthetic ... --out report/ \
+    [--overwrite]
 
 Writes detection.{md,csv} (detection before/after augmentation-aware retraining), heads.{md,csv}
 (per-head attribution), multiclass.{md,csv}, by_perturbation.{md,csv} (F1 on the images each
