@@ -22,6 +22,7 @@ from PIL import Image
 
 import common  # benchmarks/common.py
 from gta_jax.io import checkpoints
+from gta_jax.io import outputs
 from gta_jax.models import networks
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -86,8 +87,7 @@ def run_attribute(repo: pathlib.Path, model: pathlib.Path, folder: pathlib.Path)
   record = {'exit': code, 'seconds': round(seconds, 1),
             'peak_rss_mb': round(usage.ru_maxrss / 1024), 'scored': None}
   if code in (0, 1) and out.exists():
-    import json
-    records = json.loads(out.read_text())
+    records = outputs.load(out)  # this checkout's marked records, or an older one's bare list
     record['scored'] = sum(r['error'] is None for r in records)
     out.unlink()
   elif stderr:

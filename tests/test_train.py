@@ -739,7 +739,9 @@ def test_open_set_leave_one_out_fold_fits_thresholds_and_reports_every_protocol(
   assert record['operating_points']['0.95'] >= record['operating_points']['0.99']
   out = tmp_path / 'openset.json'
   assert openset_tool.main(['--workdir', str(folds), '--json', str(out)]) == 0
-  results = json.loads(out.read_text())  # one fold: the run's own {protocol: metrics}
+  from gta_jax.io import outputs
+  results = outputs.load(out)  # one fold: the run's own {protocol: metrics}
+  assert json.loads(out.read_text())['written_by'] == 'gta_jax.openset'
   assert results == json.loads((folds / 'without_tconv' / 'results' / 'openset.json').read_text())
   assert results == json.loads((folds / 'openset.json').read_text())
   assert set(results) == {'unseen_architecture', 'unseen_seed_as_unknown', 'unseen_seed_as_known',
@@ -769,7 +771,7 @@ def test_open_set_leave_one_out_fold_fits_thresholds_and_reports_every_protocol(
   assert attribute.main(['--model', str(folds / 'without_tconv'), '--open-set', 'knn',
                          '--json', str(verdicts_json), str(examples)]) == 0
   assert 'kNN score' in capsys.readouterr().out
-  records = json.loads(verdicts_json.read_text())
+  records = outputs.load(verdicts_json)
   assert records and all(r['open_set_score']['threshold'] == knn_threshold for r in records)
   for r in records:
     if r['p_fake'] >= 0.5:
@@ -860,7 +862,8 @@ def test_crosstest_scores_every_variant_split_of_the_variants_counterpart(
   out = tmp_path / 'crosstest.json'
   assert crosstest.main(['--workdir', str(phase3), '--json', str(out)]) == 0
   printed = capsys.readouterr().out
-  results = json.loads(out.read_text())
+  from gta_jax.io import outputs
+  results = outputs.load(out)
   assert json.loads((phase3 / 'results' / 'crosstest.json').read_text()) == results
   assert set(results) == set(generation.VARIANT_SPLITS) | {'real', 'test_cross_seed'}
   for split in generation.VARIANT_SPLITS:

@@ -28,6 +28,7 @@ import numpy as np
 from gta_jax import errors
 from gta_jax.io import checkpoints
 from gta_jax.io import keras_import
+from gta_jax.io import outputs
 from gta_jax.io import provenance
 from gta_jax.scoring import openset
 from gta_jax.scoring import verdicts
@@ -221,31 +222,64 @@ def is_run_bundle(path) -> bool:
       (bundle.parent / name).exists() for name in ('config.json', 'checkpoints', 'metrics.jsonl'))
 
 
-def check_target(target, *, replacing=None) -> pathlib.Path:
-  """Where a composed model may be written: a new folder, or a composed bundle (gta-model's own
-  output, replaced whole); never a run's bundle, a file, or a folder of other things."""
+def read_area(path) -> pathlib.Path:
+  """What an output may not be written into, for a model or run a command reads: a run's whole
+  workdir for its bundle (RUN/model) or the run itself, else the bundle, folder or file named."""
+  path = pathlib.Path(path)
+  if path.is_dir() and is_run_bundle(path):
+    return path.parent if checkpoints.is_model_bundle(path) else path
+  return path
+
+
+BUNDLE_ENTRIES = ('model.json', 'variables', 'dct_stats')  # and open_set_knn_bank*.npy
+
+# Which bundles a tool may replace: those it wrote itself (its own earlier output).
+OWN_BUNDLES = {
+    'gta-model': ('composed by gta-model', lambda spec: spec.composed),
+    'keras_import': ('imported by keras_import',
+                     lambda spec: not spec.composed and spec.trained_steps == 0),
+}
+
+
+def check_target(target, *, tool: str = 'gta-model', replacing=None) -> pathlib.Path:
+  """Where `tool` may write a model bundle: a new or empty folder, or a bundle it wrote itself
+  (gta-model: a composed model; keras_import: an import), replaced whole. Never a run's own
+  bundle or the run, a file, a folder that is not a bundle (whatever its model.json), a bundle
+  with other files beside its own (named), or a bundle another tool wrote."""
   target = pathlib.Path(target)
-  if target.exists() or target.is_symlink():
-    if target.is_dir() and is_run_bundle(target):
-      raise errors.UsageError(f'{target} is a training run\'s own model; it is never rewritten. '
-                              'Write the composed model to a new folder (--out DIR).')
-    if not target.is_dir() or not checkpoints.is_model_bundle(target):
-      raise errors.UsageError(f'{target} exists and is not a model bundle; write the model to a '
-                              'new folder.')
+  advice = 'Write the composed model to a new folder (--out DIR).' if tool == 'gta-model' else (
+      'Name a new folder.')
+  if target.is_dir() and is_run_bundle(target):
+    raise errors.UsageError(f'{target} is a training run\'s own model (or the run); it is never '
+                            f'rewritten. {advice}')
+  if (target.exists() or target.is_symlink()) and not (target.is_dir() and not any(
+      target.iterdir())):
+    if not target.is_dir():
+      raise errors.UsageError(f'{target} exists and is not a model bundle (a file); it is not '
+                              f'replaced. {advice}')
+    if not checkpoints.is_model_bundle(target):
+      shown = ', '.join(sorted(p.name for p in target.iterdir())[:5])
+      raise errors.UsageError(f'{target} is not empty and is not a model bundle (it holds '
+                              f'{shown}); it is not replaced. {advice}')
     try:
-      composed = json.loads((target / 'model.json').read_text()).get('composed') is True
-    except (OSError, ValueError, AttributeError):
-      composed = False
-    if not composed:
-      raise errors.UsageError(f'{target} is a model bundle not composed by gta-model (an import or '
-                              'a copy of a run\'s model); it is not rewritten. Write the composed '
-                              'model to a new folder (--out DIR).')
+      spec = checkpoints.ModelSpec.from_json(json.loads((target / 'model.json').read_text()),
+                                             target / 'model.json')
+    except (OSError, ValueError) as e:
+      raise errors.UsageError(f'{target} holds a model.json that is not a gta_jax model bundle\'s '
+                              f'({e}); it is not replaced. {advice}') from None
     extra = sorted(p.name for p in target.iterdir()
-                   if p.name not in ('model.json', 'variables', 'dct_stats')
+                   if p.name not in BUNDLE_ENTRIES
                    and not (p.name.startswith('open_set_knn_bank') and p.suffix == '.npy'))
-    if extra:
-      raise errors.UsageError(f'{target} holds files a model bundle does not ({", ".join(extra[:5])}); '
-                              'it is not replaced. Write the model to a new folder.')
+    if extra or not (target / 'variables').is_dir():
+      raise errors.UsageError(
+          f'{target} holds files a model bundle does not ({", ".join(extra[:5]) or "no variables/"}'
+          f'); it is not replaced. {advice}')
+    what, own = OWN_BUNDLES[tool]
+    if not own(spec):
+      raise errors.UsageError(
+          f'{target} is a model bundle not {what} (' + (
+              'composed by gta-model' if spec.composed else 'an import' if not spec.trained_steps
+              else 'a copy of a run\'s model') + f'); it is not rewritten. {advice}')
   errors.check_writable_folder(target.parent if target.parent != pathlib.Path('') else '.',
                                'the model\'s folder')
   return target
@@ -262,13 +296,7 @@ def save(model: Model, target) -> checkpoints.ModelSpec:
       staging.mkdir(parents=True, exist_ok=True)
       np.save(staging / file, np.asarray(bank))
     spec = checkpoints.save_model_bundle(staging, model.spec, model.variables, model.dct_stats)
-    if target.exists():
-      old = target.with_name(f'.{target.name}.old-{os.getpid()}')
-      target.rename(old)
-      staging.rename(target)
-      shutil.rmtree(old)
-    else:
-      staging.rename(target)
+    outputs.replace_folder(staging, target)
   finally:
     shutil.rmtree(staging, ignore_errors=True)
   return spec

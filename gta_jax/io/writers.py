@@ -1,7 +1,6 @@
 """Where a run's progress goes: one log line format, and one metric writer for scalars
 (TensorBoard event files through tensorboardX, plus one JSON line per write in metrics.jsonl)."""
 import json
-import os
 import pathlib
 import time
 
@@ -28,16 +27,11 @@ def fmt(values) -> str:
 
 
 def write_text_atomic(path, text: str) -> None:
-  """Writes `text` through a temporary file beside `path` and an atomic rename: a reader (or a
-  run killed mid-write) never leaves half a file."""
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  staging = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-  try:
+  """Writes `text` through a temporary file beside `path` and an atomic rename (outputs.staged):
+  a reader (or a run killed mid-write) never leaves half a file."""
+  from gta_jax.io import outputs  # local: outputs' checks are for tools, this module for runs
+  with outputs.staged(path) as staging:
     staging.write_text(text)
-    os.replace(staging, path)
-  finally:
-    staging.unlink(missing_ok=True)
 
 
 def write_json_atomic(path, value) -> None:

@@ -3,6 +3,7 @@
 verdicts and saliency maps. What `attribute`, `heldout` and `report` share."""
 import dataclasses
 import functools
+import os
 import pathlib
 
 import jax
@@ -13,6 +14,7 @@ from gta_jax import errors
 from gta_jax.data import images as images_lib
 from gta_jax.io import checkpoints
 from gta_jax.io import composition
+from gta_jax.io import outputs
 from gta_jax.io import progress
 from gta_jax.models import frequency
 from gta_jax.models import networks
@@ -256,9 +258,8 @@ def attribute(model: LoadedModel, paths, cam_dir=None, cam_scale: str = 'minmax'
   """
   records: list[dict | None] = [None] * len(paths)
   buckets: dict[tuple, list[_Pending]] = {}
-  overlay_names = _overlay_names(paths) if cam_dir is not None else None
-  scorer = functools.partial(_score_bucket, model, records, paths, cam_dir, cam_scale,
-                             overlay_names)
+  names = overlay_names(paths) if cam_dir is not None else None
+  scorer = functools.partial(_score_bucket, model, records, paths, cam_dir, cam_scale, names)
 
   def waiting_pixels():
     return sum(_bucket_pixels(shape) * len(items) for shape, items in buckets.items())
@@ -281,6 +282,9 @@ def attribute(model: LoadedModel, paths, cam_dir=None, cam_scale: str = 'minmax'
       scorer(fullest, buckets.pop(fullest), _capacity(fullest, limits))
   for shape in list(buckets):
     scorer(shape, buckets.pop(shape), _capacity(shape, limits))
+  if cam_dir is not None:  # which overlay shows which input (none for a file not scored)
+    for record in records:
+      record.setdefault('overlay', None)
   return records
 
 
@@ -300,7 +304,7 @@ def _capacity(shape: tuple, limits: MemoryLimits) -> int:
 
 
 def _score_bucket(model: LoadedModel, records: list, paths, cam_dir, cam_scale: str,
-                  overlay_names, shape: tuple, items: list[_Pending], capacity: int) -> None:
+                  names, shape: tuple, items: list[_Pending], capacity: int) -> None:
   """Scores one bucket's images, padded to `shape` and to a power-of-two batch (few programs)."""
   spec = model.spec
   padded_batch = min(capacity, 1 << (len(items) - 1).bit_length())
@@ -346,18 +350,20 @@ def _score_bucket(model: LoadedModel, records: list, paths, cam_dir, cam_scale: 
     if cam_dir is not None:
       rows, cols = -(-item.x.shape[0] // 8), -(-item.x.shape[1] // 8)
       item_maps = maps[:, row, :rows, :cols] if spec.input_kind == 'pixel' else maps[:, row]
-      _write_overlay(pathlib.Path(cam_dir) / overlay_names[item.index], item.shown, item_maps,
-                     records[item.index], model, cam_scale)
+      out = pathlib.Path(cam_dir) / names[item.index]
+      _write_overlay(out, item.shown, item_maps, records[item.index], model, cam_scale)
+      records[item.index]['overlay'] = images_lib.printable(out)
 
 
-def _overlay_names(paths) -> list[str]:
-  """<stem>_cam.png per input; inputs sharing a stem (a/x.png, b/x.jpg) get <stem>_<n>_cam.png."""
-  names, seen = [], {}
-  for path in paths:
-    stem = pathlib.Path(path).stem
-    seen[stem] = seen.get(stem, 0) + 1
-    names.append(f'{stem}_cam.png' if seen[stem] == 1 else f'{stem}_{seen[stem] - 1}_cam.png')
-  return names
+def overlay_names(paths) -> list[str]:
+  """Each input's overlay, unique by construction: its path relative to the folder holding every
+  input, with `_cam.png` added to the whole file name (a/x.png -> a/x.png_cam.png; x.png and
+  x.jpg in one folder keep apart, and no name can be another input's with a counter)."""
+  absolute = [pathlib.Path(os.path.abspath(p)) for p in paths]
+  if not absolute:
+    return []
+  root = pathlib.Path(os.path.commonpath([p.parent for p in absolute]))
+  return [(p.relative_to(root).parent / f'{p.name}_cam.png').as_posix() for p in absolute]
 
 
 def _write_overlay(out: pathlib.Path, shown: np.ndarray, maps: np.ndarray, record: dict,
@@ -369,8 +375,8 @@ def _write_overlay(out: pathlib.Path, shown: np.ndarray, maps: np.ndarray, recor
             else f'REAL:{100 * (1 - p_fake):.1f}%']
   labels += [f'{name}:{100 * p:.1f}%' for name, p in record['p_heads'].items()]
   panels = [saliency.overlay(background, m, label, cam_scale) for m, label in zip(maps, labels)]
-  out.parent.mkdir(parents=True, exist_ok=True)
-  Image.fromarray(np.concatenate(panels, axis=1)).save(out)
+  with outputs.staged(out) as staging:  # a reader never sees half an overlay
+    Image.fromarray(np.concatenate(panels, axis=1)).save(staging, format='PNG')
 
 
 def format_table(records: list[dict], head_names) -> str:

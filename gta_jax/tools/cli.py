@@ -1,4 +1,5 @@
-"""What every command-line tool shares: one exit-status rule, one error format, the output checks.
+"""What every command-line tool shares: one exit-status rule, one error format; the
+output guard and writes are gta_jax/io/outputs.py.
 
 Exit status, for every tool: 0 done; 1 done, but some inputs could not be used (each named);
 2 a usage error (bad flag, missing run, a config that cannot work), named in one line.
@@ -9,9 +10,7 @@ The tools that take a config file with `--config.<key>=` overrides (launch.py, s
 flags with absl (ml_collections' config flags need it); the others with argparse. Both end here.
 """
 import contextlib
-import json
 import os
-import pathlib
 import sys
 
 from absl import app
@@ -19,6 +18,7 @@ from absl import flags
 
 from gta_jax import errors
 from gta_jax.data.images import printable
+from gta_jax.io import outputs
 
 OK, SOME_FAILED, USAGE = 0, 1, 2
 
@@ -50,23 +50,6 @@ def usage_errors():
     raise errors.UsageError(printable(e)) from e
 
 
-def check_json_target(path, flag: str = '--json') -> None:
-  """A JSON output must name a file we may (over)write: refuses a folder, an existing file that is
-  not JSON (an image whose name looked like the flag) and an unwritable place, before any work."""
-  path = pathlib.Path(path)
-  if path.is_dir():
-    raise errors.UsageError(f'{flag} {path} is a folder; name a file.')
-  if path.exists():
-    try:
-      json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError):
-      raise errors.UsageError(f'{flag} {path} exists and is not a JSON file; refusing to overwrite '
-                              'it (put image files after "--" if one is named like a flag).') from None
-  errors.check_writable_folder(path.parent, flag)
-  if path.exists() and not os.access(path, os.W_OK):
-    raise errors.UsageError(f'{flag} {path} is not writable.')
-
-
 def same_file(a, b) -> bool:
   try:
     return os.path.samefile(a, b)
@@ -74,13 +57,10 @@ def same_file(a, b) -> bool:
     return False
 
 
-def write_json(path, value) -> None:
-  """Writes `value` through a temporary file and an atomic rename: a reader never sees half."""
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  staging = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-  staging.write_text(json.dumps(value, indent=2, allow_nan=False) + '\n')
-  os.replace(staging, path)
+def write_json(path, value, tool: str | None = None) -> None:
+  """Writes `value` through a temporary file and an atomic rename: a reader never sees half.
+  Marked as `tool`'s output when given (gta_jax/io/outputs.py, which guards outputs too)."""
+  outputs.write_json(path, value, tool)
 
 
 # ------------------------------------------------------------------------ absl (config) tools

@@ -1,7 +1,7 @@
 """Attribution across generator variants: does each head know its architecture, or only the weights
 it was trained against?
 
-python -m gta_jax.crosstest --workdir RUN [--json OUT] [--data-dir DIR]
+python -m gta_jax.crosstest --workdir RUN [--json OUT [--overwrite]] [--data-dir DIR]
 
 Scores a finished attribution run (heads, or a multiclass baseline) on every generator-variant
 split of its dataset (gta_jax/evaluators/variant_splits.py says what is measured). A run trained on
@@ -16,7 +16,10 @@ import argparse
 import sys
 
 from gta_jax import evaluation
+from gta_jax.io import outputs
 from gta_jax.tools import cli
+
+TOOL = 'crosstest'
 
 
 def _figure(value) -> str:
@@ -52,17 +55,21 @@ def build_parser() -> argparse.ArgumentParser:
                                    description=__doc__.split('\n')[0])
   parser.add_argument('--workdir', required=True, help='a finished attribution run')
   parser.add_argument('--data-dir', help='where the run\'s dataset is prepared, if moved')
-  parser.add_argument('--json', help='also write the results here')
+  parser.add_argument('--json', help='also write the results here (a new file, or one crosstest '
+                      'wrote)')
+  parser.add_argument('--overwrite', action='store_true',
+                      help='replace a --json file that crosstest did not write (never one inside '
+                           'the run)')
   return parser
 
 
 def run(args) -> int:
-  if args.json:
-    cli.check_json_target(args.json)
+  if args.json:  # never inside the run: its results/ are written there
+    outputs.check_file(args.json, tool=TOOL, overwrite=args.overwrite, read=[args.workdir])
   results = evaluation.crosstest_run(args.workdir, args.data_dir)
   print(format_table(results))
   if args.json:
-    cli.write_json(args.json, results)
+    cli.write_json(args.json, results, TOOL)
   return cli.OK
 
 

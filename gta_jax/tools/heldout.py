@@ -1,6 +1,7 @@
 """Held-out check: how a trained detector treats real photos (and fakes) it has never seen.
 
 python -m gta_jax.heldout --model RUN [RUN ...] --real PHOTOS [--fake FAKES] [--json OUT.json]
+    [--overwrite]
 
 Training data says little about photos from elsewhere: a detector can separate its training
 classes by a cue (sharpness, content, scale) that real photos from another camera do not share.
@@ -26,11 +27,14 @@ from PIL import Image
 
 from gta_jax import errors
 from gta_jax.data import images as images_lib
+from gta_jax.io import composition
+from gta_jax.io import outputs
 from gta_jax.io import progress
 from gta_jax.scoring import inference
 from gta_jax.scoring import metrics
 from gta_jax.tools import cli
 
+TOOL = 'heldout'
 SHORT_SIDE_RANGE = (1.5, 4.0)  # down-scaled photo's short side, in multiples of the input size
 
 
@@ -208,7 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument('--crops-per-image', type=int, default=8,
                       help='crops from each image larger than the model input (default 8)')
   parser.add_argument('--seed', type=int, default=0, help='the crops\' draw (default 0)')
-  parser.add_argument('--json', help='write the summary and per-crop scores here')
+  parser.add_argument('--json', help='write the summary and per-crop scores here (a new file, or '
+                      'one heldout wrote)')
+  parser.add_argument('--overwrite', action='store_true',
+                      help='replace a --json file that heldout did not write (never a model\'s '
+                           'or run\'s file)')
   return parser
 
 
@@ -221,8 +229,9 @@ def run(args) -> int:
         raise errors.UsageError(f'{flag} {folder}: no such folder.')
       if folder is not None and not images_lib.list_images([folder]):
         raise errors.UsageError(f'{flag} {folder}: no image files in it.')
-    if args.json:
-      cli.check_json_target(args.json)
+    if args.json:  # never a model's or run's file; another's JSON only with --overwrite
+      read = [composition.read_area(path) for path in args.model] + [args.dct_stats]
+      outputs.check_file(args.json, tool=TOOL, overwrite=args.overwrite, read=read)
     models = [inference.load_model(path, args.dct_stats) for path in args.model]
     sizes = {path: model.spec.image_size for path, model in zip(args.model, models)}
     if len(set(sizes.values())) > 1:
@@ -251,7 +260,7 @@ def run(args) -> int:
       print('  ' + format_summary(record['summary']).replace('\n', '\n  '))
     print(format_over_models(report['over_models']))
   if args.json:
-    cli.write_json(args.json, report)
+    cli.write_json(args.json, report, TOOL)
   for record in failed:
     print(f'not scored: {record["error"]}')
   return cli.SOME_FAILED if failed else cli.OK

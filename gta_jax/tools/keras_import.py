@@ -12,10 +12,14 @@ import tempfile
 
 from gta_jax import errors
 from gta_jax.io import checkpoints
+from gta_jax.io import composition
 from gta_jax.io import keras_import
+from gta_jax.io import outputs
 from gta_jax.models import networks
 from gta_jax.models import spectral
 from gta_jax.tools import cli
+
+TOOL = 'keras_import'
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,7 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument('--dct-stats', help='folder with mean.npy and std_dev.npy (DCT models)')
   parser.add_argument('--head-names', help='comma-separated head names (default: from file name)')
   parser.add_argument('--overwrite', action='store_true',
-                      help='replace the model bundle OUT_DIR holds (only once the new one is written)')
+                      help='replace the model bundle an earlier import wrote to OUT_DIR (only '
+                           'once the new one is written); never a run\'s or composed model, nor '
+                           'a folder holding other files')
   return parser
 
 
@@ -33,7 +39,7 @@ def run(args) -> int:
   head_names = args.head_names.split(',') if args.head_names else None
   with cli.usage_errors():
     out_dir = pathlib.Path(args.out_dir)
-    check_output_folder(out_dir, args.overwrite)
+    check_output_folder(out_dir, args.overwrite, [pathlib.Path(args.h5), args.dct_stats])
     spec, variables = keras_import.import_h5(args.h5, head_names)
     dct_stats = None
     if spec.input_kind == 'dct':
@@ -47,7 +53,7 @@ def run(args) -> int:
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f'.{out_dir.name}.', dir=out_dir.parent))
     try:
       spec = checkpoints.save_model_bundle(staging, spec, variables, dct_stats)
-      _replace_folder(staging, out_dir)
+      outputs.replace_folder(staging, out_dir)
     finally:
       shutil.rmtree(staging, ignore_errors=True)
   print(f'wrote {args.out_dir}: {spec.input_kind} model, {spec.image_size} px, '
@@ -60,30 +66,15 @@ def main(argv=None) -> int:
   return cli.run_tool(run, build_parser().parse_args(argv))
 
 
-def check_output_folder(out_dir: pathlib.Path, overwrite: bool) -> None:
-  """OUT must be new, empty, or (with --overwrite) a model bundle: never someone's other files."""
-  if out_dir.exists() and not out_dir.is_dir():
-    raise errors.UserError(f'{out_dir} exists and is not a folder.')
-  if out_dir.is_dir() and any(out_dir.iterdir()):
-    if not overwrite:
-      raise errors.UserError(f'{out_dir} is not empty; pass --overwrite to replace the model '
-                             'bundle it holds, or name a new folder.')
-    if not checkpoints.is_model_bundle(out_dir):
-      raise errors.UserError(f'{out_dir} holds files but no model bundle (model.json); refusing '
-                             'to replace it even with --overwrite.')
-  errors.check_writable_folder(out_dir.parent, 'the folder of OUT_DIR')
-
-
-def _replace_folder(new: pathlib.Path, target: pathlib.Path) -> None:
-  """Moves `new` to `target`; an old target is moved aside first and removed only afterwards."""
-  if target.exists():
-    old = target.with_name(f'.{target.name}.replaced')
-    shutil.rmtree(old, ignore_errors=True)
-    target.rename(old)
-    new.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
-  else:
-    new.rename(target)
+def check_output_folder(out_dir: pathlib.Path, overwrite: bool, read=()) -> None:
+  """OUT must be new, empty, or (with --overwrite) a model bundle keras_import wrote holding
+  nothing else (composition.check_target, gta-model's check): never a run's bundle, another
+  tool's bundle or a folder of other files, whatever the flag says."""
+  outputs.check_not_inside(out_dir, read, 'OUT_DIR')
+  composition.check_target(out_dir, tool=TOOL)
+  if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+    raise errors.UsageError(f'{out_dir} is not empty: it holds a model bundle imported earlier. '
+                            'Pass --overwrite to replace it, or name a new folder.')
 
 
 if __name__ == '__main__':

@@ -18,6 +18,7 @@ import sys
 
 from gta_jax import errors
 from gta_jax.io import composition
+from gta_jax.io import outputs
 from gta_jax.scoring import openset
 from gta_jax.scoring import verdicts
 from gta_jax.tools import cli
@@ -107,6 +108,10 @@ def run(args) -> int:
       listing = describe(composition.read(args.model))
       print(json.dumps(listing, indent=2) if args.json else format_listing(listing))
       return cli.OK
+    if args.out:  # a new model goes beside what it is made of, never into a run or bundle read
+      read = [composition.read_area(p) for p in [args.model] + getattr(args, 'heads', [])]
+      outputs.check_not_inside(args.out, [a for a in read if not outputs.within(a, args.out)],
+                               '--out')
     target = composition.check_target(args.out or args.model)  # before any work
     base = composition.read(args.model)
     if args.command == 'add':

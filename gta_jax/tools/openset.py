@@ -1,6 +1,6 @@
 """Unknown generators: fit a heads run's open-set calibration and score it on the protocols.
 
-python -m gta_jax.openset --workdir RUN [--fit] [--score max_logit] [--json OUT]
+python -m gta_jax.openset --workdir RUN [--fit] [--score max_logit] [--json OUT [--overwrite]]
 
 The scores, calibrations and protocols are described in gta_jax/scoring/openset.py and
 gta_jax/evaluators/open_set.py. Each run's figures go to RUN/results/openset.json, a folder's to
@@ -15,6 +15,7 @@ from gta_jax.evaluators.open_set import aggregate
 from gta_jax.evaluators.open_set import heads_runs_under
 from gta_jax.evaluators.open_set import protocols
 from gta_jax.evaluators.open_set import summary
+from gta_jax.io import outputs
 from gta_jax.io.writers import log
 from gta_jax.scoring.openset import describe
 from gta_jax.scoring.openset import KNN_ACCEPTANCE
@@ -22,6 +23,8 @@ from gta_jax.scoring.openset import SCORES
 from gta_jax.scoring.openset_fit import fit
 from gta_jax.scoring.openset_fit import HeadsRun
 from gta_jax.tools import cli
+
+TOOL = 'openset'
 
 
 def format_table(results: dict) -> str:
@@ -67,14 +70,18 @@ def build_parser() -> argparse.ArgumentParser:
                            'variant counterpart (protocol unseen_variant_architecture; the '
                            'built-in data builds it on first use, ~11 min)')
   parser.add_argument('--json', help='also write {protocol: metrics} here (for several runs: '
-                                     'means, with spread and runs; see summary)')
+                                     'means, with spread and runs; see summary); a new file, '
+                                     'or one openset wrote')
+  parser.add_argument('--overwrite', action='store_true',
+                      help='replace a --json file that openset did not write (never one inside '
+                           'the runs read)')
   return parser
 
 
 def run(args) -> int:
   workdir = pathlib.Path(args.workdir)
-  if args.json:
-    cli.check_json_target(args.json)
+  if args.json:  # never inside the runs read: their results/ are written there
+    outputs.check_file(args.json, tool=TOOL, overwrite=args.overwrite, read=[workdir])
   if args.knn_acceptance is not None and not args.fit:
     raise errors.ConfigError('--knn-acceptance sets where the kNN calibration is fitted: add '
                              '--fit.')
@@ -102,7 +109,8 @@ def run(args) -> int:
   if runs != [workdir]:  # a folder of runs (folds) keeps its summary too
     _write_json(workdir / 'openset.json', output)
   if args.json:
-    _write_json(pathlib.Path(args.json), output)
+    cli.write_json(args.json, output, TOOL)
+    log(f'wrote {args.json}')
   return cli.OK
 
 

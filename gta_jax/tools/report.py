@@ -1,16 +1,23 @@
 """Put runs side by side as the paper does: tables, training curves, confusion matrices, CAM grids.
 
-python -m gta_jax.report runs/quickstart/phase1_synthetic runs/quickstart/phase2_synthetic ... --out report/
+python -m gta_jax.report runs/quickstart/phase1_synthetic runs/quickstart/phase2_synthetic ... --out report/ \
+    [--overwrite]
 
 Writes detection.{md,csv} (detection before/after augmentation-aware retraining), heads.{md,csv}
 (per-head attribution), multiclass.{md,csv}, by_perturbation.{md,csv} (F1 on the images each
 perturbation of a test set touched or spared), curves.png (loss per epoch, Figure 5 style),
 confusion_<run>.png, and cams_<run>_<source>.png (16 test images per source with their scores,
-Figures 6-8 style).
+Figures 6-8 style), and report.json (which folder each run name stands for, and the files).
+
+A run is named by the shortest end of its path no other run shares (runs/a/phase1 and
+runs/b/phase1: a/phase1 and b/phase1; `-` for `/` in file names). --out is new, empty or an
+earlier report's folder, which this one replaces whole; never inside a run; one holding other
+files only with --overwrite. Every file is written to a temporary name and renamed into place.
 """
 import argparse
 import csv
 import json
+import os
 import pathlib
 import sys
 
@@ -22,13 +29,17 @@ import numpy as np  # noqa: E402
 
 from gta_jax import errors  # noqa: E402
 from gta_jax import evaluators  # noqa: E402
+from gta_jax.data.images import printable  # noqa: E402
 from gta_jax.data import loader  # noqa: E402
 from gta_jax.data import pipeline  # noqa: E402
+from gta_jax.io import outputs  # noqa: E402
 from gta_jax.io import run_records  # noqa: E402
+from gta_jax.io import writers  # noqa: E402
 from gta_jax.scoring import inference  # noqa: E402
 from gta_jax.scoring import saliency  # noqa: E402
 from gta_jax.tools import cli  # noqa: E402
 
+TOOL = 'report'
 GRID_IMAGES = 16
 
 
@@ -41,15 +52,32 @@ def expand_chain(workdir: pathlib.Path) -> list[pathlib.Path]:
   return phases or [workdir]
 
 
-def load_run(workdir: pathlib.Path) -> dict:
+def run_names(workdirs) -> list[str]:
+  """Each run's name: the shortest suffix of its path that no other run here shares (runs/a/phase1
+  and runs/b/phase1 -> a/phase1, b/phase1; a run alone -> its folder's name), so rows and files
+  never mix two runs."""
+  parts = [pathlib.Path(os.path.abspath(w)).parts for w in workdirs]
+  lengths = [1] * len(parts)
+  while True:
+    names = ['/'.join(p[-k:]) for p, k in zip(parts, lengths)]
+    shared = {n for n in names if names.count(n) > 1}
+    grow = [i for i, n in enumerate(names) if n in shared and lengths[i] < len(parts[i])]
+    if not grow:
+      return names
+    for i in grow:
+      lengths[i] += 1
+
+
+def load_run(workdir: pathlib.Path, name: str | None = None) -> dict:
   metrics_file = workdir / 'results' / 'metrics.json'
   if not metrics_file.is_file():
     raise errors.MissingRunError(f'{workdir}: no results/metrics.json; finish or evaluate the run first '
                             '(python -m gta_jax.evaluate --workdir ...).')
   metrics = json.loads(metrics_file.read_text())
   config = run_records.upgrade_record(json.loads((workdir / 'config.json').read_text()))
-  return {'name': workdir.name, 'workdir': workdir, 'config': config, 'metrics': metrics,
-          'values': dict(evaluators.flatten(metrics))}
+  name = name or workdir.name
+  return {'name': name, 'file_name': name.replace('/', '-'), 'workdir': workdir, 'config': config,
+          'metrics': metrics, 'values': dict(evaluators.flatten(metrics))}
 
 
 def _test_sets(runs) -> list[str]:
@@ -156,21 +184,21 @@ def _fmt(value) -> str:
   return '-' if value is None else f'{value:.4f}' if isinstance(value, float) else str(value)
 
 
-def write_table(out: pathlib.Path, name: str, title: str, header, rows) -> None:
+def write_table(out: outputs.Folder, name: str, title: str, header, rows) -> None:
   if not rows:
     return
-  with open(out / f'{name}.csv', 'w', newline='') as f:
+  with out.writing(f'{name}.csv') as staging, open(staging, 'w', newline='') as f:
     csv.writer(f).writerows([header] + [[_fmt(v) for v in row] for row in rows])
   lines = [f'### {title}', '', '| ' + ' | '.join(header) + ' |',
            '|' + '---|' * len(header)]
   lines += ['| ' + ' | '.join(_fmt(v) for v in row) + ' |' for row in rows]
-  (out / f'{name}.md').write_text('\n'.join(lines) + '\n')
+  with out.writing(f'{name}.md') as staging:
+    staging.write_text('\n'.join(lines) + '\n')
 
 
 def epoch_losses(workdir: pathlib.Path) -> dict:
   """-> {'epochs': [...], 'val': {output: [...]}, 'train': {output: [...]}} from metrics.jsonl."""
-  records = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()
-             if line.strip()]
+  records = writers.read_json_lines(workdir / 'metrics.jsonl')  # a torn last line: dropped
   epochs, val, train, pending = [], {}, {}, {}
   for record in records:
     if 'epoch' in record:
@@ -188,7 +216,7 @@ def epoch_losses(workdir: pathlib.Path) -> dict:
   return {'epochs': epochs, 'val': val, 'train': train}
 
 
-def plot_curves(runs, out: pathlib.Path) -> None:
+def plot_curves(runs, out: outputs.Folder) -> None:
   fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 3.4), squeeze=False)
   for ax, run in zip(axes[0], runs):
     losses = epoch_losses(run['workdir'])
@@ -208,11 +236,12 @@ def plot_curves(runs, out: pathlib.Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(out / 'curves.png', dpi=110)
+  with out.writing('curves.png') as staging:
+    fig.savefig(staging, dpi=110, format='png')
   plt.close(fig)
 
 
-def plot_confusion(run, out: pathlib.Path) -> None:
+def plot_confusion(run, out: outputs.Folder) -> None:
   multiclass = run['metrics'].get('clean', {}).get('multiclass')
   if not multiclass:
     return
@@ -233,11 +262,12 @@ def plot_confusion(run, out: pathlib.Path) -> None:
   ax.set_title(f'{run["name"]}: clean, accuracy {multiclass["accuracy"]:.3f}', fontsize=10)
   fig.colorbar(image, ax=ax, fraction=0.046, label='share of row')
   fig.tight_layout()
-  fig.savefig(out / f'confusion_{run["name"]}.png', dpi=110)
+  with out.writing(f'confusion_{run["file_name"]}.png', run['name']) as staging:
+    fig.savefig(staging, dpi=110, format='png')
   plt.close(fig)
 
 
-def cam_grids(run, out: pathlib.Path, data_dir: str | None) -> None:
+def cam_grids(run, out: outputs.Folder, data_dir: str | None) -> None:
   """For each source: 16 test images, each with the map of the output that concerns it."""
   if run['config']['model']['family'] not in ('primary', 'heads'):
     return  # a baseline: attribute scores the proposed model
@@ -272,22 +302,36 @@ def cam_grids(run, out: pathlib.Path, data_dir: str | None) -> None:
     grid = np.concatenate([np.concatenate(cells[i:i + 4], axis=1)
                            for i in range(0, len(cells), 4)], axis=0)
     from PIL import Image
-    Image.fromarray(grid).save(out / f'cams_{run["name"]}_{name}.png')
+    with out.writing(f'cams_{run["file_name"]}_{name}.png', run['name']) as staging:
+      Image.fromarray(grid).save(staging, format='PNG')
 
 
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog='python -m gta_jax.report', description=__doc__.split('\n')[0])
   parser.add_argument('runs', nargs='+', help='run workdirs')
-  parser.add_argument('--out', required=True)
+  parser.add_argument('--out', required=True,
+                      help='the report\'s folder: new, empty, or an earlier report\'s (replaced '
+                           'whole); never inside a run')
   parser.add_argument('--data-dir', help="override the runs' TFDS data_dir (for the CAM grids)")
   parser.add_argument('--no-cams', action='store_true', help='skip the CAM grids')
+  parser.add_argument('--overwrite', action='store_true',
+                      help='write into a --out folder that holds files report did not write '
+                           '(those of an output\'s name are replaced)')
   return parser
 
 
+MANIFEST = 'report.json'  # in --out: {"runs": {name: workdir}, "files": {file: run or null}}
+
+
 def run(args) -> int:
-  runs = [load_run(workdir) for r in args.runs for workdir in expand_chain(pathlib.Path(r))]
-  out = pathlib.Path(args.out)
-  out.mkdir(parents=True, exist_ok=True)
+  given = {}  # {absolute path: as given}; a run named twice (alone and in its chain) counts once
+  for chain in args.runs:
+    for workdir in expand_chain(pathlib.Path(chain)):
+      given.setdefault(pathlib.Path(os.path.abspath(workdir)), workdir)
+  runs = [load_run(workdir, name) for workdir, name in zip(given.values(), run_names(given))]
+  out = outputs.check_folder(args.out, tool=TOOL, flag='--out', manifest=MANIFEST,
+                             overwrite=args.overwrite, read=list(given))  # before any model loads
+  out.extra = {'runs': {run['name']: printable(os.path.abspath(run['workdir'])) for run in runs}}
   write_table(out, 'detection', 'Detection (positive = fake)', *detection_table(runs))
   write_table(out, 'heads', 'Attribution heads (positive = the head\'s source)', *heads_table(runs))
   write_table(out, 'multiclass', 'Multiclass (failed attribution = real)', *multiclass_table(runs))
@@ -298,7 +342,9 @@ def run(args) -> int:
     plot_confusion(run, out)
     if not args.no_cams:
       cam_grids(run, out, args.data_dir)
-  print(f'wrote {", ".join(sorted(p.name for p in out.iterdir()))} to {out}')
+  out.remove_stale()  # an earlier report's files that this one did not write again
+  print(f'wrote {", ".join(sorted(out.files))} to {args.out} ({MANIFEST} names each run\'s '
+        'folder)')
   return cli.OK
 
 

@@ -130,8 +130,8 @@ def test_enrolling_a_head_leaves_every_other_output_bit_identical(runs, tmp_path
       ab['p_heads']['b'] < 0.55 for ab in composed)
   # Each image's saliency panels: the composed model's first three are model A's.
   for path in paths:
-    panels_a = np.asarray(Image.open(tmp_path / 'cams_a' / f'{path.stem}_cam.png'))
-    panels_ab = np.asarray(Image.open(tmp_path / 'cams_ab' / f'{path.stem}_cam.png'))
+    panels_a = np.asarray(Image.open(tmp_path / 'cams_a' / f'{path.name}_cam.png'))
+    panels_ab = np.asarray(Image.open(tmp_path / 'cams_ab' / f'{path.name}_cam.png'))
     np.testing.assert_array_equal(panels_ab[:, :panels_a.shape[1]], panels_a)
   # Pooled features (the kNN score's input): A's columns unchanged, then B's.
   features_a, features_b = _features(root / 'A', paths, stats), _features(root / 'B', paths, stats)

@@ -410,3 +410,42 @@ def test_unreadable_records_are_clear_errors_naming_the_file(tmp_path, monkeypat
   monkeypatch.undo()
   with pytest.raises(ValueError, match=r'config.json: not valid JSON .*record is damaged'):
     run_records.load_run_config(tmp_path)
+
+
+def test_overwrite_replaces_only_an_imported_bundle_holding_nothing_else(tmp_path, capsys):
+  h5 = _pixel_h5(tmp_path / 'm.h5')
+  # A folder with an unrelated model.json, a README and a thesis: never replaced.
+  thesis = tmp_path / 'thesis'
+  (thesis / 'src').mkdir(parents=True)
+  (thesis / 'model.json').write_text('{"layers": 3}')
+  (thesis / 'README').write_text('my thesis')
+  (thesis / 'src' / 'thesis.tex').write_text('chapter 1')
+  assert keras_import_tool.main([str(h5), str(thesis), '--overwrite']) == 2
+  err = capsys.readouterr().err
+  assert 'not a gta_jax model bundle' in err
+  assert (thesis / 'src' / 'thesis.tex').read_text() == 'chapter 1'
+  # A real bundle with a user's notes in it: refused, naming them; the notes stay.
+  bundle = tmp_path / 'bundle'
+  assert keras_import_tool.main([str(h5), str(bundle)]) == 0
+  (bundle / 'notes.txt').write_text('mine')
+  assert keras_import_tool.main([str(h5), str(bundle), '--overwrite']) == 2
+  assert 'notes.txt' in capsys.readouterr().err and (bundle / 'notes.txt').read_text() == 'mine'
+  # A training run's own bundle (RUN/model), and the run itself: never replaced.
+  run = tmp_path / 'run'
+  assert keras_import_tool.main([str(h5), str(run / 'model')]) == 0
+  (run / 'config.json').write_text('{}')
+  for target in (run / 'model', run):
+    assert keras_import_tool.main([str(h5), str(target), '--overwrite']) == 2
+    assert 'never rewritten' in capsys.readouterr().err
+  assert (run / 'config.json').read_text() == '{}'
+  # A model gta-model composed is its work, not an import's: kept too.
+  (bundle / 'notes.txt').unlink()
+  record = json.loads((bundle / 'model.json').read_text())
+  (bundle / 'model.json').write_text(json.dumps({**record, 'composed': True}))
+  assert keras_import_tool.main([str(h5), str(bundle), '--overwrite']) == 2
+  assert 'not imported by keras_import' in capsys.readouterr().err
+  # Its own earlier import, alone in its folder: replaced, and only with --overwrite.
+  (bundle / 'model.json').write_text(json.dumps(record))
+  assert keras_import_tool.main([str(h5), str(bundle)]) == 2
+  assert 'Pass --overwrite' in capsys.readouterr().err
+  assert keras_import_tool.main([str(h5), str(bundle), '--overwrite']) == 0

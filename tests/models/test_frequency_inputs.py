@@ -16,6 +16,7 @@ from gta_jax import errors
 from gta_jax import evaluation
 from gta_jax import train
 from gta_jax.io import checkpoints
+from gta_jax.io import outputs
 from gta_jax.models import frequency
 from gta_jax.models import networks
 
@@ -116,8 +117,8 @@ def test_frequency_heads_train_export_and_attribute_images_of_any_size(
   folder_json, alone_json = tmp_path / 'folder.json', tmp_path / 'alone.json'
   assert attribute.main(['--model', str(workdir), str(examples), '--json', str(folder_json)]) == 0
   assert attribute.main(['--model', str(workdir), str(first), '--json', str(alone_json)]) == 0
-  folder = {r['path']: r for r in json.loads(folder_json.read_text())}
-  alone = json.loads(alone_json.read_text())[0]
+  folder = {r['path']: r for r in outputs.load(folder_json)}
+  alone = outputs.load(alone_json)[0]
   for head, p in alone['p_heads'].items():
     assert folder[alone['path']]['p_heads'][head] == pytest.approx(p, abs=1e-5)
   assert len(folder) == len(written) + 1 and all(r['error'] is None for r in folder.values())

@@ -8,6 +8,7 @@ from PIL import Image
 import pytest
 
 from gta_jax.data import images
+from gta_jax.io import outputs
 from gta_jax.scoring import inference
 from gta_jax.tools import attribute
 import keras_reference as ref
@@ -68,7 +69,7 @@ def test_every_odd_input_is_scored_or_gets_a_clear_error(tmp_path, pixel_model, 
   out_json = tmp_path / 'out.json'
   code = attribute.main(['--model', str(pixel_model), '--json', str(out_json), str(tmp_path)])
   assert code == 1  # some failed, none aborted the batch
-  records = {r['path'].split('/')[-1]: r for r in json.loads(out_json.read_text())}
+  records = {r['path'].split('/')[-1]: r for r in outputs.load(out_json)}
   assert set(records) == set(expected)
   for name, ok in expected.items():
     record = records[name]
@@ -134,7 +135,7 @@ def test_cam_dir_writes_one_overlay_per_image_with_a_panel_per_output(tmp_path, 
   Image.fromarray(_rgb()).save(tmp_path / 'a.png')
   assert attribute.main(['--model', str(pixel_model), '--cam-dir', str(tmp_path / 'cams'),
                          str(tmp_path / 'a.png')]) == 0
-  overlay = np.asarray(Image.open(tmp_path / 'cams' / 'a_cam.png'))
+  overlay = np.asarray(Image.open(tmp_path / 'cams' / 'a.png_cam.png'))
   assert overlay.shape == (SIZE, 2 * SIZE, 3)  # primary panel + progan panel
 
 
@@ -144,7 +145,8 @@ def test_inputs_sharing_a_file_stem_get_one_overlay_each(tmp_path, pixel_model):
     Image.fromarray(_rgb()).save(tmp_path / folder / 'x.png')
   assert attribute.main(['--model', str(pixel_model), '--cam-dir', str(tmp_path / 'cams'),
                          str(tmp_path / 'a'), str(tmp_path / 'b')]) == 0
-  assert sorted(p.name for p in (tmp_path / 'cams').iterdir()) == ['x_1_cam.png', 'x_cam.png']
+  assert sorted(p.relative_to(tmp_path / 'cams').as_posix() for p in (tmp_path / 'cams').rglob(
+      '*.png')) == ['a/x.png_cam.png', 'b/x.png_cam.png']
 
 
 # ------------------------------------------------------------ bounded memory, buckets, odd inputs
@@ -199,7 +201,7 @@ def test_mixed_sizes_share_padded_batches_and_score_as_each_image_alone(tmp_path
     np.testing.assert_allclose(drawn_maps[path.name], maps, rtol=1e-4, atol=1e-6)
     alone = tmp_path / 'alone.png'
     inference._write_overlay(alone, rgb, maps, record, model, 'minmax')
-    drawn = np.asarray(Image.open(tmp_path / 'cams' / f'{path.stem}_cam.png')).astype(int)
+    drawn = np.asarray(Image.open(tmp_path / 'cams' / f'{path.name}_cam.png')).astype(int)
     diff = np.abs(drawn - np.asarray(Image.open(alone)).astype(int))
     assert diff.max() <= 8 and np.mean(diff > 1) < 1e-3
 
@@ -279,7 +281,7 @@ def test_images_over_the_pixel_limit_are_refused_before_decoding(tmp_path, pixel
   assert attribute.main(['--model', str(pixel_model), '--max-pixels', str(100 * 100),
                          '--json', str(out), str(tmp_path / 'large.png'),
                          str(tmp_path / 'small.png')]) == 1
-  large, small = json.loads(out.read_text())
+  large, small = outputs.load(out)
   assert 'over the 10,000-pixel limit' in large['error'] and small['error'] is None
 
 
@@ -299,7 +301,7 @@ def test_a_non_finite_score_is_an_error_record_and_the_json_is_strict(tmp_path, 
   def refuse(constant):
     raise AssertionError(f'non-standard JSON constant {constant}')
 
-  first, second = json.loads(out.read_text(), parse_constant=refuse)  # strict JSON
+  first, second = outputs.payload(json.loads(out.read_text(), parse_constant=refuse))  # strict
   assert first['verdict'] == 'error' and 'non-finite' in first['error'] and first['p_fake'] is None
   assert second['error'] is None
 
@@ -329,7 +331,7 @@ def test_outputs_are_checked_before_scoring_and_nothing_is_overwritten(tmp_path,
   out = tmp_path / 'out.json'
   assert attribute.main(['--model', str(pixel_model), '--json', str(out), '--',
                          str(flag_named)]) == 0
-  assert json.loads(out.read_text())[0]['error'] is None
+  assert outputs.load(out)[0]['error'] is None
 
 
 def test_file_names_that_are_not_utf8_are_printed_and_recorded(tmp_path, pixel_model, capsys):
@@ -338,6 +340,111 @@ def test_file_names_that_are_not_utf8_are_printed_and_recorded(tmp_path, pixel_m
   Image.fromarray(_rgb()).save(tmp_path / name, format='PNG')
   out = tmp_path / 'out.json'
   assert attribute.main(['--model', str(pixel_model), '--json', str(out), str(tmp_path)]) == 0
-  record, = json.loads(out.read_text())
+  record, = outputs.load(out)
   assert record['path'].endswith('caf\\xe9.png') and record['error'] is None
   assert 'caf\\xe9.png' in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------- outputs: --json, cams
+
+
+def test_json_replaces_its_own_earlier_output_and_another_json_only_with_overwrite(
+    tmp_path, pixel_model, capsys):
+  Image.fromarray(_rgb()).save(tmp_path / 'a.png')
+  out = tmp_path / 'out.json'
+  out.write_text('{"my": "settings"}\n')
+  argv = ['--model', str(pixel_model), '--json', str(out), str(tmp_path / 'a.png')]
+  assert attribute.main(argv) == 2
+  assert 'was not written by attribute' in capsys.readouterr().err
+  assert json.loads(out.read_text()) == {'my': 'settings'}
+  assert attribute.main(argv + ['--overwrite']) == 0
+  written = json.loads(out.read_text())
+  assert written['written_by'] == 'gta_jax.attribute' and len(written['records']) == 1
+  assert outputs.load(out) == written['records']
+  assert attribute.main(argv) == 0  # its own earlier output: replaced without asking
+
+
+def _x_images(root):
+  """a/x.png, b/x.png and c/x_1.png: three inputs whose overlays a stem-and-counter name
+  collided on."""
+  for folder, name in (('a', 'x.png'), ('b', 'x.png'), ('c', 'x_1.png')):
+    (root / folder).mkdir(parents=True)
+    Image.fromarray(_rgb()).save(root / folder / name)
+  return [root / 'a', root / 'b', root / 'c']
+
+
+def test_every_input_gets_its_own_overlay_named_after_its_path(tmp_path, pixel_model):
+  inputs = _x_images(tmp_path / 'in')
+  cams, out = tmp_path / 'cams', tmp_path / 'out.json'
+  assert attribute.main(['--model', str(pixel_model), '--cam-dir', str(cams), '--json', str(out)]
+                        + [str(p) for p in inputs]) == 0
+  assert len(list(cams.rglob('*.png'))) == 3
+  records = outputs.load(out)
+  assert [r['overlay'] for r in records] == [
+      str(cams / 'a' / 'x.png_cam.png'), str(cams / 'b' / 'x.png_cam.png'),
+      str(cams / 'c' / 'x_1.png_cam.png')]
+  assert all(pathlib.Path(r['overlay']).is_file() for r in records)
+  manifest = json.loads((cams / 'overlays.json').read_text())
+  assert manifest['written_by'] == 'gta_jax.attribute'
+  assert manifest['files'] == {'a/x.png_cam.png': str(inputs[0] / 'x.png'),
+                               'b/x.png_cam.png': str(inputs[1] / 'x.png'),
+                               'c/x_1.png_cam.png': str(inputs[2] / 'x_1.png')}
+  # x.png and x.jpg in one folder, and one file alone: named by the file's whole name.
+  Image.fromarray(_rgb()).save(inputs[0] / 'x.jpg')
+  names = inference.overlay_names([inputs[0] / 'x.png', inputs[0] / 'x.jpg'])
+  assert names == ['x.png_cam.png', 'x.jpg_cam.png']
+  assert inference.overlay_names([inputs[2] / 'x_1.png']) == ['x_1.png_cam.png']
+  # A rerun into the same folder replaces its own overlays; nothing else is there to refuse.
+  assert attribute.main(['--model', str(pixel_model), '--cam-dir', str(cams), str(inputs[0])]) == 0
+
+
+def test_cam_dir_never_replaces_inputs_or_files_it_did_not_write(tmp_path, pixel_model, capsys,
+                                                                 monkeypatch):
+  inputs = _x_images(tmp_path / 'in')
+  image = inputs[0] / 'x.png'
+  before = image.read_bytes()
+  loaded = []
+  monkeypatch.setattr(attribute, 'load_model', lambda *a: loaded.append(a) or 1 / 0)
+  cases = {  # --cam-dir: what the refusal says
+      inputs[0]: 'an input of this command',           # the input folder itself
+      tmp_path / 'in': 'an input of this command',     # a folder holding the inputs
+      inputs[0] / 'cams': 'which this command reads',  # inside an input folder: read next time
+  }
+  for cam_dir, message in cases.items():
+    assert attribute.main(['--model', str(pixel_model), '--cam-dir', str(cam_dir), str(inputs[0]),
+                           str(inputs[1])]) == 2
+    assert message in capsys.readouterr().err
+  # An input file's folder: the same.
+  assert attribute.main(['--model', str(pixel_model), '--cam-dir', str(inputs[0]), str(image)]) == 2
+  assert 'an input of this command' in capsys.readouterr().err
+  # A folder of someone else's files: refused before work, naming them.
+  mine = tmp_path / 'mine'
+  (mine / 'src').mkdir(parents=True)
+  (mine / 'src' / 'thesis.tex').write_text('chapter 1')
+  (mine / 'x.png_cam.png').write_text('not an overlay')
+  assert attribute.main(['--model', str(pixel_model), '--cam-dir', str(mine), str(image)]) == 2
+  err = capsys.readouterr().err
+  assert 'did not write' in err and 'src/thesis.tex' in err and 'x.png_cam.png' in err
+  assert loaded == [] and image.read_bytes() == before
+  assert not (inputs[0] / 'cams').exists()
+  assert (mine / 'x.png_cam.png').read_text() == 'not an overlay'
+  # With --overwrite it writes beside them (a file of an overlay's name is replaced).
+  monkeypatch.undo()
+  assert attribute.main(['--model', str(pixel_model), '--cam-dir', str(mine), '--overwrite',
+                         str(image)]) == 0
+  assert (mine / 'src' / 'thesis.tex').read_text() == 'chapter 1'
+  assert Image.open(mine / 'x.png_cam.png').size == (2 * SIZE, SIZE)
+
+
+def test_json_may_sit_in_the_cam_dir_but_is_never_its_list_of_overlays(tmp_path, pixel_model,
+                                                                       capsys):
+  Image.fromarray(_rgb()).save(tmp_path / 'a.png')
+  cams = tmp_path / 'cams'
+  argv = ['--model', str(pixel_model), '--cam-dir', str(cams), str(tmp_path / 'a.png')]
+  assert attribute.main(argv + ['--json', str(cams / 'overlays.json')]) == 2
+  assert 'list of overlays' in capsys.readouterr().err
+  assert attribute.main(argv + ['--json', str(cams / 'records.json')]) == 0
+  assert attribute.main(argv + ['--json', str(cams / 'records.json')]) == 0  # both its own
+  assert attribute.main(argv) == 0  # its records beside its overlays are not a stranger's file
+  assert sorted(p.name for p in cams.iterdir()) == ['a.png_cam.png', 'overlays.json',
+                                                    'records.json']

@@ -164,3 +164,20 @@ def test_a_broken_link_in_the_photo_folder_is_counted_as_failed(tmp_path, pixel_
   (real / 'b.png').symlink_to(tmp_path / 'moved_away.png')
   assert heldout.main(['--model', str(pixel_model), '--real', str(real)]) == 1
   assert 'b.png: a broken link' in capsys.readouterr().out
+
+
+def test_json_is_marked_and_replaces_only_its_own_output_unless_told(tmp_path, pixel_model,
+                                                                     capsys):
+  real = tmp_path / 'real'
+  real.mkdir()
+  Image.fromarray(RNG.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)).save(real / 'a.png')
+  out = tmp_path / 'metrics.json'
+  out.write_text('{"clean": {"detection": {"f1": 0.9}}}\n')  # a run's results, copied here
+  argv = ['--model', str(pixel_model), '--real', str(real), '--json', str(out)]
+  assert heldout.main(argv) == 2
+  assert 'was not written by heldout' in capsys.readouterr().err
+  assert json.loads(out.read_text()) == {'clean': {'detection': {'f1': 0.9}}}
+  assert heldout.main(argv + ['--overwrite']) == 0
+  written = json.loads(out.read_text())
+  assert written['written_by'] == 'gta_jax.heldout' and written['summary']['real']['crops'] == 1
+  assert heldout.main(argv) == 0

@@ -7,6 +7,7 @@ from PIL import Image
 import pytest
 
 from gta_jax.io import checkpoints
+from gta_jax.io import outputs
 from gta_jax.models import networks
 from gta_jax.tools import attribute
 from gta_jax.tools import cli
@@ -77,6 +78,10 @@ def test_refusals_exit_2_naming_the_problem(runs, capsys):
       ('add', str(out), str(runs / 'heads_new'), '--rename', 'newgan'): 'OLD=NEW',
       ('remove', str(out), 'zz'): "no head named 'zz'",
       ('add', str(out), str(runs / 'nothing')): 'expected a release .h5 file, a model bundle',
+      # a new model is never written into a run or bundle it is made of
+      ('add', str(runs / 'phase2'), str(runs / 'heads_new'), '--out',
+       str(runs / 'heads_new' / 'composed')): 'which this command reads',
+      ('remove', str(out), 'a', '--out', str(out / 'smaller')): 'which this command reads',
   }
   before = (out / 'model.json').read_text()
   for argv, message in cases.items():
@@ -84,6 +89,7 @@ def test_refusals_exit_2_naming_the_problem(runs, capsys):
     assert model_tool.main(list(argv)) == cli.USAGE, argv
     assert message in capsys.readouterr().err, argv
   assert (out / 'model.json').read_text() == before  # nothing was written
+  assert not (runs / 'heads_new' / 'composed').exists() and not (out / 'smaller').exists()
   (runs / 'file.txt').write_text('mine')
   assert model_tool.main(['add', str(out), str(runs / 'heads_new'), '--out',
                           str(runs / 'file.txt')]) == cli.USAGE
@@ -100,8 +106,8 @@ def test_attribute_with_several_models_equals_the_composed_bundle(runs):
                          str(runs / 'images')]) == 0
   assert attribute.main(['--model', str(runs / 'heads_ab'), '--model', str(runs / 'heads_new'),
                          '--json', str(runs / 'two.json'), str(runs / 'images')]) == 0
-  one = json.loads((runs / 'one.json').read_text())
-  two = json.loads((runs / 'two.json').read_text())
+  one = outputs.load(runs / 'one.json')
+  two = outputs.load(runs / 'two.json')
   assert one == two and list(one[0]['p_heads']) == ['a', 'b', 'newgan']
   assert attribute.main(['--model', str(runs / 'heads_ab'), '--model', str(runs / 'other'),
                          str(runs / 'images')]) == cli.USAGE

@@ -1,0 +1,80 @@
+"""report on runs' stored results (no training): unique run names, its output folder's guard."""
+import json
+
+from PIL import Image
+import pytest
+
+from gta_jax.tools import report
+
+
+def _run(workdir, f1):
+  """A finished heads run's records, as report reads them: config, metrics.json (a head's figures
+  and the multiclass confusion matrix), metrics.jsonl (two epochs of losses)."""
+  (workdir / 'results').mkdir(parents=True)
+  (workdir / 'config.json').write_text(json.dumps({'sources': ['tconv'],
+                                                   'model': {'family': 'heads'}}))
+  (workdir / 'results' / 'metrics.json').write_text(json.dumps({'clean': {
+      'heads': {'tconv': {'precision': f1, 'recall': f1, 'f1': f1}},
+      'multiclass': {'accuracy': f1, 'classes': [0, 1], 'confusion_matrix': [[3, 1], [1, 3]]}}}))
+  lines = [{'step': 1, 'train/loss_0': 0.7}, {'epoch': 1, 'val/loss_0': 0.6},
+           {'step': 2, 'train/loss_0': 0.5}, {'epoch': 2, 'val/loss_0': 0.4}]
+  (workdir / 'metrics.jsonl').write_text(''.join(json.dumps(line) + '\n' for line in lines))
+  return workdir
+
+
+@pytest.fixture()
+def chains(tmp_path):
+  """Two quickstart-like chains whose phases share their names."""
+  return [_run(tmp_path / 'runs' / chain / 'phase3_synthetic', f1)
+          for chain, f1 in (('a', 0.25), ('b', 0.75))]
+
+
+def test_runs_of_the_same_name_get_distinct_rows_and_files(chains, tmp_path):
+  out = tmp_path / 'report'
+  assert report.main([str(tmp_path / 'runs' / 'a'), str(tmp_path / 'runs' / 'b'), '--out',
+                      str(out), '--no-cams']) == 0
+  rows = (out / 'heads.csv').read_text().splitlines()[1:]
+  assert [row.split(',')[:2] for row in rows] == [['a/phase3_synthetic', 'tconv'],
+                                                  ['b/phase3_synthetic', 'tconv']]
+  assert [row.split(',')[4] for row in rows] == ['0.2500', '0.7500']
+  for chain in ('a', 'b'):
+    assert Image.open(out / f'confusion_{chain}-phase3_synthetic.png').size[0] > 100
+  manifest = json.loads((out / 'report.json').read_text())
+  assert manifest['written_by'] == 'gta_jax.report'
+  assert manifest['runs'] == {'a/phase3_synthetic': str(chains[0]),
+                              'b/phase3_synthetic': str(chains[1])}
+  assert set(manifest['files']) == {p.name for p in out.iterdir()} - {'report.json'}
+  assert [p.name for p in out.iterdir() if p.name.startswith('.')] == []
+
+
+def test_run_names_are_the_shortest_distinguishing_path_suffixes(tmp_path):
+  paths = [tmp_path / p for p in ('x/a/phase1', 'y/a/phase1', 'x/b/phase1', 'x/a/phase2')]
+  assert report.run_names(paths) == ['x/a/phase1', 'y/a/phase1', 'b/phase1', 'phase2']
+  assert report.run_names([tmp_path / 'runs' / 'phase1']) == ['phase1']
+
+
+def test_out_is_refused_inside_a_run_or_among_others_files(chains, tmp_path, capsys):
+  run = chains[0]
+  before = (run / 'results' / 'metrics.json').read_text()
+  assert report.main([str(run), '--out', str(run / 'results'), '--no-cams']) == 2
+  assert 'which this command reads' in capsys.readouterr().err
+  assert report.main([str(run), '--out', str(run / 'results'), '--no-cams', '--overwrite']) == 2
+  assert (run / 'results' / 'metrics.json').read_text() == before
+  assert sorted(p.name for p in (run / 'results').iterdir()) == ['metrics.json']
+  papers = tmp_path / 'papers'
+  papers.mkdir()
+  (papers / 'heads.md').write_text('my notes')
+  assert report.main([str(run), '--out', str(papers), '--no-cams']) == 2
+  assert 'heads.md' in capsys.readouterr().err and (papers / 'heads.md').read_text() == 'my notes'
+  (papers / 'report.json').write_text('{"runs": {}}')  # a manifest not report's own: ignored
+  assert report.main([str(run), '--out', str(papers), '--no-cams']) == 2
+  assert report.main([str(run), '--out', str(papers), '--no-cams', '--overwrite']) == 0
+  assert (papers / 'heads.md').read_text().startswith('### Attribution heads')
+  # Its own folder: replaced whole by a rerun; files of the earlier report not written again go.
+  out = tmp_path / 'report'
+  assert report.main([str(chains[0]), str(chains[1]), '--out', str(out), '--no-cams']) == 0
+  assert (out / 'confusion_a-phase3_synthetic.png').is_file()
+  assert report.main([str(chains[1]), '--out', str(out), '--no-cams']) == 0
+  assert sorted(p.name for p in out.iterdir()) == [
+      'confusion_phase3_synthetic.png', 'curves.png', 'heads.csv', 'heads.md', 'multiclass.csv',
+      'multiclass.md', 'report.json']
