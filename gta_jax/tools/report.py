@@ -16,7 +16,6 @@ files only with --overwrite. Every file is written to a temporary name and renam
 """
 import argparse
 import csv
-import json
 import os
 import pathlib
 import sys
@@ -73,8 +72,11 @@ def load_run(workdir: pathlib.Path, name: str | None = None) -> dict:
   if not metrics_file.is_file():
     raise errors.MissingRunError(f'{workdir}: no results/metrics.json; finish or evaluate the run first '
                             '(python -m gta_jax.evaluate --workdir ...).')
-  metrics = json.loads(metrics_file.read_text())
-  config = run_records.upgrade_record(json.loads((workdir / 'config.json').read_text()))
+  metrics = run_records.read_results(metrics_file)
+  if metrics is None:  # empty or torn: read_results warned
+    raise errors.ConfigError(f'{metrics_file}: cannot be read; evaluate the run again '
+                             f'(python -m gta_jax.evaluate --workdir {workdir}).')
+  config = run_records.upgrade_record(run_records.read_record(workdir / 'config.json'))
   name = name or workdir.name
   return {'name': name, 'file_name': name.replace('/', '-'), 'workdir': workdir, 'config': config,
           'metrics': metrics, 'values': dict(evaluators.flatten(metrics))}
@@ -234,7 +236,8 @@ def plot_curves(runs, out: outputs.Folder) -> None:
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel('binary cross-entropy')
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:  # a run that logged no loss has no curve
+      ax.legend(fontsize=7)
   fig.tight_layout()
   with out.writing('curves.png') as staging:
     fig.savefig(staging, dpi=110, format='png')

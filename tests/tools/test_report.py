@@ -78,3 +78,15 @@ def test_out_is_refused_inside_a_run_or_among_others_files(chains, tmp_path, cap
   assert sorted(p.name for p in out.iterdir()) == [
       'confusion_phase3_synthetic.png', 'curves.png', 'heads.csv', 'heads.md', 'multiclass.csv',
       'multiclass.md', 'report.json']
+
+
+def test_a_torn_metrics_line_is_dropped_and_an_empty_results_file_named(chains, tmp_path, capsys):
+  """Was: a json.loads traceback for either (a run killed while it wrote them)."""
+  run = chains[0]
+  with open(run / 'metrics.jsonl', 'a') as f:
+    f.write('{"step": 3, "train/lo')
+  assert report.main([str(run), '--out', str(tmp_path / 'r1'), '--no-cams']) == 0
+  assert 'line 5 is not a whole record' in capsys.readouterr().out
+  (run / 'results' / 'metrics.json').write_text('')
+  assert report.main([str(run), '--out', str(tmp_path / 'r2'), '--no-cams']) == 2
+  assert 'metrics.json: cannot be read; evaluate the run again' in capsys.readouterr().err
