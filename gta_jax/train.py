@@ -260,9 +260,9 @@ def _train_and_evaluate(config, workdir: pathlib.Path, results_file: pathlib.Pat
     since = last_good if last_good is not None else start_step
     raise errors.TrainingDiverged(
         f'the training loss or gradients became NaN or infinite between steps {since} and {step}; '
-        'stopping before anything else is saved. The last checkpoint holds the last finite '
-        'state: lower config.optim.learning_rate (or check the inputs) and resume, or delete '
-        'the workdir.')
+        'stopping before anything else is saved; the last checkpoint holds the last finite '
+        'state. Check the inputs, or train with a lower config.optim.learning_rate in a new '
+        'workdir (a resume keeps the run\'s settings).')
 
   def save(force=False, replace=False):
     nonlocal records_written
@@ -316,9 +316,9 @@ def _train_and_evaluate(config, workdir: pathlib.Path, results_file: pathlib.Pat
       if not np.all(np.isfinite(val_loss)):
         raise errors.TrainingDiverged(
             f'validation loss {fmt(val_loss)} after epoch {epoch + 1} (step {step}) is not finite; '
-            'stopping before this epoch is saved or exported. The last checkpoint holds the '
-            'epoch before: lower config.optim.learning_rate (or check the validation images) and '
-            'resume, or delete the workdir.')
+            'stopping before this epoch is saved or exported; the last checkpoint holds the '
+            'epoch before. Check the validation images, or train with a lower '
+            'config.optim.learning_rate in a new workdir (a resume keeps the run\'s settings).')
       best, tracker = update_early_stopping(tracker, best, evaluated, val_loss, epoch,
                                             config.optim.patience, family.stacked_outputs)
       writer.scalars(step, {f'val/loss_{i}': v for i, v in enumerate(val_loss)}

@@ -449,7 +449,7 @@ def test_a_loss_that_turns_nan_between_logged_steps_stops_before_the_next_save(
   _nan_loss_at(monkeypatch, 7)
   with pytest.raises(errors.TrainingDiverged, match='between steps 5 and 10') as info:
     train.train_and_evaluate(config, tmp_path / 'run')
-  assert 'last checkpoint holds the last finite state' in str(info.value)
+  assert 'the last checkpoint holds the last finite state' in str(info.value)
   assert sorted(p.name for p in (tmp_path / 'run' / 'checkpoints').iterdir()) == ['5']
   assert not (tmp_path / 'run' / 'model').exists()
   assert not (tmp_path / 'run' / 'results').exists()
