@@ -81,6 +81,31 @@ def reference_run(smoke_data_dir, tmp_path_factory):
   return workdir
 
 
+def _assert_same_step(got: dict, want: dict):
+  """sharded_checks.steps' arrays of one step and the validation scores on a mesh (`got`, keyed
+  family/all/leaf) against 1 device (`want`, family/1/leaf): equal to float32 rounding."""
+  compared = set()
+  for key in want:
+    family, count, leaf = key.split('/', 2)
+    if count != '1':
+      continue
+    one, many = want[key], got[f'{family}/all/{leaf}']
+    assert one.shape == many.shape, key
+    if 'grads' in leaf:  # relative to the family's largest gradient: a bias before BatchNorm
+      scale = max(np.abs(want[k]).max() for k in want  # has only rounding noise
+                  if k.startswith(f'{family}/1/') and 'grads' in k)
+      np.testing.assert_allclose(many, one, rtol=1e-4, atol=1e-5 * scale, err_msg=key)
+    elif leaf.startswith('scores/') and leaf.split('/')[1] in ('label', 'source_id'):
+      np.testing.assert_array_equal(many, one, err_msg=key)
+    else:
+      np.testing.assert_allclose(many, one, rtol=1e-5, atol=1e-6, err_msg=key)
+    compared.add((family, leaf.split("'")[1] if leaf.startswith('[') else leaf.split('/')[0]))
+  assert {('primary', 'grads'), ('heads', 'grads'), ('heads', 'batch_stats'), ('heads', 'loss'),
+          ('primary', 'scores')} <= compared
+  # every validation image scored once, padding dropped
+  assert got['heads/all/scores/p_heads'].shape == (2, 80)
+
+
 @pytest.mark.slow
 def test_one_step_and_scores_on_4_devices_equal_1_device(smoke_data_dir, tmp_path):
   out = tmp_path / 'steps.json'
@@ -88,29 +113,46 @@ def test_one_step_and_scores_on_4_devices_equal_1_device(smoke_data_dir, tmp_pat
                   smoke_data_dir, str(out)], env=_environment(4), check=True, timeout=600)
   summary = json.loads(out.read_text())
   assert summary['devices'] == 4
-  assert summary['indivisible_error'] == ('config.optim.batch_size=18 does not divide by the 4 '
+  assert summary['indivisible_error'] == ('config.optim.batch_size=17 does not divide by the 4 '
                                           'devices; use a multiple of 4.')
-  arrays = np.load(out.with_suffix('.npz'))
-  compared = set()
-  for key in arrays.files:
-    family, count, leaf = key.split('/', 2)
-    if count != '1':
-      continue
-    one, four = arrays[key], arrays[f'{family}/all/{leaf}']
-    assert one.shape == four.shape, key
-    if 'grads' in leaf:  # relative to the family's largest gradient: a bias before BatchNorm
-      scale = max(np.abs(arrays[k]).max() for k in arrays.files  # has only rounding noise
-                  if k.startswith(f'{family}/1/') and 'grads' in k)
-      np.testing.assert_allclose(four, one, rtol=1e-4, atol=1e-5 * scale, err_msg=key)
-    elif leaf.startswith('scores/') and leaf.split('/')[1] in ('label', 'source_id'):
-      np.testing.assert_array_equal(four, one, err_msg=key)
-    else:
-      np.testing.assert_allclose(four, one, rtol=1e-5, atol=1e-6, err_msg=key)
-    compared.add((family, leaf.split("'")[1] if leaf.startswith('[') else leaf.split('/')[0]))
-  assert {('primary', 'grads'), ('heads', 'grads'), ('heads', 'batch_stats'), ('heads', 'loss'),
-          ('primary', 'scores')} <= compared
-  # every validation image scored once, padding dropped
-  assert arrays['heads/all/scores/p_heads'].shape == (2, 80)
+  arrays = dict(np.load(out.with_suffix('.npz')))
+  _assert_same_step(arrays, arrays)
+
+
+@pytest.mark.slow
+def test_one_step_and_scores_on_2_processes_equal_1_process(smoke_data_dir, tmp_path):
+  """The step of the 4-device test on 2 processes joined by jax.distributed (one CPU device
+  each, gloo collectives), against a third process of one device: the reference has the same
+  XLA set-up as each of the two (one device in its process), and reads the whole batch and
+  scores the split alone, which a process of a distributed run cannot (its batches hold only
+  its rows; scoring joins the other process's collectives)."""
+  reference, out = tmp_path / 'one' / 'steps.json', tmp_path / 'two' / 'steps.json'
+  for folder in (reference.parent, out.parent):
+    folder.mkdir()
+  script = str(ROOT / 'tests' / 'sharded_checks.py')
+  subprocess.run([sys.executable, script, 'steps', smoke_data_dir, str(reference)],
+                 env=_environment(1), check=True, timeout=600)
+  address = f'127.0.0.1:{_free_port()}'
+  logs = [out.parent / f'process_{i}.log' for i in range(2)]
+  processes = [subprocess.Popen([sys.executable, script, 'process_steps', smoke_data_dir, str(out),
+                                 address, '2', str(i)], env=_environment(1),
+                                stdout=open(log, 'w'), stderr=subprocess.STDOUT,
+                                start_new_session=True)
+               for i, log in enumerate(logs)]
+  try:
+    for process, log in zip(processes, logs):
+      assert process.wait(timeout=600) == 0, log.read_text()
+  finally:
+    for process in processes:
+      if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+  summary = json.loads(out.read_text())
+  assert summary['devices'] == summary['processes'] == 2
+  assert summary['indivisible_error'] == ('config.optim.batch_size=9 does not divide by the 2 '
+                                          'devices; use a multiple of 2.')
+  _assert_same_step(dict(np.load(out.with_suffix('.npz'))),
+                    dict(np.load(reference.with_suffix('.npz'))))
 
 
 @pytest.mark.slow
