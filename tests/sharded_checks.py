@@ -8,12 +8,15 @@ python tests/sharded_checks.py steps DATA_DIR OUT.json
 python tests/sharded_checks.py process_steps DATA_DIR OUT.json HOST:PORT NUM_PROCESSES PROCESS_ID
   The same step and scores on the mesh of every device of NUM_PROCESSES processes joined by
   jax.distributed (run once per process; process 0 writes OUT.json and the .npz, under 'all').
+python tests/sharded_checks.py late_collective HOST:PORT NUM_PROCESSES PROCESS_ID SECONDS
+  Joins NUM_PROCESSES processes, then process 1 sleeps SECONDS before the first collective.
 python tests/sharded_checks.py run DATA_DIR WORKDIR
   The phase-I smoke run of tests/test_distributed.py on 1 device and on every device.
 """
 import json
 import pathlib
 import sys
+import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -129,6 +132,17 @@ def process_steps(data_dir: str, out: str, coordinator_address: str, num_process
   steps(data_dir, out, meshes=(('all', jax.devices()),))
 
 
+def late_collective(coordinator_address: str, num_processes: str, process_id: str,
+                    seconds: str) -> None:
+  """A process that reaches the run's first collective `seconds` after the others (as when
+  process 0 computes DCT statistics alone) -> 'joined' on stdout."""
+  distributed.initialize(coordinator_address, int(num_processes), int(process_id))
+  if jax.process_index() == 1:
+    time.sleep(float(seconds))
+  distributed.wait_for_all('late')
+  print('joined', flush=True)
+
+
 def run(data_dir: str, workdir: str) -> None:
   """The smoke run on a mesh of 1 device (WORKDIR/one) and of every device (WORKDIR/all), in one
   process: XLA's CPU threading depends on the device count the process was given, so a 1-device
@@ -140,4 +154,5 @@ def run(data_dir: str, workdir: str) -> None:
 
 
 if __name__ == '__main__':
-  {'steps': steps, 'process_steps': process_steps, 'run': run}[sys.argv[1]](*sys.argv[2:])
+  {'steps': steps, 'process_steps': process_steps, 'late_collective': late_collective,
+   'run': run}[sys.argv[1]](*sys.argv[2:])

@@ -139,14 +139,7 @@ def test_one_step_and_scores_on_2_processes_equal_1_process(smoke_data_dir, tmp_
                                 stdout=open(log, 'w'), stderr=subprocess.STDOUT,
                                 start_new_session=True)
                for i, log in enumerate(logs)]
-  try:
-    for process, log in zip(processes, logs):
-      assert process.wait(timeout=600) == 0, log.read_text()
-  finally:
-    for process in processes:
-      if process.poll() is None:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+  _wait(processes, logs, timeout=600)
   summary = json.loads(out.read_text())
   assert summary['devices'] == summary['processes'] == 2
   assert summary['indivisible_error'] == ('config.optim.batch_size=9 does not divide by the 2 '
@@ -166,6 +159,18 @@ def _free_port() -> int:
   with socket.socket() as s:
     s.bind(('127.0.0.1', 0))
     return s.getsockname()[1]
+
+
+def _wait(processes, logs, timeout: float):
+  """Every process ends with 0 (else its log is shown); none outlives the test."""
+  try:
+    for process, log in zip(processes, logs):
+      assert process.wait(timeout=timeout) == 0, log.read_text()
+  finally:
+    for process in processes:
+      if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def _launch_processes(smoke_data_dir, workdir, num_processes: int):
@@ -209,6 +214,22 @@ def test_two_processes_killed_and_resumed_match_one_process(smoke_data_dir, refe
   assert 'resumed' in log0 and '2 process(es)' in log0
   assert (tmp_path / 'process_1.log').read_text().count('[gta_jax') == 0  # only process 0 logs
   _assert_same_run(workdir, reference_run)
+
+
+@pytest.mark.slow
+def test_a_process_late_to_the_first_collective_is_waited_for(tmp_path):
+  """gloo gives a process 30 s to join the first collective, which sets up the connections;
+  initialize() joins the processes once while they are together, so that a process that reaches
+  the run's first barrier much later (process 0 computing DCT statistics alone) is waited for."""
+  address = f'127.0.0.1:{_free_port()}'
+  logs = [tmp_path / f'process_{i}.log' for i in range(2)]
+  processes = [subprocess.Popen([sys.executable, str(ROOT / 'tests' / 'sharded_checks.py'),
+                                 'late_collective', address, '2', str(i), '40'],
+                                env=_environment(1), stdout=open(log, 'w'),
+                                stderr=subprocess.STDOUT, start_new_session=True)
+               for i, log in enumerate(logs)]
+  _wait(processes, logs, timeout=300)
+  assert all('joined' in log.read_text() for log in logs)
 
 
 def test_process_rows_read_the_global_order_of_one_process(smoke_data_dir):
