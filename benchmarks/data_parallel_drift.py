@@ -1,12 +1,16 @@
 """How far a run on several devices drifts from the same run on one, against the drift that float32
 rounding alone causes on one device.
 
-python benchmarks/data_parallel_drift.py --json out.json [--devices 4] [--data_dir DIR]
+python benchmarks/data_parallel_drift.py --json out.json [--devices 4] [--processes 2]
+    [--data_dir DIR]
 
 Runs the phase-I smoke config (the smoke data, 30 steps) in this one process, whose CPU is split
 into --devices XLA devices: (a) on a mesh of 1 device, (b) on all devices, (c) on 1 device with
-the images of every batch in reverse order (the same mathematics, another summation order).
-Prints, per logged loss, the relative difference of (b) and (c) from (a).
+the images of every batch in reverse order (the same mathematics, another summation order);
+with --processes N also (d) as N local processes of one device each (launch.py, jax.distributed
+over gloo). Prints, per logged loss, the relative difference of (b), (c) and (d) from (a). Compare
+(d) with --devices 1: each of its processes, like (a) then, has one device (XLA's CPU threading
+depends on a process's device count).
 """
 import os
 
@@ -16,6 +20,7 @@ from absl import flags
 flags.DEFINE_string('json', None, 'write the results here')
 flags.DEFINE_string('data_dir', '/tmp/gta_jax_smoke_tfds', 'TFDS data_dir for the smoke data')
 flags.DEFINE_integer('devices', 4, 'XLA CPU devices to split this process into')
+flags.DEFINE_integer('processes', 0, 'also run as this many local processes (0: not)')
 flags.DEFINE_string('workdir', '/tmp/gta_jax_drift', 'scratch folder for the three runs')
 FLAGS = flags.FLAGS
 
@@ -28,6 +33,9 @@ def main(argv):
   import json
   import pathlib
   import shutil
+  import socket
+  import subprocess
+  import sys
 
   import jax
   import numpy as np
@@ -55,18 +63,52 @@ def main(argv):
     lines = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
     runs[name] = {(r['step'], k): v for r in lines for k, v in r.items() if 'loss' in k}
   pipeline._stack = stack
+  if FLAGS.processes:
+    name = f'{FLAGS.processes}_processes'
+    workdir = pathlib.Path(FLAGS.workdir) / name
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    root = pathlib.Path(__file__).resolve().parents[1]
+    with socket.socket() as s:  # a free port for the coordinator
+      s.bind(('127.0.0.1', 0))
+      port = s.getsockname()[1]
+    # As tests/io/test_distributed.py launches them (the overrides of sharded_checks.smoke_config).
+    command = [sys.executable, str(root / 'launch.py'),
+               f'--config={root / "configs" / "phase1_synthetic.py"}:smoke',
+               f'--config.data.data_dir={FLAGS.data_dir}', "--config.evals.test.modes=('clean',)",
+               '--config.data.real_softening=0.0', '--config.data.photometric_jitter=0.0',
+               '--config.log_every_steps=1', f'--workdir={workdir / "run"}',
+               f'--coordinator_address=127.0.0.1:{port}', f'--num_processes={FLAGS.processes}']
+    env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1')
+    processes = [subprocess.Popen(command + [f'--process_id={i}'], env=env,
+                                  stdout=open(workdir / f'process_{i}.log', 'w'),
+                                  stderr=subprocess.STDOUT) for i in range(FLAGS.processes)]
+    if any(p.wait() for p in processes):
+      raise SystemExit(f'a process failed; see {workdir}/process_*.log')
+    lines = [json.loads(line) for line in
+             (workdir / 'run' / 'metrics.jsonl').read_text().splitlines()]
+    runs[name] = {(r['step'], k): v for r in lines for k, v in r.items() if 'loss' in k}
   reference = runs['one_device']
   drift = {}
-  for name in ('all_devices', 'one_device_reversed_batches'):
+  for name in [n for n in runs if n != 'one_device']:
     relative = {key: abs(runs[name][key] - value) / abs(value) for key, value in reference.items()}
     train_first = [v for (step, k), v in relative.items() if k.startswith('train') and step <= 15]
     train_second = [v for (step, k), v in relative.items() if k.startswith('train') and step > 15]
+    train = [relative[key] for key in sorted(relative) if key[1].startswith('train')]
+    later = [key for key in reference if key[0] > 5 and key[1].startswith('train')]
     drift[name] = {'train_loss_epoch_1_max': float(np.max(train_first)),
                    'train_loss_epoch_2_max': float(np.max(train_second)),
-                   'val_loss': [relative[key] for key in sorted(relative) if 'val' in key[1]]}
+                   'val_loss': [relative[key] for key in sorted(relative) if 'val' in key[1]],
+                   'train_loss_per_step': train,
+                   'first_step_above_1e-5': next((i + 1 for i, v in enumerate(train) if v > 1e-5),
+                                                 None),
+                   'mean_train_loss_after_step_5': abs(
+                       np.mean([runs[name][k] for k in later]) / np.mean(
+                           [reference[k] for k in later]) - 1)}
     print(f'{name}: {drift[name]}', flush=True)
   common.write_json(FLAGS.json, {'relative_difference_from_one_device': drift,
-                                 'devices': FLAGS.devices, 'machine': common.machine()})
+                                 'devices': FLAGS.devices, 'processes': FLAGS.processes,
+                                 'machine': common.machine()})
 
 
 if __name__ == '__main__':

@@ -5,12 +5,18 @@ python tests/sharded_checks.py steps DATA_DIR OUT.json
   One training step of the primary and of two stacked heads, and the scores of the validation
   split, on a mesh of 1 device and of every device -> their losses, gradients, BatchNorm
   statistics and scores (numpy .npz beside OUT.json, summary in OUT.json).
+python tests/sharded_checks.py process_steps DATA_DIR OUT.json HOST:PORT NUM_PROCESSES PROCESS_ID
+  The same step and scores on the mesh of every device of NUM_PROCESSES processes joined by
+  jax.distributed (run once per process; process 0 writes OUT.json and the .npz, under 'all').
+python tests/sharded_checks.py late_collective HOST:PORT NUM_PROCESSES PROCESS_ID SECONDS
+  Joins NUM_PROCESSES processes, then process 1 sleeps SECONDS before the first collective.
 python tests/sharded_checks.py run DATA_DIR WORKDIR
   The phase-I smoke run of tests/test_distributed.py on 1 device and on every device.
 """
 import json
 import pathlib
 import sys
+import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -76,23 +82,31 @@ def one_step(family, batch, devices):
   return result, scores
 
 
-def steps(data_dir: str, out: str) -> None:
+def steps(data_dir: str, out: str, meshes=None) -> None:
+  """One step and the validation scores of both families on each of `meshes` ((name, devices)
+  pairs; default: '1' = the first device, 'all' = every device) -> OUT's .npz, keyed
+  family/mesh/leaf, and OUT (a summary). Under several processes every process computes the
+  same and process 0 writes."""
   out = pathlib.Path(out)
   everything = jax.devices()
-  arrays, summary = {}, {'devices': len(everything)}
+  meshes = meshes or (('1', everything[:1]), ('all', everything))
+  arrays, summary = {}, {'devices': len(everything), 'processes': jax.process_count()}
   primary_config = smoke_config('phase1_synthetic', data_dir)
   dataset, primary_family = evaluation.setup(primary_config)
   # A primary bundle for the heads (random weights: what matters is that both meshes agree).
+  # Every process writes it (Orbax's barriers), each to the same folder.
   bundle = out.parent / 'primary_bundle'
   variables = primary_family.init_variables(jax.random.key(1))
   checkpoints.save_model_bundle(bundle, checkpoints.ModelSpec('pixel', dataset.image_size),
                                 {'primary': jax.device_get(variables)})
+  distributed.wait_for_all('primary_bundle')  # model.json is process 0's to write
   heads_config = smoke_config('phase3_synthetic', data_dir, sources=('tconv', 'bilinear'),
                               **{'init.primary': str(bundle)})
   _, heads_family = evaluation.setup(heads_config)
+  # This process's rows of the global batch of 16 (all of them in one process).
   batch = next(dataset.batches('train', 16, seed=1, shuffle=True, drop_remainder=True))
   for name, family in (('primary', primary_family), ('heads', heads_family)):
-    for count, devices in (('1', everything[:1]), ('all', everything)):
+    for count, devices in meshes:
       result, scores = one_step(family, batch, devices)
       flat = {f'{name}/{count}/{jax.tree_util.keystr(path)}': np.asarray(leaf) for path, leaf in
               jax.tree_util.tree_flatten_with_path(result)[0]}
@@ -100,11 +114,33 @@ def steps(data_dir: str, out: str) -> None:
       arrays |= flat
   try:
     with distributed.using_devices(everything):
-      distributed.check_batch_size(len(everything) * 4 + 2, 'optim.batch_size')
+      distributed.check_batch_size(len(everything) * 4 + 1, 'optim.batch_size')
   except errors.ConfigError as e:
     summary['indivisible_error'] = str(e)
-  np.savez(out.with_suffix('.npz'), **arrays)
-  out.write_text(json.dumps(summary))
+  if distributed.is_main_process():
+    np.savez(out.with_suffix('.npz'), **arrays)
+    out.write_text(json.dumps(summary))
+
+
+def process_steps(data_dir: str, out: str, coordinator_address: str, num_processes: str,
+                  process_id: str) -> None:
+  """`steps` on the mesh of every device of every process only ('all'): the 1-device reference
+  runs in a process of its own (tests/io/test_distributed.py), since one process of a
+  jax.distributed run feeds only its rows of a batch and scores a split with collectives that
+  every process joins."""
+  distributed.initialize(coordinator_address, int(num_processes), int(process_id))
+  steps(data_dir, out, meshes=(('all', jax.devices()),))
+
+
+def late_collective(coordinator_address: str, num_processes: str, process_id: str,
+                    seconds: str) -> None:
+  """A process that reaches the run's first collective `seconds` after the others (as when
+  process 0 computes DCT statistics alone) -> 'joined' on stdout."""
+  distributed.initialize(coordinator_address, int(num_processes), int(process_id))
+  if jax.process_index() == 1:
+    time.sleep(float(seconds))
+  distributed.wait_for_all('late')
+  print('joined', flush=True)
 
 
 def run(data_dir: str, workdir: str) -> None:
@@ -118,4 +154,5 @@ def run(data_dir: str, workdir: str) -> None:
 
 
 if __name__ == '__main__':
-  {'steps': steps, 'run': run}[sys.argv[1]](*sys.argv[2:])
+  {'steps': steps, 'process_steps': process_steps, 'late_collective': late_collective,
+   'run': run}[sys.argv[1]](*sys.argv[2:])

@@ -49,6 +49,12 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     return
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   jax.distributed.initialize(coordinator_address, num_processes, process_id)
+  # The first collective sets up the processes' connections (gloo's on the CPU), and gloo gives
+  # a process 30 s to join it: a later first collective that one process reaches long after
+  # another (process 0 computing DCT statistics alone, or compiling what another process had
+  # cached) failed with "Gloo context initialization failed". Every process is here together
+  # (jax.distributed.initialize returns once all have joined); once set up, collectives wait.
+  wait_for_all('gta_jax: processes joined')
   if jax.process_index() != 0:
     writers.silence()
 
