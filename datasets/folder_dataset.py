@@ -121,25 +121,65 @@ class Readable:
     return sum(self._checked.get(p) is False for p in files)
 
 
-def fingerprint(manual_dir, sources, skip_corrupt: bool) -> dict:
-  """What a prepared dataset was built from: every image file of its source folders (relative
-  name, size, modification time; what make and rsync compare), architectures.json if there is
-  one, and the skip setting. A folder changed since (an image fixed, added or removed) gives
-  another digest, so prepare can refuse a stale dataset."""
+def fingerprint(manual_dir, sources, skip_corrupt: bool, contents: bool = True) -> dict:
+  """What a prepared dataset was built from: every image file of its source folders and
+  architectures.json if there is one, and the skip setting, as three digests:
+  `sha256` over names, sizes and modification times (what make and rsync compare: quick),
+  `listing` over names and sizes, and `contents` over names and bytes (`contents=False` skips
+  reading them). A folder changed since (an image fixed, added or removed) gives other digests,
+  so prepare can refuse a stale dataset; a copy that reset the times (cp without -p) has the
+  same listing and contents. A file that cannot be read (a broken link) counts as such."""
   manual_dir = epath.Path(manual_dir)
-  digest = hashlib.sha256(f'skip_corrupt={bool(skip_corrupt)}\n'.encode())
+  setting = f'skip_corrupt={bool(skip_corrupt)}\n'.encode()
+  quick, listing = hashlib.sha256(setting), hashlib.sha256(setting)
+  content = hashlib.sha256(setting) if contents else None
   count = 0
   for source in sources:
-    digest.update(f'{source.folder}\0{source.name}\0{source.source_id}\n'.encode())
+    header = f'{source.folder}\0{source.name}\0{source.source_id}\n'.encode()
+    for digest in filter(None, (quick, listing, content)):
+      digest.update(header)
     for path in list_source(manual_dir, source):
-      status = os.stat(os.fspath(path))
-      digest.update(f'{images_lib.printable(path.name)}\0{status.st_size}\0'
-                    f'{status.st_mtime_ns}\n'.encode())
+      name = images_lib.printable(path.name)
+      try:
+        status = os.stat(os.fspath(path))
+        size, mtime = status.st_size, status.st_mtime_ns
+      except OSError as e:
+        size, mtime = f'unreadable {e.errno}', ''
+      quick.update(f'{name}\0{size}\0{mtime}\n'.encode())
+      listing.update(f'{name}\0{size}\n'.encode())
+      if content is not None:
+        content.update(f'{name}\0'.encode())
+        try:
+          with open(os.fspath(path), 'rb') as f:
+            for block in iter(lambda: f.read(1 << 20), b''):
+              content.update(block)
+        except OSError as e:
+          content.update(f'unreadable {e.errno}'.encode())
+        content.update(b'\n')
       count += 1
   extra = manual_dir / 'architectures.json'
   if extra.is_file():
-    digest.update(b'architectures.json\0' + extra.read_bytes())
-  return {'sha256': digest.hexdigest(), 'files': count, 'skip_corrupt': bool(skip_corrupt)}
+    for digest in filter(None, (quick, listing, content)):
+      digest.update(b'architectures.json\0' + extra.read_bytes())
+  found = {'sha256': quick.hexdigest(), 'listing': listing.hexdigest(), 'files': count,
+           'skip_corrupt': bool(skip_corrupt)}
+  if content is not None:
+    found['contents'] = content.hexdigest()
+  return found
+
+
+def same_source(recorded: dict | None, manual_dir, sources, skip_corrupt: bool) -> tuple:
+  """Whether a build's recorded fingerprint is the folder's now -> (same, the current quick
+  fingerprint). The times first; where only they differ, the files' bytes decide."""
+  current = fingerprint(manual_dir, sources, skip_corrupt, contents=False)
+  if not recorded:
+    return False, current
+  if recorded.get('sha256') == current['sha256']:
+    return True, current
+  if recorded.get('listing') == current['listing'] and recorded.get('contents'):
+    current = fingerprint(manual_dir, sources, skip_corrupt)
+    return recorded['contents'] == current['contents'], current
+  return False, current
 
 
 def assign_splits(manual_dir, sources, config: FolderConfig, readable: Readable | None = None

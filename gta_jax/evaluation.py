@@ -69,7 +69,8 @@ def evaluate_run(workdir, test_sets=None) -> dict:
     if test_sets:
       config.evals.test.modes = tuple(test_sets)
 
-  with workdir_lock.locked(workdir, 'evaluation', distributed.is_main_process()):
+  with workdir_lock.locked(workdir, 'evaluation', distributed.is_main_process(),
+                           distributed.main_process_says):
     config, family, trained = load_finished_run(workdir, adjust)
     results = evaluate(config, family, trained, workdir / 'results' / 'predictions')
     out = workdir / 'results' / 'metrics.json'
@@ -91,7 +92,8 @@ def crosstest_run(workdir, data_dir=None) -> dict:
     config.data.config = pipeline.variants_config(config.data.name, config.data.config)
     config.evals = ml_collections.ConfigDict({'crosstest': {'type': 'variant_splits'}})
 
-  with workdir_lock.locked(workdir, 'crosstest', distributed.is_main_process()):
+  with workdir_lock.locked(workdir, 'crosstest', distributed.is_main_process(),
+                           distributed.main_process_says):
     return _crosstest_run(workdir, adjust)
 
 

@@ -175,7 +175,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   distributed.check_batch_size(config.optim.batch_size, 'optim.batch_size')
   distributed.check_batch_size(config.eval.batch_size, 'eval.batch_size')
   check_workdir(workdir)
-  with workdir_lock.locked(workdir, f'training {config.name}', distributed.is_main_process()):
+  with workdir_lock.locked(workdir, f'training {config.name}', distributed.is_main_process(),
+                           distributed.main_process_says):
     results = run_records.read_results(results_file)  # another process may have finished it
     if results is not None:
       run_records.check_resume_config(workdir, config, finished=True)

@@ -52,6 +52,9 @@ class UnreadableEntry(_PLAIN_PATH):
       entry.problem = problem
       return entry
 
+  def __reduce__(self):  # copy and pickle (worker processes) keep the problem
+    return type(self), (str(self), self.problem)
+
 
 def _scan(folder: pathlib.Path, ancestors: tuple, visited: set, found: list) -> None:
   try:

@@ -269,9 +269,12 @@ def _write_spec(spec_file: pathlib.Path, spec: ModelSpec) -> None:
 
 def _file_digest(path: pathlib.Path) -> str:
   digest = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for block in iter(lambda: f.read(1 << 20), b''):
-      digest.update(block)
+  try:
+    with open(path, 'rb') as f:
+      for block in iter(lambda: f.read(1 << 20), b''):
+        digest.update(block)
+  except OSError as e:
+    raise errors.ConfigError(f'{path}: cannot be read ({e.strerror}).') from None
   return digest.hexdigest()
 
 
@@ -305,18 +308,19 @@ def check_side_files(directory, spec: ModelSpec, skip=()) -> None:
                                'the bundle was modified or is corrupt.')
 
 
-def update_model_spec(directory, rewritten=(), **changes) -> ModelSpec:
+def update_model_spec(directory, rewritten=(), removed=(), **changes) -> ModelSpec:
   """Rewrites a bundle's model.json with `changes` (e.g. fitted open-set thresholds); the weights
   are not touched. `rewritten`: the side files the caller has just written (a kNN bank), whose
-  digests are recorded anew; every other listed file must still match its digest. The new file
-  replaces the old one in one rename."""
+  digests are recorded anew; `removed`: listed files the caller deletes once this returns; every
+  other listed file must still match its digest. The new file replaces the old one in one
+  rename."""
   directory = pathlib.Path(directory)
   spec_file = directory / 'model.json'
   spec = ModelSpec.from_json(json.loads(spec_file.read_text()), spec_file)
-  check_side_files(directory, spec, skip=rewritten)
-  if rewritten:
-    changes.setdefault('side_files', {**spec.side_files,
-                                      **side_file_digests(directory, set(rewritten))})
+  check_side_files(directory, spec, skip=tuple(rewritten) + tuple(removed))
+  if rewritten or removed:
+    kept = {k: v for k, v in spec.side_files.items() if k not in removed}
+    changes.setdefault('side_files', {**kept, **side_file_digests(directory, set(rewritten))})
   spec = dataclasses.replace(spec, **changes)
   ModelSpec.from_json(spec.to_json(), spec_file)  # what is written must read back
   if not distributed.is_main_process():

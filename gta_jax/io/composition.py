@@ -268,7 +268,7 @@ def check_target(target, *, tool: str = 'gta-model', replacing=None) -> pathlib.
       raise errors.UsageError(f'{target} holds a model.json that is not a gta_jax model bundle\'s '
                               f'({e}); it is not replaced. {advice}') from None
     extra = sorted(p.name for p in target.iterdir()
-                   if p.name not in BUNDLE_ENTRIES
+                   if p.name not in BUNDLE_ENTRIES and not p.name.startswith('.')
                    and not (p.name.startswith('open_set_knn_bank') and p.suffix == '.npy'))
     if extra or not (target / 'variables').is_dir():
       raise errors.UsageError(

@@ -155,3 +155,11 @@ def wait_for_all(name: str) -> None:
   the others read)."""
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices(name)
+
+
+def main_process_says(flag: bool) -> bool:
+  """Process 0's `flag` on every process (one collective; `flag` as is with one process): the
+  processes of a run take one decision, e.g. that process 0 holds the workdir's lock."""
+  if jax.process_count() == 1:
+    return bool(flag)
+  return bool(multihost_utils.broadcast_one_to_all(np.asarray(bool(flag))))

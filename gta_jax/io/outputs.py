@@ -24,7 +24,6 @@ import contextlib
 import json
 import os
 import pathlib
-import re
 import shutil
 import tempfile
 
@@ -32,10 +31,6 @@ from gta_jax import errors
 
 MARK = 'written_by'
 RECORDS = 'records'  # where a list output (attribute's records) sits in its marked object
-
-# Leftovers of an interrupted write (`staged`) or of errors.check_writable_folder's probe: not
-# files of anyone's, so they never make a folder "hold files the tool did not write".
-_LEFTOVER = re.compile(r'^\..+\.\d+\.tmp$|^\.gta_jax_writable-\d+$')
 
 
 def tag(tool: str) -> str:
@@ -52,6 +47,24 @@ def mark(tool: str, value):
 
 def is_own(value, tool: str) -> bool:
   return isinstance(value, dict) and value.get(MARK) == tag(tool)
+
+
+def _written_before_the_mark(value, tool: str) -> bool:
+  """Outputs of the versions before the mark, recognised by their shape so that the first rerun
+  after an upgrade needs no --overwrite: attribute's list of per-file records, heldout's
+  summary, an overlay (`*_cam.png`, checked by name in check_folder)."""
+  if tool == 'attribute':
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(r, dict) and 'path' in r and ('verdict' in r or 'error' in r) for r in value)
+  if tool == 'heldout':
+    return isinstance(value, dict) and MARK not in value and 'failed' in value and (
+        'summary' in value or 'over_models' in value)
+  return False
+
+
+def is_own_output(value, tool: str) -> bool:
+  """A JSON output of `tool`: marked as its own, or of its shape before the mark existed."""
+  return is_own(value, tool) or _written_before_the_mark(value, tool)
 
 
 def payload(value):
@@ -147,7 +160,7 @@ def check_file(path, *, tool: str, flag: str = '--json', overwrite: bool = False
           f'{flag} {path} exists and is not a JSON file; refusing to overwrite it, even with '
           '--overwrite (put image files after "--" if one is named like a flag; remove the file '
           'yourself if it is to go).') from None
-    if value is not None and not is_own(value, tool) and not overwrite:
+    if value is not None and not is_own_output(value, tool) and not overwrite:
       raise errors.UsageError(
           f'{flag} {path} exists and was not written by {tool} (it has no "{MARK}": '
           f'"{tag(tool)}"); refusing to overwrite it. Name a new file, or pass --overwrite to '
@@ -167,8 +180,17 @@ def _plain(name) -> bool:
 def _is_own_file(path: pathlib.Path, tool: str) -> bool:
   """A JSON output of `tool` (e.g. attribute's records kept beside its overlays)."""
   try:
-    return is_own(json.loads(path.read_text()), tool)
+    return is_own_output(json.loads(path.read_text()), tool)
   except (OSError, UnicodeDecodeError, ValueError):
+    return False
+
+
+def _old_overlay(path: pathlib.Path) -> bool:
+  """An overlay attribute wrote before its cam dirs had a manifest: a PNG named *_cam.png."""
+  try:
+    with open(path, 'rb') as f:
+      return path.name.endswith('_cam.png') and f.read(8) == b'\x89PNG\r\n\x1a\n'
+  except OSError:
     return False
 
 
@@ -177,8 +199,11 @@ def _is_file(path: pathlib.Path) -> bool:
 
 
 def _files_under(folder: pathlib.Path) -> list[str]:
-  return sorted(p.relative_to(folder).as_posix() for p in folder.rglob('*')
-                if _is_file(p) and not _LEFTOVER.match(p.name))
+  """The folder's files, less hidden ones (.DS_Store, .ipynb_checkpoints/, staging leftovers):
+  a file manager or notebook that opened the outputs does not make them someone else's."""
+  names = (p.relative_to(folder).as_posix() for p in folder.rglob('*') if _is_file(p))
+  return sorted(name for name in names
+                if not any(part.startswith('.') for part in name.split('/')))
 
 
 class Folder:
@@ -257,7 +282,8 @@ def check_folder(folder, *, tool: str, flag: str, manifest: str, overwrite: bool
     if own:  # a manifest not the tool's own is someone's file like any other
       ignored.add(manifest)
     others = [f for f in _files_under(folder) if f not in earlier and f not in ignored
-              and not (f.endswith('.json') and _is_own_file(folder / f, tool))]
+              and not (f.endswith('.json') and _is_own_file(folder / f, tool))
+              and not (tool == 'attribute' and _old_overlay(folder / f))]
     if others and not overwrite:
       shown = ', '.join(others[:5]) + (f' and {len(others) - 5} more' if len(others) > 5 else '')
       raise errors.UsageError(

@@ -1,6 +1,7 @@
 """What a finished or started run recorded: its config.json, read back under the current field names,
 and which config file makes a run of a given name (for hints that name the right command)."""
 import json
+import os
 import pathlib
 
 import ml_collections
@@ -105,6 +106,16 @@ RESUMABLE_CHANGES = ('data.data_dir', 'data.workers', 'log_every_steps', 'checkp
                      'eval.batch_size', 'evals', 'model.conv_impl', 'workdir')
 
 
+LINEAGE_FIELDS = ('init.from_run', 'init.primary')
+
+
+def _same_paths(flat: dict) -> dict:
+  """The lineage fields as real paths: the same run reached as runs/x, /abs/runs/x or through a
+  link is the same run (resolve_run builds them from the workdir as it was given)."""
+  return {k: (os.path.realpath(v) if k in LINEAGE_FIELDS and isinstance(v, str) and v else v)
+          for k, v in flat.items()}
+
+
 def check_resume_config(workdir, config, finished: bool = False) -> None:
   """A resumed run must train as it started: refuses a changed training setting, naming it.
 
@@ -116,8 +127,8 @@ def check_resume_config(workdir, config, finished: bool = False) -> None:
   stored_file = pathlib.Path(workdir) / 'config.json'
   if not stored_file.is_file():
     return
-  stored = dict(chains.flat_items(upgrade_record(read_record(stored_file))))
-  current = dict(chains.flat_items(json.loads(config.to_json_best_effort())))
+  stored = _same_paths(dict(chains.flat_items(upgrade_record(read_record(stored_file)))))
+  current = _same_paths(dict(chains.flat_items(json.loads(config.to_json_best_effort()))))
   allowed = lambda key: any(key == k or key.startswith(k + '.') for k in RESUMABLE_CHANGES)
   changed = sorted(k for k in set(stored) | set(current)
                    if not allowed(k) and stored.get(k, '<unset>') != current.get(k, '<unset>')

@@ -32,45 +32,53 @@ def _holder(handle) -> str:
 
 
 @contextlib.contextmanager
-def locked(workdir, what: str, enabled: bool = True):
+def locked(workdir, what: str, enabled: bool = True, agree=None):
   """Holds WORKDIR's lock while the block runs; raises WorkdirBusy naming the holder's pid when
   another process has it. Re-entrant within a process (a chain's phases, an evaluation inside a
   training): a folder this process already holds is not locked again. `enabled=False` (the other
-  processes of a multi-process run) takes nothing."""
+  processes of a multi-process run) takes nothing; `agree(ok) -> process 0's ok`
+  (distributed.main_process_says), called on every process, makes them all stop when process 0
+  could not take it, instead of waiting for it at their first collective."""
   workdir = pathlib.Path(workdir)
   key = os.path.realpath(workdir)
-  if not enabled or key in _held:
-    yield
+  if key in _held or not workdir.is_dir():  # no folder: no run to protect (a typo is the
+    yield                                   # caller's to name)
     return
-  workdir.mkdir(parents=True, exist_ok=True)
-  path = workdir / LOCK_FILE
-  try:
-    handle = open(path, 'a+')
-  except OSError as e:
-    raise errors.ConfigError(f'{workdir}: cannot open its lock file {path.name} ({e.strerror}).'
-                             ) from None
-  try:
+  handle, busy = None, None
+  if enabled:
+    try:
+      handle = open(workdir / LOCK_FILE, 'a+')
+    except OSError as e:
+      raise errors.ConfigError(f'{workdir}: cannot open its lock file {LOCK_FILE} '
+                               f'({e.strerror}).') from None
     try:
       fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-      raise WorkdirBusy(f'{workdir} is in use by {_holder(handle)}. Two processes in one run '
-                        'folder would corrupt it: wait for that one to end (or stop it), or give '
-                        'this one another --workdir.') from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f'pid {os.getpid()} ({what}: {" ".join(sys.argv[:1])})\n')
-    handle.flush()
-    _held.add(key)
-    try:
-      yield
-    finally:
-      _held.discard(key)
+      busy = (f'{workdir} is in use by {_holder(handle)}. Two processes in one run folder would '
+              'corrupt it: wait for that one to end (or stop it), or give this one another '
+              '--workdir.')
+      handle.close()
+      handle = None
+  if agree is not None and not agree(busy is None) and busy is None:
+    busy = f'{workdir} is in use by another run (process 0 of this run could not lock it).'
+  if busy:
+    raise WorkdirBusy(busy)
+  _held.add(key)
+  try:
+    if handle is not None:
+      handle.seek(0)
+      handle.truncate()
+      handle.write(f'pid {os.getpid()} ({what}: {" ".join(sys.argv[:1])})\n')
+      handle.flush()
+    yield
+  finally:
+    _held.discard(key)
+    if handle is not None:
       handle.seek(0)
       handle.truncate()
       handle.flush()
       fcntl.flock(handle, fcntl.LOCK_UN)
-  finally:
-    handle.close()
+      handle.close()
 
 
 _held: set[str] = set()

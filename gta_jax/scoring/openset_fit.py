@@ -4,6 +4,7 @@ bundle (the heads family's export hook runs it; `gta-openset --fit` refits)."""
 import copy
 import dataclasses
 import functools
+import hashlib
 import pathlib
 
 import jax
@@ -14,6 +15,7 @@ from gta_jax.data import loader
 from gta_jax.data import pipeline
 from gta_jax.io import checkpoints
 from gta_jax.io import distributed
+from gta_jax.io import outputs
 from gta_jax.io import progress
 from gta_jax.io import run_records
 from gta_jax.io import workdir_lock
@@ -132,7 +134,8 @@ def fit(run: HeadsRun, knn_acceptance: float = KNN_ACCEPTANCE) -> dict:
   if not 0.5 <= knn_acceptance < 1:
     raise errors.ConfigError(f'kNN acceptance {knn_acceptance}: the share of known fakes the '
                              'calibration keeps, in [0.5, 1).')
-  with workdir_lock.locked(run.workdir, 'open-set fit', distributed.is_main_process()):
+  with workdir_lock.locked(run.workdir, 'open-set fit', distributed.is_main_process(),
+                           distributed.main_process_says):
     return _fit(run, knn_acceptance)
 
 
@@ -151,16 +154,36 @@ def _fit(run: HeadsRun, knn_acceptance: float) -> dict:
                      'threshold': tpr_threshold(known_scores, knn_acceptance, midpoint=True),
                      'operating_points': {f'{a:g}': tpr_threshold(known_scores, a, midpoint=True)
                                           for a in KNN_OPERATING_POINTS},
-                     'bank': KNN_BANK_FILE, 'images': int(len(bank))}
+                     'bank': bank_file_name(bank), 'images': int(len(bank))}
     if distributed.is_main_process():
-      np.save(bundle / KNN_BANK_FILE, bank)
+      with outputs.staged(bundle / fitted['knn']['bank']) as staging:
+        with open(staging, 'wb') as f:
+          np.save(f, bank)
   else:
     log(f'{run.workdir}: no kNN calibration: {known_training} training images of the heads\' '
         f'sources, fewer than k={KNN_K}.')
   record = {**fitted, 'split': 'validation', 'mode': 'clean', 'tpr': CALIBRATION_TPR,
             'doc_alpha': DOC_ALPHA}
-  checkpoints.update_model_spec(bundle, open_set=record,
-                                rewritten=(KNN_BANK_FILE,) if 'knn' in fitted else ())
+  # The bank is written under a name of its own content, then model.json is swapped to it in
+  # one rename, then the previous bank goes: a fit killed at any point leaves a bundle whose
+  # model.json and bank agree (was: one bank file rewritten in place, which a kill between the
+  # two writes left failing its digest, refused by every command, the refit included).
+  previous = (run.spec.open_set or {}).get('knn', {}).get('bank')
+  new = fitted['knn']['bank'] if 'knn' in fitted else None
+  stale = (previous,) if previous and previous != new else ()
+  checkpoints.update_model_spec(bundle, open_set=record, rewritten=(new,) if new else (),
+                                removed=stale)
+  if distributed.is_main_process():
+    for name in stale:
+      (bundle / name).unlink(missing_ok=True)
   run.spec = dataclasses.replace(run.spec, open_set=record)
   return record
+
+
+def bank_file_name(bank: np.ndarray) -> str:
+  """open_set_knn_bank-<first 12 hex digits of the bank's sha256>.npy."""
+  digest = hashlib.sha256(np.ascontiguousarray(bank).tobytes()).hexdigest()[:12]
+  stem, suffix = KNN_BANK_FILE.rsplit('.', 1)
+  return f'{stem}-{digest}.{suffix}'
+
 

@@ -17,7 +17,9 @@ python -m gta_jax.prepare --dataset synthetic_fingerprints --config variants \
     --export-folder DIR [--sources tconv,tconv.unseen_seed_1]
 """
 import argparse
+import contextlib
 import os
+import pathlib
 import shutil
 import sys
 
@@ -116,19 +118,24 @@ def run(args) -> int:
   try:
     with cli.usage_errors():
       builder = pipeline.builder_class(args.dataset)(**kwargs)
+      replaced = None
       if args.dataset == pipeline.FOLDER:
         # The layout's and the split counts' errors before anything is written.
         sources, _, _ = _folder_module().plan(args.manual_dir, builder.builder_config)
-        if _already_prepared(builder, args, sources):
+        existing = _folder_module().load_prepared(args.config, args.data_dir)
+        if _already_prepared(existing, builder, args, sources):
           return cli.OK
+        replaced = existing and existing.data_dir
       elif args.dataset != pipeline.BUILTIN and builder.is_prepared():
         if _up_to_date(builder, args, builder.SOURCES, f'{args.dataset}/{config}'):
           return _report(builder, args, reused=True)
-      if args.rebuild:  # a builder made before its folder was removed holds the old build's info
-        builder = pipeline.builder_class(args.dataset)(**kwargs)
-      builder.download_and_prepare(
-          file_format='array_record',
-          download_config=tfds.download.DownloadConfig(manual_dir=args.manual_dir))
+        replaced = builder.data_dir
+      with _replacing(replaced):
+        if replaced:  # a builder made while the old build was there holds its info
+          builder = pipeline.builder_class(args.dataset)(**kwargs)
+        builder.download_and_prepare(
+            file_format='array_record',
+            download_config=tfds.download.DownloadConfig(manual_dir=args.manual_dir))
   except errors.UsageError as e:
     if isinstance(e.__cause__, images.UnreadableImages):  # inputs that failed, each named
       print(f'error: {images.printable(e)}', file=sys.stderr)
@@ -161,18 +168,17 @@ def _report(builder, args, reused: bool = False) -> int:
 
 def _up_to_date(existing, args, sources, name: str) -> bool:
   """A dataset prepared from this folder before: True when the folder's files and the skip
-  setting are what it was built from (its recorded fingerprint); else, with --rebuild, its
-  folder is removed (False: build anew), and without, a stale dataset is refused, saying what
-  changed. One prepared before fingerprints were recorded is kept, with a warning."""
+  setting are what it was built from (its recorded fingerprint; where only the times differ, the
+  files' bytes decide); else, with --rebuild, False (build anew: run() keeps the old build aside
+  until the new one is complete), and without, a stale dataset is refused, saying what changed.
+  One prepared before fingerprints were recorded is kept, with a warning."""
   recorded = existing.info.metadata.get('source_fingerprint')
-  current = _folder_module().folder_dataset.fingerprint(args.manual_dir, sources,
-                                                        args.skip_corrupt)
-  if recorded == current and not args.rebuild:
-    return True
   if args.rebuild:
-    shutil.rmtree(existing.data_dir)
-    print(f'--rebuild: removed {existing.data_dir}')
     return False
+  same, current = _folder_module().folder_dataset.same_source(recorded, args.manual_dir, sources,
+                                                              args.skip_corrupt)
+  if same:
+    return True
   if recorded is None:
     print(f'warning: {name} in {existing.data_dir} was prepared before prepare recorded what it '
           'was built from, so whether the folder changed since is unknown; --rebuild to be sure.')
@@ -182,8 +188,8 @@ def _up_to_date(existing, args, sources, name: str) -> bool:
     changed.append(f'--skip-corrupt was {"on" if recorded.get("skip_corrupt") else "off"}')
   if recorded.get('files') != current['files']:
     changed.append(f'{recorded.get("files")} image files then, {current["files"]} now')
-  elif recorded.get('sha256') != current['sha256']:
-    changed.append('image files changed (size or modification time)')
+  elif not changed:
+    changed.append('image files changed (size or contents)')
   raise errors.UsageError(
       f'{existing.data_dir}: {name} was prepared from {images.printable(args.manual_dir)} as it '
       f'was then, and it has changed since ({"; ".join(changed)}). Add --rebuild to replace it '
@@ -191,11 +197,32 @@ def _up_to_date(existing, args, sources, name: str) -> bool:
       'changed folder under another name.')
 
 
-def _already_prepared(builder, args, sources) -> bool:
-  """A folder dataset of this tag prepared in data_dir already: the same options (image size,
-  JPEG quality, folder) and files -> nothing to do (True); other options are refused, naming
-  them; a changed folder is refused unless --rebuild (then False: built anew)."""
-  existing = _folder_module().load_prepared(args.config, args.data_dir)
+@contextlib.contextmanager
+def _replacing(build_dir):
+  """--rebuild: the old build moved aside while the new one is written, deleted once it is
+  complete, and put back if the build fails (an unreadable image, Ctrl-C): a failed rebuild
+  leaves the dataset runs use as it was."""
+  build_dir = pathlib.Path(build_dir) if build_dir else None
+  if build_dir is None or not build_dir.is_dir():
+    yield
+    return
+  aside = build_dir.with_name(f'.{build_dir.name}.replaced-{os.getpid()}')
+  os.replace(build_dir, aside)
+  try:
+    yield
+  except BaseException:
+    shutil.rmtree(build_dir, ignore_errors=True)
+    os.replace(aside, build_dir)
+    print(f'--rebuild failed: {build_dir} is left as it was.', file=sys.stderr)
+    raise
+  shutil.rmtree(aside)
+  print(f'--rebuild: replaced {build_dir}')
+
+
+def _already_prepared(existing, builder, args, sources) -> bool:
+  """A folder dataset of this tag prepared in data_dir already (`existing`): the same options
+  (image size, JPEG quality, folder) and files -> nothing to do (True); other options are
+  refused, naming them; a changed folder is refused unless --rebuild (then False: built anew)."""
   if existing is None:
     return False
   recorded = existing.info.metadata

@@ -99,11 +99,13 @@ def check_one_config(workdir: pathlib.Path, phases_by_seed: dict) -> None:
       if settings is None:
         continue
       first_seed, first = reference.setdefault(phase, (seed, settings))
-      changed = sorted(k for k in set(first) | set(settings) if first.get(k) != settings.get(k))
+      # A field only one record has was added to the configs between the two runs (it kept its
+      # default in the older one): not a difference, as for a resume.
+      changed = sorted(k for k in set(first) & set(settings) if first[k] != settings[k])
       if changed:
         where = '' if phase == '.' else f' ({phase})'
-        details = '; '.join(f'config.{k}: {first.get(k, "<unset>")!r} in seed_{first_seed}, '
-                            f'{settings.get(k, "<unset>")!r} in seed_{seed}' for k in changed[:5])
+        details = '; '.join(f'config.{k}: {first[k]!r} in seed_{first_seed}, '
+                            f'{settings[k]!r} in seed_{seed}' for k in changed[:5])
         raise errors.ConfigError(
             f'{workdir}: seed_{seed}{where} was trained with other settings than '
             f'seed_{first_seed} ({details}); a sweep averages the seeds of one config. Move the '

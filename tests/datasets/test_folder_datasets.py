@@ -226,3 +226,28 @@ def test_the_presets_build_the_records_they_always_did(tmp_path, dataset, config
   builder = pipeline.load_builder(dataset, config, str(tmp_path))
   assert provenance.dataset_digest(builder)['sha256'] == sha256
   assert set(builder.info.metadata) == {'source_ids', 'skipped_files', 'source_fingerprint'}
+
+
+def test_a_copy_that_reset_the_times_is_up_to_date_and_a_failed_rebuild_keeps_the_old_build(
+    tmp_path, capsys):
+  """The review's cases: `cp -r` gives every file a new time (same bytes: still prepared); a
+  broken link is an unreadable file, not a crash; a --rebuild that fails leaves the old build."""
+  import os
+  manual = tmp_path / 'ganfp'
+  shutil.copytree(ROOT / 'datasets/ganfp/dummy_data', manual)
+  args = ['--dataset', 'ganfp', '--manual-dir', str(manual), '--config', '1-1-1',
+          '--data-dir', str(tmp_path / 'tfds')]
+  assert prepare.main(args) == 0
+  for path in manual.rglob('*.png'):
+    os.utime(path, ns=(1, 1))  # what a copy without -p does to the times
+  assert prepare.main(args) == 0 and 'prepared already' in capsys.readouterr().out
+  (manual / 'fake/progan_celeba/ProGAN_00000000.png').symlink_to(tmp_path / 'gone.png')
+  assert prepare.main(args) == 2  # changed: one more (unreadable) file
+  assert '20 image files then, 21 now' in capsys.readouterr().err
+  assert prepare.main(args + ['--rebuild']) == 1  # the broken link stops the build, named
+  err = capsys.readouterr().err
+  assert 'ProGAN_00000000.png' in err and 'left as it was' in err
+  builder = pipeline.load_builder('ganfp', '1-1-1', str(tmp_path / 'tfds'))  # the old build
+  assert builder.info.splits['train'].num_examples == 5
+  assert [p.name for p in (tmp_path / 'tfds' / 'ganfp' / '1-1-1').iterdir()] == ['1.0.0']
+  assert prepare.main(args + ['--rebuild', '--skip-corrupt']) == 0  # left out: builds

@@ -449,3 +449,22 @@ def test_overwrite_replaces_only_an_imported_bundle_holding_nothing_else(tmp_pat
   assert keras_import_tool.main([str(h5), str(bundle)]) == 2
   assert 'Pass --overwrite' in capsys.readouterr().err
   assert keras_import_tool.main([str(h5), str(bundle), '--overwrite']) == 0
+
+
+def test_a_refit_bank_gets_a_new_name_before_the_old_one_goes(tmp_path):
+  """The open-set fit's write order: the new bank under its own content's name, model.json
+  swapped to it, then the old bank deleted; a kill between any two steps leaves model.json and
+  its bank agreeing (was: one file rewritten in place, then model.json)."""
+  from gta_jax.scoring import openset_fit
+  bundle = _bundle(tmp_path)
+  first, second = np.eye(4, dtype=np.float32), 2 * np.eye(4, dtype=np.float32)
+  names = [openset_fit.bank_file_name(b) for b in (first, second)]
+  assert names[0] != names[1] and names[0].startswith('open_set_knn_bank-')
+  np.save(bundle / names[0], first)
+  checkpoints.update_model_spec(bundle, rewritten=(names[0],))
+  np.save(bundle / names[1], second)  # killed here: the old model.json and bank still agree
+  assert set(checkpoints.load_model_bundle(bundle)[0].side_files) == {names[0]}
+  checkpoints.update_model_spec(bundle, rewritten=(names[1],), removed=(names[0],))
+  assert set(checkpoints.load_model_bundle(bundle)[0].side_files) == {names[1]}  # killed here too
+  (bundle / names[0]).unlink()
+  checkpoints.load_model_bundle(bundle)

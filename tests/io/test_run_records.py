@@ -3,7 +3,9 @@ import json
 
 import pytest
 
+from conftest import ROOT
 from configs import common
+from gta_jax import chains
 from gta_jax import errors
 from gta_jax.io import checkpoints
 from gta_jax.io import run_records
@@ -59,3 +61,21 @@ def test_a_primary_of_another_folder_dataset_must_match_the_image_size_too(tmp_p
   same, spec = _run(tmp_path, 'folder', 'pixel', 64, data_config='newgan-8-2-2')
   run_records.check_lineage(_heads_config('folder'), 32, same / 'model', spec,
                             'config.init.primary')
+
+
+def test_a_run_reached_by_another_path_is_the_same_run(tmp_path, monkeypatch):
+  """The review's case: the quickstart chain rerun with --workdir=$PWD/runs/... after a relative
+  run resolves its lineage to the absolute form of the same folders; that is no other setting."""
+  monkeypatch.chdir(tmp_path)
+  config = chains.load_config_file(str(ROOT / 'configs' / 'phase2_synthetic.py'))
+  relative = run_records.resolve_lineage(config, 'runs/phase2_synthetic')
+  (tmp_path / 'runs' / 'phase2_synthetic').mkdir(parents=True)
+  (tmp_path / 'runs' / 'phase2_synthetic' / 'config.json').write_text(
+      relative.to_json_best_effort())
+  absolute = run_records.resolve_lineage(config, tmp_path / 'runs' / 'phase2_synthetic')
+  assert absolute.init.from_run != relative.init.from_run
+  run_records.check_resume_config(tmp_path / 'runs' / 'phase2_synthetic', absolute, finished=True)
+  with absolute.unlocked():
+    absolute.init.from_run = str(tmp_path / 'elsewhere')
+  with pytest.raises(errors.ConfigError, match='config.init.from_run'):
+    run_records.check_resume_config(tmp_path / 'runs' / 'phase2_synthetic', absolute, finished=True)

@@ -100,3 +100,36 @@ def test_two_launches_on_one_workdir_the_second_refused_and_a_kill_frees_it(smok
     first.wait()
   with workdir_lock.locked(workdir, 'after the kill'):  # the kernel released it
     pass
+
+
+def test_a_mistyped_run_folder_is_not_created_by_the_lock(tmp_path):
+  with pytest.raises(FileNotFoundError, match='holds no finished run'):
+    evaluation.evaluate_run(tmp_path / 'typo')
+  assert not (tmp_path / 'typo').exists()
+
+
+@pytest.mark.slow
+def test_a_multi_process_run_on_a_held_workdir_stops_on_every_process(smoke_data_dir, tmp_path):
+  """The review's case: only process 0 takes the lock; the others learn its outcome (one
+  broadcast) and stop with it, instead of waiting for process 0 at their first collective."""
+  import socket
+  workdir = tmp_path / 'run'
+  holder = _hold(workdir)
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+  env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS='cpu')
+  command = [sys.executable, str(ROOT / 'launch.py'),
+             f'--config={ROOT / "configs" / "phase1_synthetic.py"}:smoke',
+             f'--config.data.data_dir={smoke_data_dir}', f'--workdir={workdir}',
+             f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2']
+  try:
+    processes = [subprocess.Popen(command + [f'--process_id={i}'], env=env, cwd=ROOT,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for i in range(2)]
+    outputs = [p.communicate(timeout=180) for p in processes]
+  finally:
+    holder.close()
+  assert [p.returncode for p in processes] == [2, 2], outputs
+  assert 'in use by pid 4242' in outputs[0][1]
+  assert 'process 0 of this run could not lock it' in outputs[1][1]

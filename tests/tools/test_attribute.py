@@ -448,3 +448,22 @@ def test_json_may_sit_in_the_cam_dir_but_is_never_its_list_of_overlays(tmp_path,
   assert attribute.main(argv) == 0  # its records beside its overlays are not a stranger's file
   assert sorted(p.name for p in cams.iterdir()) == ['a.png_cam.png', 'overlays.json',
                                                     'records.json']
+
+
+def test_outputs_of_the_version_before_the_mark_are_replaced_without_overwrite(tmp_path,
+                                                                              pixel_model):
+  """The review's upgrade case: a verdicts.json (a plain list of records) and a cam dir of
+  *_cam.png overlays without a manifest, both written before outputs were marked, and a
+  .DS_Store a file manager left there; the README's command runs again without --overwrite."""
+  images = tmp_path / 'in'
+  images.mkdir()
+  Image.fromarray(RNG.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)).save(images / 'x.png')
+  (tmp_path / 'verdicts.json').write_text(json.dumps(
+      [{'path': str(images / 'x.png'), 'p_fake': 0.4, 'verdict': 'real', 'error': None}]))
+  cams = tmp_path / 'cams'
+  cams.mkdir()
+  Image.fromarray(np.zeros((SIZE, 2 * SIZE, 3), np.uint8)).save(cams / 'x_cam.png')
+  (cams / '.DS_Store').write_bytes(b'\0\0\0\1Bud1')
+  assert attribute.main(['--model', str(pixel_model), '--json', str(tmp_path / 'verdicts.json'),
+                         '--cam-dir', str(cams), '--', str(images)]) == 0
+  assert json.loads((tmp_path / 'verdicts.json').read_text())['written_by'] == 'gta_jax.attribute'

@@ -66,6 +66,11 @@ def test_only_seeds_of_one_config_are_aggregated(tmp_path):
   with pytest.raises(errors.ConfigError, match=r"seed_2 was trained with other settings than "
                      r"seed_0 \(config.optim.learning_rate: 0.001 in seed_0, 0.01 in seed_2\)"):
     sweep.finished_results(tmp_path)
+  # A field added to the configs since seed_0 trained (seed_0 kept its default): no difference.
+  newer = json.loads((tmp_path / 'seed_0' / 'config.json').read_text())
+  (tmp_path / 'seed_2' / 'config.json').write_text(json.dumps(
+      {**newer, 'seed': 2, 'recipe': {'patches': 0}}))
+  assert set(sweep.finished_results(tmp_path)) == {'0', '1', '2'}
   for seed in (0, 1):  # a chain: each phase compared with its own
     _finished(tmp_path / 'chain' / f'seed_{seed}' / 'phase1', seed,
               **{'optim.batch_size': 32 if seed == 0 else 64})
