@@ -63,10 +63,16 @@ def crop(image: np.ndarray, fraction: float, split_y: float, split_x: float) -> 
   return cv2.resize(cropped, (width, height), interpolation=cv2.INTER_CUBIC)
 
 
-def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
+def jpeg_bytes(image: np.ndarray, quality: int) -> bytes:
+  """The JPEG file the perturbation writes (PIL, libjpeg's IJG tables at `quality`, 4:2:0):
+  tests read its quantisation tables back (gta_jax/data/containers.py)."""
   buffer = io.BytesIO()
   Image.fromarray(image).save(buffer, format='JPEG', quality=int(quality))
-  return np.asarray(Image.open(buffer).convert('RGB'))
+  return buffer.getvalue()
+
+
+def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
+  return np.asarray(Image.open(io.BytesIO(jpeg_bytes(image, quality))).convert('RGB'))
 
 
 def noise(image: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarray:
