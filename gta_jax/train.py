@@ -166,10 +166,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     return chains.run_chain(config, workdir, train_and_evaluate)
   config = run_records.resolve_lineage(config, workdir)  # run names -> runs beside this one
   results_file = workdir / 'results' / 'metrics.json'
-  results = run_records.read_results(results_file)
+  results = _finished_results(workdir, config, results_file)
   if results is not None:
-    run_records.check_resume_config(workdir, config, finished=True)
-    log(f'{workdir} has finished already; nothing to do (delete it to retrain).')
     return results
   run_config.check(config)
   distributed.check_batch_size(config.optim.batch_size, 'optim.batch_size')
@@ -177,12 +175,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   check_workdir(workdir)
   with workdir_lock.locked(workdir, f'training {config.name}', distributed.is_main_process(),
                            distributed.main_process_says):
-    results = run_records.read_results(results_file)  # another process may have finished it
-    if results is not None:
-      run_records.check_resume_config(workdir, config, finished=True)
-      log(f'{workdir} has finished already; nothing to do (delete it to retrain).')
+    results = _finished_results(workdir, config, results_file)  # another process may have
+    if results is not None:                                       # finished it meanwhile
       return results
     return _train_and_evaluate(config, workdir, results_file)
+
+
+def _finished_results(workdir: pathlib.Path, config, results_file: pathlib.Path) -> dict | None:
+  """A finished run's results, once its config is checked to be `config`'s; None if unfinished."""
+  results = run_records.read_results(results_file)
+  if results is not None:
+    run_records.check_resume_config(workdir, config, finished=True)
+    log(f'{workdir} has finished already; nothing to do (delete it to retrain).')
+  return results
 
 
 def _train_and_evaluate(config, workdir: pathlib.Path, results_file: pathlib.Path) -> dict:

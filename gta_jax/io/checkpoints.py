@@ -21,6 +21,7 @@ import orbax.checkpoint as ocp
 
 from gta_jax import errors
 from gta_jax.io import distributed
+from gta_jax.io import writers
 from gta_jax.models import frequency
 from gta_jax.models import spectral
 from gta_jax.scoring import verdicts
@@ -262,9 +263,7 @@ def save_model_bundle(directory, spec: ModelSpec, variables: dict,
 
 
 def _write_spec(spec_file: pathlib.Path, spec: ModelSpec) -> None:
-  staging = spec_file.with_name('.model.json.new')
-  staging.write_text(json.dumps(spec.to_json(), indent=2) + '\n')
-  staging.replace(spec_file)
+  writers.write_json_atomic(spec_file, spec.to_json())
 
 
 def _file_digest(path: pathlib.Path) -> str:

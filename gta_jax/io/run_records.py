@@ -109,11 +109,15 @@ RESUMABLE_CHANGES = ('data.data_dir', 'data.workers', 'log_every_steps', 'checkp
 LINEAGE_FIELDS = ('init.from_run', 'init.primary')
 
 
-def _same_paths(flat: dict) -> dict:
-  """The lineage fields as real paths: the same run reached as runs/x, /abs/runs/x or through a
-  link is the same run (resolve_run builds them from the workdir as it was given)."""
+def comparable_settings(record: dict, ignore=()) -> dict:
+  """A config record -> {dotted key: value} under the current field names, less what a resume
+  may change (RESUMABLE_CHANGES) and `ignore`d keys (with their subkeys), the lineage fields as
+  real paths: the same run reached as runs/x, /abs/runs/x or through a link is the same run
+  (resolve_run builds them from the workdir as it was given)."""
+  dropped = RESUMABLE_CHANGES + tuple(ignore)
   return {k: (os.path.realpath(v) if k in LINEAGE_FIELDS and isinstance(v, str) and v else v)
-          for k, v in flat.items()}
+          for k, v in chains.flat_items(upgrade_record(record))
+          if not any(k == f or k.startswith(f + '.') for f in dropped)}
 
 
 def check_resume_config(workdir, config, finished: bool = False) -> None:
@@ -127,11 +131,10 @@ def check_resume_config(workdir, config, finished: bool = False) -> None:
   stored_file = pathlib.Path(workdir) / 'config.json'
   if not stored_file.is_file():
     return
-  stored = _same_paths(dict(chains.flat_items(upgrade_record(read_record(stored_file)))))
-  current = _same_paths(dict(chains.flat_items(json.loads(config.to_json_best_effort()))))
-  allowed = lambda key: any(key == k or key.startswith(k + '.') for k in RESUMABLE_CHANGES)
+  stored = comparable_settings(read_record(stored_file))
+  current = comparable_settings(json.loads(config.to_json_best_effort()))
   changed = sorted(k for k in set(stored) | set(current)
-                   if not allowed(k) and stored.get(k, '<unset>') != current.get(k, '<unset>')
+                   if stored.get(k, '<unset>') != current.get(k, '<unset>')
                    and k in stored)  # fields added since the run started keep their defaults
   if changed:
     details = '; '.join(f'config.{k}: {stored.get(k)!r} when it started, now '

@@ -19,7 +19,6 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from gta_jax import chains
 from gta_jax import errors
 from gta_jax.io import provenance
 from gta_jax.io import run_records
@@ -73,8 +72,8 @@ def format_table(summary: dict, headline=HEADLINE) -> str:
   return '\n'.join(lines)
 
 
-# Config fields that may differ between the seeds of one sweep: the seed, where each run's
-# lineage lies (each seed's chain builds on its own runs) and what a resumed run may change too.
+# Config fields that may differ between the seeds of one sweep besides what a resumed run may
+# change: the seed, and where each run's lineage lies (each seed's chain builds on its own runs).
 SEED_FIELDS = ('seed', 'init.from_run', 'init.primary')
 
 
@@ -83,10 +82,7 @@ def _settings(run_dir: pathlib.Path) -> dict | None:
   record_file = run_dir / 'config.json'
   if not record_file.is_file():
     return None
-  record = run_records.upgrade_record(run_records.read_record(record_file))
-  ignored = SEED_FIELDS + run_records.RESUMABLE_CHANGES
-  return {k: v for k, v in chains.flat_items(record)
-          if not any(k == f or k.startswith(f + '.') for f in ignored)}
+  return run_records.comparable_settings(run_records.read_record(record_file), ignore=SEED_FIELDS)
 
 
 def check_one_config(workdir: pathlib.Path, phases_by_seed: dict) -> None:
