@@ -1,6 +1,8 @@
-"""Set-up and evaluation of a run: open its dataset and family, score weights with the
-evaluators of config.evals (the same runner a training ends with), re-score a finished run, or
-score it on its dataset's generator-variant splits (crosstest)."""
+"""Set-up and evaluation of a run: open its dataset and family, fit its outputs' calibration on
+the validation split, score weights with the evaluators of config.evals (the same runner a
+training ends with), re-score a finished run, or score it on its dataset's generator-variant
+splits (crosstest)."""
+import dataclasses
 import pathlib
 
 import ml_collections
@@ -19,6 +21,8 @@ from gta_jax.io import workdir_lock
 from gta_jax.io.run_records import load_run_config
 from gta_jax.io.writers import log
 from gta_jax.io.writers import write_json_atomic
+from gta_jax.evaluators import common
+from gta_jax.scoring import calibration
 from gta_jax.scoring import verdicts
 
 
@@ -34,17 +38,59 @@ def setup(config, workdir=None) -> tuple[loader.Dataset, families.Family]:
   return dataset, families.build(config, dataset, workdir)
 
 
-def evaluate(config, family, variables: dict, predictions_dir=None) -> dict:
-  """Every evaluator of config.evals on `variables` (what the family trains) -> nested metrics."""
+def _predict_fn(config, family, variables: dict):
+  """uint8 images -> (p_fake, p_heads) of `variables` (what the family trains)."""
   distributed.check_batch_size(config.eval.batch_size, 'eval.batch_size')
   predict_step = family.make_predict_step()
   constants = distributed.replicate(family.constants())
   variables = distributed.replicate(variables)
+  return lambda images: predict_step(variables, constants, images)
+
+
+def fit_calibration(config, family, variables: dict) -> calibration.Calibration:
+  """Each output's temperature and fixed-FPR thresholds (gta_jax/scoring/calibration.py), fitted
+  on the validation split as the run validates: in its training mode with the fixed validation
+  seed, the images early stopping chose the weights on. A softmax's marginals get thresholds but
+  no temperature."""
+  outputs = family.outputs()
+  mode = config.data.train_mode
+  scores = common.score_split(_predict_fn(config, family, variables), family.dataset,
+                              'validation', mode=mode, seed=pipeline.VALIDATION_SEED,
+                              batch_size=config.eval.batch_size)
+  fit = {'split': 'validation', 'mode': mode, 'seed': pipeline.VALIDATION_SEED,
+         'images': int(len(scores['label'])),
+         'digest': calibration.data_digest(scores['label'], scores['source_id'], scores['p_fake'],
+                                           scores['p_heads'])}
+
+  def output(labels, p):
+    return calibration.fit_output(labels, p, outputs.sigmoid_outputs) | {'fit': fit}
+
+  result = calibration.Calibration(
+      detection=output(scores['label'] != 0, scores['p_fake']) if outputs.detection else None,
+      heads=tuple(output(scores['source_id'] == source, scores['p_heads'][k])
+                  for k, source in enumerate(outputs.head_ids)))
+  log(f'calibration fitted on validation ({mode}): '
+      + (result.describe(outputs.head_names) or 'thresholds only (softmax outputs)'))
+  return result
+
+
+def evaluate(config, family, variables: dict, predictions_dir=None,
+             fitted: calibration.Calibration | None = None) -> dict:
+  """Every evaluator of config.evals on `variables` (what the family trains) -> nested metrics.
+  fitted: the outputs' calibration (temperatures, operating points chosen on validation), whose
+  figures the test sets then report beside those of the scores as they are."""
   built = evaluators.build(
-      config.evals, lambda images: predict_step(variables, constants, images), family.dataset,
-      outputs=family.outputs(), thresholds=thresholds(config), batch_size=config.eval.batch_size,
+      config.evals, _predict_fn(config, family, variables), family.dataset,
+      outputs=dataclasses.replace(family.outputs(), calibration=fitted),
+      thresholds=thresholds(config), batch_size=config.eval.batch_size,
       predictions_dir=predictions_dir)
   return evaluators.run_all(built)
+
+
+def stored_calibration(workdir: pathlib.Path, family) -> calibration.Calibration | None:
+  """The calibration a finished run's bundle holds (None: exported before it was fitted)."""
+  spec = checkpoints.read_model_spec(workdir / 'model')
+  return calibration.Calibration.from_json(spec.calibration, len(spec.head_names))
 
 
 def load_finished_run(workdir: pathlib.Path, adjust=None):
@@ -72,7 +118,13 @@ def evaluate_run(workdir, test_sets=None) -> dict:
   with workdir_lock.locked(workdir, 'evaluation', distributed.is_main_process(),
                            distributed.main_process_says):
     config, family, trained = load_finished_run(workdir, adjust)
-    results = evaluate(config, family, trained, workdir / 'results' / 'predictions')
+    fitted = stored_calibration(workdir, family)
+    if fitted is None:  # a bundle of before: fitted here for the figures, the bundle unchanged
+      log(f'{workdir}/model holds no calibration (exported before it was fitted); fitting it on '
+          'the validation split for these figures only: the bundle is not rewritten, so '
+          'attribute reports its probabilities as they are.')
+      fitted = fit_calibration(config, family, trained)
+    results = evaluate(config, family, trained, workdir / 'results' / 'predictions', fitted)
     out = workdir / 'results' / 'metrics.json'
     earlier = run_records.read_results(out)
     if earlier:  # keep the test sets this call did not re-score

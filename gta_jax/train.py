@@ -349,7 +349,9 @@ def _train_and_evaluate(config, workdir: pathlib.Path, results_file: pathlib.Pat
         'initial weights are not a trained model).')
   spec, variables = export(family, config, workdir, best, step, tracker)
   family.after_export(workdir, spec, variables)
-  results = evaluation.evaluate(config, family, best, workdir / 'results' / 'predictions')
+  fitted = evaluation.fit_calibration(config, family, best)
+  checkpoints.update_model_spec(workdir / 'model', calibration=fitted.to_json())
+  results = evaluation.evaluate(config, family, best, workdir / 'results' / 'predictions', fitted)
   if distributed.is_main_process():
     write_json_atomic(results_file, results)
     log(f'wrote {results_file}')

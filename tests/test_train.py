@@ -68,6 +68,15 @@ def test_a_smoke_run_trains_exports_evaluates_and_a_second_call_does_nothing(smo
   assert checkpoints.training_manager(run / 'checkpoints').latest_step() == spec.trained_steps
   for record in ('config.json', 'provenance.json', 'metrics.jsonl'):
     assert (run / record).read_text().strip()
+  # Calibration fitted on validation at export, stored in the bundle with what it read, and
+  # reported beside the scores' own figures; the operating points are validation's.
+  fitted = spec.calibration['detection']
+  assert fitted['fit']['split'] == 'validation' and fitted['fit']['mode'] == config.data.train_mode
+  assert len(fitted['fit']['digest']) == 64 and fitted['fit']['images'] > 0
+  clean = results['clean']['detection']
+  assert clean['calibrated']['temperature'] == fitted['temperature'] > 0
+  assert clean['tpr_at_fpr_1pct']['threshold'] == fitted['fpr_thresholds']['0.01']
+  assert 0 <= clean['tpr_at_fpr_5pct']['fpr'] <= 1 and clean['ece'] >= 0
   assert train.train_and_evaluate(config, run) == results
   # A finished run checks the config it is given as a resumed one does: another phase's config,
   # or another setting, is refused rather than answered with this run's results.

@@ -24,6 +24,7 @@ from gta_jax.io import distributed
 from gta_jax.io import writers
 from gta_jax.models import frequency
 from gta_jax.models import spectral
+from gta_jax.scoring import calibration as calibration_lib
 from gta_jax.scoring import verdicts
 
 BUNDLE_FORMAT = 'gta_jax.model_bundle/1'
@@ -64,6 +65,11 @@ class ModelSpec:
   # before they were recorded (those load unchecked, as they did).
   variables_digest: str = ''
   side_files: dict = dataclasses.field(default_factory=dict)
+  # Temperatures and fixed-FPR thresholds fitted on the validation split at export
+  # (gta_jax/scoring/calibration.py): {'detection': record or None, 'heads': [record or None per
+  # head], 'fit': {'split', 'mode', 'seed', 'images', 'digest'}}; {} when not fitted (bundles of
+  # before, release .h5 imports). They change reported probabilities, never a verdict.
+  calibration: dict = dataclasses.field(default_factory=dict)
 
   def to_json(self) -> dict:
     return {'format': BUNDLE_FORMAT, **dataclasses.asdict(self), 'head_names': list(self.head_names),
@@ -174,6 +180,12 @@ class ModelSpec:
       raise bad('open_set', 'open_set.knn_groups: a list of kNN calibrations as open_set.knn, each '
                 'with "heads": the distinct heads of the model it was fitted with (and no "knn" '
                 'beside it)')
+    calibration = kwargs.get('calibration', {})
+    problem = calibration_lib.check_record(calibration, 'calibration')
+    if problem is None and calibration and len(calibration.get('heads', [])) != len(names):
+      problem = f'calibration.heads holds {len(calibration["heads"])} records for {len(names)} heads'
+    if problem:
+      raise errors.ConfigError(f'{path}: {problem}.')
     return cls(**kwargs)
 
 
@@ -315,7 +327,7 @@ def update_model_spec(directory, rewritten=(), removed=(), **changes) -> ModelSp
   rename."""
   directory = pathlib.Path(directory)
   spec_file = directory / 'model.json'
-  spec = ModelSpec.from_json(json.loads(spec_file.read_text()), spec_file)
+  spec = read_model_spec(directory)
   check_side_files(directory, spec, skip=tuple(rewritten) + tuple(removed))
   if rewritten or removed:
     kept = {k: v for k, v in spec.side_files.items() if k not in removed}
@@ -328,19 +340,24 @@ def update_model_spec(directory, rewritten=(), removed=(), **changes) -> ModelSp
   return spec
 
 
-def load_model_bundle(directory):
-  """Reads a bundle -> (spec, variables, dct_stats or None)."""
-  directory = pathlib.Path(directory).absolute()
-  spec_file = directory / 'model.json'
+def read_model_spec(directory) -> ModelSpec:
+  """A bundle's model.json, checked (the weights are not read)."""
+  spec_file = pathlib.Path(directory).absolute() / 'model.json'
   if not spec_file.is_file():
-    raise errors.MissingRunError(f'{directory} is not a model bundle: it has no model.json.')
+    raise errors.MissingRunError(f'{spec_file.parent} is not a model bundle: it has no model.json.')
   try:
     record = json.loads(spec_file.read_text())
   except OSError as e:
     raise errors.ConfigError(f'{spec_file}: cannot be read ({e.strerror}).') from None
   except (UnicodeDecodeError, ValueError) as e:
     raise errors.ConfigError(f'{spec_file}: not valid JSON ({e}).') from None
-  spec = ModelSpec.from_json(record, spec_file)
+  return ModelSpec.from_json(record, spec_file)
+
+
+def load_model_bundle(directory):
+  """Reads a bundle -> (spec, variables, dct_stats or None)."""
+  directory = pathlib.Path(directory).absolute()
+  spec = read_model_spec(directory)
   try:
     with ocp.StandardCheckpointer() as checkpointer:
       variables = checkpointer.restore(directory / 'variables')

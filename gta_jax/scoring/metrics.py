@@ -9,6 +9,7 @@ import dataclasses
 import numpy as np
 from sklearn import metrics as sklearn_metrics
 
+from gta_jax.scoring import calibration as calibration_lib
 from gta_jax.scoring import verdicts
 
 
@@ -220,6 +221,21 @@ class Outputs:
   multiclass: str | None = None   # 'claims' (heads, the verdict rule) | 'argmax' (softmax) | None
   self_contradiction: bool = False  # a primary and heads that can disagree
   any_input_size: bool = True     # False: only images of the training size can be scored
+  # Temperatures and fixed-FPR thresholds fitted on validation (gta_jax/scoring/calibration.py);
+  # None: calibration figures of the scores as they are only, operating points not measured.
+  calibration: calibration_lib.Calibration | None = None
+
+  @property
+  def sigmoid_outputs(self) -> bool:
+    """True: each output is a sigmoid (one-vs-rest), which temperature scaling applies to;
+    False: marginals of a softmax, whose calibration is reported but not fitted."""
+    return self.multiclass != 'argmax'
+
+  def calibration_record(self, output: int) -> dict | None:
+    """output 0: the detector; k + 1: head k."""
+    if self.calibration is None:
+      return None
+    return self.calibration.detection if output == 0 else self.calibration.heads[output - 1]
 
 
 def summarize(scores: dict, outputs: Outputs, thresholds: verdicts.Thresholds) -> dict:
@@ -230,11 +246,15 @@ def summarize(scores: dict, outputs: Outputs, thresholds: verdicts.Thresholds) -
   result = {'heads': {}}
   if outputs.detection:
     result['detection'] = binary_metrics(scores['label'], scores['p_fake'], thresholds.fake)
+    result['detection'] |= calibration_lib.output_figures(
+        scores['label'] != 0, scores['p_fake'], outputs.calibration_record(0))
   head_thresholds = thresholds.for_heads(len(outputs.head_names))
   claimed = verdicts.claims(scores['p_heads'], thresholds)
   for k, name in enumerate(outputs.head_names):
-    head = binary_metrics(scores['source_id'] == outputs.head_ids[k], scores['p_heads'][k],
-                          head_thresholds[k])
+    positives = scores['source_id'] == outputs.head_ids[k]
+    head = binary_metrics(positives, scores['p_heads'][k], head_thresholds[k])
+    head |= calibration_lib.output_figures(positives, scores['p_heads'][k],
+                                           outputs.calibration_record(k + 1))
     if outputs.self_contradiction:
       head['self_contradiction'] = self_contradiction(
           ~verdicts.called_fake(scores['p_fake'], thresholds), claimed[k])
