@@ -10,12 +10,15 @@ What composing keeps (each checked, each refusal naming both sides):
   - distinct head names (an incoming head may be renamed);
   - each head's weights bit for bit (its digest is recorded and checked on every load), its
     verdict threshold, its tpr95 / DOC open-set thresholds (per head, so they compose as they
-    are), and its provenance (run, config, dataset build, steps; gta_jax/io/provenance.py);
+    are), its temperature and fixed-FPR thresholds (gta_jax/scoring/calibration.py, each with
+    the digest of the validation data it was fitted on), and its provenance (run, config,
+    dataset build, steps; gta_jax/io/provenance.py);
   - each run's kNN calibration as it was fitted, on that run's heads' features (open_set
     .knn_groups): nothing is refitted, and an image is known when any run's calibration accepts
     it (gta_jax/scoring/openset.py GroupedKnn). Removing a head drops the kNN calibration it
     was fitted with, which described its features too; the other runs' stay.
-The primary's threshold is the base model's. The composed model is an ordinary bundle.
+The primary's threshold and calibration are the base model's. The composed model is an ordinary
+bundle.
 """
 import dataclasses
 import json
@@ -156,7 +159,7 @@ def remove(model: Model, heads) -> tuple[Model, list[str]]:
 def _assemble(base: Model, selection: list, names: list) -> Model:
   """One model from (model, head indices) pairs, heads named `names` in that order."""
   base_thresholds = verdicts.Thresholds.from_json(base.spec.thresholds)
-  heads, provenance_records, thresholds, epochs = [], [], [], []
+  heads, provenance_records, thresholds, epochs, calibrations = [], [], [], [], []
   per_head = {m: [] for m in PER_HEAD_CALIBRATIONS}
   groups, banks = [], {}
   position = 0
@@ -177,6 +180,8 @@ def _assemble(base: Model, selection: list, names: list) -> Model:
         len(spec.head_names))[k] for k in indices]
     per_run_epochs = len(spec.best_epochs) == len(spec.head_names)
     epochs += [spec.best_epochs[k] if per_run_epochs else None for k in indices]
+    stored = spec.calibration.get('heads') if spec.calibration else None
+    calibrations += [stored[k] for k in indices] if stored else [None] * len(indices)
     fitted = spec.open_set or {}
     for method in PER_HEAD_CALIBRATIONS:
       values = fitted.get(method)
@@ -206,12 +211,21 @@ def _assemble(base: Model, selection: list, names: list) -> Model:
       thresholds=verdicts.Thresholds(base_thresholds.fake, tuple(thresholds) if thresholds else (
           base_thresholds.heads if isinstance(base_thresholds.heads, float)
           else verdicts.DEFAULT_THRESHOLD)).to_json(),
-      open_set=open_set, head_provenance=tuple(provenance_records))
+      open_set=open_set, head_provenance=tuple(provenance_records),
+      calibration=_calibration((base.spec.calibration or {}).get('detection'), calibrations))
   if not names:
     spec = dataclasses.replace(spec, head_frequency_inputs=())
   spec = checkpoints.with_head_digests(spec, variables)
   checkpoints.ModelSpec.from_json(spec.to_json(), f'the model composed from {base.origin}')
   return Model(spec, variables, base.dct_stats, banks, base.origin)
+
+
+def _calibration(detection: dict | None, heads: list) -> dict:
+  """The composed model's calibration: the primary's detector record and each head's own (None
+  for a head from a run that fitted none); {} when no output has one."""
+  if detection is None and all(h is None for h in heads):
+    return {}
+  return {'detection': detection, 'heads': heads}
 
 
 def is_run_bundle(path) -> bool:

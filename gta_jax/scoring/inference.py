@@ -19,6 +19,7 @@ from gta_jax.io import progress
 from gta_jax.models import frequency
 from gta_jax.models import networks
 from gta_jax.models import spectral
+from gta_jax.scoring import calibration as calibration_lib
 from gta_jax.scoring import openset
 from gta_jax.scoring import saliency
 from gta_jax.scoring import verdicts
@@ -40,6 +41,36 @@ class LoadedModel:
   banks: dict = dataclasses.field(default_factory=dict)  # kNN banks, {file name: array}
   knn: openset.GroupedKnn | None = None  # with --open-set knn
   origin: str = ''  # the model(s) as the user named them
+  # Temperatures fitted on validation (the bundle's): reported probabilities are calibrated with
+  # them; verdicts always come from the scores as they are, at the configured thresholds.
+  calibration: calibration_lib.Calibration | None = None
+
+  def use_calibration(self, on: bool) -> None:
+    """Report calibrated probabilities when the bundle has temperatures (on) or never (off)."""
+    stored = calibration_lib.Calibration.from_json(self.spec.calibration, len(self.spec.head_names))
+    self.calibration = stored if on else None
+
+  def describe_calibration(self) -> str | None:
+    """The header line attribute prints, None when the probabilities are reported as they are."""
+    described = self.calibration.describe(self.spec.head_names) if self.calibration else ''
+    if not described:
+      return None
+    fit = next((r['fit'] for r in (self.calibration.detection, *self.calibration.heads)
+                if r and r.get('fit')), {})
+    missing = [n for n, r in zip(self.spec.head_names, self.calibration.heads)
+               if not r or r.get('temperature') is None]
+    return ('probabilities calibrated by temperature scaling (' + described
+            + (f'; fitted on {fit.get("split")} ({fit.get("mode")})' if fit else '')
+            + (f'; {", ".join(missing)} as they are (no temperature)' if missing else '')
+            + '); verdicts use the scores as they are, at the thresholds above '
+              '(--uncalibrated reports those scores)')
+
+  def calibrated(self, scores: list[float]) -> list[float]:
+    """[p_fake, p_head...] -> the same calibrated (each output with its own temperature)."""
+    if self.calibration is None:
+      return scores
+    return [float(calibration_lib.scaled(p, self.calibration.temperature(i)))
+            for i, p in enumerate(scores)]
 
   @property
   def thresholds(self) -> verdicts.Thresholds:
@@ -333,11 +364,15 @@ def _score_bucket(model: LoadedModel, records: list, paths, cam_dir, cam_scale: 
       margins = knn_scores[:, row] - knn_thresholds
       best = int(np.argmax(margins))
     known = knn_scores is None or bool(np.any(knn_scores[:, row] >= knn_thresholds))
-    records[item.index] = {'path': images_lib.printable(path), 'p_fake': scores[0], 'p_heads': heads,
+    reported = model.calibrated(scores)
+    records[item.index] = {'path': images_lib.printable(path), 'p_fake': reported[0],
+                           'p_heads': dict(zip(spec.head_names, reported[1:])),
                            'verdict': verdicts.verdict(scores[0], heads, model.thresholds,
                                                        open_set=model.open_set is not None,
                                                        known=known),
                            'error': None, 'notes': item.notes}
+    if model.calibration is not None:  # an added field: what the verdict read
+      records[item.index]['uncalibrated'] = {'p_fake': scores[0], 'p_heads': heads}
     if knn_scores is not None:  # an added field: the records' others are unchanged
       # The calibration that accepts the image most (or rejects it least); a composed model's
       # every calibration beside it.
@@ -371,8 +406,8 @@ def _write_overlay(out: pathlib.Path, shown: np.ndarray, maps: np.ndarray, recor
   """One PNG per image: primary panel, then one per head, side by side (as the release)."""
   background = shown if model.spec.input_kind == 'pixel' else saliency.spectrum_image(shown)
   p_fake = record['p_fake']
-  labels = [f'FAKE:{100 * p_fake:.1f}%' if verdicts.called_fake(p_fake, model.thresholds)
-            else f'REAL:{100 * (1 - p_fake):.1f}%']
+  called_fake = verdicts.called_fake(record.get('uncalibrated', record)['p_fake'], model.thresholds)
+  labels = [f'FAKE:{100 * p_fake:.1f}%' if called_fake else f'REAL:{100 * (1 - p_fake):.1f}%']
   labels += [f'{name}:{100 * p:.1f}%' for name, p in record['p_heads'].items()]
   panels = [saliency.overlay(background, m, label, cam_scale) for m, label in zip(maps, labels)]
   with outputs.staged(out) as staging:  # a reader never sees half an overlay

@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                            'distance, its threshold kept by 99%% of known validation fakes) is '
                            '"unknown"; auto (default): knn when the model has it, else tpr95, '
                            'else off')
+  parser.add_argument('--uncalibrated', action='store_true',
+                      help='report the scores as the network gives them, not calibrated by the '
+                           'temperatures the bundle holds (verdicts are the same either way)')
   parser.add_argument('inputs', nargs='+', metavar='IMAGE_OR_DIR')
   return parser
 
@@ -105,6 +108,7 @@ def run(args) -> int:
       raise errors.UsageError(f'--json {args.json} is also one of the inputs.')
     model = load_model(args.model, args.dct_stats)
     model.use_open_set(args.open_set)
+    model.use_calibration(not args.uncalibrated)
   if cams is not None:  # listed before any is written: a rerun knows them as attribute's own
     cams.plan(dict(zip(overlay_names(paths), map(images_lib.printable, paths))))
   if model.open_set:
@@ -116,6 +120,8 @@ def run(args) -> int:
              ', and so is one whose ' + model.knn.describe()
              + ('' if len(model.knn.groups) == 1 else ' (each run\'s calibration; known when '
                 'any accepts it)')))
+  if model.describe_calibration():
+    print(model.describe_calibration())
   records = attribute(model, paths, args.cam_dir, args.cam_scale,
                       MemoryLimits(image_pixels=args.max_pixels))
   if args.json:  # before printing: the records are the result, the table a view of them
