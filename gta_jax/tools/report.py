@@ -5,7 +5,10 @@ python -m gta_jax.report runs/quickstart/phase1_synthetic runs/quickstart/phase2
 
 Writes detection.{md,csv} (detection before/after augmentation-aware retraining), heads.{md,csv}
 (per-head attribution), multiclass.{md,csv}, by_perturbation.{md,csv} (F1 on the images each
-perturbation of a test set touched or spared), curves.png (loss per epoch, Figure 5 style),
+perturbation of a test set touched or spared), calibration.{md,csv} (ECE, NLL, Brier as scored
+and after each output's temperature; TPR at 1%/5% FPR with the thresholds chosen on validation;
+the test-chosen best F1, an oracle), reliability.png (reliability diagrams of the clean test
+set), curves.png (loss per epoch, Figure 5 style),
 confusion_<run>.png, and cams_<run>_<source>.png (16 test images per source with their scores,
 Figures 6-8 style), and report.json (which folder each run name stands for, and the files).
 
@@ -182,6 +185,84 @@ def perturbation_table(runs):
   return header, rows
 
 
+# Per output (a detection run's detector, each head): calibration of the scores as they are and
+# after the temperature fitted on validation, and the operating points chosen on validation.
+CALIBRATION_COLUMNS = [
+    ('clean ece', 'clean/{output}/ece'), ('clean nll', 'clean/{output}/nll'),
+    ('clean brier', 'clean/{output}/brier'), ('T', 'clean/{output}/calibrated/temperature'),
+    ('clean ece (T)', 'clean/{output}/calibrated/ece'),
+    ('clean nll (T)', 'clean/{output}/calibrated/nll'),
+    ('{set} tpr@fpr1%', '{set}/{output}/tpr_at_fpr_1pct/tpr'),
+    ('{set} fpr@1%', '{set}/{output}/tpr_at_fpr_1pct/fpr'),
+    ('clean tpr@fpr5%', 'clean/{output}/tpr_at_fpr_5pct/tpr'),
+    ('clean fpr@5%', 'clean/{output}/tpr_at_fpr_5pct/fpr'),
+    ('clean best f1 (oracle)', 'clean/{output}/best_f1')]
+
+
+def _outputs(run) -> list[tuple[str, str]]:
+  """(label, metric path) of each output a run reports as its own: a heads run's detector is its
+  frozen primary's, reported by that run."""
+  own = [] if run['config'].get('sources') else [('detector', 'detection')]
+  if own and 'clean/detection/accuracy' not in run['values']:
+    own = []
+  return own + [(head, f'heads/{head}') for head in _heads(run)]
+
+
+def calibration_table(runs):
+  """Calibration and operating points per output (docs/results_format.md): the threshold of
+  'tpr@fpr1%' was chosen on the validation split and 'fpr@1%' is what it gave on the test set;
+  'best f1 (oracle)' uses a threshold read off the test set itself."""
+  def rows_of(run):
+    for label, path in _outputs(run):
+      yield [run['name'], label], path, run['values']
+  columns = [(h, n.replace('{output}', '{head}')) for h, n in CALIBRATION_COLUMNS]
+  header, rows = _table(runs, columns, ['run', 'output'], rows_of)
+  return header, [row for row in rows if any(v is not None for v in row[2:])]  # results of before
+
+
+def _clean_figures(run, path: str) -> dict:
+  """A run's clean-test-set figures of one output ('detection' or 'heads/<name>')."""
+  figures = run['metrics'].get('clean', {})
+  for part in path.split('/'):
+    figures = figures.get(part) if isinstance(figures, dict) else None
+  return figures if isinstance(figures, dict) else {}
+
+
+def plot_reliability(runs, out: outputs.Folder) -> None:
+  """reliability.png: per run, each output's equal-mass bins on the clean test set (mean score
+  against the share positive), as it is (solid) and after its temperature (dashed)."""
+  panels = [(run, _outputs(run)) for run in runs]
+  panels = [(run, outs) for run, outs in panels
+            if any(_clean_figures(run, path).get('reliability') for _, path in outs)]
+  if not panels:
+    return
+  fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.0), squeeze=False)
+  for ax, (run, outs) in zip(axes[0], panels):
+    ax.plot([0, 1], [0, 1], color='0.6', lw=0.8)
+    for index, (label, path) in enumerate(outs):
+      figures = _clean_figures(run, path)
+      calibrated = figures.get('calibrated') or {}
+      if figures.get('reliability'):
+        table = figures['reliability']
+        ax.plot(table['score'], table['frequency'], '-o', color=f'C{index}', ms=3,
+                label=f'{label} ECE {figures["ece"]:.3f}')
+      if calibrated.get('reliability'):
+        table = calibrated['reliability']
+        ax.plot(table['score'], table['frequency'], '--', color=f'C{index}',
+                label=f'{label} T={calibrated["temperature"]:.2f} ECE {calibrated["ece"]:.3f}')
+    ax.set_title(f'{run["name"]}: clean test', fontsize=10)
+    ax.set_xlabel('mean score (equal-mass bins)')
+    ax.set_ylabel('share positive')
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6)
+  fig.tight_layout()
+  with out.writing('reliability.png') as staging:
+    fig.savefig(staging, dpi=110, format='png')
+  plt.close(fig)
+
+
 def _fmt(value) -> str:
   return '-' if value is None else f'{value:.4f}' if isinstance(value, float) else str(value)
 
@@ -340,7 +421,11 @@ def run(args) -> int:
   write_table(out, 'multiclass', 'Multiclass (failed attribution = real)', *multiclass_table(runs))
   write_table(out, 'by_perturbation', 'F1 on the images each perturbation touched or spared',
               *perturbation_table(runs))
+  write_table(out, 'calibration', 'Calibration (ECE over 15 equal-mass bins; T: temperature '
+              'fitted on validation) and TPR at 1%/5% FPR, thresholds chosen on validation',
+              *calibration_table(runs))
   plot_curves(runs, out)
+  plot_reliability(runs, out)
   for run in runs:
     plot_confusion(run, out)
     if not args.no_cams:

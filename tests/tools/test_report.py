@@ -90,3 +90,44 @@ def test_a_torn_metrics_line_is_dropped_and_an_empty_results_file_named(chains, 
   (run / 'results' / 'metrics.json').write_text('')
   assert report.main([str(run), '--out', str(tmp_path / 'r2'), '--no-cams']) == 2
   assert 'metrics.json: cannot be read; evaluate the run again' in capsys.readouterr().err
+
+
+def test_calibration_and_operating_points_sit_side_by_side_with_their_diagrams(chains, tmp_path):
+  """A detection run's figures as evaluation writes them (metrics.summarize with a calibration
+  fitted on validation scores) -> calibration.csv rows per output and reliability.png."""
+  import numpy as np
+
+  from gta_jax.scoring import calibration
+  from gta_jax.scoring import metrics
+  from gta_jax.scoring import verdicts
+
+  rng = np.random.default_rng(0)
+
+  def scores(n):
+    label = rng.integers(0, 2, n)
+    return {'label': label, 'source_id': label,
+            'p_fake': (1 / (1 + np.exp(-3 * (label - 0.5) - rng.normal(0, 2, n)))).astype(np.float32),
+            'p_heads': np.zeros((0, n), np.float32)}
+
+  validation = scores(500)
+  fitted = calibration.Calibration(
+      calibration.fit_output(validation['label'] != 0, validation['p_fake']), ())
+  outputs = metrics.Outputs(detection=True, calibration=fitted)
+  run = tmp_path / 'runs' / 'c' / 'phase1_synthetic'
+  (run / 'results').mkdir(parents=True)
+  (run / 'config.json').write_text(json.dumps({'model': {'family': 'primary'}}))
+  results = {'clean': metrics.summarize(scores(400), outputs, verdicts.Thresholds())}
+  (run / 'results' / 'metrics.json').write_text(json.dumps(results))
+  (run / 'metrics.jsonl').write_text(json.dumps({'epoch': 1, 'val/loss_0': 0.5}) + '\n')
+  out = tmp_path / 'report'
+  assert report.main([str(run), str(chains[0]), '--out', str(out), '--no-cams']) == 0
+  header, *rows = [line.split(',') for line in (out / 'calibration.csv').read_text().splitlines()]
+  assert header[:6] == ['run', 'output', 'clean ece', 'clean nll', 'clean brier', 'T']
+  detector = next(r for r in rows if r[1] == 'detector')
+  clean = results['clean']['detection']
+  assert detector[header.index('T')] == f'{fitted.detection["temperature"]:.4f}'
+  assert detector[header.index('clean tpr@fpr1%')] == f'{clean["tpr_at_fpr_1pct"]["tpr"]:.4f}'
+  assert detector[header.index('clean best f1 (oracle)')] == f'{clean["best_f1"]:.4f}'
+  # The heads run was evaluated before calibration was reported: no row of dashes for it.
+  assert [r[1] for r in rows] == ['detector']
+  assert Image.open(out / 'reliability.png').size[0] > 100
