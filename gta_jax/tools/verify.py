@@ -4,8 +4,8 @@ everything agrees, 1 naming every check that differs, 2 when its data is missing
 
 gta-verify [--data DIR]          (also: python -m gta_jax.verify)
 
-The data (gta_jax/verify_data/, written once by `--write-expected DIR`, gta_jax/tools/verify_write.py;
-the check never rewrites it): six procedural PNGs (five 32x32, among them a near-grey one, and
+The data (gta_jax/verify_data/, written once by `python -m gta_jax.tools.verify_write DIR`; the
+check never rewrites it): six procedural PNGs (five 32x32, among them a near-grey one, and
 one 40x24), the proposed detector with two heads in model.npz (float16 values, so the stored
 bytes define the weights exactly; 140 KB, not a few: 27,261 + 2 x 21,345 variables at two bytes
 each, random values that compression cannot shrink), and expected.npz / expected.json.
@@ -86,11 +86,32 @@ class Result:
     return bool(self.diff <= self.tol)
 
 
+def flatten(tree, prefix='') -> dict[str, np.ndarray]:
+  """Nested dicts of arrays -> {'a/b/c': array}: model.npz's keys."""
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(flatten(value, f'{prefix}{key}/'))
+    else:
+      out[f'{prefix}{key}'] = np.asarray(value)
+  return out
+
+
+def unflatten(flat: dict) -> dict:
+  tree = {}
+  for key, value in flat.items():
+    node = tree
+    *parents, leaf = key.split('/')
+    for part in parents:
+      node = node.setdefault(part, {})
+    node[leaf] = value
+  return tree
+
+
 def load_weights(path) -> dict:
   """model.npz (flat '/'-joined keys, float16) -> nested variables, float32."""
-  from gta_jax.tools import verify_write
   with np.load(path, allow_pickle=False) as data:
-    return verify_write.unflatten({k: np.asarray(data[k], np.float32) for k in data.files})
+    return unflatten({k: np.asarray(data[k], np.float32) for k in data.files})
 
 
 def environment() -> dict:
@@ -368,16 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
       'missing or unreadable.')
   parser.add_argument('--data', default=str(DATA_DIR),
                       help='the expectations folder (default: the installed one, %(default)s)')
-  parser.add_argument('--write-expected', metavar='DIR',
-                      help='(developers) write new data into DIR and exit; never needed to check')
   return parser
 
 
 def run(args) -> int:
-  if args.write_expected:
-    from gta_jax.tools import verify_write
-    verify_write.write(args.write_expected)
-    return cli.OK
   env = environment()
   print('environment:')
   for key, value in env.items():

@@ -1,7 +1,7 @@
 """Writes the install self-check's data (gta_jax/verify_data/): images, model and expectations.
 
-`python -m gta_jax.verify --write-expected DIR` runs this once, on the developer's machine; the
-check itself (gta_jax/tools/verify.py) only reads. What it writes:
+`python -m gta_jax.tools.verify_write DIR` runs this once, on the developer's machine (with
+jax_enable_x64, for the float64 truth); the check itself (gta_jax/tools/verify.py) only reads. What it writes:
 
 - images/*.png: six procedural images (no photographs, nothing downloaded): five 32x32 (a smooth
   colour gradient with ripples, a period-2 upsampling-like checker, seeded noise, 4x4-block
@@ -23,9 +23,14 @@ check itself (gta_jax/tools/verify.py) only reads. What it writes:
 """
 import json
 import pathlib
+import sys
 
 import numpy as np
 from PIL import Image
+
+from gta_jax.tools import verify
+from gta_jax.tools.verify import flatten
+from gta_jax.tools.verify import unflatten
 
 IMAGE_NAMES = ('gradient', 'checker', 'noise', 'blocks', 'near_grey', 'rings_40x24')
 HEAD_NAMES = ('head_a', 'head_b')
@@ -48,16 +53,6 @@ def make_images() -> dict[str, np.ndarray]:
   rings = np.stack([128 + 100 * np.cos(radius), 128 + 100 * np.sin(radius / 2), 255 - 6 * radius], -1)
   arrays = [gradient, checker, noise, blocks, near_grey, rings]
   return {name: np.clip(np.rint(a), 0, 255).astype(np.uint8) for name, a in zip(IMAGE_NAMES, arrays)}
-
-
-def flatten(tree, prefix='') -> dict[str, np.ndarray]:
-  out = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      out.update(flatten(value, f'{prefix}{key}/'))
-    else:
-      out[f'{prefix}{key}'] = np.asarray(value)
-  return out
 
 
 def _to_float16(tree):
@@ -137,17 +132,6 @@ def make_model(images: dict[str, np.ndarray]) -> dict:
   return _to_float16(variables)
 
 
-def unflatten(flat: dict) -> dict:
-  tree = {}
-  for key, value in flat.items():
-    node = tree
-    *parents, leaf = key.split('/')
-    for part in parents:
-      node = node.setdefault(part, {})
-    node[leaf] = value
-  return tree
-
-
 def _truth(variables, images) -> dict:
   """The float64 logits and CAMs of each image scored alone (needs jax_enable_x64)."""
   import jax
@@ -177,7 +161,6 @@ def write(directory) -> None:
   jax.config.update('jax_enable_x64', True)  # the float64 truth; this process writes and exits
   from gta_jax.data import augment
   from gta_jax.models import spectral
-  from gta_jax.tools import verify
 
   directory = pathlib.Path(directory)
   (directory / 'images').mkdir(parents=True, exist_ok=True)
@@ -208,3 +191,17 @@ def write(directory) -> None:
   (directory / 'expected.json').write_text(json.dumps(meta, indent=1) + '\n')
   print(f'wrote {directory}: p_fake {np.round(probabilities[0], 3).tolist()}, '
         f'p_heads {np.round(probabilities[1:], 3).tolist()}')
+
+
+def main(argv=None) -> int:
+  args = sys.argv[1:] if argv is None else argv
+  if len(args) != 1 or args[0].startswith('-'):
+    print('usage: python -m gta_jax.tools.verify_write DIR  (writes the self-check\'s data; '
+          'the shipped folder is gta_jax/verify_data)', file=sys.stderr)
+    return 2
+  write(args[0])
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
