@@ -374,7 +374,7 @@ def run_checks(data: Data) -> tuple[list[Result], list[str]]:
 
 def format_result(result: Result) -> str:
   number = (f'{result.diff:.2e}' if isinstance(result.diff, float) and result.diff not in (0, np.inf)
-            else f'{result.diff}')
+            else f'{result.diff:g}')
   tol = f'{result.tol:.0e}' if isinstance(result.tol, float) else f'{result.tol}'
   status = 'OK' if result.ok else 'DIFFERS'
   line = f'  {result.name:<46} max diff {number:>9}  tol {tol:>5}  {status}'
