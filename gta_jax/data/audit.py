@@ -483,6 +483,8 @@ def format_report(report: dict) -> str:
       lines.append(f'    FLAG {flag}')
     for flag in c['content_flags']:
       lines.append(f'    note (content-dependent) {flag}')
+  if not report['checks']:
+    lines.append('  nothing to compare: the images are all real or all fake, from one source.')
   lines.append('')
   lines.append('FLAGGED: a container feature separates the classes; a network may learn it instead '
                'of the generator.' if report['flagged'] else
