@@ -8,7 +8,7 @@ from conftest import ROOT
 PACKAGE = ROOT / 'gta_jax'
 # `python -m gta_jax.<tool>` aliases of gta_jax/tools/<tool>.py: entry points, imported by nobody.
 ALIASES = {'attribute', 'crosstest', 'evaluate', 'heldout', 'keras_import', 'model', 'openset', 'prepare',
-           'report', 'sweep', 'verify'}
+           'report', 'sweep', 'verify', 'audit'}
 
 
 def _module_name(path: pathlib.Path) -> str:
