@@ -23,6 +23,7 @@ from gta_jax.io import outputs
 from gta_jax.tools import cli
 
 TOOL = 'audit'
+PER_SOURCE = 200
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,8 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help='run the flip test with this model (release .h5, bundle or run '
                            'workdir; repeat to compose heads, as attribute)')
   parser.add_argument('--dct-stats', help='--model: DCT statistics folder of a DCT model')
-  parser.add_argument('--per-source', type=int, default=200,
-                      help='--model: images per source the flip test scores (default %(default)s)')
+  parser.add_argument('--per-source', type=int,
+                      help=f'--model: images per source the flip test scores (default '
+                           f'{PER_SOURCE})')
   parser.add_argument('--permutations', type=int, default=audit.PERMUTATIONS,
                       help='label shuffles of the permutation test (default %(default)s; the '
                            'smallest p-value is 1/(1 + this), so at least 99 for the 0.01 rule)')
@@ -62,8 +64,10 @@ def check_args(args) -> None:
                             'them).')
   if args.folder is not None and not os.path.isdir(args.folder):
     raise errors.UsageError(f'{images_lib.printable(args.folder)}: no such folder.')
-  if args.model is None and (args.dct_stats or args.per_source != 200):
+  if args.model is None and (args.dct_stats or args.per_source is not None):
     raise errors.UsageError('--dct-stats and --per-source are for the flip test: add --model.')
+  if args.per_source is None:
+    args.per_source = PER_SOURCE
   if args.per_source < 1:
     raise errors.UsageError(f'--per-source {args.per_source}: must be at least 1.')
   if args.permutations < int(1 / audit.FLAG_P) - 1:

@@ -70,6 +70,7 @@ def test_usage_errors_exit_2_naming_what_is_wrong(planted, tmp_path, capsys):
   assert audit_tool.main([str(flat)]) == 2
   assert f'{flat / "real"}: no source folders' in capsys.readouterr().err
   assert audit_tool.main([str(planted), '--per-source', '3']) == 2
+  assert audit_tool.main([str(planted), '--per-source', '200']) == 2  # the default, named
   assert '--model' in capsys.readouterr().err
   assert audit_tool.main(['--dataset', 'ganfp/2-1-1', '--data-dir', str(tmp_path / 'tfds')]) == 2
   assert 'not prepared' in capsys.readouterr().err
