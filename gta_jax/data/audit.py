@@ -103,17 +103,21 @@ class Item:
 
 def folder_items(folder) -> list[Item]:
   """A folder tree in the folder dataset's layout (real/<name>/, fake/<name>/,
-  fake_testonly/<name>/; datasets/folder) -> one Item per image file (list_images: recursive,
-  sorted; an unreadable entry is an Item whose load raises). The layout's errors (no real/ or
+  fake_testonly/<name>/; datasets/folder) -> one Item per image file `prepare` would take (each
+  source folder's own image files, not its subfolders'; one that cannot be read is an Item whose
+  load raises). The layout's errors (no real/ or
   fake/ source folders, a bad source name, loose images) raise ValueError naming the folder."""
+  from etils import epath
+
   from gta_jax.data import builders
   layout = builders.module('folder.folder_dataset_builder')
+  listing = builders.module('folder_dataset')
   folder = pathlib.Path(folder)
   items = []
   for source in layout.find_sources(folder):
-    for path in images_lib.list_images([folder / source.folder]):
+    for path in listing.list_source(epath.Path(folder), source):  # the files prepare would take
       items.append(Item(source.name, source.label, images_lib.printable(path),
-                        _file_reader(path)))
+                        _file_reader(pathlib.Path(path))))
   return items
 
 
