@@ -78,6 +78,14 @@ def test_a_smoke_run_trains_exports_evaluates_and_a_second_call_does_nothing(smo
   assert clean['tpr_at_fpr_1pct']['threshold'] == fitted['fpr_thresholds']['0.01']
   assert 0 <= clean['tpr_at_fpr_5pct']['fpr'] <= 1 and clean['ece'] >= 0
   assert train.train_and_evaluate(config, run) == results
+  # A bundle exported before calibration was fitted: evaluate fits the same one for its figures
+  # and leaves the bundle as it is.
+  checkpoints.update_model_spec(run / 'model', calibration={})
+  bundle = (run / 'model' / 'model.json').read_text()
+  again = evaluation.evaluate_run(run)
+  assert again['clean']['detection']['calibrated'] == clean['calibrated']
+  assert (run / 'model' / 'model.json').read_text() == bundle
+  checkpoints.update_model_spec(run / 'model', calibration=spec.calibration)
   # A finished run checks the config it is given as a resumed one does: another phase's config,
   # or another setting, is refused rather than answered with this run's results.
   with pytest.raises(errors.ConfigError, match=r'finished run trained with other settings.*'
