@@ -1,12 +1,14 @@
 """Calibration before and after temperature scaling, over the seeds of a sweep.
 
-python benchmarks/calibration_seeds.py runs/sweep_quickstart [--test-set clean] [--json out.json]
+python benchmarks/calibration_seeds.py runs/sweep_quickstart [--test-set clean] [--heads-mean]
+    [--json out.json]
 
 Reads every WORKDIR/seed_<s>/<phase>/results/metrics.json a `gta_jax.sweep` of the quickstart
 (or any chain) left, and prints per phase and output (the detector of a detection run, each head
 of a heads run) mean +- sample std over the seeds of: the temperature T fitted on validation,
 test NLL and ECE as scored and after T, Brier, and TPR / FPR at the 1% and 5% operating points
-chosen on validation. A run evaluated before calibration was reported is named and left out
+chosen on validation; with --heads-mean, a heads run's heads are averaged within each seed first
+(one row `heads (mean)`). A run evaluated before calibration was reported is named and left out
 (`python -m gta_jax.evaluate --workdir RUN` adds it).
 """
 import argparse
@@ -29,7 +31,7 @@ def _get(tree, path):
   return tree
 
 
-def collect(sweep: pathlib.Path, test_set: str) -> tuple[dict, list[str]]:
+def collect(sweep: pathlib.Path, test_set: str, heads_mean: bool = False) -> tuple[dict, list[str]]:
   """-> ({(phase, output): {figure: [value per seed]}}, runs left out)."""
   table, left_out = {}, []
   for seed_dir in sorted(sweep.glob('seed_*')):
@@ -42,11 +44,19 @@ def collect(sweep: pathlib.Path, test_set: str) -> tuple[dict, list[str]]:
         left_out.append(str(run))
         continue
       for name, figures in outputs:
-        entry = table.setdefault((run.name, name), {label: [] for label, _ in FIGURES})
+        key = (run.name, 'heads (mean)' if heads_mean and name != 'detector' else name)
+        entry = table.setdefault(key, {label: [] for label, _ in FIGURES})
         for label, path in FIGURES:
           value = _get(figures, path)
           if value is not None:
             entry[label].append(float(value))
+      if heads_mean and (run.name, 'heads (mean)') in table:  # this seed's heads -> their mean
+        entry = table[(run.name, 'heads (mean)')]
+        heads = len(results.get('heads') or {})
+        for label in entry:
+          if len(entry[label]) >= heads:
+            mine = entry[label][-heads:]
+            entry[label][-heads:] = [float(np.mean(mine))]
   return table, left_out
 
 
@@ -54,9 +64,11 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('sweep', help='a gta_jax.sweep workdir (seed_<s>/<phase>/ runs)')
   parser.add_argument('--test-set', default='clean')
+  parser.add_argument('--heads-mean', action='store_true',
+                      help="average a heads run's heads within each seed (one row)")
   parser.add_argument('--json', help='also write the figures here')
   args = parser.parse_args(argv)
-  table, left_out = collect(pathlib.Path(args.sweep), args.test_set)
+  table, left_out = collect(pathlib.Path(args.sweep), args.test_set, args.heads_mean)
   if not table:
     print(f'no calibrated results under {args.sweep}', file=sys.stderr)
     return 1
