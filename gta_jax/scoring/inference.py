@@ -62,7 +62,7 @@ class LoadedModel:
     return ('probabilities calibrated by temperature scaling (' + described
             + (f'; fitted on {fit.get("split")} ({fit.get("mode")})' if fit else '')
             + (f'; {", ".join(missing)} as they are (no temperature)' if missing else '')
-            + '); verdicts use the scores as they are, at the thresholds above '
+            + '); verdicts use the scores as they are, at the model\'s thresholds '
               '(--uncalibrated reports those scores)')
 
   def calibrated(self, scores: list[float]) -> list[float]:
