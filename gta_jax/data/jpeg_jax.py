@@ -324,10 +324,12 @@ def _ceil(a, b):
   return -(-a // b)
 
 
+@jax.jit
 def jpeg_roundtrip(images, quality):
   """PIL's JPEG round trip (libjpeg-turbo, baseline 4:2:0, IJG tables at `quality`, islow DCTs,
   fancy upsampling): uint8 [N, H, W, 3] and a quality (int, or one per image; 1..100, clipped)
-  -> uint8 [N, H, W, 3]. Any H, W >= 1; jit-able with a traced quality."""
+  -> uint8 [N, H, W, 3]. Any H, W >= 1. Jitted (one compilation per shape; quality is traced, so
+  every quality shares it), and jit-able inside a caller's step."""
   images = jnp.asarray(images)
   if images.ndim != 4 or images.shape[-1] != 3:
     raise ValueError(f'want uint8 [N, H, W, 3], got {images.shape}')
