@@ -166,26 +166,28 @@ def _h2v2_upsample(c):
 # ---- DCT ----------------------------------------------------------------------------------------
 
 def _blocks(x):
-  """[N, 8a, 8b] -> [N, a, b, 8, 8]."""
+  """[N, 8a, 8b] -> [8 (y), 8 (x), N, a, b]: the in-block axes lead, so each butterfly term below
+  is one contiguous slab (XLA's CPU code vectorises it; [..., 8] slices did not)."""
   n, h, w = x.shape
-  return x.reshape(n, h // 8, 8, w // 8, 8).transpose(0, 1, 3, 2, 4)
+  return x.reshape(n, h // 8, 8, w // 8, 8).transpose(2, 4, 0, 1, 3)
 
 
 def _unblocks(x):
-  n, a, b = x.shape[:3]
-  return x.transpose(0, 1, 3, 2, 4).reshape(n, a * 8, b * 8)
+  n, a, b = x.shape[2:]
+  return x.transpose(2, 3, 0, 4, 1).reshape(n, a * 8, b * 8)
 
 
 def _fdct_pass(d, first):
-  """One pass of jfdctint.c jpeg_fdct_islow over the last axis (pass 1: rows, else columns)."""
-  tmp0 = d[..., 0] + d[..., 7]
-  tmp7 = d[..., 0] - d[..., 7]
-  tmp1 = d[..., 1] + d[..., 6]
-  tmp6 = d[..., 1] - d[..., 6]
-  tmp2 = d[..., 2] + d[..., 5]
-  tmp5 = d[..., 2] - d[..., 5]
-  tmp3 = d[..., 3] + d[..., 4]
-  tmp4 = d[..., 3] - d[..., 4]
+  """One pass of jfdctint.c jpeg_fdct_islow over the 8 arrays d[0..7] (pass 1: along each row,
+  else along each column); returns the 8 outputs."""
+  tmp0 = d[0] + d[7]
+  tmp7 = d[0] - d[7]
+  tmp1 = d[1] + d[6]
+  tmp6 = d[1] - d[6]
+  tmp2 = d[2] + d[5]
+  tmp5 = d[2] - d[5]
+  tmp3 = d[3] + d[4]
+  tmp4 = d[3] - d[4]
 
   tmp10 = tmp0 + tmp3
   tmp13 = tmp0 - tmp3
@@ -227,37 +229,36 @@ def _fdct_pass(d, first):
   out5 = _descale(tmp5 + z2 + z4, shift)
   out3 = _descale(tmp6 + z2 + z3, shift)
   out1 = _descale(tmp7 + z1 + z4, shift)
-  return jnp.stack([out0, out1, out2, out3, out4, out5, out6, out7], axis=-1)
+  return [out0, out1, out2, out3, out4, out5, out6, out7]
 
 
 def _fdct(blocks):
-  """[..., 8 (y), 8 (x)] samples - 128 -> coefficients x 8, [..., v, u] (natural order)."""
-  rows = _fdct_pass(blocks, True)                          # over x, per row
-  cols = _fdct_pass(jnp.swapaxes(rows, -1, -2), False)     # over y, per column
-  return jnp.swapaxes(cols, -1, -2)
+  """[8 (y), 8 (x), ...] samples - 128 -> coefficients x 8, [8 (v), 8 (u), ...] (natural order)."""
+  rows = jnp.stack(_fdct_pass([blocks[:, x] for x in range(8)], True), axis=1)   # along x
+  return jnp.stack(_fdct_pass([rows[y] for y in range(8)], False), axis=0)       # along y
 
 
 def _idct_pass(d, first):
-  """One pass of jidctint.c jpeg_idct_islow over the last axis (pass 1: columns of dequantised
-  coefficients, else rows of the workspace). The C's shortcuts for all-zero AC columns / rows give
-  the same values as the general path, so there are none here."""
-  z2 = d[..., 2]
-  z3 = d[..., 6]
+  """One pass of jidctint.c jpeg_idct_islow over the 8 arrays d[0..7] (pass 1: along each column
+  of dequantised coefficients, else along each row of the workspace). The C's shortcuts for
+  all-zero AC columns / rows give the same values as the general path, so there are none here."""
+  z2 = d[2]
+  z3 = d[6]
   z1 = (z2 + z3) * F_0_541
   tmp2 = z1 + z3 * -F_1_847
   tmp3 = z1 + z2 * F_0_765
-  tmp0 = jnp.left_shift(d[..., 0] + d[..., 4], CONST_BITS)
-  tmp1 = jnp.left_shift(d[..., 0] - d[..., 4], CONST_BITS)
+  tmp0 = jnp.left_shift(d[0] + d[4], CONST_BITS)
+  tmp1 = jnp.left_shift(d[0] - d[4], CONST_BITS)
 
   tmp10 = tmp0 + tmp3
   tmp13 = tmp0 - tmp3
   tmp11 = tmp1 + tmp2
   tmp12 = tmp1 - tmp2
 
-  tmp0 = d[..., 7]
-  tmp1 = d[..., 5]
-  tmp2 = d[..., 3]
-  tmp3 = d[..., 1]
+  tmp0 = d[7]
+  tmp1 = d[5]
+  tmp2 = d[3]
+  tmp3 = d[1]
 
   z1 = tmp0 + tmp3
   z2 = tmp1 + tmp2
@@ -285,7 +286,7 @@ def _idct_pass(d, first):
   shift = CONST_BITS - PASS1_BITS if first else CONST_BITS + PASS1_BITS + 3
   out = [tmp10 + tmp3, tmp11 + tmp2, tmp12 + tmp1, tmp13 + tmp0,
          tmp13 - tmp0, tmp12 - tmp1, tmp11 - tmp2, tmp10 - tmp3]
-  return jnp.stack([_descale(o, shift) for o in out], axis=-1)
+  return [_descale(o, shift) for o in out]
 
 
 def _range_limit(x):
@@ -297,9 +298,9 @@ def _range_limit(x):
 
 
 def _idct(coef):
-  """[..., v, u] dequantised coefficients -> [..., y, x] samples 0..255."""
-  cols = _idct_pass(jnp.swapaxes(coef, -1, -2), True)      # per column u, over v -> [..., u, y]
-  rows = _idct_pass(jnp.swapaxes(cols, -1, -2), False)     # per row y, over u -> [..., y, x]
+  """[8 (v), 8 (u), ...] dequantised coefficients -> [8 (y), 8 (x), ...] samples 0..255."""
+  cols = jnp.stack(_idct_pass([coef[v] for v in range(8)], True), axis=0)        # along v -> y
+  rows = jnp.stack(_idct_pass([cols[:, u] for u in range(8)], False), axis=1)    # along u -> x
   return _range_limit(rows)
 
 
@@ -314,7 +315,7 @@ def _quantize(coef, recip, corr, shift):
 def _code_component(plane, table, consts):
   """[N, 8a, 8b] samples -> the decoded [N, 8a, 8b] samples, quantised with table 0 (luma) or 1
   (chroma) of each image's quality; consts are [N, 2, 8, 8] gathered tables."""
-  pick = lambda name: consts[name][:, table][:, None, None]  # [N, 1, 1, 8, 8]
+  pick = lambda name: jnp.moveaxis(consts[name][:, table], 0, -1)[..., None, None]  # [8, 8, N, 1, 1]
   coef = _fdct(_blocks(plane) - 128)
   quant = _quantize(coef, pick('recip'), pick('corr'), pick('shift'))
   return _unblocks(_idct(quant * pick('qt')))
@@ -347,15 +348,16 @@ def jpeg_roundtrip(images, quality):
   # width_in_blocks are dummy blocks the decoder never shows).
   y_out = _code_component(_pad_edge(y, mcu_h, mcu_w), 0, consts)[:, :h, :w]
 
-  def chroma(c):
-    # rows: the image's last row repeated to an even count (the conversion buffer's row group);
-    # columns: repeated to 2 x the chroma blocks' width (expand_right_edge) before h2v2_downsample;
-    # then the last downsampled row repeated to the iMCU height.
-    down = _h2v2_downsample(_pad_edge(c, 2 * ch, mcu_w))
-    down = _pad_edge(down, mcu_h // 2, mcu_w // 2)
-    decoded = _code_component(down, 1, consts)[:, :ch, :cw]
-    up = _h2v2_fancy_upsample(decoded) if cw > 2 else _h2v2_upsample(decoded)
-    return up[:, :h, :w]
+  # Chroma, Cb and Cr as one batch of 2N planes (one pass of each kernel, not two):
+  # rows: the image's last row repeated to an even count (the conversion buffer's row group);
+  # columns: repeated to 2 x the chroma blocks' width (expand_right_edge) before h2v2_downsample;
+  # then the last downsampled row repeated to the iMCU height.
+  chroma = jnp.concatenate([cb, cr])
+  down = _h2v2_downsample(_pad_edge(chroma, 2 * ch, mcu_w))
+  down = _pad_edge(down, mcu_h // 2, mcu_w // 2)
+  twice = {name: jnp.concatenate([table, table]) for name, table in consts.items()}
+  decoded = _code_component(down, 1, twice)[:, :ch, :cw]
+  up = (_h2v2_fancy_upsample(decoded) if cw > 2 else _h2v2_upsample(decoded))[:, :h, :w]
 
-  rgb = _ycc_to_rgb(y_out, chroma(cb), chroma(cr))
+  rgb = _ycc_to_rgb(y_out, up[:n], up[n:])
   return rgb.astype(jnp.uint8)
