@@ -329,14 +329,21 @@ def _ceil(a, b):
 def jpeg_roundtrip(images, quality):
   """PIL's JPEG round trip (libjpeg-turbo, baseline 4:2:0, IJG tables at `quality`, islow DCTs,
   fancy upsampling): uint8 [N, H, W, 3] and a quality (int, or one per image; 1..100, clipped)
-  -> uint8 [N, H, W, 3]. Any H, W >= 1. Jitted (one compilation per shape; quality is traced, so
-  every quality shares it), and jit-able inside a caller's step."""
+  -> uint8 [N, H, W, 3]. [N, H, W, 1] is a greyscale ('L') JPEG: one component, the luminance
+  table, no colour conversion or sampling. Any H, W >= 1. Jitted (one compilation per shape;
+  quality is traced, so every quality shares it), and jit-able inside a caller's step."""
   images = jnp.asarray(images)
-  if images.ndim != 4 or images.shape[-1] != 3:
-    raise ValueError(f'want uint8 [N, H, W, 3], got {images.shape}')
-  n, h, w, _ = images.shape
+  if images.ndim != 4 or images.shape[-1] not in (1, 3):
+    raise ValueError(f'want uint8 [N, H, W, 3] (or [N, H, W, 1], greyscale), got {images.shape}')
+  n, h, w, channels = images.shape
   quality = jnp.clip(jnp.broadcast_to(jnp.asarray(quality, jnp.int32), (n,)), 1, 100)
   consts = {name: jnp.asarray(table)[quality] for name, table in _TABLES.items()}
+
+  if channels == 1:
+    # One component: MCU = one 8 x 8 block; edges repeated to whole blocks (expand_right_edge,
+    # expand_bottom_edge), the decoder's blocks cropped back.
+    grey = _pad_edge(images[..., 0].astype(jnp.int32), 8 * _ceil(h, 8), 8 * _ceil(w, 8))
+    return _code_component(grey, 0, consts)[:, :h, :w, None].astype(jnp.uint8)
 
   mcu_h, mcu_w = 16 * _ceil(h, 16), 16 * _ceil(w, 16)      # whole MCUs (2 x 2 luma blocks)
   ch, cw = _ceil(h, 2), _ceil(w, 2)                        # downsampled_height / _width

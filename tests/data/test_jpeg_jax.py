@@ -118,3 +118,20 @@ def test_photographic_crops_match_pil_sweep(size):
 def test_rejects_other_shapes():
   with pytest.raises(ValueError):
     jpeg_jax.jpeg_roundtrip(np.zeros((8, 8, 3), np.uint8), 50)
+  with pytest.raises(ValueError):
+    jpeg_jax.jpeg_roundtrip(np.zeros((1, 8, 8, 2), np.uint8), 50)
+
+
+@pytest.mark.parametrize('h, w', [(8, 8), (17, 23), (1, 5)])
+def test_greyscale_jpeg_matches_pil(h, w):
+  """[N, H, W, 1]: PIL's mode 'L' JPEG (one component, luminance table)."""
+  import io
+  from PIL import Image
+  rng = np.random.default_rng(h + w)
+  images = mixed_images(rng, h, w)[..., :1]
+  out = np.asarray(jpeg_jax.jpeg_roundtrip(images, np.array(QUALITIES)))
+  for image, got, q in zip(images, out, QUALITIES):
+    buffer = io.BytesIO()
+    Image.fromarray(image[..., 0], 'L').save(buffer, format='JPEG', quality=q)
+    want = np.asarray(Image.open(io.BytesIO(buffer.getvalue())))
+    np.testing.assert_array_equal(got[..., 0], want)
