@@ -2,7 +2,8 @@
 
 `jpeg_roundtrip(images, quality)` is what `augment.jpeg` does (PIL `save(..., 'JPEG',
 quality=q)` with its defaults, then decode to RGB) for a batch, in `jnp.int32` arithmetic, jit-able,
-quality a scalar or one per image (traced or not). The codec path has no floats: every step is
+quality a scalar or one per image (traced or not); [N, H, W, 1] is PIL's greyscale ('L') JPEG.
+The codec path has no floats: every step is
 libjpeg-turbo's own integer code (read from its sources, src/ as of 3.x), in order:
 
   encode  jccolor.c   RGB -> YCbCr, SCALEBITS 16 fixed point, the 0.5-epsilon Cb/Cr fudge
@@ -315,7 +316,8 @@ def _quantize(coef, recip, corr, shift):
 def _code_component(plane, table, consts):
   """[N, 8a, 8b] samples -> the decoded [N, 8a, 8b] samples, quantised with table 0 (luma) or 1
   (chroma) of each image's quality; consts are [N, 2, 8, 8] gathered tables."""
-  pick = lambda name: jnp.moveaxis(consts[name][:, table], 0, -1)[..., None, None]  # [8, 8, N, 1, 1]
+  def pick(name):  # [N, 8, 8] -> [8, 8, N, 1, 1], to broadcast over the block layout
+    return jnp.moveaxis(consts[name][:, table], 0, -1)[..., None, None]
   coef = _fdct(_blocks(plane) - 128)
   quant = _quantize(coef, pick('recip'), pick('corr'), pick('shift'))
   return _unblocks(_idct(quant * pick('qt')))

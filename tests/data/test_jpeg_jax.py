@@ -23,8 +23,9 @@ def assert_matches_pil(images, qualities, out=None):
   want = pil_roundtrip(images, qualities)
   diff = np.abs(out.astype(int) - want)
   # Exact, not just the issue's 99.9% / 1 level: every pixel of every image.
+  differing = qualities[diff.reshape(len(images), -1).max(1) > 0]
   assert diff.max() == 0, (f'{(diff == 0).mean():.5f} of pixels exact, max diff {diff.max()}, '
-                           f'at qualities {sorted(set(qualities[diff.reshape(len(images), -1).max(1) > 0]))}')
+                           f'at qualities {sorted(set(differing.tolist()))}')
 
 
 def test_reciprocal_quantiser_is_rounding_division():
