@@ -3,7 +3,8 @@
 `jpeg_roundtrip(images, quality)` is what `augment.jpeg` does (PIL `save(..., 'JPEG',
 quality=q)` with its defaults, then decode to RGB) for a batch, in `jnp.int32` arithmetic, jit-able,
 quality a scalar or one per image (traced or not); [N, H, W, 1] is PIL's greyscale ('L') JPEG.
-The codec path has no floats: every step is libjpeg-turbo's own integer code (read from its sources, src/ as of 3.x), in order:
+The codec path has no floats: every step is libjpeg-turbo's own integer code (read from its
+sources, src/ as of 3.x), in order:
 
   encode  jccolor.c   RGB -> YCbCr, SCALEBITS 16 fixed point, the 0.5-epsilon Cb/Cr fudge
           jcprepct.c  bottom edge: the last image row repeated to an even row count before
