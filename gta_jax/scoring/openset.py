@@ -289,7 +289,7 @@ class GroupedKnn:
 
   def describe(self) -> str:
     return '; '.join(
-        f'kNN score (minus the distance to the {g.knn.k}th nearest known training image) under '
+        f'kNN score (minus the distance to the {g.knn.k}th nearest known training image) is under '
         f'{g.threshold:.3f}, which {g.acceptance:.0%} of the known validation fakes reach'
         + (f' (heads {", ".join(g.heads)})' if len(self.groups) > 1 else '') for g in self.groups)
 
