@@ -9,19 +9,19 @@ the OpenCV build this project installs (opencv-python-headless 5.0, IPP on, as b
                  kernel in 1/256 units (sigma 0, k = 3/5/7/9: the fixed tables 1-2-1 ... 4-13-30-51-
                  60 /256; sigma > 0: OpenCV's Gaussian quantised with its error diffusion), a row
                  pass exact in 1/256 units, a column pass exact in 1/65536 units, then
-                 (sum + 2^15) >> 16. All of it is integer, so the JAX version is int32 and bit-exact.
+                 (sum + 2^15) >> 16. All integer, so the JAX version is int32 and bit-exact.
                  BORDER_REFLECT_101 is jnp.pad's 'reflect'. A per-image kernel size is a 9-tap
                  kernel with zeros outside the image's k taps: zero taps add exactly nothing.
   crop_resize    cv2.resize(..., INTER_CUBIC) on 8U goes to IPP's cubic resize (OpenCV's IPP HAL),
                  not OpenCV's own fixed-point code (INTER_RESIZE_COEF_BITS 11, a float vertical
                  pass: that one agrees with IPP on ~95% of pixels only). Measured against it, IPP is
                  float32 throughout: OpenCV's source mapping fx = (dx + 0.5) * (src / dst) - 0.5,
-                 Keys' cubic with a = -0.75 in float32 on the fractional part, indices clamped to the
-                 source (cropped) image, a horizontal pass then a vertical pass in float32 with no
-                 rounding between them, round half to even, saturate. The taps and weights depend
-                 only on (source size, destination size), so they are tabulated on the host for every
-                 source size 1..H (1..W) and looked up by the traced crop size; indices are clamped
-                 to the crop box and offset into the original image, so no dynamic shape is needed.
+                 Keys' cubic with a = -0.75 in float32 on the fractional part, indices clamped to
+                 the source (cropped) image, a horizontal pass then a vertical pass in float32
+                 with no rounding between them, round half to even, saturate. Taps and weights
+                 depend only on (source size, destination size), so they are tabulated on the host
+                 for every source size 1..H (1..W) and looked up by the traced crop size; indices
+                 are clamped to the crop box and offset into the original image: no dynamic shape.
   gaussian_noise float32 N(0, std^2) from jax.random, added, clipped to [0, 255], truncated, as
                  `augment.noise` does in float64 with numpy's generator: equal in distribution.
 
@@ -119,7 +119,7 @@ def cubic_table(size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _weighted4(g, w):
-  """((g0 w0 + g1 w1) + g2 w2) + g3 w3 over axis -1 of g's tap axis, in this order (float32)."""
+  """((g0 w0 + g1 w1) + g2 w2) + g3 w3 over the leading tap axis, in this order (float32)."""
   p = [g[k] * w[k] for k in range(4)]
   return ((p[0] + p[1]) + p[2]) + p[3]
 

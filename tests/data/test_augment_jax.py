@@ -1,4 +1,5 @@
 """gta_jax.data.augment_jax: the device blur, crop+resize and noise against the host functions."""
+import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -62,7 +63,8 @@ def test_crop_resize_matches_opencv(h, w):
     wants.append(np.stack([augment.crop(i, f, a, b) for i in images]))
   exact, max_diff = diff_stats(np.stack(outs), np.stack(wants))
   print(f'crop_resize {h}x{w}: exact {exact:.6f}, max diff {max_diff}')
-  assert max_diff <= 1 and exact >= 0.999, (exact, max_diff)
+  # The target is IPP's cubic resize (cv2's default here); OpenCV's own code differs on ~5%.
+  assert max_diff <= 1 and exact >= 0.999, (exact, max_diff, f'IPP on: {cv2.ipp.useIPP()}')
 
 
 def test_crop_resize_per_image_parameters():
