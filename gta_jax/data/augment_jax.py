@@ -175,9 +175,15 @@ def crop_resize(images, fraction, split_y, split_x):
 
 @jax.jit
 def gaussian_noise(images, std, key):
-  """`augment.noise` per image: uint8 [N, H, W, C] + std [N] (or a scalar) x N(0, 1) from `key`,
-  clipped to [0, 255] and truncated to uint8."""
+  """`augment.noise` per image: uint8 [N, H, W, C] + std [N] (or a scalar) x N(0, 1), clipped to
+  [0, 255] and truncated to uint8. `key`: one PRNG key for the batch, or one per image ([N] typed
+  keys or [N, 2] raw ones), so an image's noise does not depend on what else is in its batch."""
   n = images.shape[0]
   std = jnp.broadcast_to(jnp.asarray(std, jnp.float32), (n,))[:, None, None, None]
-  noisy = images.astype(jnp.float32) + std * jax.random.normal(key, images.shape, jnp.float32)
+  typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+  if key.ndim == (1 if typed else 2):
+    z = jax.vmap(lambda k: jax.random.normal(k, images.shape[1:], jnp.float32))(key)
+  else:
+    z = jax.random.normal(key, images.shape, jnp.float32)
+  noisy = images.astype(jnp.float32) + std * z
   return jnp.clip(noisy, 0, 255).astype(jnp.uint8)

@@ -139,6 +139,16 @@ def test_noise_distribution_matches_host(std):
   assert np.abs(cdf(mid_host) - cdf(mid_device)).max() < 1.63 * np.sqrt(2 / count)  # alpha 0.01
 
 
+def test_noise_per_image_keys_do_not_depend_on_the_batch():
+  images = sample_images(32, 32)
+  std = np.linspace(5, 20, len(images))
+  for keys in (jax.random.split(jax.random.PRNGKey(3), len(images)),
+               jax.random.split(jax.random.key(3), len(images))):
+    whole = np.asarray(augment_jax.gaussian_noise(images, std, keys))
+    part = np.asarray(augment_jax.gaussian_noise(images[2:5], std[2:5], keys[2:5]))
+    np.testing.assert_array_equal(whole[2:5], part)
+
+
 def test_traced_parameters_compile_once_per_shape():
   images = sample_images(33, 31)  # shapes no other test uses, so the counts start from none
   other = sample_images(29, 35)
