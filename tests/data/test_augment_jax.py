@@ -49,6 +49,9 @@ def test_blur_kernel_tables_sum_to_one():
     np.testing.assert_array_equal(augment_jax.blur_kernels(sigma).sum(1), 256)
 
 
+@pytest.mark.skipif(not cv2.ipp.useIPP(), reason='crop_resize models the cubic resize OpenCV '
+                    'hands to Intel IPP (its x86 wheels); this OpenCV runs its own code, which '
+                    'differs on ~5% of pixels')
 @pytest.mark.parametrize('h, w', SIZES)
 def test_crop_resize_matches_opencv(h, w):
   """Within 1 level everywhere; exact on at least 99.9% of pixels (measured: 99.99% overall, the
