@@ -33,6 +33,10 @@ import jax  # noqa: E402
 import common  # noqa: E402  benchmarks/common.py
 import train_step  # noqa: E402  benchmarks/train_step.py
 
+# (in channels, out channels, kernel, stride, input size) of the primary's convolutions at 128 px.
+LAYERS = [(3, 3, 3, 1, 128), (3, 8, 4, 2, 128), (8, 16, 3, 1, 64), (16, 16, 4, 2, 64),
+          (16, 32, 3, 1, 32), (32, 32, 4, 2, 32)]
+COLUMNS = ('convolution', 'input gradient', 'kernel gradient', 'other')
 INSTRUCTION = re.compile(r'^\s*(?:ROOT )?%?([\w.\-]+) = (\w+)\[([\d,]*)\][^ ]* ([\w\-]+)\(')
 
 
@@ -103,10 +107,44 @@ def profile(compiled, args_, steps: int, kernel_elements: set) -> dict:
   return {
       'step_wall_ms': wall, 'thunk_thread_ms': sum(per_thunk.values()),
       'by_kind': [{'kind': k, 'ms': ms} for k, ms in by_kind.most_common()],
+      'by_layer': jax_by_layer([{'layer': l, 'kind': k, 'ms': ms} for (l, _, k), ms in groups.items()]),
       'by_layer_pass_kind': [{'layer': l, 'pass': p, 'kind': k, 'ms': ms}
                              for (l, p, k), ms in groups.most_common()],
       'top_thunks': [{'thunk': n, 'ms': ms, 'op_name': table[n][2], 'opcode': table[n][0],
                       'output_elements': table[n][1]} for n, ms in per_thunk.most_common(25)]}
+
+
+def jax_by_layer(groups: list) -> dict:
+  """conv_0N / bn_0N merged into layer N: ms of its convolutions, input and kernel gradients, and
+  everything else (BatchNorm, ReLU, bias, layout copies); unattributed thunks under '-'."""
+  table = collections.defaultdict(lambda: dict.fromkeys(COLUMNS, 0.0))
+  for g in groups:
+    layer = g['layer'][-1] if re.fullmatch(r'(conv|bn)_0\d', g['layer']) else '-'
+    column = next((c for c in COLUMNS[:3] if g['kind'].startswith(c)), 'other')
+    table[layer][column] += g['ms']
+  return dict(sorted(table.items()))
+
+
+def keras_by_layer(primitives: list, image_size: int) -> dict:
+  """oneDNN primitives mapped to the primary's layers by their shapes (convolutions by channels
+  and input size, BatchNorm by channels and size): the same columns as jax_by_layer."""
+  table = collections.defaultdict(lambda: dict.fromkeys(COLUMNS, 0.0))
+  scale = image_size / 128
+  for p in primitives:
+    layer = '-'
+    conv = re.match(r'mb\d+_ic(\d+)oc(\d+)_ih(\d+)', p['shape'])
+    norm = re.match(r'mb\d+ic(\d+)ih(\d+)', p['shape'])
+    for n, (cin, cout, _, stride, size) in enumerate(LAYERS, 1):
+      size = int(size * scale)
+      if conv and p['primitive'] == 'convolution' and (int(conv[1]), int(conv[2]), int(conv[3])) == (cin, cout, size):
+        layer = str(n)
+      elif norm and p['primitive'] == 'batch_normalization' and (int(norm[1]), int(norm[2])) == (cout, size // stride):
+        layer = str(n)
+    column = {'forward_training': 'convolution', 'forward_inference': 'convolution',
+              'backward_data': 'input gradient', 'backward_weights': 'kernel gradient'}.get(
+                  p['pass'], 'other') if p['primitive'] == 'convolution' else 'other'
+    table[layer][column] += p['ms']
+  return dict(sorted(table.items()))
 
 
 def keras_onednn(python: str, model: str, image_size: int, batch: int, steps: int,
@@ -136,9 +174,11 @@ def keras_onednn(python: str, model: str, image_size: int, batch: int, steps: in
     shape = fields[-2]
     per_primitive[(kind, prop, impl, shape)] += float(fields[-1]) / steps
   timing = json.loads([l for l in lines if l.startswith('{')][-1])
+  primitives = [{'primitive': k, 'pass': p, 'implementation': i, 'shape': s, 'ms': ms}
+                for (k, p, i, s), ms in per_primitive.most_common()]
   return {'step_wall_ms': timing['step_ms'], 'onednn_ms': sum(per_primitive.values()),
-          'primitives': [{'primitive': k, 'pass': p, 'implementation': i, 'shape': s, 'ms': ms}
-                         for (k, p, i, s), ms in per_primitive.most_common()]}
+          'by_layer': keras_by_layer(primitives, image_size),
+          'primitives': primitives}
 
 
 def main():
