@@ -8,9 +8,10 @@ jax.profiler (XLA_FLAGS --xla_cpu_enable_xprof_traceme=true, set here before JAX
 thunk event (one fusion, convolution, YNNPACK fusion, copy, ...) on XLA's threads is matched to
 its instruction in the optimised HLO, whose metadata names the layer (conv_0N, bn_0N, ...) and
 whether it is the forward or the backward pass; a backward convolution whose output is the size
-of a kernel is a kernel gradient, any other an input gradient. Times are summed over both
-threads and divided by the steps (thread time: it can exceed the wall time when both threads
-work, and misses the share of a parallel op that runs as untraced sub-tasks).
+of a kernel is a kernel gradient, any other an input gradient. Times attribute
+the steps' wall time (wall_attribution: an interval is shared by the thunks running in it, or,
+when none runs, given to the last one started: Eigen's convolutions queue their work and return,
+so their thunk events alone miss it), divided by the steps.
 
 --keras-python: also runs benchmarks/keras_primary.py --profile-steps in that interpreter with
 ONEDNN_VERBOSE=1 and sums oneDNN's own per-primitive execution times the same way.
@@ -82,6 +83,39 @@ def classify(name: str, instruction, kernel_elements: set) -> tuple[str, str, st
   return layer, direction, kind
 
 
+def wall_attribution(thunks: list, step_spans: list) -> collections.Counter:
+  """Each nanosecond of the steps' wall time, shared equally by the thunk events running then on
+  any thread, or, when none runs, given to the thunk that started last: an Eigen convolution's
+  thunk event ends once it has queued its work, which then runs untraced on both threads."""
+  bounds = sorted({t for start, end, _ in thunks for t in (start, end)}
+                  | {t for span in step_spans for t in span})
+  starts = collections.defaultdict(list)
+  ends = collections.defaultdict(list)
+  for i, (start, end, name) in enumerate(thunks):
+    starts[start].append(i)
+    ends[end].append(i)
+  inside = collections.Counter()
+  for start, end in step_spans:
+    inside[start] += 1
+    inside[end] -= 1
+  result, active, last, depth = collections.Counter(), set(), None, 0
+  for t, t_next in zip(bounds, bounds[1:]):
+    depth += inside[t]
+    active -= set(ends[t])
+    for i in starts[t]:
+      active.add(i)
+      last = i
+    if depth <= 0:
+      continue
+    share = (t_next - t) / 1e6
+    if active:
+      for i in active:
+        result[thunks[i][2]] += share / len(active)
+    elif last is not None:
+      result[thunks[last][2]] += share
+  return result
+
+
 def profile(compiled, args_, steps: int, kernel_elements: set) -> dict:
   from jax.profiler import ProfileData
   table = hlo_instructions(compiled.as_text())
@@ -90,14 +124,19 @@ def profile(compiled, args_, steps: int, kernel_elements: set) -> dict:
       for _ in range(steps):
         jax.block_until_ready(compiled(*args_))
     data = ProfileData.from_file(sorted(glob.glob(f'{log_dir}/**/*.xplane.pb', recursive=True))[-1])
-  per_thunk, wall = collections.Counter(), 0.0
+  thunks, steps_spans = [], []
   for plane in data.planes:
     for line in plane.lines:
       for event in line.events:
+        span = (event.start_ns, event.start_ns + event.duration_ns)
         if event.name in table:
-          per_thunk[event.name] += event.duration_ns / 1e6 / steps
+          thunks.append((*span, event.name))
         elif event.name == 'ThunkExecutor::Execute (wait for completion)':
-          wall += event.duration_ns / 1e6 / steps
+          steps_spans.append(span)
+  per_thunk = wall_attribution(thunks, steps_spans)
+  per_thunk = collections.Counter({n: ms / steps for n, ms in per_thunk.items()})
+  thread_ms = sum(end - start for start, end, _ in thunks) / 1e6 / steps
+  wall = sum(end - start for start, end in steps_spans) / 1e6 / steps
   groups = collections.Counter()
   for name, ms in per_thunk.items():
     groups[classify(name, table[name], kernel_elements)] += ms
@@ -105,7 +144,8 @@ def profile(compiled, args_, steps: int, kernel_elements: set) -> dict:
   for (_, _, kind), ms in groups.items():
     by_kind[kind] += ms
   return {
-      'step_wall_ms': wall, 'thunk_thread_ms': sum(per_thunk.values()),
+      'step_wall_ms': wall, 'thunk_thread_ms': thread_ms,
+      'attributed_wall_ms': sum(per_thunk.values()),
       'by_kind': [{'kind': k, 'ms': ms} for k, ms in by_kind.most_common()],
       'by_layer': jax_by_layer([{'layer': l, 'kind': k, 'ms': ms} for (l, _, k), ms in groups.items()]),
       'by_layer_pass_kind': [{'layer': l, 'pass': p, 'kind': k, 'ms': ms}
