@@ -18,14 +18,12 @@ the primary's convolutions, where AMX/AVX512_BF16 could pay if the convolutions 
 """
 import argparse
 import contextlib
-import functools
 import re
 import statistics
 import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 import common  # benchmarks/common.py
 import train_step  # benchmarks/train_step.py

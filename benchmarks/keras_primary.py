@@ -8,6 +8,8 @@ python benchmarks/keras_primary.py --image-size 128 --batch 64 [--dct | --head]
 Prints one JSON line: train and inference images/s. --head times the release's secondary model
 (the primary's first two blocks frozen, BatchNorm in inference mode, plus one trainable head):
 the release trains one such model per generator, so K heads cost K of these steps.
+--profile-steps N (with ONEDNN_VERBOSE=1; benchmarks/profile_step.py --keras-python runs it)
+prints oneDNN's per-primitive lines of N steps between PROFILE_START and PROFILE_STOP instead.
 """
 import argparse
 import json

@@ -24,7 +24,6 @@ import os
 import pathlib
 import re
 import subprocess
-import sys
 import tempfile
 
 os.environ['XLA_FLAGS'] = ' '.join(

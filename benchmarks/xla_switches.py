@@ -24,7 +24,6 @@ The switches (every flag name and value is checked by XLA: an unknown one aborts
 import argparse
 import json
 import os
-import pathlib
 import statistics
 import subprocess
 import sys
@@ -53,8 +52,7 @@ def worker(args):
   request: one line 'CASE KIND REPS' in -> one JSON list of per-call seconds out."""
   import jax
   import numpy as np
-  sys.path.insert(0, str(pathlib.Path(__file__).parent))
-  import train_step  # benchmarks/train_step.py
+  import train_step  # benchmarks/train_step.py (this script's folder is on sys.path)
   compiled, check = {}, {}
   for i, (model, form, batch) in enumerate(_cases(args)):
     step, step_args, infer, infer_args = train_step.build(model, args.image_size, batch, form)
@@ -138,7 +136,6 @@ def main():
             'p_fake_max_diff': max(abs(a - b) for a, b in zip(check['p_fake'],
                                                               base_check['p_fake']))}
       rows.append(row)
-  sys.path.insert(0, str(pathlib.Path(__file__).parent))
   import common  # benchmarks/common.py (imports JAX: after the workers are done)
   common.write_json(args.json, {'image_size': args.image_size, 'rounds': args.rounds,
                                 'calls_per_turn': REPS, 'flags': {n: CONFIGS[n] for n in args.configs},
