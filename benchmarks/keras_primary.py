@@ -8,10 +8,13 @@ python benchmarks/keras_primary.py --image-size 128 --batch 64 [--dct | --head]
 Prints one JSON line: train and inference images/s. --head times the release's secondary model
 (the primary's first two blocks frozen, BatchNorm in inference mode, plus one trainable head):
 the release trains one such model per generator, so K heads cost K of these steps.
+--profile-steps N (with ONEDNN_VERBOSE=1; benchmarks/profile_step.py --keras-python runs it)
+prints oneDNN's per-primitive lines of N steps between PROFILE_START and PROFILE_STOP instead.
 """
 import argparse
 import json
 import os
+import sys
 import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -67,12 +70,37 @@ def median_seconds(fn, repeats: int = 5, min_seconds: float = 2.0) -> float:
   return samples[len(samples) // 2]
 
 
+def profile(fn, steps: int) -> None:
+  """Warm up, then `steps` calls between two marker lines on stdout (oneDNN's verbose lines go to
+  the C stdout, so both are flushed around each marker), then one JSON line: ms per step."""
+  import ctypes
+  libc = ctypes.CDLL(None)
+  for _ in range(3):
+    fn()
+  def mark(text):
+    libc.fflush(None)
+    sys.stdout.flush()
+    print(text, flush=True)
+    libc.fflush(None)
+  mark('PROFILE_START')
+  start = time.perf_counter()
+  for _ in range(steps):
+    fn()
+  elapsed = time.perf_counter() - start
+  mark('PROFILE_STOP')
+  print(json.dumps({'step_ms': 1000 * elapsed / steps}), flush=True)
+
+
 def main():
   parser = argparse.ArgumentParser()
   parser.add_argument('--image-size', type=int, default=128)
   parser.add_argument('--batch', type=int, default=64)
   parser.add_argument('--dct', action='store_true', help='1-channel input, Flatten head')
   parser.add_argument('--head', action='store_true', help='one secondary head on frozen blocks')
+  parser.add_argument('--profile-steps', type=int, default=0,
+                      help='instead: run this many steps between PROFILE_START/STOP lines '
+                           '(for ONEDNN_VERBOSE=1; benchmarks/profile_step.py)')
+  parser.add_argument('--profile-inference', action='store_true')
   args = parser.parse_args()
   channels = 1 if args.dct else 3
   build = build_secondary if args.head else build_primary
@@ -96,6 +124,9 @@ def main():
   def predict_step(x):
     return model(x, training=False)
 
+  if args.profile_steps:
+    return profile(lambda: (predict_step(x) if args.profile_inference else train_step(x, y)).numpy(),
+                   args.profile_steps)
   train_s = median_seconds(lambda: train_step(x, y).numpy())
   infer_s = median_seconds(lambda: predict_step(x).numpy())
   keras_version = getattr(keras, '__version__', tf.__version__)

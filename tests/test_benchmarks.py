@@ -75,3 +75,42 @@ def test_enrolled_heads_benchmark_reports_the_curve_against_the_flop_estimate(tm
   for row in record['by_heads'].values():
     assert row['per_head_images_per_s'] > 0 and row['stacked_images_per_s'] > 0
     assert row['peak_rss_mib'] > 0
+
+
+def test_xla_switches_benchmark_compares_each_configuration_with_the_default(tmp_path):
+  out = tmp_path / 'switches.json'
+  subprocess.run([sys.executable, 'benchmarks/xla_switches.py', '--batches', '4', '--models',
+                  'primary', '--forms', 'cpu', '--configs', 'default,ynn_off', '--image-size',
+                  '32', '--rounds', '1', '--json', str(out)],
+                 cwd=ROOT, check=True, capture_output=True, timeout=600)
+  record = json.loads(out.read_text())
+  assert [(r['step'], set(r['configs'])) for r in record['rows']] == [
+      ('train', {'default', 'ynn_off'}), ('inference', {'default', 'ynn_off'})]
+  for row in record['rows']:
+    assert row['configs']['default']['vs_default_median'] == 1.0
+    assert row['configs']['ynn_off']['images_per_sec'] > 0
+    assert row['configs']['ynn_off']['p_fake_max_diff'] < 1e-4  # summation order only
+
+
+def test_profile_step_attributes_the_step_wall_time_to_layers(tmp_path):
+  out = tmp_path / 'profile.json'
+  subprocess.run([sys.executable, 'benchmarks/profile_step.py', '--batch', '4', '--image-size',
+                  '32', '--steps', '2', '--json', str(out)],
+                 cwd=ROOT, check=True, capture_output=True, timeout=600)
+  record = json.loads(out.read_text())['jax']
+  assert record['attributed_wall_ms'] == pytest.approx(record['step_wall_ms'], rel=1e-6)
+  assert {'1', '6'} <= set(record['by_layer'])
+  assert sum(layer['kernel gradient'] for layer in record['by_layer'].values()) > 0
+  assert record['by_layer']['1']['input gradient'] == 0  # the image needs no gradient
+
+
+def test_bf16_benchmark_reports_speed_hlo_dtypes_and_differences(tmp_path):
+  out = tmp_path / 'bf16.json'
+  subprocess.run([sys.executable, 'benchmarks/bf16_step.py', '--batches', '4', '--forms', 'lax',
+                  '--image-size', '32', '--rounds', '1', '--json', str(out)],
+                 cwd=ROOT, check=True, capture_output=True, timeout=600)
+  record = json.loads(out.read_text())
+  (row,) = record['steps']
+  assert row['train']['bf16_convolutions'] > 0 and row['train']['bf16_images_per_sec'] > 0
+  assert 0 < row['differences']['kernel_gradient_rel_l2_max'] < 1
+  assert all(m['bf16_dot_operands'] for m in record['matmuls_at_conv_shapes'])
