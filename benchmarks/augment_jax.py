@@ -12,7 +12,6 @@ figure is per core like the host's; without it XLA uses every core it sees.
 """
 import os
 import sys
-import time
 
 if '--one_thread' in sys.argv:
   os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
@@ -33,16 +32,6 @@ flags.DEFINE_integer('size', 128, 'image side (px)')
 flags.DEFINE_integer('repeats', 7, 'measurements; the median is reported')
 flags.DEFINE_bool('one_thread', False, 'XLA on one CPU thread (per-core figure)')
 FLAGS = flags.FLAGS
-
-
-def median_seconds(fn, repeats):
-  fn()
-  samples = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    samples.append(time.perf_counter() - start)
-  return float(np.median(samples))
 
 
 def main(argv):
@@ -80,8 +69,8 @@ def main(argv):
             'opencv': cv2.__version__, 'opencv_ipp': bool(cv2.ipp.useIPP()),
             'machine': common.machine()}
   for name, (device_fn, host_fn) in cases.items():
-    jax_s = median_seconds(lambda: jax.block_until_ready(device_fn()), FLAGS.repeats)
-    host_s = median_seconds(host_fn, FLAGS.repeats)
+    jax_s = common.median_seconds(lambda: jax.block_until_ready(device_fn()), FLAGS.repeats)
+    host_s = common.median_seconds(host_fn, FLAGS.repeats)
     record[name] = {'jax_images_per_s': batch / jax_s, 'host_images_per_s_one_core': batch / host_s,
                     'jax_over_host': host_s / jax_s}
     if name != 'noise':

@@ -5,6 +5,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def time_fn(fn, *args, repeats: int = 5, min_seconds: float = 2.0):
@@ -20,6 +21,17 @@ def time_fn(fn, *args, repeats: int = 5, min_seconds: float = 2.0):
       break
   samples.sort()
   return samples[len(samples) // 2]
+
+
+def median_seconds(fn, repeats: int) -> float:
+  """Median wall time of `repeats` calls of fn() after one warm-up call (which compiles)."""
+  fn()
+  samples = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    samples.append(time.perf_counter() - start)
+  return float(np.median(samples))
 
 
 def matmul_peak_gflops(n: int = 2048) -> float:

@@ -10,7 +10,6 @@ figure is per core like PIL's; without it XLA uses every core it sees.
 """
 import os
 import sys
-import time
 
 if '--one_thread' in sys.argv:
   os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
@@ -33,16 +32,6 @@ flags.DEFINE_bool('one_thread', False, 'XLA on one CPU thread (per-core figure)'
 FLAGS = flags.FLAGS
 
 
-def median_seconds(fn, repeats):
-  fn()
-  samples = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    samples.append(time.perf_counter() - start)
-  return float(np.median(samples))
-
-
 def main(argv):
   del argv
   from PIL import Image, features
@@ -58,10 +47,10 @@ def main(argv):
   qualities = rng.integers(10, 76, batch).astype(np.int32)
 
   device_images, device_qualities = jax.device_put(images), jax.device_put(qualities)
-  jax_s = median_seconds(lambda: jax.block_until_ready(
+  jax_s = common.median_seconds(lambda: jax.block_until_ready(
       jpeg_jax.jpeg_roundtrip(device_images, device_qualities)), FLAGS.repeats)
-  pil_s = median_seconds(lambda: [augment.jpeg(im, int(q)) for im, q in zip(images, qualities)],
-                         FLAGS.repeats)
+  pil_s = common.median_seconds(
+      lambda: [augment.jpeg(im, int(q)) for im, q in zip(images, qualities)], FLAGS.repeats)
   same = np.array_equal(np.asarray(jpeg_jax.jpeg_roundtrip(images, qualities)),
                         np.stack([augment.jpeg(im, int(q)) for im, q in zip(images, qualities)]))
   record = {
