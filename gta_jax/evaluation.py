@@ -14,6 +14,7 @@ from gta_jax import families
 from gta_jax import run_config
 from gta_jax.data import loader
 from gta_jax.data import pipeline
+from gta_jax.evaluators import common
 from gta_jax.io import checkpoints
 from gta_jax.io import distributed
 from gta_jax.io import run_records
@@ -21,7 +22,6 @@ from gta_jax.io import workdir_lock
 from gta_jax.io.run_records import load_run_config
 from gta_jax.io.writers import log
 from gta_jax.io.writers import write_json_atomic
-from gta_jax.evaluators import common
 from gta_jax.scoring import calibration
 from gta_jax.scoring import verdicts
 
@@ -87,7 +87,7 @@ def evaluate(config, family, variables: dict, predictions_dir=None,
   return evaluators.run_all(built)
 
 
-def stored_calibration(workdir: pathlib.Path, family) -> calibration.Calibration | None:
+def stored_calibration(workdir: pathlib.Path) -> calibration.Calibration | None:
   """The calibration a finished run's bundle holds (None: exported before it was fitted)."""
   spec = checkpoints.read_model_spec(workdir / 'model')
   return calibration.Calibration.from_json(spec.calibration, len(spec.head_names))
@@ -118,7 +118,7 @@ def evaluate_run(workdir, test_sets=None) -> dict:
   with workdir_lock.locked(workdir, 'evaluation', distributed.is_main_process(),
                            distributed.main_process_says):
     config, family, trained = load_finished_run(workdir, adjust)
-    fitted = stored_calibration(workdir, family)
+    fitted = stored_calibration(workdir)
     if fitted is None:  # a bundle of before: fitted here for the figures, the bundle unchanged
       log(f'{workdir}/model holds no calibration (exported before it was fitted); fitting it on '
           'the validation split for these figures only: the bundle is not rewritten, so '

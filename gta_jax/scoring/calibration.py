@@ -190,14 +190,12 @@ class Calibration:
     return ', '.join(f'{name} T={record["temperature"]:.3f}' for name, record in named
                      if record and record.get('temperature') is not None)
 
-  def temperature(self, output: int) -> float | None:
+  def record(self, output: int) -> dict | None:
     """output 0: the detector; k + 1: head k."""
-    record = self.detection if output == 0 else self.heads[output - 1]
-    return (record or {}).get('temperature')
+    return self.detection if output == 0 else self.heads[output - 1]
 
-  def fpr_threshold(self, output: int, fpr: float) -> float | None:
-    record = self.detection if output == 0 else self.heads[output - 1]
-    return ((record or {}).get('fpr_thresholds') or {}).get(fpr_key(fpr))
+  def temperature(self, output: int) -> float | None:
+    return (self.record(output) or {}).get('temperature')
 
 
 def output_figures(labels, p, record: dict | None) -> dict:

@@ -233,9 +233,7 @@ class Outputs:
 
   def calibration_record(self, output: int) -> dict | None:
     """output 0: the detector; k + 1: head k."""
-    if self.calibration is None:
-      return None
-    return self.calibration.detection if output == 0 else self.calibration.heads[output - 1]
+    return None if self.calibration is None else self.calibration.record(output)
 
 
 def summarize(scores: dict, outputs: Outputs, thresholds: verdicts.Thresholds) -> dict:
