@@ -75,10 +75,10 @@ def main():
   flops_head = common.flops_of(
       jax.jit(functools.partial(inference._score_head, input_kind='pixel')),
       jax.tree.map(lambda a: a[:1], most), mid, x)
-  base = seconds[('per_head', counts[0])] / (flops_primary + counts[0] * flops_head)
+  anchor_flops = flops_primary + counts[0] * flops_head
   table = {}
-  for k in counts:
-    estimate = base * (flops_primary + k * flops_head)
+  for k in counts:  # the ratio first: at the anchor it is 1.0 exactly, so the estimate is t(1)
+    estimate = seconds[('per_head', counts[0])] * ((flops_primary + k * flops_head) / anchor_flops)
     table[k] = {
         'per_head_images_per_s': args.batch / seconds[('per_head', k)],
         'stacked_images_per_s': args.batch / seconds[('stacked', k)],
