@@ -208,29 +208,19 @@ def _fdct_pass(d, first):
   out2 = _descale(z1 + tmp13 * F_0_765, shift)
   out6 = _descale(z1 + tmp12 * -F_1_847, shift)
 
-  z1 = tmp4 + tmp7
-  z2 = tmp5 + tmp6
-  z3 = tmp4 + tmp6
-  z4 = tmp5 + tmp7
-  z5 = (z3 + z4) * F_1_175
-
-  tmp4 = tmp4 * F_0_298
-  tmp5 = tmp5 * F_2_053
-  tmp6 = tmp6 * F_3_072
-  tmp7 = tmp7 * F_1_501
-  z1 = z1 * -F_0_899
-  z2 = z2 * -F_2_562
-  z3 = z3 * -F_1_961
-  z4 = z4 * -F_0_390
-
-  z3 = z3 + z5
-  z4 = z4 + z5
-
-  out7 = _descale(tmp4 + z1 + z3, shift)
-  out5 = _descale(tmp5 + z2 + z4, shift)
-  out3 = _descale(tmp6 + z2 + z3, shift)
-  out1 = _descale(tmp7 + z1 + z4, shift)
+  out7, out5, out3, out1 = (_descale(o, shift) for o in _odd_part(tmp4, tmp5, tmp6, tmp7))
   return [out0, out1, out2, out3, out4, out5, out6, out7]
+
+
+def _odd_part(a, b, c, d):
+  """The odd-part rotation jfdctint.c and jidctint.c share (their tmp4..tmp7 / tmp0..tmp3, in
+  that order), before descaling: the same constants, products and sums as the C."""
+  z1, z2, z3, z4 = a + d, b + c, a + c, b + d
+  z5 = (z3 + z4) * F_1_175
+  a, b, c, d = a * F_0_298, b * F_2_053, c * F_3_072, d * F_1_501
+  z1, z2 = z1 * -F_0_899, z2 * -F_2_562
+  z3, z4 = z3 * -F_1_961 + z5, z4 * -F_0_390 + z5
+  return a + z1 + z3, b + z2 + z4, c + z2 + z3, d + z1 + z4
 
 
 def _fdct(blocks):
@@ -256,33 +246,7 @@ def _idct_pass(d, first):
   tmp11 = tmp1 + tmp2
   tmp12 = tmp1 - tmp2
 
-  tmp0 = d[7]
-  tmp1 = d[5]
-  tmp2 = d[3]
-  tmp3 = d[1]
-
-  z1 = tmp0 + tmp3
-  z2 = tmp1 + tmp2
-  z3 = tmp0 + tmp2
-  z4 = tmp1 + tmp3
-  z5 = (z3 + z4) * F_1_175
-
-  tmp0 = tmp0 * F_0_298
-  tmp1 = tmp1 * F_2_053
-  tmp2 = tmp2 * F_3_072
-  tmp3 = tmp3 * F_1_501
-  z1 = z1 * -F_0_899
-  z2 = z2 * -F_2_562
-  z3 = z3 * -F_1_961
-  z4 = z4 * -F_0_390
-
-  z3 = z3 + z5
-  z4 = z4 + z5
-
-  tmp0 = tmp0 + z1 + z3
-  tmp1 = tmp1 + z2 + z4
-  tmp2 = tmp2 + z2 + z3
-  tmp3 = tmp3 + z1 + z4
+  tmp0, tmp1, tmp2, tmp3 = _odd_part(d[7], d[5], d[3], d[1])
 
   shift = CONST_BITS - PASS1_BITS if first else CONST_BITS + PASS1_BITS + 3
   out = [tmp10 + tmp3, tmp11 + tmp2, tmp12 + tmp1, tmp13 + tmp0,
