@@ -11,14 +11,10 @@ host's.
 figure is per core like the host's; without it XLA uses every core it sees.
 """
 import os
-import sys
 
-if '--one_thread' in sys.argv:
-  os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
-                             ' --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1')
+import batch_flags  # before JAX: --one_thread sets XLA_FLAGS
 
 from absl import app
-from absl import flags
 import numpy as np
 
 import common  # benchmarks/common.py
@@ -26,12 +22,7 @@ from gta_jax.data import augment
 from gta_jax.data import augment_jax
 from gta_jax.data import builders
 
-flags.DEFINE_string('json', None, 'write the results here')
-flags.DEFINE_integer('batch', 64, 'images per call')
-flags.DEFINE_integer('size', 128, 'image side (px)')
-flags.DEFINE_integer('repeats', 7, 'measurements; the median is reported')
-flags.DEFINE_bool('one_thread', False, 'XLA on one CPU thread (per-core figure)')
-FLAGS = flags.FLAGS
+FLAGS = batch_flags.FLAGS
 
 
 def main(argv):
