@@ -43,20 +43,17 @@ def collect(sweep: pathlib.Path, test_set: str, heads_mean: bool = False) -> tup
       if not any(isinstance(o, dict) and 'ece' in o for _, o in outputs):
         left_out.append(str(run))
         continue
+      this_seed = {}  # (phase, output) -> {figure: [values of this run]}
       for name, figures in outputs:
         key = (run.name, 'heads (mean)' if heads_mean and name != 'detector' else name)
-        entry = table.setdefault(key, {label: [] for label, _ in FIGURES})
         for label, path in FIGURES:
           value = _get(figures, path)
           if value is not None:
-            entry[label].append(float(value))
-      if heads_mean and (run.name, 'heads (mean)') in table:  # this seed's heads -> their mean
-        entry = table[(run.name, 'heads (mean)')]
-        heads = len(results.get('heads') or {})
-        for label in entry:
-          if len(entry[label]) >= heads:
-            mine = entry[label][-heads:]
-            entry[label][-heads:] = [float(np.mean(mine))]
+            this_seed.setdefault(key, {}).setdefault(label, []).append(float(value))
+      for key, figures in this_seed.items():  # one value per seed: the heads' mean with --heads-mean
+        entry = table.setdefault(key, {label: [] for label, _ in FIGURES})
+        for label, values in figures.items():
+          entry[label].append(float(np.mean(values)))
   return table, left_out
 
 
