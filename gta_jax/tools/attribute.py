@@ -120,8 +120,9 @@ def run(args) -> int:
              ', and so is one whose ' + model.knn.describe()
              + ('' if len(model.knn.groups) == 1 else ' (each run\'s calibration; known when '
                 'any accepts it)')))
-  if model.describe_calibration():
-    print(model.describe_calibration())
+  calibrated = model.describe_calibration()
+  if calibrated:
+    print(calibrated)
   records = attribute(model, paths, args.cam_dir, args.cam_scale,
                       MemoryLimits(image_pixels=args.max_pixels))
   if args.json:  # before printing: the records are the result, the table a view of them
