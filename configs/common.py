@@ -39,6 +39,15 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # grain worker processes that decode and augment (0: threads in the training process). On a GPU
   # the augmented pipeline needs several to keep up (benchmarks/input_pipeline.py).
   config.data.workers = 0
+  # Where training batches are augmented (docs/data_path.md): 'host' (CPU workers, above),
+  # 'device' (the split held in memory, every draw and operation jitted on the accelerator), or
+  # 'auto': the device on a GPU/TPU, the host on a CPU (there the faster; benchmarks/
+  # device_data_path.py). A run records the path it resolved to. Validation and test sets are
+  # drawn on the host either way.
+  config.data.augment_on = 'auto'
+  # device path: the training split is held in device memory up to this size (GiB), else in host
+  # memory and streamed (GANFP at 128 px: ~4.6 GiB).
+  config.data.device_cache_gb = 8.0
   # On content-matched data (the built-in data: each real crop and its reconstructions), shuffle
   # each crop's images as one block so training batches contrast a crop with its own fakes.
   config.data.group_by_content = True

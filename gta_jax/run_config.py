@@ -8,6 +8,7 @@ from gta_jax import errors
 from gta_jax import families
 from gta_jax import optim
 from gta_jax.data import augment
+from gta_jax.data import device_path
 from gta_jax.models import convolution
 from gta_jax.models import frequency
 
@@ -66,6 +67,12 @@ def check(config) -> None:
   for key in ('real_softening', 'photometric_jitter'):
     require(isinstance(config.data[key], (int, float)) and 0 <= config.data[key] <= 1,
             f'data.{key}', 'must be a share from 0 to 1')
+  require(config.data.get('augment_on', 'auto') in device_path.AUGMENT_ON, 'data.augment_on',
+          f'choose one of {", ".join(device_path.AUGMENT_ON)}')
+  require(isinstance(config.data.get('device_cache_gb', 0.0), (int, float))
+          and not isinstance(config.data.get('device_cache_gb', 0.0), bool)
+          and 0 <= config.data.get('device_cache_gb', 0.0) < float('inf'), 'data.device_cache_gb',
+          'must be a number of GiB >= 0 (0: stream from host memory)')
   require(config.data.train_mode in augment.MODES, 'data.train_mode',
           f'choose one of {", ".join(augment.MODES)}')
   require(config.phase in (1, 2, 3, 4), 'phase', 'choose 1, 2, 3 or 4')

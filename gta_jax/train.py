@@ -20,6 +20,7 @@ from gta_jax import evaluation
 from gta_jax import families
 from gta_jax import optim
 from gta_jax import run_config
+from gta_jax.data import device_path
 from gta_jax.data import loader
 from gta_jax.data import pipeline
 from gta_jax.io import checkpoints
@@ -104,10 +105,10 @@ def recalibrated(family, stats_step, state, constants, dataset, config, epoch: i
   seed of their own), see families.base.recalibrate_batch_norm."""
   count = min(config.model.bn_recalibration_batches,
               dataset.steps_per_epoch(config.optim.batch_size))
-  batches = dataset.batches('train', config.optim.batch_size, mode=config.data.train_mode,
-                            seed=pipeline.BN_RECALIBRATION_SEED + config.seed, epoch=epoch,
-                            shuffle=True, drop_remainder=True)
-  device_batches = (loader.to_device(b) for _, b in zip(range(count), batches))
+  batches = dataset.training_batches(config.optim.batch_size, mode=config.data.train_mode,
+                                     seed=pipeline.BN_RECALIBRATION_SEED + config.seed,
+                                     epoch=epoch, label_view=family.targets)
+  device_batches = (batch for _, (batch, _) in zip(range(count), batches))
   stats = families.base.recalibrate_batch_norm(
       stats_step, {'params': state.params, 'batch_stats': state.batch_stats}, constants,
       device_batches, active if family.stacked_outputs else None)
@@ -165,6 +166,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   if config.chain:
     return chains.run_chain(config, workdir, train_and_evaluate)
   config = run_records.resolve_lineage(config, workdir)  # run names -> runs beside this one
+  # The data path the run trains on is recorded as resolved on this machine ('auto' is the
+  # device on an accelerator): a resume elsewhere that would switch paths is refused, naming it.
+  config.data.augment_on = device_path.resolve(config.data.get('augment_on', 'auto'))
   results_file = workdir / 'results' / 'metrics.json'
   results = _finished_results(workdir, config, results_file)
   if results is not None:
@@ -286,11 +290,12 @@ def _train_and_evaluate(config, workdir: pathlib.Path, results_file: pathlib.Pat
     for epoch in range(int(tracker['epoch']), config.optim.max_epochs):
       if not tracker['active'].any():
         break
-      batches = dataset.batches('train', batch_size, mode=config.data.train_mode,
-                                seed=config.seed, epoch=epoch, shuffle=True, drop_remainder=True,
-                                start_batch=step - epoch * steps_per_epoch)
+      batches = dataset.training_batches(batch_size, mode=config.data.train_mode,
+                                         seed=config.seed, epoch=epoch,
+                                         label_view=family.targets,
+                                         start_batch=step - epoch * steps_per_epoch)
       active = distributed.replicate(np.asarray(tracker['active']))
-      for device_batch, targets in loader.prefetch_to_device(batches, family.targets):
+      for device_batch, targets in batches:
         state, step_metrics = train_step(state, constants, device_batch, targets, active)
         finite = _still_finite(finite, step_metrics['loss'], step_metrics['grad_norm'])
         step += 1

@@ -134,6 +134,24 @@ def test_phase2_starts_from_phase1_and_heads_never_touch_their_primary(quickstar
   assert jax.tree.structure(p3['heads']) == jax.tree.structure(p4['heads'])
 
 
+def test_phase4_heads_train_on_the_device_path_from_the_same_phase3(quickstart, smoke_data_dir,
+                                                                   tmp_path):
+  """The heads family on the device data path (augmented phase IV): it trains, records the path
+  it ran on, and starts from the same phase-III heads on the same frozen primary."""
+  workdir, _ = quickstart
+  config = _config('phase4_synthetic', smoke_data_dir, **{
+      'data.augment_on': 'device', 'optim.max_epochs': 1,
+      'init.from_run': str(workdir / 'phase3_synthetic'),
+      'init.primary': str(workdir / 'phase2_synthetic')})
+  results = train.train_and_evaluate(config, tmp_path / 'phase4_device')
+  assert results and json.loads((tmp_path / 'phase4_device' / 'config.json').read_text())[
+      'data']['augment_on'] == 'device'
+  _, host, _ = _bundle(workdir / 'phase4_synthetic')
+  _, device, _ = _bundle(tmp_path / 'phase4_device')
+  jax.tree.map(np.testing.assert_array_equal, device['primary'], host['primary'])
+  assert jax.tree.structure(device['heads']) == jax.tree.structure(host['heads'])
+
+
 def test_rerunning_a_finished_run_is_a_no_op(quickstart, smoke_data_dir):
   workdir, results = quickstart
   before = (workdir / 'phase1_synthetic' / 'model' / 'model.json').stat().st_mtime_ns
@@ -218,11 +236,13 @@ def _interrupt_at(monkeypatch, step_to_fail, exception, family=proposed.Detector
   monkeypatch.setattr(family, 'make_train_step', make_train_step)
 
 
-@pytest.fixture(scope='module')
-def straight_phase1(smoke_data_dir, tmp_path_factory):
+@pytest.fixture(scope='module', params=['host', pytest.param('device', marks=pytest.mark.slow)])
+def straight_phase1(smoke_data_dir, tmp_path_factory, request):
   """An uninterrupted phase-I smoke run on multi-augmented data: 15 steps per epoch, a
-  checkpoint every 5, so every epoch ends on a periodic checkpoint."""
-  config = _config('phase1_synthetic', smoke_data_dir, **{'data.train_mode': 'multi'})
+  checkpoint every 5, so every epoch ends on a periodic checkpoint. Augmented on the host and
+  (full suite) on the device: the kill-and-resume tests run on both data paths."""
+  config = _config('phase1_synthetic', smoke_data_dir,
+                   **{'data.train_mode': 'multi', 'data.augment_on': request.param})
   workdir = tmp_path_factory.mktemp('straight')
   return config, workdir, train.train_and_evaluate(config, workdir)
 
@@ -372,6 +392,10 @@ def test_a_resume_refuses_changed_settings_and_falls_back_past_a_damaged_checkpo
   with pytest.raises(ValueError, match=r'optim.learning_rate: .* when it started, now') as info:
     train.train_and_evaluate(changed, tmp_path / 'run')
   assert 'data.train_mode' in str(info.value)
+  switched = config.copy_and_resolve_references()  # the other data path draws other images
+  switched.data.augment_on = {'host': 'device', 'device': 'host'}[config.data.augment_on]
+  with pytest.raises(ValueError, match=r'config.data.augment_on: .* when it started, now'):
+    train.train_and_evaluate(switched, tmp_path / 'run')
   assert (tmp_path / 'run' / 'config.json').read_text() == stored  # the record is kept
   checkpoint_dir = tmp_path / 'run' / 'checkpoints'
   assert sorted(p.name for p in checkpoint_dir.iterdir()) == ['15', '20']

@@ -186,14 +186,20 @@ def _log_uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float
   return float(np.exp(rng.uniform(np.log(bounds[0]), np.log(bounds[1]))))
 
 
-def photometric_jitter(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-  """[H, W, 3] uint8 -> the same with random saturation, contrast (about the image's mean),
-  brightness and gamma, clipped and rounded back to uint8. Pointwise in space: an upsampler's
-  spatial fingerprint is scaled with the image, never removed."""
+def jitter_factors(rng: np.random.Generator) -> tuple[float, float, float, float]:
+  """One photometric_jitter draw: (saturation, contrast, brightness, gamma); saturation 0 for the
+  grey draws."""
   saturation, contrast = _log_uniform(rng, JITTER_SATURATION), _log_uniform(rng, JITTER_CONTRAST)
   if rng.uniform() < JITTER_GREY_SHARE:
     saturation = 0.0
   brightness, gamma = rng.uniform(-JITTER_BRIGHTNESS, JITTER_BRIGHTNESS), _log_uniform(rng, JITTER_GAMMA)
+  return saturation, contrast, brightness, gamma
+
+
+def apply_photometric_jitter(image: np.ndarray, saturation: float, contrast: float,
+                             brightness: float, gamma: float) -> np.ndarray:
+  """[H, W, 3] uint8 -> the same with the given saturation, contrast (about the image's mean),
+  brightness and gamma, in float32, clipped and rounded back to uint8."""
   pixels = image.astype(np.float32)
   grey = pixels @ np.array([0.299, 0.587, 0.114], np.float32)
   pixels = grey[..., None] + saturation * (pixels - grey[..., None])
@@ -201,6 +207,13 @@ def photometric_jitter(image: np.ndarray, rng: np.random.Generator) -> np.ndarra
   pixels = mean + contrast * (pixels - mean) + brightness
   pixels = 255.0 * (np.clip(pixels, 0.0, 255.0) / 255.0) ** gamma
   return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+
+
+def photometric_jitter(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """[H, W, 3] uint8 -> the same with random saturation, contrast (about the image's mean),
+  brightness and gamma, clipped and rounded back to uint8. Pointwise in space: an upsampler's
+  spatial fingerprint is scaled with the image, never removed."""
+  return apply_photometric_jitter(image, *jitter_factors(rng))
 
 
 def jitter_rng(seed: int, epoch: int, group: int) -> np.random.Generator:

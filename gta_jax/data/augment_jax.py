@@ -78,6 +78,20 @@ def blur_kernels(sigma: float | None = None) -> np.ndarray:
   return table
 
 
+def _separable_fixed(images, taps):
+  """OpenCV's 8U fixed-point separable filter: uint8 [N, H, W, C], taps int [N, T] (T odd, 1/256
+  units, summing to 256), mirrored at the border (BORDER_REFLECT_101): a row pass exact in 1/256
+  units, a column pass exact in 1/65536 units, then (sum + 2^15) >> 16. All int32: exact."""
+  _, h, w, _ = images.shape
+  size = taps.shape[1]
+  pad = size // 2
+  x = jnp.pad(images.astype(jnp.int32), ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode='reflect')
+  t = taps[:, None, None, None, :]
+  rows = sum(t[..., j] * x[:, :, j:j + w] for j in range(size))     # [N, H + 2 pad, W, C], x 256
+  out = sum(t[..., j] * rows[:, j:j + h] for j in range(size))      # [N, H, W, C], x 65536
+  return jnp.right_shift(out + (1 << 15), 16).astype(jnp.uint8)     # <= 255 * 65536: no clip
+
+
 @functools.partial(jax.jit, static_argnames='sigma')
 def gaussian_blur(images, kernel, sigma: float | None = None):
   """`augment.blur` per image: uint8 [N, H, W, C], kernel int [N] (or a scalar) from {3, 5, 7, 9}.
@@ -85,14 +99,71 @@ def gaussian_blur(images, kernel, sigma: float | None = None):
   sigma None is OpenCV's automatic sigma (what training uses); a number (the release's 4.0) is
   static. Bit-exact to cv2.GaussianBlur for H, W >= 5 (jnp.pad's reflection repeats differently
   from OpenCV's only when the image is narrower than the 4-pixel margin)."""
-  n, h, w, _ = images.shape
+  n = images.shape[0]
   index = (jnp.broadcast_to(jnp.asarray(kernel, jnp.int32), (n,)) - 3) // 2
-  taps = jnp.asarray(blur_kernels(sigma))[index]  # [N, 9]
-  x = jnp.pad(images.astype(jnp.int32), ((0, 0), (4, 4), (4, 4), (0, 0)), mode='reflect')
-  t = taps[:, None, None, None, :]
-  rows = sum(t[..., j] * x[:, :, j:j + w] for j in range(9))        # [N, H + 8, W, C], x 256
-  out = sum(t[..., j] * rows[:, j:j + h] for j in range(9))         # [N, H, W, C], x 65536
-  return jnp.right_shift(out + (1 << 15), 16).astype(jnp.uint8)     # <= 255 * 65536: no clip
+  return _separable_fixed(images, jnp.asarray(blur_kernels(sigma))[index])
+
+
+SOFTEN_MAX_KERNEL = 17  # OpenCV's 8U kernel size for sigma 2.5, the top of augment.SOFTENING_SIGMA
+
+
+def sigma_kernel_size(sigma):
+  """OpenCV's kernel size for an 8U Gaussian of `sigma` (ksize 0): cvRound(sigma * 6 + 1) | 1."""
+  return jnp.bitwise_or(jnp.round(sigma * 6 + 1).astype(jnp.int32), 1)
+
+
+def sigma_taps(sigma, size: int = SOFTEN_MAX_KERNEL):
+  """[N] float sigma -> [N, size] int32: `_gaussian_fixed(sigma_kernel_size(s), s)` per image,
+  centred, zeros outside its taps, in float32 (OpenCV: doubles; the error diffusion's rounding can
+  differ where a tap lands within float32's error of a half, tested to be rare and 1 level)."""
+  sigma = jnp.asarray(sigma, jnp.float32)
+  half_max = size // 2
+  half = (sigma_kernel_size(sigma) - 1) // 2                        # [N]
+  distance = jnp.arange(half_max, 0, -1, dtype=jnp.float32)         # tails in: half_max .. 1
+  valid = distance[None, :] <= half[:, None]
+  values = jnp.where(valid, jnp.exp(-0.5 * (distance[None, :] / sigma[:, None]) ** 2), 0.0)
+  weights = values / (2 * values.sum(1, keepdims=True) + 1.0)
+
+  def diffuse(err, w):                                              # cvRound with error diffusion
+    adj = w * 256.0 + err
+    v = jnp.round(adj)
+    return adj - v, v
+  _, fixed = jax.lax.scan(diffuse, jnp.zeros_like(sigma), weights.T)
+  fixed = fixed.T.astype(jnp.int32)                                 # [N, half_max]
+  centre = 256 - 2 * fixed.sum(1, keepdims=True)
+  return jnp.concatenate([fixed, centre, fixed[:, ::-1]], axis=1)
+
+
+@jax.jit
+def soften(images, sigma):
+  """`augment.gaussian_blur(image, sigma)` per image (the real-class softening): an 8U Gaussian of
+  `sigma` [N] px with OpenCV's kernel size, mirrored at the border. Images at least 9 px a side."""
+  n = images.shape[0]
+  return _separable_fixed(images, sigma_taps(jnp.broadcast_to(jnp.asarray(sigma, jnp.float32),
+                                                              (n,))))
+
+
+@jax.jit
+def photometric_jitter(images, saturation, contrast, brightness, gamma):
+  """`augment.photometric_jitter` per image with its drawn factors (float [N] each; saturation 0
+  for the grey draws), in float32 as the host: grey = RGB . (0.299, 0.587, 0.114), saturation about
+  it, contrast about the image's mean, brightness, clip, gamma, round half to even, clip. The mean
+  is taken from the image's exact integer channel sums (the saturation is linear, so the mean of
+  the saturated image is grey mean + saturation (mean - grey mean)): no float sum whose order
+  depends on the batch's shape or the compiler, so an image's result does not depend on its batch.
+  numpy sums in float32 and its pow rounds differently: within 1 level of the host."""
+  per = lambda v: jnp.asarray(v, jnp.float32)[:, None, None, None]
+  weights = jnp.array([0.299, 0.587, 0.114], jnp.float32)
+  pixels = images.astype(jnp.float32)
+  grey = (pixels * weights).sum(-1, keepdims=True)
+  pixels = grey + per(saturation) * (pixels - grey)
+  count = images.shape[1] * images.shape[2]
+  channel = images.astype(jnp.int32).sum(axis=(1, 2)).astype(jnp.float32) / count   # [N, C]
+  grey_mean = (channel * weights).sum(-1)
+  mean = per(grey_mean + jnp.asarray(saturation, jnp.float32) * (channel.mean(-1) - grey_mean))
+  pixels = mean + per(contrast) * (pixels - mean) + per(brightness)
+  pixels = 255.0 * (jnp.clip(pixels, 0.0, 255.0) / 255.0) ** per(gamma)
+  return jnp.clip(jnp.rint(pixels), 0, 255).astype(jnp.uint8)
 
 
 def cubic_table(size: int) -> tuple[np.ndarray, np.ndarray]:

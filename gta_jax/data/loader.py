@@ -15,6 +15,7 @@ import numpy as np
 
 from gta_jax import errors
 from gta_jax.data import augment
+from gta_jax.data import device_path
 from gta_jax.data import pipeline
 from gta_jax.io import distributed
 from gta_jax.io.writers import log
@@ -42,7 +43,12 @@ class Dataset:
   # The training-only widenings of config.data (real_softening, photometric_jitter), applied to
   # the training and validation splits only.
   widening: augment.Widening = augment.Widening.NONE
+  # Where training batches are augmented ('host' or 'device', config.data.augment_on resolved)
+  # and, on the device, how much of the training split may be held in device memory.
+  augment_on: str = 'host'
+  device_cache_bytes: float = 8 * 2**30
   _sources: dict = dataclasses.field(default_factory=dict, repr=False)
+  _device_split: Any = dataclasses.field(default=None, repr=False)
   _groups: dict = dataclasses.field(default_factory=dict, repr=False)
 
   def has_split(self, split: str) -> bool:
@@ -103,6 +109,24 @@ class Dataset:
                                   widening=self.widening if as_trained_split
                                   else augment.Widening.NONE)
 
+  def training_batches(self, batch_size: int, *, mode: str, seed: int, epoch: int,
+                       label_view, start_batch: int = 0) -> Iterator[tuple[dict, Any]]:
+    """One training epoch from batch `start_batch` on -> (device batch, device labels
+    `label_view(host batch)`), shuffled (grouped by content where the data has groups), full
+    batches only, augmented in `mode` on the host or on the device (`augment_on`): the same order
+    either way, each image's draws in the same distributions."""
+    if self.augment_on == 'device':
+      if self._device_split is None:
+        self._device_split = device_path.load_split(self.source('train'),
+                                                    self.device_cache_bytes)
+      return device_path.batches(self._device_split, batch_size, seed=seed, epoch=epoch,
+                                 mode=mode, label_view=label_view,
+                                 groups=self.content_groups('train'), start_batch=start_batch,
+                                 options=self.augment_options, widening=self.widening)
+    return prefetch_to_device(
+        self.batches('train', batch_size, mode=mode, seed=seed, epoch=epoch, shuffle=True,
+                     drop_remainder=True, start_batch=start_batch), label_view)
+
   def source_id(self, name: str, key: str = 'config.sources') -> int:
     if name not in self.source_ids:
       raise errors.ConfigError(f'{key}: unknown source {name!r} for {self.name}; choose from '
@@ -137,7 +161,9 @@ def open_dataset(data_config, input_kind: str) -> Dataset:
                     workers=int(data_config.get('workers', 0)),
                     group_by_content=bool(data_config.get('group_by_content', True)
                                           and builder.info.metadata.get('content_matched', False)),
-                    widening=augment.Widening.from_config(data_config))
+                    widening=augment.Widening.from_config(data_config),
+                    augment_on=device_path.resolve(data_config.get('augment_on', 'auto')),
+                    device_cache_bytes=float(data_config.get('device_cache_gb', 8.0)) * 2**30)
   excluded = tuple(data_config.get('exclude_sources', ()))
   dataset.excluded_ids = tuple(dataset.source_id(name, 'config.data.exclude_sources')
                                 for name in excluded)
