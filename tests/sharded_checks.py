@@ -12,6 +12,9 @@ python tests/sharded_checks.py late_collective HOST:PORT NUM_PROCESSES PROCESS_I
   Joins NUM_PROCESSES processes, then process 1 sleeps SECONDS before the first collective.
 python tests/sharded_checks.py run DATA_DIR WORKDIR
   The phase-I smoke run of tests/test_distributed.py on 1 device and on every device.
+python tests/sharded_checks.py device_batches DATA_DIR OUT.npz
+  An epoch of device-path training batches (multi, widened; the split held on the devices and
+  streamed) on a mesh of 1 device and of every device -> their images, labels and bits.
 """
 import json
 import pathlib
@@ -153,6 +156,26 @@ def run(data_dir: str, workdir: str) -> None:
                                pathlib.Path(workdir) / name)
 
 
+def device_batches(data_dir: str, out: str) -> None:
+  """Device-path batches of the smoke training split on each mesh -> OUT (.npz, keyed
+  mesh/holding/batch/key): each device gathers and augments its own rows."""
+  from gta_jax.data import augment
+  from gta_jax.data import device_path
+  dataset, _ = evaluation.setup(smoke_config('phase1_synthetic', data_dir))
+  arrays = {}
+  for name, devices in (('1', jax.devices()[:1]), ('all', jax.devices())):
+    with distributed.using_devices(devices):
+      for budget, holding in ((1e9, 'held'), (0, 'streamed')):
+        split = device_path.load_split(dataset.source('train'), budget)
+        for i, (batch, targets) in enumerate(device_path.batches(
+            split, 16, seed=1, epoch=0, mode='multi', label_view=lambda b: b['label'],
+            widening=augment.Widening(0.5, 0.5), strategy='select')):
+          host = distributed.to_host(batch | {'targets': targets})
+          arrays |= {f'{name}/{holding}/{i}/{key}': np.asarray(value)
+                     for key, value in host.items()}
+  np.savez(out, **arrays)
+
+
 if __name__ == '__main__':
   {'steps': steps, 'process_steps': process_steps, 'late_collective': late_collective,
-   'run': run}[sys.argv[1]](*sys.argv[2:])
+   'run': run, 'device_batches': device_batches}[sys.argv[1]](*sys.argv[2:])

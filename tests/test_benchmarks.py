@@ -23,6 +23,20 @@ def test_train_step_benchmark_reports_both_forms(tmp_path):
   assert record['gflop_per_train_step'] > 0
 
 
+def test_data_path_benchmark_reports_both_paths_and_the_three_feeds(smoke_data_dir, tmp_path):
+  out = tmp_path / 'data_path.json'
+  subprocess.run([sys.executable, 'benchmarks/data_path.py', '--data_dir', smoke_data_dir,
+                  '--dataset_config', 'smoke', '--batch', '8', '--images', '16', '--repeats', '1',
+                  '--workers', '1', '--modes', 'one', '--steps', '2', '--step_batch', '8',
+                  '--json', str(out)], cwd=ROOT, check=True, capture_output=True, timeout=900)
+  record = json.loads(out.read_text())
+  assert set(record['data_paths_images_per_s']['one']) == {
+      'host_0_workers', 'host_1_workers', 'device_select', 'device_switch'}
+  assert all(v > 0 for v in record['data_paths_images_per_s']['one'].values())
+  assert set(record['step_ms']) == {'model_alone', 'device_path', 'host_path_1_workers'}
+  assert all(v > 0 for v in record['step_ms'].values()) and record['image_size'] == 32
+
+
 def test_open_set_scoring_benchmark_reports_each_path_and_the_ratios(tmp_path):
   out = tmp_path / 'open_set.json'
   subprocess.run([sys.executable, 'benchmarks/open_set_scoring.py', '--batch', '2',

@@ -130,6 +130,21 @@ def test_one_step_and_scores_on_4_devices_equal_1_device(smoke_data_dir, tmp_pat
 
 
 @pytest.mark.slow
+def test_device_path_batches_on_4_devices_equal_1_device(smoke_data_dir, tmp_path):
+  """The device data path sharded over 4 devices (each gathers and augments its rows, from the
+  split held on every device or streamed) gives the batches of 1 device, bit for bit."""
+  out = tmp_path / 'device_batches.npz'
+  subprocess.run([sys.executable, str(ROOT / 'tests' / 'sharded_checks.py'), 'device_batches',
+                  smoke_data_dir, str(out)], env=_environment(4), check=True, timeout=600)
+  arrays = dict(np.load(out))
+  keys = sorted(k for k in arrays if k.startswith('1/held/'))
+  assert len(keys) >= 3 * 6  # 3 batches of 16 from the smoke split, 6 arrays each
+  for key in keys:
+    for other in ('1/streamed/', 'all/held/', 'all/streamed/'):
+      np.testing.assert_array_equal(arrays[key], arrays[other + key[len('1/held/'):]], key)
+
+
+@pytest.mark.slow
 def test_one_step_and_scores_on_2_processes_equal_1_process(smoke_data_dir, tmp_path):
   """The step of the 4-device test on 2 processes joined by jax.distributed (one CPU device
   each, gloo collectives), against a third process of one device: the reference has the same
