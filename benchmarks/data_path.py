@@ -14,7 +14,7 @@ II and IV draw them:
           own, lax.map + lax.cond); each batch blocked on.
 Part 2, milliseconds per phase-II training step (the primary, Adam, batch --step_batch, mode
 --step_mode) fed three ways: the model alone (one device batch reused), the device path, the host
-path with --workers workers. On a GPU the first figure is the model's bound; the path whose figure
+path with no worker process (the configs' default) and with --workers workers. On a GPU the first figure is the model's bound; the path whose figure
 is near it keeps the GPU busy, a larger one is the bound.
 
 Every figure is the best of --repeats measurements after start-up (compilation, worker start).
@@ -116,10 +116,12 @@ def step_times(args, source, split) -> dict:
       'model_alone': lambda: alone(),
       'device_path': lambda: device_batches(split, batch, args.step_mode,
                                             device_path.default_strategy(), label_view),
-      f'host_path_{args.workers}_workers': lambda: _endless(lambda epoch: loader.prefetch_to_device(
-          pipeline.batches(source, batch, seed=0, epoch=epoch, mode=args.step_mode,
-                           workers=args.workers, widening=WIDENING), label_view)),
   }
+  for workers in sorted({0, args.workers}):
+    feeds[f'host_path_{workers}_workers'] = (lambda workers: lambda: _endless(
+        lambda epoch: loader.prefetch_to_device(pipeline.batches(
+            source, batch, seed=0, epoch=epoch, mode=args.step_mode, workers=workers,
+            widening=WIDENING), label_view)))(workers)
   results = {name: round(min(run(feed()) for _ in range(args.repeats)), 2)
              for name, feed in feeds.items()}
   for name, ms in results.items():
@@ -141,13 +143,16 @@ def main():
   parser.add_argument('--step_batch', type=int, default=256)
   parser.add_argument('--step_mode', default='one')
   parser.add_argument('--skip_steps', action='store_true', help='part 1 only')
+  parser.add_argument('--skip_paths', action='store_true', help='part 2 only')
   parser.add_argument('--json')
   args = parser.parse_args()
   builder = pipeline.load_builder(pipeline.BUILTIN, args.dataset_config, args.data_dir)
   source = pipeline.data_source(builder, 'train')
   split = device_path.load_split(source, budget_bytes=float('inf'))
   record = {'backend': jax.default_backend(), 'image_size': split.images.shape[1], 'widening': dataclasses.asdict(WIDENING),
-            'args': vars(args), 'data_paths_images_per_s': data_paths(args, source, split)}
+            'args': vars(args)}
+  if not args.skip_paths:
+    record['data_paths_images_per_s'] = data_paths(args, source, split)
   if not args.skip_steps:
     record['step_ms'] = step_times(args, source, split)
   record['machine'] = common.machine()

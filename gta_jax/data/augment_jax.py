@@ -97,11 +97,14 @@ def gaussian_blur(images, kernel, sigma: float | None = None):
   """`augment.blur` per image: uint8 [N, H, W, C], kernel int [N] (or a scalar) from {3, 5, 7, 9}.
 
   sigma None is OpenCV's automatic sigma (what training uses); a number (the release's 4.0) is
-  static. Bit-exact to cv2.GaussianBlur for H, W >= 5 (jnp.pad's reflection repeats differently
-  from OpenCV's only when the image is narrower than the 4-pixel margin)."""
+  static. Bit-exact to cv2.GaussianBlur for H, W >= 9 (jnp.pad's reflection repeats differently
+  from OpenCV's only when the image is narrower than the 8-pixel margin)."""
   n = images.shape[0]
   index = (jnp.broadcast_to(jnp.asarray(kernel, jnp.int32), (n,)) - 3) // 2
-  return _separable_fixed(images, jnp.asarray(blur_kernels(sigma))[index])
+  # As 17-tap kernels (zeros outside): measured 2.5x faster than 9 taps in XLA's CPU code (the
+  # padded rows then vectorise better); zero taps add exactly nothing.
+  taps = np.pad(blur_kernels(sigma), ((0, 0), (4, 4)))
+  return _separable_fixed(images, jnp.asarray(taps)[index])
 
 
 SOFTEN_MAX_KERNEL = 17  # OpenCV's 8U kernel size for sigma 2.5, the top of augment.SOFTENING_SIGMA
@@ -151,18 +154,22 @@ def photometric_jitter(images, saturation, contrast, brightness, gamma):
   is taken from the image's exact integer channel sums (the saturation is linear, so the mean of
   the saturated image is grey mean + saturation (mean - grey mean)): no float sum whose order
   depends on the batch's shape or the compiler, so an image's result does not depend on its batch.
-  numpy sums in float32 and its pow rounds differently: within 1 level of the host."""
+  numpy sums in float32 and its pow rounds differently from exp(gamma log x): within 1 level of
+  the host."""
   per = lambda v: jnp.asarray(v, jnp.float32)[:, None, None, None]
   weights = jnp.array([0.299, 0.587, 0.114], jnp.float32)
   pixels = images.astype(jnp.float32)
-  grey = (pixels * weights).sum(-1, keepdims=True)
+  # Written out, not a reduction over the 3-wide channel axis (4.8x slower in XLA's CPU code).
+  grey = (pixels[..., :1] * weights[0] + pixels[..., 1:2] * weights[1]) + pixels[..., 2:] * weights[2]
   pixels = grey + per(saturation) * (pixels - grey)
   count = images.shape[1] * images.shape[2]
   channel = images.astype(jnp.int32).sum(axis=(1, 2)).astype(jnp.float32) / count   # [N, C]
   grey_mean = (channel * weights).sum(-1)
   mean = per(grey_mean + jnp.asarray(saturation, jnp.float32) * (channel.mean(-1) - grey_mean))
   pixels = mean + per(contrast) * (pixels - mean) + per(brightness)
-  pixels = 255.0 * (jnp.clip(pixels, 0.0, 255.0) / 255.0) ** per(gamma)
+  # x ** gamma as exp(gamma log x) (what pow computes; XLA's CPU pow is 3.3x slower); x = 0 gives
+  # exp(-inf) = 0 as pow does.
+  pixels = 255.0 * jnp.exp(per(gamma) * jnp.log(jnp.clip(pixels, 0.0, 255.0) / 255.0))
   return jnp.clip(jnp.rint(pixels), 0, 255).astype(jnp.uint8)
 
 
