@@ -29,7 +29,8 @@ def load_config_file(path: str, arg: str = '') -> ml_collections.ConfigDict:
 # What a chain passes on to each of its phases; any other override of a chain's config would be
 # silently lost, so it is refused.
 FORWARDED = ('seed', 'data.name', 'data.config', 'data.data_dir', 'data.release_blur_sigma',
-             'data.noise_variance', 'model.conv_impl')
+             'data.noise_variance', 'data.augment_on', 'data.device_cache_gb', 'data.workers',
+             'model.conv_impl')
 
 
 def flat_items(tree, prefix=''):
