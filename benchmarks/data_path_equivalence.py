@@ -22,13 +22,13 @@ TEST_SETS = ('clean', 'multi', 'jpeg', 'crop')
 
 
 def figures(metrics: dict, phase: str) -> dict:
-  """Headline figures of one run: the detector's (phase II) or the heads' mean (phase IV)."""
+  """Headline figures of one run: the detector's (phases I, II) or the heads' mean (III, IV)."""
   out = {}
   for test_set in TEST_SETS:
     if test_set not in metrics:
       continue
     result = metrics[test_set]
-    if phase.startswith('phase2'):
+    if phase.startswith(('phase1', 'phase2')):
       for key in ('accuracy', 'f1', 'roc_auc'):
         out[f'{test_set} detector {key}'] = result['detection'][key]
     else:

@@ -256,7 +256,7 @@ def _augment_fn(mode: str, options: augment.Options, widening: augment.Widening,
   return jax.jit(run)
 
 
-def _ahead(items: Iterator, size: int) -> Iterator:
+def ahead(items: Iterator, size: int) -> Iterator:
   """`items` evaluated `size` ahead of the consumer (dispatch is asynchronous: the copies and the
   augmentation of later batches overlap the step running on the device)."""
   queue = collections.deque()
@@ -300,4 +300,4 @@ def batches(split: Split, batch_size: int, *, seed: int, epoch: int, mode: str,
       batch = {'image': image, 'label': device['label'], 'source_id': device['source_id'],
                'mask': device['mask'], 'perturbations': bits}
       yield batch, distributed.shard(label_view(host), batch_axis=-1)
-  return _ahead(produce(), prefetch)
+  return ahead(produce(), prefetch)

@@ -6,7 +6,6 @@ gta_jax/input_pipeline.py) with an augmentation mode and a seed, each process it
 every global batch; `to_device` is the one place where host batches become (sharded) device
 arrays.
 """
-import collections
 import dataclasses
 import pathlib
 from typing import Any, Iterator
@@ -202,10 +201,5 @@ def prefetch_to_device(batches: Iterator[dict], label_view, size: int = 2):
   """Host batches -> (device batch, device labels `label_view(batch)` [.., B]), `size` batches
   ahead: their copies to the devices overlap the step running there (JAX dispatches
   asynchronously), so a GPU does not wait for its next batch."""
-  queue = collections.deque()
-  for batch in batches:
-    queue.append((to_device(batch), to_device(label_view(batch), batch_axis=-1)))
-    if len(queue) > size:
-      yield queue.popleft()
-  while queue:
-    yield queue.popleft()
+  return device_path.ahead(((to_device(batch), to_device(label_view(batch), batch_axis=-1))
+                            for batch in batches), size)
