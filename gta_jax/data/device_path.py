@@ -13,7 +13,7 @@ Draws. Every draw of an image comes from a key folded from (seed, epoch, index i
 crop and its fakes as on the host), so an image's augmentation does not depend on its batch, its
 position or the process that reads it, and a resumed run sees exactly the same batches. The draws
 follow the host's distributions (augment.py); they are not the host's numbers (another
-generator). The epoch's order is the host path's own (`epoch_order`), so with nothing to draw
+generator). The epoch's order is the host path's own (`pipeline.epoch_order`), so with nothing to draw
 both paths give identical batches (tested).
 
 Two ways to apply the same draws, equal image for image (tested): `select` computes every
@@ -32,7 +32,6 @@ import dataclasses
 import functools
 from typing import Callable, Iterator
 
-import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -65,20 +64,6 @@ def resolve(augment_on: str, backend: str | None = None) -> str:
 
 def default_strategy(backend: str | None = None) -> str:
   return 'switch' if (backend or jax.default_backend()) == 'cpu' else 'select'
-
-
-# ---------------------------------------------------------------------------------------- order
-
-
-def epoch_order(size: int, seed: int, epoch: int, groups: np.ndarray | None) -> np.ndarray:
-  """The order of one training epoch of a split of `size` records, exactly as pipeline.batches
-  shuffles it: grouped_order with the generator of (seed, epoch, 1) when content groups are
-  given, else grain's index shuffle with the seed drawn from (seed, epoch)."""
-  if groups is not None:
-    return pipeline.grouped_order(groups, np.random.default_rng([seed, epoch, 1]))
-  shuffled = grain.MapDataset.range(size).shuffle(
-      seed=int(np.random.default_rng([seed, epoch]).integers(2**31)))
-  return np.fromiter((shuffled[i] for i in range(size)), np.int64, size)
 
 
 # ---------------------------------------------------------------------------------------- draws
@@ -279,7 +264,7 @@ def batches(split: Split, batch_size: int, *, seed: int, epoch: int, mode: str,
   each process its rows of each global batch. Device batch: image, label, source_id, mask,
   perturbations (as the host's)."""
   strategy = strategy or default_strategy()
-  order = epoch_order(len(split), seed, epoch, groups)
+  order = pipeline.epoch_order(len(split), seed, epoch, groups)
   start, stop = distributed.process_rows(batch_size)
   run = _augment_fn(mode, options, widening, strategy, split.on_device)
   seed_epoch = distributed.replicate((np.int32(seed), np.int32(epoch)))

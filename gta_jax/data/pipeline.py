@@ -166,6 +166,25 @@ def grouped_order(groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
   return np.lexsort((rng.random(len(groups)), rank))
 
 
+def _shuffle_seed(seed: int, epoch: int) -> int:
+  """grain's shuffle seed for one epoch of a plain shuffle."""
+  return int(np.random.default_rng([seed, epoch]).integers(2**31))
+
+
+def _grouping_rng(seed: int, epoch: int) -> np.random.Generator:
+  """The generator of one epoch's content-grouped order."""
+  return np.random.default_rng([seed, epoch, 1])
+
+
+def epoch_order(size: int, seed: int, epoch: int, groups: np.ndarray | None) -> np.ndarray:
+  """The record order of one shuffled epoch, as `batches` reads it: for paths that index the
+  records themselves (gta_jax/data/device_path.py)."""
+  if groups is not None:
+    return grouped_order(groups, _grouping_rng(seed, epoch))
+  shuffled = grain.MapDataset.range(size).shuffle(seed=_shuffle_seed(seed, epoch))
+  return np.fromiter((shuffled[i] for i in range(size)), np.int64, size)
+
+
 def _stack(examples):
   return {key: np.stack([e[key] for e in examples]) for key in examples[0]}
 
@@ -197,10 +216,10 @@ def batches(source, batch_size: int, *, seed: int, epoch: int = 0, mode: str = '
   rows = rows or (0, batch_size)
   examples = grain.MapDataset.source(source)
   if shuffle and groups is not None:
-    examples = grain.MapDataset.source(
-        _Reordered(source, grouped_order(groups, np.random.default_rng([seed, epoch, 1]))))
+    order = grouped_order(groups, _grouping_rng(seed, epoch))
+    examples = grain.MapDataset.source(_Reordered(source, order))
   elif shuffle:
-    examples = examples.shuffle(seed=int(np.random.default_rng([seed, epoch]).integers(2**31)))
+    examples = examples.shuffle(seed=_shuffle_seed(seed, epoch))
   examples = examples.map_with_index(
       functools.partial(_decode_at, seed=seed, epoch=epoch, mode=mode, options=options,
                         widening=widening))
