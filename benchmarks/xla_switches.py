@@ -20,6 +20,8 @@ The switches (every flag name and value is checked by XLA: an unknown one aborts
   x from it, an empty value turns YNNPACK off.
 - --xla_cpu_prefer_vector_width (default 256; 512 uses full AVX-512 vectors in XLA's own loops).
 - --xla_backend_extra_options=xla_cpu_use_multi_output_fusion.
+Every worker runs with GTA_JAX_XLA_DEFAULTS=0, so 'default' is XLA's own setting; gta_jax's
+(gta_jax/xla_flags.py, what a user's run gets on jaxlib 0.10) is the ynn_no_conv configuration.
 """
 import argparse
 import json
@@ -94,7 +96,8 @@ def main():
                  '--forms', ','.join(args.forms), '--image-size', str(args.image_size)]
   workers = {}
   for name in args.configs:  # compiled side by side; nothing is timed until all are ready
-    env = dict(os.environ, XLA_FLAGS=' '.join(
+    # GTA_JAX_XLA_DEFAULTS=0: 'default' is XLA's own, not gta_jax's CPU_DEFAULTS (ynn_no_conv).
+    env = dict(os.environ, GTA_JAX_XLA_DEFAULTS='0', XLA_FLAGS=' '.join(
         f for f in (os.environ.get('XLA_FLAGS', ''), CONFIGS[name]) if f))
     workers[name] = subprocess.Popen([sys.executable, __file__, '--worker', *passthrough],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
