@@ -3,7 +3,7 @@
 python benchmarks/train_step.py --model primary --batch 64 [--keras-python PY] [--json OUT]
 
 For each --forms lowering (gta_jax/models/convolution.py: 'lax' = XLA's convolution, 'cpu' = the
-CPU-tuned custom VJP) the jitted train step (Adam, BatchNorm updates, preprocessing on the
+CPU-tuned custom VJP, 'onednn' = oneDNN's convolutions through XLA's FFI) the jitted train step (Adam, BatchNorm updates, preprocessing on the
 device; for --model heads the phase III step of 4 heads on a frozen primary) and the jitted
 inference step are compiled, then timed in alternating rounds so that both see the same machine
 load. GFLOP per step is XLA's cost analysis of the lax form (the work both forms do); the peak

@@ -34,6 +34,7 @@ from gta_jax.io.writers import log
 from gta_jax.io.writers import MetricWriter
 from gta_jax.io.writers import write_json_atomic
 from gta_jax.io.writers import write_text_atomic
+from gta_jax.models import convolution
 
 
 def initial_tracker(num_outputs: int) -> dict:
@@ -240,6 +241,7 @@ def _train_and_evaluate(config, workdir: pathlib.Path, results_file: pathlib.Pat
     log(f'resumed {workdir} at step {step}, {int(tracker["epoch"])} epoch(s) validated')
   log(f'{distributed.num_devices()} device(s), {jax.process_count()} process(es): batches of '
       f'{config.optim.batch_size} split along the mesh\'s data axis')
+  log(convolution.describe(config.model.get('conv_impl', 'auto')))
 
   # Lines logged after the checkpoint we resume from are logged again; drop the earlier copies.
   writer = MetricWriter(workdir, resume_step=step,

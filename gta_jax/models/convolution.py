@@ -17,9 +17,12 @@ batch (2-8x per image from 32 to 256 images). `conv_same(..., impl='cpu')` is a
   space-to-depth layout, then depth-to-space;
 - kernel gradient: XLA's own, summed over chunks of KERNEL_GRADIENT_CHUNK images.
 
-`impl='lax'` is plain `lax.conv_general_dilated`. Both give the same outputs and gradients up to
-float32 rounding (tests/test_convolution.py). 'auto' picks 'cpu' on the CPU backend and 'lax'
-elsewhere: the rewrites were measured on CPU only, so accelerators keep XLA's own convolution.
+`impl='lax'` is plain `lax.conv_general_dilated`. `impl='onednn'` (CPU only, optional) calls
+oneDNN's convolutions through XLA's FFI (gta_jax/models/onednn.py, built on first use; float32
+only, other dtypes take the 'cpu' form). All give the same outputs and gradients up to float32
+rounding (tests/models/test_convolution.py, test_onednn.py). 'auto' picks 'onednn' on the CPU
+backend when it is available, else 'cpu', and 'lax' elsewhere: the rewrites were measured on CPU
+only, so accelerators keep XLA's own convolution.
 Forward-mode autodiff (jax.jvp) of the 'cpu' form is not defined (custom_vjp); nothing here
 uses it.
 """
@@ -28,8 +31,10 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from gta_jax.models import onednn
+
 DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
-IMPLS = ('auto', 'cpu', 'lax')
+IMPLS = ('auto', 'cpu', 'lax', 'onednn')
 # Input channels up to which the forward pass is an elementwise sum of shifted copies.
 ELEMENTWISE_MAX_CHANNELS = 4
 # Images per kernel-gradient convolution (the fastest of 1-64 per layer at batches 32-256).
@@ -40,8 +45,27 @@ def resolve_impl(impl: str) -> str:
   if impl not in IMPLS:
     raise ValueError(f'unknown convolution impl {impl!r}; use one of {", ".join(IMPLS)}.')
   if impl == 'auto':
-    return 'cpu' if jax.default_backend() == 'cpu' else 'lax'
+    if jax.default_backend() != 'cpu':
+      return 'lax'
+    return 'onednn' if onednn.available() else 'cpu'
+  if impl == 'onednn':
+    if jax.default_backend() != 'cpu':
+      raise ValueError(f"'onednn' runs on the CPU backend only (this one is "
+                       f"{jax.default_backend()}); use 'auto' or 'lax'.")
+    if not onednn.available():
+      raise ValueError(f"'onednn' is not available here: {onednn.unavailable_reason()}; "
+                       "use 'auto' or 'cpu'.")
   return impl
+
+
+def describe(impl: str) -> str:
+  """One line for the run log: which form `impl` resolves to here, and why not oneDNN."""
+  resolved = resolve_impl(impl)
+  text = {'lax': "XLA's convolution", 'cpu': 'the pure-XLA CPU form',
+          'onednn': "oneDNN through XLA's FFI"}[resolved]
+  if resolved == 'cpu' and impl == 'auto':
+    text += f' (oneDNN unavailable: {onednn.unavailable_reason()})'
+  return f'convolutions: {resolved}, {text}'
 
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -58,8 +82,11 @@ def lax_conv(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
 
 def conv_same(x: jax.Array, kernel: jax.Array, stride: int, impl: str = 'auto') -> jax.Array:
   """[B, H, W, C] * [k, k, C, O] -> [B, ceil(H/s), ceil(W/s), O], TF 'SAME' padding, no bias."""
-  if resolve_impl(impl) == 'lax':
+  impl = resolve_impl(impl)
+  if impl == 'lax':
     return lax_conv(x, kernel, stride)
+  if impl == 'onednn' and x.dtype == kernel.dtype == jnp.float32:
+    return onednn.conv(x, kernel, stride)
   return _cpu_conv(x, kernel, stride)
 
 

@@ -1,4 +1,5 @@
-"""The CPU-tuned convolution computes the same function, and the same gradients, as lax.conv."""
+"""The CPU forms (the pure-XLA custom VJP 'cpu' and oneDNN's 'onednn') compute the same
+function, and the same gradients, as lax.conv."""
 import functools
 
 import jax
@@ -12,6 +13,20 @@ from gta_jax.families import losses
 from gta_jax.families import proposed
 from gta_jax.models import convolution
 from gta_jax.models import networks
+from gta_jax.models import onednn
+
+
+def _form(impl):
+  """'onednn' is tested wherever its wheels are installed (requirements.txt: CI); it is skipped
+  only where they are absent, and a failed build then fails the test."""
+  if impl == 'onednn':
+    if onednn._onednn_root() is None:  # pylint: disable=protected-access
+      pytest.skip('onednn-cpu-gomp / onednn-devel-cpu-gomp not installed')
+    assert onednn.available(), onednn.unavailable_reason()
+  return impl
+
+
+FORMS = ['cpu', 'onednn']
 
 # (batch, height, width, in, out, kernel, stride): the primary's layer kinds, plus odd sizes,
 # odd batches (kernel-gradient chunks of 8 with a remainder), 1x1 and stride-2 3x3 kernels.
@@ -32,35 +47,48 @@ def _max_rel(a, b):
   return float(jnp.abs(a - b).max() / (jnp.abs(b).max() + 1e-12))
 
 
+@pytest.mark.parametrize('form', FORMS)
 @pytest.mark.parametrize('case', CASES, ids=lambda c: 'b{}_{}x{}_c{}-{}_k{}s{}'.format(*c))
-def test_cpu_form_matches_lax_forward_and_gradients(case):
+def test_cpu_forms_match_lax_forward_and_gradients(case, form):
+  form = _form(form)
   batch, h, w, cin, cout, k, stride = case
   kx, kk, ky = jax.random.split(jax.random.key(sum(case)), 3)
   x = jax.random.normal(kx, (batch, h, w, cin))
   kernel = jax.random.normal(kk, (k, k, cin, cout)) * 0.3
   forms = {impl: functools.partial(convolution.conv_same, stride=stride, impl=impl)
-           for impl in ('lax', 'cpu')}
+           for impl in ('lax', form)}
   outputs = {impl: jax.jit(f)(x, kernel) for impl, f in forms.items()}
-  assert outputs['cpu'].shape == (batch, -(-h // stride), -(-w // stride), cout)
-  assert _max_rel(outputs['cpu'], outputs['lax']) < 1e-5
+  assert outputs[form].shape == (batch, -(-h // stride), -(-w // stride), cout)
+  assert _max_rel(outputs[form], outputs['lax']) < 1e-5
   target = jax.random.normal(ky, outputs['lax'].shape)
   grads = {impl: jax.jit(jax.grad(lambda x, kern, f=f: jnp.sum(jnp.tanh(f(x, kern)) * target),
                                   argnums=(0, 1)))(x, kernel)
            for impl, f in forms.items()}
-  for got, want in zip(grads['cpu'], grads['lax']):
+  for got, want in zip(grads[form], grads['lax']):
     assert got.shape == want.shape
     assert _max_rel(got, want) < 1e-5
 
 
-def test_auto_picks_the_cpu_form_on_cpu_and_names_bad_choices():
-  assert convolution.resolve_impl('auto') == ('cpu' if jax.default_backend() == 'cpu' else 'lax')
+def test_auto_picks_a_cpu_form_on_cpu_and_names_bad_choices(monkeypatch):
+  if jax.default_backend() != 'cpu':
+    assert convolution.resolve_impl('auto') == 'lax'
+  else:
+    assert convolution.resolve_impl('auto') == ('onednn' if onednn.available() else 'cpu')
+    # Without oneDNN, auto falls back to the pure-XLA form and asking for it names the reason.
+    monkeypatch.setattr(onednn, '_state', {'error': 'no C++ compiler (g++ or $CXX)'})
+    assert convolution.resolve_impl('auto') == 'cpu'
+    assert convolution.describe('auto') == ('convolutions: cpu, the pure-XLA CPU form (oneDNN '
+                                            'unavailable: no C++ compiler (g++ or $CXX))')
+    with pytest.raises(ValueError, match=r"'onednn' is not available here: no C\+\+ compiler"):
+      convolution.resolve_impl('onednn')
   assert convolution.resolve_impl('lax') == 'lax'
-  with pytest.raises(ValueError, match='auto, cpu, lax'):
+  with pytest.raises(ValueError, match='auto, cpu, lax, onednn'):
     convolution.resolve_impl('fast')
 
 
+@pytest.mark.parametrize('form', FORMS)
 @pytest.mark.parametrize('input_kind', ['pixel', 'dct'])
-def test_primary_train_step_is_the_same_under_both_forms(input_kind):
+def test_primary_train_step_is_the_same_under_each_form(input_kind, form):
   """The real detection step under each lowering: same loss, BatchNorm statistics and gradients.
 
   SGD with rate 1 makes the update the gradient itself: grads = params before - params after.
@@ -74,7 +102,7 @@ def test_primary_train_step_is_the_same_under_both_forms(input_kind):
                'dct_std': np.ones((size, size), np.float32)}
   optimizer = optax.sgd(1.0)
   results = {}
-  for impl in ('lax', 'cpu'):
+  for impl in ('lax', _form(form)):
     model = networks.Primary(networks.uses_gap(input_kind), conv_impl=impl)
     variables = networks.init_variables(model, key, (1, size, size, channels))
     state = base.new_state(variables, optimizer)
@@ -84,7 +112,7 @@ def test_primary_train_step_is_the_same_under_both_forms(input_kind):
     new_state, step_metrics = step(state, constants, batch, targets, None)
     grads = jax.tree.map(lambda old, new: old - new, state.params, new_state.params)
     results[impl] = (step_metrics['loss'], new_state.batch_stats, grads)
-  (loss_lax, upd_lax, grads_lax), (loss_cpu, upd_cpu, grads_cpu) = results['lax'], results['cpu']
+  (loss_lax, upd_lax, grads_lax), (loss_cpu, upd_cpu, grads_cpu) = results['lax'], results[form]
   np.testing.assert_allclose(loss_cpu, loss_lax, rtol=1e-6)
   for got, want in zip(jax.tree.leaves(upd_cpu), jax.tree.leaves(upd_lax)):
     assert _max_rel(got, want) < 1e-5
@@ -96,10 +124,28 @@ def test_primary_train_step_is_the_same_under_both_forms(input_kind):
   assert jax.tree.structure(grads_cpu) == jax.tree.structure(grads_lax)
 
 
-def test_stacked_heads_inference_is_the_same_under_both_forms():
+@pytest.mark.parametrize('form', FORMS)
+def test_stacked_heads_inference_is_the_same_under_each_form(form):
   mid = jax.random.normal(jax.random.key(4), (5, 8, 8, 16))
-  heads = {impl: networks.StackedHeads(3, True, conv_impl=impl) for impl in ('lax', 'cpu')}
+  heads = {impl: networks.StackedHeads(3, True, conv_impl=impl) for impl in ('lax', _form(form))}
   variables = networks.init_variables(heads['lax'], jax.random.key(5), mid.shape)
   out = {impl: m.apply(variables, mid, train=False) for impl, m in heads.items()}
-  assert _max_rel(out['cpu'].logit, out['lax'].logit) < 1e-5
-  assert _max_rel(out['cpu'].final_features, out['lax'].final_features) < 1e-5
+  assert _max_rel(out[form].logit, out['lax'].logit) < 1e-5
+  assert _max_rel(out[form].final_features, out['lax'].final_features) < 1e-5
+
+
+def test_onednn_form_works_under_vmap_and_for_other_dtypes():
+  """Stacked heads may be vmapped (heads_form='vmap'): the call then runs per element. float64
+  inputs (jax_enable_x64) take the pure-XLA form instead of failing."""
+  _form('onednn')
+  x = jax.random.normal(jax.random.key(6), (3, 4, 9, 9, 5))
+  kernel = jax.random.normal(jax.random.key(7), (3, 3, 3, 5, 6)) * 0.3
+  got = jax.jit(jax.vmap(functools.partial(convolution.conv_same, stride=2, impl='onednn')))(
+      x, kernel)
+  want = jax.vmap(functools.partial(convolution.lax_conv, stride=2))(x, kernel)
+  assert _max_rel(got, want) < 1e-5
+  with jax.enable_x64(True):
+    x64 = np.asarray(x[0], np.float64)
+    got64 = convolution.conv_same(x64, np.asarray(kernel[0], np.float64), 1, impl='onednn')
+    assert got64.dtype == jnp.float64
+    assert _max_rel(got64, convolution.lax_conv(x64, np.asarray(kernel[0], np.float64), 1)) < 1e-12
