@@ -86,6 +86,15 @@ const Cached& Get(const std::string& key, MakePd make_pd, bool weights_in) {
 
 memory::desc Hwio(const Geometry& g) { return memory::desc(g.wei, dt::f32, tag::hwio); }
 
+// The kernel as the primitive wants it: the caller's HWIO buffer, or a reordered copy.
+memory Weights(const Cached& c, const Geometry& g, dnnl::stream& s, float* hwio) {
+  memory user(Hwio(g), Engine(), hwio);
+  if (c.wei_md == Hwio(g)) return user;
+  memory wei(c.wei_md, Engine());
+  dnnl::reorder(user, wei).execute(s, user, wei);
+  return wei;
+}
+
 // oneDNN reports failures as exceptions; XLA must get an error instead.
 template <typename F>
 ffi::Error Guarded(F body) {
@@ -108,12 +117,7 @@ ffi::Error ConvFwd(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
     dnnl::stream s(Engine());
     memory src(memory::desc(g.src, dt::f32, tag::nhwc), Engine(), x.typed_data());
     memory dst(memory::desc(g.dst, dt::f32, tag::nhwc), Engine(), y->typed_data());
-    memory user_w(Hwio(g), Engine(), w.typed_data());
-    memory wei = user_w;
-    if (c.wei_md != Hwio(g)) {
-      wei = memory(c.wei_md, Engine());
-      dnnl::reorder(user_w, wei).execute(s, user_w, wei);
-    }
+    memory wei = Weights(c, g, s, w.typed_data());
     memory scratch(c.scratch_md, Engine());
     c.prim.execute(s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst},
                        {DNNL_ARG_SCRATCHPAD, scratch}});
@@ -135,12 +139,7 @@ ffi::Error ConvBwdData(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w,
     dnnl::stream s(Engine());
     memory diff_src(memory::desc(g.src, dt::f32, tag::nhwc), Engine(), dx->typed_data());
     memory diff_dst(memory::desc(g.dst, dt::f32, tag::nhwc), Engine(), dy.typed_data());
-    memory user_w(Hwio(g), Engine(), w.typed_data());
-    memory wei = user_w;
-    if (c.wei_md != Hwio(g)) {
-      wei = memory(c.wei_md, Engine());
-      dnnl::reorder(user_w, wei).execute(s, user_w, wei);
-    }
+    memory wei = Weights(c, g, s, w.typed_data());
     memory scratch(c.scratch_md, Engine());
     c.prim.execute(s, {{DNNL_ARG_DIFF_DST, diff_dst}, {DNNL_ARG_WEIGHTS, wei},
                        {DNNL_ARG_DIFF_SRC, diff_src}, {DNNL_ARG_SCRATCHPAD, scratch}});
