@@ -89,6 +89,13 @@ def random_crops(photos, count: int, size: int, rng: np.random.Generator) -> np.
   return crops[rng.permutation(count)]
 
 
+def _impl() -> str:
+  """The pure-XLA lowering ('cpu' on the CPU, 'lax' elsewhere), never oneDNN: the built-in data's
+  bytes must not depend on whether oneDNN builds on this machine, and oneDNN's rounding depends
+  on the batch an image is generated in (the variants regenerate some images in other batches)."""
+  return 'cpu' if jax.default_backend() == 'cpu' else 'lax'
+
+
 class Conv3x3(nn.Module):
   """3x3 'SAME' convolution with bias, lowered by gta_jax.convolution (fast on XLA's CPU)."""
   features: int
@@ -98,7 +105,7 @@ class Conv3x3(nn.Module):
     kernel = self.param('kernel', nn.initializers.lecun_normal(),
                         (3, 3, x.shape[-1], self.features))
     bias = self.param('bias', nn.initializers.zeros, (self.features,))
-    return convolution.conv_same(x, kernel, 1) + bias
+    return convolution.conv_same(x, kernel, 1, _impl()) + bias
 
 
 def space_to_depth(x: jax.Array) -> jax.Array:
@@ -130,7 +137,8 @@ class TransposedConv4x4(nn.Module):
         for di in range(2):
           for dj in range(2):
             phases = phases.at[a + di, b + dj, :, a, b].set(kernel[2 * di + a, 2 * dj + b])
-    out = convolution.conv_same(x, phases.reshape(3, 3, x.shape[-1], 4 * self.features), 1)
+    out = convolution.conv_same(x, phases.reshape(3, 3, x.shape[-1], 4 * self.features), 1,
+                                _impl())
     return depth_to_space(out) + bias
 
 
