@@ -139,6 +139,10 @@ def check_resume_config(workdir, config, finished: bool = False) -> None:
   if changed:
     details = '; '.join(f'config.{k}: {stored.get(k)!r} when it started, now '
                         f'{current.get(k, "<unset>")!r}' for k in changed[:6])
+    if 'data.augment_on' in changed:
+      details += (f' (to go on with its data path, pass --config.data.augment_on='
+                  f'{stored["data.augment_on"]}; `auto` means the device path on every backend '
+                  'since CHANGELOG "The device data path on the CPU too")')
     if finished:
       raise errors.ConfigError(
           f'{workdir} holds a finished run trained with other settings ({details}); its results '
