@@ -41,9 +41,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config.data.workers = 0
   # Where training batches are augmented (docs/data_path.md): 'host' (CPU workers, above),
   # 'device' (the split held in memory, every draw and operation jitted on the accelerator), or
-  # 'auto': the device, on a GPU/TPU and on a CPU alike (the faster on both; benchmarks/
-  # data_path.py). A run records the path it resolved to. Validation and test sets are drawn
-  # on the host either way. 'host' is needed for a training split of mixed image sizes.
+  # 'auto': the device on a GPU/TPU, the host on a CPU (where the device path is faster but its
+  # figures are not yet shown equal: docs/data_path.md). A run records the path it resolved to. Validation and test sets are
+  # drawn on the host either way.
   config.data.augment_on = 'auto'
   # device path: the training split is held in device memory up to this size (GiB), else in host
   # memory and streamed (GANFP at 128 px: ~4.6 GiB).

@@ -52,16 +52,15 @@ _PERTURB, _SOFTEN, _JITTER = 0, 1, 2
 
 
 def resolve(augment_on: str, backend: str | None = None) -> str:
-  """config.data.augment_on -> 'host' or 'device'. 'auto' is the device on every backend: on an
-  accelerator the host path would leave it idle, and on a CPU the device path is the faster too
-  (1.19x the host with 2 workers in `multi` on 2 cores, benchmarks/data_path.py), with the same
-  figures within the seed spread over 5 seeds of the quickstart chain (docs/data_path.md).
-  `backend` is kept for callers that name one; the answer no longer depends on it."""
-  del backend
+  """config.data.augment_on -> 'host' or 'device'. 'auto': the device on an accelerator; the host
+  on a CPU, where the device path is the faster but the figures it trains are not yet shown to
+  equal the host path's (docs/data_path.md, benchmarks/data_path.py)."""
   if augment_on not in AUGMENT_ON:
     raise errors.ConfigError(f'config.data.augment_on={augment_on!r}: choose one of '
                              f'{", ".join(AUGMENT_ON)}.')
-  return 'device' if augment_on == 'auto' else augment_on
+  if augment_on != 'auto':
+    return augment_on
+  return 'host' if (backend or jax.default_backend()) == 'cpu' else 'device'
 
 
 def default_strategy(backend: str | None = None) -> str:

@@ -141,8 +141,7 @@ def check_resume_config(workdir, config, finished: bool = False) -> None:
                         f'{current.get(k, "<unset>")!r}' for k in changed[:6])
     if 'data.augment_on' in changed:
       details += (f' (to go on with its data path, pass --config.data.augment_on='
-                  f'{stored["data.augment_on"]}; `auto` means the device path on every backend '
-                  'since CHANGELOG "The device data path on the CPU too")')
+                  f'{stored["data.augment_on"]})')
     if finished:
       raise errors.ConfigError(
           f'{workdir} holds a finished run trained with other settings ({details}); its results '
