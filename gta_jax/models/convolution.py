@@ -30,6 +30,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gta_jax.models import onednn
 
@@ -86,7 +87,7 @@ def conv_same(x: jax.Array, kernel: jax.Array, stride: int, impl: str = 'auto') 
   if impl == 'lax':
     return lax_conv(x, kernel, stride)
   if impl == 'onednn' and x.dtype == kernel.dtype == jnp.float32:
-    return onednn.conv(x, kernel, stride)
+    return _onednn_conv(x, kernel, stride)
   return _cpu_conv(x, kernel, stride)
 
 
@@ -189,3 +190,43 @@ def _cpu_conv_bwd(stride, residuals, dy):
 
 
 _cpu_conv.defvjp(_cpu_conv_fwd, _cpu_conv_bwd)
+
+
+# ------------------------------------------------------------------------------- oneDNN form
+
+
+def _onednn_call(target: str, shape, *operands, x_shape, kernel_size: int, stride: int):
+  """One of onednn.TARGETS with TF-SAME padding as attributes; under vmap (e.g.
+  heads_form='vmap') it runs once per mapped element."""
+  (top, bottom), (left, right) = (same_padding(x_shape[1], kernel_size, stride),
+                                  same_padding(x_shape[2], kernel_size, stride))
+  return jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(shape, jnp.float32),
+                          vmap_method='sequential')(
+      *operands, stride=np.int64(stride), pad_top=np.int64(top), pad_left=np.int64(left),
+      pad_bottom=np.int64(bottom), pad_right=np.int64(right))
+
+
+def _onednn_forward(x, kernel, stride):
+  shape = (x.shape[0], -(-x.shape[1] // stride), -(-x.shape[2] // stride), kernel.shape[3])
+  return _onednn_call('GtaDnnlConvFwd', shape, x, kernel, x_shape=x.shape,
+                      kernel_size=kernel.shape[0], stride=stride)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _onednn_conv(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+  """oneDNN's convolution (float32, no bias); its handlers are built by gta_jax/models/onednn.py."""
+  return _onednn_forward(x, kernel, stride)
+
+
+def _onednn_conv_fwd(x, kernel, stride):
+  return _onednn_forward(x, kernel, stride), (x, kernel)
+
+
+def _onednn_conv_bwd(stride, residuals, dy):
+  x, kernel = residuals
+  geometry = dict(x_shape=x.shape, kernel_size=kernel.shape[0], stride=stride)
+  return (_onednn_call('GtaDnnlConvBwdData', x.shape, dy, kernel, **geometry),
+          _onednn_call('GtaDnnlConvBwdWeights', kernel.shape, x, dy, **geometry))
+
+
+_onednn_conv.defvjp(_onednn_conv_fwd, _onednn_conv_bwd)

@@ -1,4 +1,5 @@
-"""oneDNN convolutions on the CPU behind XLA's FFI: the optional `conv_impl='onednn'`.
+"""oneDNN convolutions on the CPU behind XLA's FFI: building and loading the handlers of the
+optional `conv_impl='onednn'`.
 
 TensorFlow's speed on the CPU comes from oneDNN's JIT-generated convolutions. This module
 compiles `onednn_conv.cc` (forward, backward-data and backward-weights handlers) against jaxlib's
@@ -10,12 +11,12 @@ FFI headers and the oneDNN of the `onednn-cpu-gomp` / `onednn-devel-cpu-gomp` wh
 It is optional: without a compiler, the headers or the library, `available()` is False with the
 reason (`unavailable_reason()`), `conv_impl='auto'` keeps the pure-XLA `cpu` form, and asking
 for `conv_impl='onednn'` is refused naming the reason. The pure-XLA forms stay the reference:
-tests/models/test_convolution.py checks this form's outputs and gradients against `lax.conv`
-as it does the `cpu` form's.
+gta_jax/models/convolution.py wraps the handlers (TARGETS) in the custom VJP of
+`conv_impl='onednn'`; tests/models/test_convolution.py checks its outputs and gradients against
+`lax.conv` as it does the `cpu` form's.
 GTA_JAX_ONEDNN=0 turns it off (auto then picks `cpu`).
 """
 import ctypes
-import functools
 import hashlib
 import os
 import pathlib
@@ -26,8 +27,6 @@ import tempfile
 import threading
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 
 SOURCE = pathlib.Path(__file__).with_name('onednn_conv.cc')
 TARGETS = ('GtaDnnlConvFwd', 'GtaDnnlConvBwdData', 'GtaDnnlConvBwdWeights')
@@ -119,50 +118,3 @@ def implementations() -> str:
   """oneDNN's implementation of every primitive created so far, one per line (for benchmarks)."""
   lib = _load()
   return lib.GtaDnnlImpl().decode() if lib is not None else ''
-
-
-def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
-  out = -(-size // stride)
-  total = max((out - 1) * stride + kernel - size, 0)
-  return total // 2, total - total // 2
-
-
-def _attributes(x_shape, kernel_size: int, stride: int) -> dict:
-  (top, bottom) = _same_padding(x_shape[1], kernel_size, stride)
-  (left, right) = _same_padding(x_shape[2], kernel_size, stride)
-  return dict(stride=np.int64(stride), pad_top=np.int64(top), pad_left=np.int64(left),
-              pad_bottom=np.int64(bottom), pad_right=np.int64(right))
-
-
-def _call(target, shape, *operands, x_shape, kernel_size, stride):
-  # vmap (e.g. heads_form='vmap') runs the call once per mapped element.
-  return jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(shape, jnp.float32),
-                          vmap_method='sequential')(
-      *operands, **_attributes(x_shape, kernel_size, stride))
-
-
-def _forward(x, kernel, stride):
-  shape = (x.shape[0], -(-x.shape[1] // stride), -(-x.shape[2] // stride), kernel.shape[3])
-  return _call('GtaDnnlConvFwd', shape, x, kernel, x_shape=x.shape, kernel_size=kernel.shape[0],
-               stride=stride)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def conv(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
-  """[B, H, W, C] * [k, k, C, O] -> [B, ceil(H/s), ceil(W/s), O], TF 'SAME', float32, no bias."""
-  return _forward(x, kernel, stride)
-
-
-def _conv_fwd(x, kernel, stride):
-  return _forward(x, kernel, stride), (x, kernel)
-
-
-def _conv_bwd(stride, residuals, dy):
-  x, kernel = residuals
-  geometry = dict(x_shape=x.shape, kernel_size=kernel.shape[0], stride=stride)
-  dx = _call('GtaDnnlConvBwdData', x.shape, dy, kernel, **geometry)
-  dkernel = _call('GtaDnnlConvBwdWeights', kernel.shape, x, dy, **geometry)
-  return dx, dkernel
-
-
-conv.defvjp(_conv_fwd, _conv_bwd)
