@@ -1,6 +1,6 @@
 """Where one train (or inference) step's time goes: XLA's thunks per op, grouped by layer and role.
 
-python benchmarks/profile_step.py [--model primary] [--form cpu] [--batch 64] [--steps 5]
+python benchmarks/profile_step.py [--model primary] [--form cpu|lax|onednn] [--batch 64] [--steps 5]
     [--inference] [--keras-python PY] [--json OUT]
 
 The step of benchmarks/train_step.py is compiled, warmed up and traced for --steps calls with
@@ -63,14 +63,23 @@ def classify(name: str, instruction, kernel_elements: set) -> tuple[str, str, st
       re.findall(r'__(conv_0\d|bn_0\d|dense\w*)__', line)
   layer = layers[-1] if layers else '-'
   direction = 'backward' if 'transpose(' in op_name else ('forward' if op_name else '-')
-  is_conv = opcode == 'convolution' or (
+  target = re.search(r'custom_call_target="(GtaDnnlConv\w+)"', line)
+  batch_norm = re.search(r'custom_call_target="GtaDnnlBnRelu\w+"', line)
+  is_conv = opcode == 'convolution' or target is not None or (
       name.startswith('ynn_fusion') and op_name.endswith('conv_general_dilated'))
   library = 'YNNPACK' if name.startswith('ynn_fusion') else (
-      'Eigen' if opcode == 'convolution' else 'XLA loop')
-  if is_conv:
+      'Eigen' if opcode == 'convolution' else 'oneDNN' if target else 'XLA loop')
+  if target:  # the onednn form's FFI calls name their role
+    role = {'GtaDnnlConvFwd': 'convolution', 'GtaDnnlConvBiasFwd': 'convolution',
+            'GtaDnnlConvBwdData': 'input gradient', 'GtaDnnlConvBwdWeights': 'kernel gradient',
+            'GtaDnnlConvBwdWeightsBias': 'kernel gradient'}[target.group(1)]
+    kind = f'{role} ({library})'
+  elif is_conv:
     role = ('kernel gradient' if direction == 'backward' and elements in kernel_elements
             else 'input gradient' if direction == 'backward' else 'convolution')
     kind = f'{role} ({library})'
+  elif batch_norm:
+    kind = 'BatchNorm-ReLU (oneDNN)'
   elif name.startswith('ynn_fusion'):
     kind = f'{op_name.rsplit("/", 1)[-1]} (YNNPACK)'
   elif 'copy' in name or 'transpose' in name:
@@ -223,7 +232,7 @@ def keras_onednn(python: str, model: str, image_size: int, batch: int, steps: in
 def main():
   parser = argparse.ArgumentParser()
   parser.add_argument('--model', default='primary', choices=['primary', 'primary_dct'])
-  parser.add_argument('--form', default='cpu', choices=['cpu', 'lax'])
+  parser.add_argument('--form', default='cpu', choices=['cpu', 'lax', 'onednn'])
   parser.add_argument('--image-size', type=int, default=128)
   parser.add_argument('--batch', type=int, default=64)
   parser.add_argument('--steps', type=int, default=5)

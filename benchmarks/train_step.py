@@ -3,7 +3,9 @@
 python benchmarks/train_step.py --model primary --batch 64 [--keras-python PY] [--json OUT]
 
 For each --forms lowering (gta_jax/models/convolution.py: 'lax' = XLA's convolution, 'cpu' = the
-CPU-tuned custom VJP, 'onednn' = oneDNN's convolutions through XLA's FFI) the jitted train step (Adam, BatchNorm updates, preprocessing on the
+CPU-tuned custom VJP, 'onednn' = oneDNN's convolutions through XLA's FFI, with each conv ->
+BatchNorm -> ReLU layer fused into oneDNN primitives; 'onednn_unfused' = the same convolutions,
+BatchNorm and ReLU left to XLA, networks.layer_fusion(False)) the jitted train step (Adam, BatchNorm updates, preprocessing on the
 device; for --model heads the phase III step of 4 heads on a frozen primary) and the jitted
 inference step are compiled, then timed in alternating rounds so that both see the same machine
 load. GFLOP per step is XLA's cost analysis of the lax form (the work both forms do); the peak
@@ -120,11 +122,13 @@ def main():
   parser.add_argument('--json')
   args = parser.parse_args()
   forms = args.forms.split(',')
-  built = {form: build(args.model, args.image_size, args.batch, form) for form in forms}
+  built = {form: build(args.model, args.image_size, args.batch,
+                       'onednn' if form == 'onednn_unfused' else form) for form in forms}
   train_fns, infer_fns = {}, {}
   for form, (step, step_args, infer, infer_args) in built.items():
-    train_fns[form] = (step.lower(*step_args).compile(), step_args)
-    infer_fns[form] = (infer.lower(*infer_args).compile(), infer_args)
+    with networks.layer_fusion(form != 'onednn_unfused'):
+      train_fns[form] = (step.lower(*step_args).compile(), step_args)
+      infer_fns[form] = (infer.lower(*infer_args).compile(), infer_args)
   flops = common.flops_of(built[forms[0]][0], *built[forms[0]][1])
   peak = common.matmul_peak_gflops()
   for fns in (train_fns, infer_fns):  # warm-up

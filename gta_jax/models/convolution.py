@@ -197,11 +197,12 @@ _cpu_conv.defvjp(_cpu_conv_fwd, _cpu_conv_bwd)
 
 def _onednn_call(target: str, shape, *operands, x_shape, kernel_size: int, stride: int):
   """One of onednn.TARGETS with TF-SAME padding as attributes; under vmap (e.g.
-  heads_form='vmap') it runs once per mapped element."""
+  heads_form='vmap') it runs once per mapped element. shape: the result's, or a tuple of them."""
   (top, bottom), (left, right) = (same_padding(x_shape[1], kernel_size, stride),
                                   same_padding(x_shape[2], kernel_size, stride))
-  return jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(shape, jnp.float32),
-                          vmap_method='sequential')(
+  result = (tuple(jax.ShapeDtypeStruct(s, jnp.float32) for s in shape)
+            if isinstance(shape[0], tuple) else jax.ShapeDtypeStruct(shape, jnp.float32))
+  return jax.ffi.ffi_call(target, result, vmap_method='sequential')(
       *operands, stride=np.int64(stride), pad_top=np.int64(top), pad_left=np.int64(left),
       pad_bottom=np.int64(bottom), pad_right=np.int64(right))
 
@@ -230,3 +231,95 @@ def _onednn_conv_bwd(stride, residuals, dy):
 
 
 _onednn_conv.defvjp(_onednn_conv_fwd, _onednn_conv_bwd)
+
+
+# ------------------------------------------------------------------- fused inference epilogue
+
+
+def conv_bias_relu(x: jax.Array, kernel: jax.Array, bias: jax.Array, stride: int,
+                   impl: str = 'auto', relu: bool = True) -> jax.Array:
+  """relu(conv_same(x, kernel) + bias) (no ReLU if not `relu`). On the `onednn` form one oneDNN
+  primitive with the bias and the ReLU as post-ops writes the output once (the caller folds an
+  inference BatchNorm into kernel and bias); elsewhere the same function in XLA. Differentiable
+  (Grad-CAM takes gradients of inference-mode models)."""
+  impl = resolve_impl(impl)
+  if impl == 'onednn' and x.dtype == kernel.dtype == bias.dtype == jnp.float32:
+    return _onednn_conv_bias(x, kernel, bias, stride, relu)
+  y = conv_same(x, kernel, stride, impl) + bias
+  return jax.nn.relu(y) if relu else y
+
+
+def _onednn_bias_forward(x, kernel, bias, stride, relu):
+  shape = (x.shape[0], -(-x.shape[1] // stride), -(-x.shape[2] // stride), kernel.shape[3])
+  (top, bottom), (left, right) = (same_padding(x.shape[1], kernel.shape[0], stride),
+                                  same_padding(x.shape[2], kernel.shape[0], stride))
+  return jax.ffi.ffi_call('GtaDnnlConvBiasFwd', jax.ShapeDtypeStruct(shape, jnp.float32),
+                          vmap_method='sequential')(
+      x, kernel, bias, stride=np.int64(stride), pad_top=np.int64(top), pad_left=np.int64(left),
+      pad_bottom=np.int64(bottom), pad_right=np.int64(right), relu=np.int64(relu))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _onednn_conv_bias(x, kernel, bias, stride, relu):
+  return _onednn_bias_forward(x, kernel, bias, stride, relu)
+
+
+def _onednn_conv_bias_fwd(x, kernel, bias, stride, relu):
+  y = _onednn_bias_forward(x, kernel, bias, stride, relu)
+  return y, (x, kernel, y)
+
+
+def _onednn_conv_bias_bwd(stride, relu, residuals, dy):
+  x, kernel, y = residuals
+  if relu:
+    dy = jnp.where(y > 0, dy, 0.0)
+  geometry = dict(x_shape=x.shape, kernel_size=kernel.shape[0], stride=stride)
+  kernel_grad, bias_grad = _onednn_call(
+      'GtaDnnlConvBwdWeightsBias', (kernel.shape, kernel.shape[-1:]), x, dy, **geometry)
+  return (_onednn_call('GtaDnnlConvBwdData', x.shape, dy, kernel, **geometry), kernel_grad,
+          bias_grad)
+
+
+_onednn_conv_bias.defvjp(_onednn_conv_bias_fwd, _onednn_conv_bias_bwd)
+
+
+def batch_norm_relu_train(x: jax.Array, scale: jax.Array, shift: jax.Array, epsilon: float):
+  """Training BatchNorm then ReLU over [B, H, W, C] (statistics over B, H, W; the biased
+  variance, as Flax's BatchNorm) in one oneDNN primitive each way (onednn form only) ->
+  (output, batch mean [C], batch variance [C]). The statistics feed the running averages only:
+  their cotangents are dropped."""
+  return _onednn_bn_relu(x, scale, shift, float(epsilon))
+
+
+def _bn_relu_forward(x, scale, shift, epsilon):
+  channels = x.shape[-1]
+  workspace = onednn.batch_norm_workspace_bytes(x.shape, epsilon)
+  return jax.ffi.ffi_call(
+      'GtaDnnlBnReluFwd',
+      (jax.ShapeDtypeStruct(x.shape, jnp.float32), jax.ShapeDtypeStruct((channels,), jnp.float32),
+       jax.ShapeDtypeStruct((channels,), jnp.float32),
+       jax.ShapeDtypeStruct((workspace,), jnp.uint8)),
+      vmap_method='sequential')(x, scale, shift, epsilon=np.float32(epsilon))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _onednn_bn_relu(x, scale, shift, epsilon):
+  return _bn_relu_forward(x, scale, shift, epsilon)[:3]
+
+
+def _onednn_bn_relu_fwd(x, scale, shift, epsilon):
+  y, mean, var, workspace = _bn_relu_forward(x, scale, shift, epsilon)
+  return (y, mean, var), (x, mean, var, scale, workspace)
+
+
+def _onednn_bn_relu_bwd(epsilon, residuals, cotangents):
+  x, mean, var, scale, workspace = residuals
+  dy = cotangents[0]
+  return tuple(jax.ffi.ffi_call(
+      'GtaDnnlBnReluBwd',
+      (jax.ShapeDtypeStruct(x.shape, jnp.float32), jax.ShapeDtypeStruct(scale.shape, jnp.float32),
+       jax.ShapeDtypeStruct(scale.shape, jnp.float32)),
+      vmap_method='sequential')(x, dy, mean, var, scale, workspace, epsilon=np.float32(epsilon)))
+
+
+_onednn_bn_relu.defvjp(_onednn_bn_relu_fwd, _onednn_bn_relu_bwd)

@@ -7,6 +7,7 @@ statistics included, equal the released Keras models (tests/test_models.py).
 Images are NHWC float32: pixel models take x/127.5 - 1 ([B, H, W, 3]), DCT models the
 normalised log-DCT spectrum ([B, H, W, 1]).
 """
+import contextlib
 import functools
 from typing import NamedTuple
 
@@ -37,11 +38,75 @@ class Conv(nn.Module):
   impl: str = 'auto'
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, affine: tuple | None = None, relu: bool = False,
+               fused: bool = False) -> jax.Array:
+    """affine (a, c) per output channel and relu: relu(a * conv(x) + c) in one fused op (an
+    inference BatchNorm folded into the kernel and bias); fused: the bias added inside the
+    convolution op (convolution.conv_bias_relu). See `fusion`."""
     kernel = self.param('kernel', KERNEL_INIT,
                         (self.kernel_size, self.kernel_size, x.shape[-1], self.features))
     bias = self.param('bias', nn.initializers.zeros, (self.features,))
-    return convolution.conv_same(x, kernel, self.stride, self.impl) + bias
+    if affine is None and not relu and not fused:
+      return convolution.conv_same(x, kernel, self.stride, self.impl) + bias
+    if affine is not None:
+      a, c = affine
+      kernel, bias = kernel * a, bias * a + c
+    return convolution.conv_bias_relu(x, kernel, bias, self.stride, self.impl, relu)
+
+
+_FUSION = {'on': True}
+
+
+@contextlib.contextmanager
+def layer_fusion(enabled: bool):
+  """Traces inside run the onednn form's layers fused (the default) or not (three ops per layer,
+  as on the other forms): for comparing the two (benchmarks/train_step.py, tests)."""
+  previous, _FUSION['on'] = _FUSION['on'], enabled
+  try:
+    yield
+  finally:
+    _FUSION['on'] = previous
+
+
+def fusion(module: nn.Module, conv_impl: str, train: bool) -> str | None:
+  """How a conv -> BatchNorm -> ReLU layer runs: None, as written (three ops; XLA fuses the
+  elementwise part itself); on the onednn form (not at init, where the plain path makes the
+  variables) 'inference': the BatchNorm folded into the convolution, bias and ReLU as its
+  post-ops, one oneDNN primitive per layer; 'training': the convolution with its bias, then
+  BatchNorm-ReLU, one oneDNN primitive each (and each one backward), instead of XLA passes over
+  the activations. The same function up to float32 rounding (tests/models/test_convolution.py)."""
+  if (not _FUSION['on'] or module.is_initializing()
+      or convolution.resolve_impl(conv_impl) != 'onednn'):
+    return None
+  return 'training' if train else 'inference'
+
+
+def conv_bn_relu(conv: 'Conv', bn: nn.BatchNorm, h: jax.Array, train: bool,
+                 mode: str | None) -> jax.Array:
+  """relu(bn(conv(h))) in the `fusion` mode; training updates bn's running statistics as
+  Flax's BatchNorm does."""
+  if mode == 'inference':
+    return conv(h, inference_affine(bn), relu=True)
+  if mode != 'training':
+    return nn.relu(bn(conv(h), use_running_average=not train))
+  h = conv(h, fused=True)
+  params = bn.variables['params']
+  y, mean, var = convolution.batch_norm_relu_train(h, params['scale'], params['bias'],
+                                                   bn.epsilon)
+  stats = bn.variables['batch_stats']
+  bn.put_variable('batch_stats', 'mean',
+                  bn.momentum * stats['mean'] + (1 - bn.momentum) * jax.lax.stop_gradient(mean))
+  bn.put_variable('batch_stats', 'var',
+                  bn.momentum * stats['var'] + (1 - bn.momentum) * jax.lax.stop_gradient(var))
+  return y
+
+
+def inference_affine(bn: nn.BatchNorm) -> tuple[jax.Array, jax.Array]:
+  """An inference BatchNorm as (a, c) per channel, bn(x) = a * x + c: a = scale / sqrt(var +
+  eps), as Flax computes it, c = bias - mean * a."""
+  variables = bn.variables
+  a = jax.lax.rsqrt(variables['batch_stats']['var'] + bn.epsilon) * variables['params']['scale']
+  return a, variables['params']['bias'] - variables['batch_stats']['mean'] * a
 
 
 def uses_gap(input_kind: str) -> bool:
@@ -120,12 +185,14 @@ class Primary(nn.Module):
                valid_size: jax.Array | None = None) -> PrimaryOutputs:
     """valid_size: [B, 2] rows, cols of each image in a zero-padded mixed-size batch (inference)."""
     x = valid_mask(x, valid_size)
-    h = valid_mask(nn.relu(Conv(3, 3, 1, self.conv_impl, name='conv_01')(x)), valid_size)
+    mode = fusion(self, self.conv_impl, train)
+    conv = Conv(3, 3, 1, self.conv_impl, name='conv_01')
+    h = valid_mask(conv(x, relu=True) if mode else nn.relu(conv(x)), valid_size)
     mid = None
     for i, (features, kernel, stride) in enumerate(
         [(8, 4, 2), (16, 3, 1), (16, 4, 2), (32, 3, 1), (32, 4, 2)], start=2):
-      h = Conv(features, kernel, stride, self.conv_impl, name=f'conv_{i:02d}')(h)
-      h = nn.relu(batch_norm(f'bn_{i:02d}', self.bn_momentum)(h, use_running_average=not train))
+      h = conv_bn_relu(Conv(features, kernel, stride, self.conv_impl, name=f'conv_{i:02d}'),
+                       batch_norm(f'bn_{i:02d}', self.bn_momentum), h, train, mode)
       valid_size = strided_size(valid_size, stride)
       h = valid_mask(h, valid_size)
       if i == 4:
@@ -150,9 +217,10 @@ class SecondaryHead(nn.Module):
                valid_size: jax.Array | None = None) -> HeadOutputs:
     """valid_size: [B, 2] valid rows, cols of the mid features (see Primary)."""
     h = mid_features
+    mode = fusion(self, self.conv_impl, train)
     for i, (kernel, stride) in enumerate([(3, 1), (4, 2)], start=1):
-      h = Conv(32, kernel, stride, self.conv_impl, name=f'conv_{i:02d}')(h)
-      h = nn.relu(batch_norm(f'bn_{i:02d}', self.bn_momentum)(h, use_running_average=not train))
+      h = conv_bn_relu(Conv(32, kernel, stride, self.conv_impl, name=f'conv_{i:02d}'),
+                       batch_norm(f'bn_{i:02d}', self.bn_momentum), h, train, mode)
       valid_size = strided_size(valid_size, stride)
       h = valid_mask(h, valid_size)
     return HeadOutputs(DecisionLayer(self.gap, name='decision')(h, valid_size), h)

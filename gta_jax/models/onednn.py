@@ -29,7 +29,8 @@ import threading
 import jax
 
 SOURCE = pathlib.Path(__file__).with_name('onednn_conv.cc')
-TARGETS = ('GtaDnnlConvFwd', 'GtaDnnlConvBwdData', 'GtaDnnlConvBwdWeights')
+TARGETS = ('GtaDnnlConvFwd', 'GtaDnnlConvBwdData', 'GtaDnnlConvBwdWeights', 'GtaDnnlConvBiasFwd',
+           'GtaDnnlConvBwdWeightsBias', 'GtaDnnlBnReluFwd', 'GtaDnnlBnReluBwd')
 OPT_OUT = 'GTA_JAX_ONEDNN'
 
 _lock = threading.Lock()
@@ -98,6 +99,8 @@ def _load():
       for name in TARGETS:
         jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(lib, name)), platform='cpu')
       lib.GtaDnnlImpl.restype = ctypes.c_char_p
+      lib.GtaDnnlBnWorkspaceBytes.restype = ctypes.c_int64
+      lib.GtaDnnlBnWorkspaceBytes.argtypes = [ctypes.c_int64] * 4 + [ctypes.c_float]
       _state['lib'] = lib
     except (RuntimeError, OSError) as error:
       _state['error'] = str(error)
@@ -112,6 +115,14 @@ def available() -> bool:
 def unavailable_reason() -> str | None:
   _load()
   return _state.get('error')
+
+
+def batch_norm_workspace_bytes(shape, epsilon: float) -> int:
+  """Bytes of the training BatchNorm-ReLU's workspace (its ReLU mask) for an NHWC shape."""
+  size = _load().GtaDnnlBnWorkspaceBytes(*(int(d) for d in shape), float(epsilon))
+  if size < 0:
+    raise RuntimeError(f'oneDNN has no training BatchNorm for shape {tuple(shape)}')
+  return size
 
 
 def implementations() -> str:

@@ -149,3 +149,57 @@ def test_onednn_form_works_under_vmap_and_for_other_dtypes():
     got64 = convolution.conv_same(x64, np.asarray(kernel[0], np.float64), 1, impl='onednn')
     assert got64.dtype == jnp.float64
     assert _max_rel(got64, convolution.lax_conv(x64, np.asarray(kernel[0], np.float64), 1)) < 1e-12
+
+
+@pytest.mark.parametrize('form', FORMS)
+@pytest.mark.parametrize('relu', [True, False])
+@pytest.mark.parametrize('case', CASES[2:6], ids=lambda c: 'b{}_{}x{}_c{}-{}_k{}s{}'.format(*c))
+def test_fused_conv_bias_relu_matches_lax_forward_and_gradients(case, relu, form):
+  """conv_bias_relu (the inference layers' fused op: one oneDNN primitive with bias and ReLU
+  post-ops) is relu(lax.conv + bias), its gradients too (Grad-CAM differentiates inference)."""
+  form = _form(form)
+  batch, h, w, cin, cout, k, stride = case
+  kx, kk, kb, ky = jax.random.split(jax.random.key(sum(case) + relu), 4)
+  x = jax.random.normal(kx, (batch, h, w, cin))
+  kernel = jax.random.normal(kk, (k, k, cin, cout)) * 0.3
+  bias = jax.random.normal(kb, (cout,))
+
+  def reference(x, kern, b):
+    y = convolution.lax_conv(x, kern, stride) + b
+    return jax.nn.relu(y) if relu else y
+  fused = functools.partial(convolution.conv_bias_relu, stride=stride, impl=form, relu=relu)
+  want, got = reference(x, kernel, bias), jax.jit(fused)(x, kernel, bias)
+  assert _max_rel(got, want) < 1e-5
+  target = jax.random.normal(ky, want.shape)
+  loss = lambda f: jax.jit(jax.grad(lambda *a: jnp.sum(jnp.tanh(f(*a)) * target),
+                                    argnums=(0, 1, 2)))(x, kernel, bias)
+  for g, r in zip(loss(fused), loss(reference)):
+    assert _max_rel(g, r) < 1e-5
+
+
+@pytest.mark.parametrize('form', FORMS)
+@pytest.mark.parametrize('gap', [True, False])
+def test_primary_and_head_inference_equal_lax_with_batch_norm_folded(gap, form):
+  """Inference on the onednn form folds each BatchNorm into its convolution (networks.Conv's
+  affine): outputs, features and the input gradient (Grad-CAM) equal the unfused lax model's
+  up to float32 rounding, with non-trivial BatchNorm statistics."""
+  form = _form(form)
+  x = jax.random.normal(jax.random.key(8), (3, 32, 32, 3 if gap else 1))
+  models = {impl: networks.Primary(gap, conv_impl=impl) for impl in ('lax', form)}
+  variables = networks.init_variables(models['lax'], jax.random.key(9), x.shape)
+  keys = iter(jax.random.split(jax.random.key(10), 64))
+  variables = jax.tree.map(lambda v: v + 0.5 * jax.random.uniform(next(keys), v.shape),
+                           variables)
+  out = {impl: m.apply(variables, x) for impl, m in models.items()}
+  for field in ('logit', 'mid_features', 'final_features'):
+    assert _max_rel(getattr(out[form], field), getattr(out['lax'], field)) < 1e-5
+  grads = {impl: jax.grad(lambda x_, m=m: m.apply(variables, x_).logit.sum())(x)
+           for impl, m in models.items()}
+  assert _max_rel(grads[form], grads['lax']) < 1e-5
+  heads = {impl: networks.SecondaryHead(gap, conv_impl=impl) for impl in ('lax', form)}
+  mid = out['lax'].mid_features
+  head_variables = networks.init_variables(heads['lax'], jax.random.key(11), mid.shape)
+  head_variables = jax.tree.map(lambda v: v + 0.5 * jax.random.uniform(next(keys), v.shape),
+                                head_variables)
+  logits = {impl: m.apply(head_variables, mid).logit for impl, m in heads.items()}
+  assert _max_rel(logits[form], logits['lax']) < 1e-5
