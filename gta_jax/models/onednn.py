@@ -2,7 +2,8 @@
 optional `conv_impl='onednn'`.
 
 TensorFlow's speed on the CPU comes from oneDNN's JIT-generated convolutions. This module
-compiles `onednn_conv.cc` (forward, backward-data and backward-weights handlers) against jaxlib's
+compiles `onednn_conv.cc` (convolution forward, backward-data and backward-weights handlers, with
+and without bias, and a training BatchNorm-ReLU forward and backward) against jaxlib's
 FFI headers and the oneDNN of the `onednn-cpu-gomp` / `onednn-devel-cpu-gomp` wheels
 (requirements.txt), on first use, with the system's C++ compiler, into a cache folder
 (`$GTA_JAX_CACHE`, else `$XDG_CACHE_HOME/gta_jax`, else `~/.cache/gta_jax`), one library per
