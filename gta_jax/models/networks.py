@@ -84,7 +84,9 @@ def fusion(module: nn.Module, conv_impl: str, train: bool) -> str | None:
 def conv_bn_relu(conv: 'Conv', bn: nn.BatchNorm, h: jax.Array, train: bool,
                  mode: str | None) -> jax.Array:
   """relu(bn(conv(h))) in the `fusion` mode; training updates bn's running statistics as
-  Flax's BatchNorm does."""
+  Flax's BatchNorm does. oneDNN's BatchNorm here is float32 only: other dtypes run unfused."""
+  if mode == 'training' and h.dtype != jnp.float32:
+    mode = None
   if mode == 'inference':
     return conv(h, inference_affine(bn), relu=True)
   if mode != 'training':

@@ -149,6 +149,12 @@ def test_onednn_form_works_under_vmap_and_for_other_dtypes():
     got64 = convolution.conv_same(x64, np.asarray(kernel[0], np.float64), 1, impl='onednn')
     assert got64.dtype == jnp.float64
     assert _max_rel(got64, convolution.lax_conv(x64, np.asarray(kernel[0], np.float64), 1)) < 1e-12
+    # The fused layers too: float64 runs unfused (oneDNN's BatchNorm is float32 only).
+    primary = networks.Primary(True, conv_impl='onednn')
+    image = jnp.ones((2, 16, 16, 3), jnp.float64)
+    variables = primary.init(jax.random.key(0), image)
+    trained, _ = primary.apply(variables, image, train=True, mutable=['batch_stats'])
+    assert trained.logit.dtype == primary.apply(variables, image).logit.dtype == jnp.float64
 
 
 @pytest.mark.parametrize('form', FORMS)
