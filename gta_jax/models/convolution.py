@@ -195,22 +195,27 @@ _cpu_conv.defvjp(_cpu_conv_fwd, _cpu_conv_bwd)
 # ------------------------------------------------------------------------------- oneDNN form
 
 
-def _onednn_call(target: str, shape, *operands, x_shape, kernel_size: int, stride: int):
-  """One of onednn.TARGETS with TF-SAME padding as attributes; under vmap (e.g.
-  heads_form='vmap') it runs once per mapped element. shape: the result's, or a tuple of them."""
+def _onednn_call(target: str, shape, *operands, x_shape, kernel_size: int, stride: int,
+                 **attributes):
+  """One of onednn.TARGETS with TF-SAME padding (and `attributes`) as attributes; under vmap
+  (e.g. heads_form='vmap') it runs once per mapped element. shape: the result's, or a tuple of
+  them."""
   (top, bottom), (left, right) = (same_padding(x_shape[1], kernel_size, stride),
                                   same_padding(x_shape[2], kernel_size, stride))
   result = (tuple(jax.ShapeDtypeStruct(s, jnp.float32) for s in shape)
             if isinstance(shape[0], tuple) else jax.ShapeDtypeStruct(shape, jnp.float32))
   return jax.ffi.ffi_call(target, result, vmap_method='sequential')(
       *operands, stride=np.int64(stride), pad_top=np.int64(top), pad_left=np.int64(left),
-      pad_bottom=np.int64(bottom), pad_right=np.int64(right))
+      pad_bottom=np.int64(bottom), pad_right=np.int64(right), **attributes)
+
+
+def _output_shape(x, kernel, stride):
+  return (x.shape[0], -(-x.shape[1] // stride), -(-x.shape[2] // stride), kernel.shape[3])
 
 
 def _onednn_forward(x, kernel, stride):
-  shape = (x.shape[0], -(-x.shape[1] // stride), -(-x.shape[2] // stride), kernel.shape[3])
-  return _onednn_call('GtaDnnlConvFwd', shape, x, kernel, x_shape=x.shape,
-                      kernel_size=kernel.shape[0], stride=stride)
+  return _onednn_call('GtaDnnlConvFwd', _output_shape(x, kernel, stride), x, kernel,
+                      x_shape=x.shape, kernel_size=kernel.shape[0], stride=stride)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -250,13 +255,9 @@ def conv_bias_relu(x: jax.Array, kernel: jax.Array, bias: jax.Array, stride: int
 
 
 def _onednn_bias_forward(x, kernel, bias, stride, relu):
-  shape = (x.shape[0], -(-x.shape[1] // stride), -(-x.shape[2] // stride), kernel.shape[3])
-  (top, bottom), (left, right) = (same_padding(x.shape[1], kernel.shape[0], stride),
-                                  same_padding(x.shape[2], kernel.shape[0], stride))
-  return jax.ffi.ffi_call('GtaDnnlConvBiasFwd', jax.ShapeDtypeStruct(shape, jnp.float32),
-                          vmap_method='sequential')(
-      x, kernel, bias, stride=np.int64(stride), pad_top=np.int64(top), pad_left=np.int64(left),
-      pad_bottom=np.int64(bottom), pad_right=np.int64(right), relu=np.int64(relu))
+  return _onednn_call('GtaDnnlConvBiasFwd', _output_shape(x, kernel, stride), x, kernel, bias,
+                      x_shape=x.shape, kernel_size=kernel.shape[0], stride=stride,
+                      relu=np.int64(relu))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))

@@ -369,65 +369,39 @@ extern "C" int64_t GtaDnnlBnWorkspaceBytes(int64_t n, int64_t h, int64_t w, int6
   }
 }
 
-#define BIND()                                                                     \
-  ffi::Ffi::Bind()                                                                 \
-      .Arg<ffi::Buffer<ffi::F32>>()                                                \
-      .Arg<ffi::Buffer<ffi::F32>>()                                                \
-      .Ret<ffi::Buffer<ffi::F32>>()                                                \
-      .Attr<int64_t>("stride")                                                     \
+#define F32 ffi::Buffer<ffi::F32>
+// The convolution handlers' geometry: stride and TF-SAME padding.
+#define GEOMETRY                                                                   \
+  .Attr<int64_t>("stride")                                                         \
       .Attr<int64_t>("pad_top")                                                    \
       .Attr<int64_t>("pad_left")                                                   \
       .Attr<int64_t>("pad_bottom")                                                 \
       .Attr<int64_t>("pad_right")
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(GtaDnnlConvFwd, ConvFwd, BIND());
-XLA_FFI_DEFINE_HANDLER_SYMBOL(GtaDnnlConvBwdData, ConvBwdData, BIND());
-XLA_FFI_DEFINE_HANDLER_SYMBOL(GtaDnnlConvBwdWeights, ConvBwdWeights, BIND());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(GtaDnnlConvFwd, ConvFwd,
+                              ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>() GEOMETRY);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(GtaDnnlConvBwdData, ConvBwdData,
+                              ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>() GEOMETRY);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(GtaDnnlConvBwdWeights, ConvBwdWeights,
+                              ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>() GEOMETRY);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(GtaDnnlConvBiasFwd, ConvBiasFwd,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("stride")
-                                  .Attr<int64_t>("pad_top")
-                                  .Attr<int64_t>("pad_left")
-                                  .Attr<int64_t>("pad_bottom")
-                                  .Attr<int64_t>("pad_right")
-                                  .Attr<int64_t>("relu"));
-
+                              ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Arg<F32>().Ret<F32>()
+                                  GEOMETRY.Attr<int64_t>("relu"));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(GtaDnnlConvBwdWeightsBias, ConvBwdWeightsBias,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("stride")
-                                  .Attr<int64_t>("pad_top")
-                                  .Attr<int64_t>("pad_left")
-                                  .Attr<int64_t>("pad_bottom")
-                                  .Attr<int64_t>("pad_right"));
+                              ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>().Ret<F32>()
+                                  GEOMETRY);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(GtaDnnlBnReluFwd, BnReluFwd,
                               ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::U8>>()
+                                  .Arg<F32>().Arg<F32>().Arg<F32>()         // x, scale, shift
+                                  .Ret<F32>().Ret<F32>().Ret<F32>()         // y, mean, variance
+                                  .Ret<ffi::Buffer<ffi::U8>>()              // workspace
                                   .Attr<float>("epsilon"));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(GtaDnnlBnReluBwd, BnReluBwd,
                               ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::U8>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Arg<F32>().Arg<F32>()                    // x, dy
+                                  .Arg<F32>().Arg<F32>().Arg<F32>()         // mean, variance, scale
+                                  .Arg<ffi::Buffer<ffi::U8>>()              // workspace
+                                  .Ret<F32>().Ret<F32>().Ret<F32>()         // dx, dscale, dshift
                                   .Attr<float>("epsilon"));
 
 // One line per primitive created so far: "kind|shapes -> oneDNN implementation".
