@@ -138,6 +138,29 @@ ffi::Error Guarded(F body) {
 
 }  // namespace
 
+namespace {
+// Runs a backward-weights primitive into the caller's HWIO kernel gradient (through a buffer in
+// the primitive's layout, reordered back, when it wants another) and, if db, bias gradient.
+void KernelGradient(const Cached& c, const Geometry& g, float* x, float* dy, float* dw,
+                    float* db) {
+  dnnl::stream s(Engine());
+  memory user_dw(Hwio(g), Engine(), dw);
+  bool reorder = c.wei_md != Hwio(g);
+  memory diff_w = reorder ? Buffered(c.wei_md, kWeights) : user_dw;
+  std::unordered_map<int, memory> args{
+      {DNNL_ARG_SRC, memory(memory::desc(g.src, dt::f32, tag::nhwc), Engine(), x)},
+      {DNNL_ARG_DIFF_DST, memory(memory::desc(g.dst, dt::f32, tag::nhwc), Engine(), dy)},
+      {DNNL_ARG_DIFF_WEIGHTS, diff_w},
+      {DNNL_ARG_SCRATCHPAD, Buffered(c.scratch_md, kScratch)}};
+  if (db != nullptr) {
+    args.emplace(DNNL_ARG_DIFF_BIAS, memory(memory::desc({g.dst[1]}, dt::f32, tag::x), Engine(), db));
+  }
+  c.prim.execute(s, args);
+  if (reorder) dnnl::reorder(diff_w, user_dw).execute(s, diff_w, user_dw);
+  s.wait();
+}
+}  // namespace
+
 ffi::Error ConvFwd(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
                    ffi::ResultBuffer<ffi::F32> y, int64_t stride, int64_t pt, int64_t pl,
                    int64_t pb, int64_t pr) {
@@ -220,18 +243,7 @@ ffi::Error ConvBwdWeights(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
           memory::desc(g.wei, dt::f32, tag::any), memory::desc(g.dst, dt::f32, tag::nhwc),
           g.strides, g.pad_l, g.pad_r, FwdPd(g), Attr());
     }, false);
-    dnnl::stream s(Engine());
-    memory src(memory::desc(g.src, dt::f32, tag::nhwc), Engine(), x.typed_data());
-    memory diff_dst(memory::desc(g.dst, dt::f32, tag::nhwc), Engine(), dy.typed_data());
-    memory user_dw(Hwio(g), Engine(), dw->typed_data());
-    memory diff_w = user_dw;
-    bool reorder = c.wei_md != Hwio(g);
-    if (reorder) diff_w = Buffered(c.wei_md, kWeights);
-    memory scratch = Buffered(c.scratch_md, kScratch);
-    c.prim.execute(s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, diff_dst},
-                       {DNNL_ARG_DIFF_WEIGHTS, diff_w}, {DNNL_ARG_SCRATCHPAD, scratch}});
-    if (reorder) dnnl::reorder(diff_w, user_dw).execute(s, diff_w, user_dw);
-    s.wait();
+    KernelGradient(c, g, x.typed_data(), dy.typed_data(), dw->typed_data(), nullptr);
   });
 }
 
@@ -252,20 +264,7 @@ ffi::Error ConvBwdWeightsBias(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
           memory::desc(g.wei, dt::f32, tag::any), bias_md,
           memory::desc(g.dst, dt::f32, tag::nhwc), g.strides, g.pad_l, g.pad_r, hint, Attr());
     }, false);
-    dnnl::stream s(Engine());
-    memory src(memory::desc(g.src, dt::f32, tag::nhwc), Engine(), x.typed_data());
-    memory diff_dst(memory::desc(g.dst, dt::f32, tag::nhwc), Engine(), dy.typed_data());
-    memory diff_bias(bias_md, Engine(), db->typed_data());
-    memory user_dw(Hwio(g), Engine(), dw->typed_data());
-    memory diff_w = user_dw;
-    bool reorder = c.wei_md != Hwio(g);
-    if (reorder) diff_w = Buffered(c.wei_md, kWeights);
-    memory scratch = Buffered(c.scratch_md, kScratch);
-    c.prim.execute(s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, diff_dst},
-                       {DNNL_ARG_DIFF_WEIGHTS, diff_w}, {DNNL_ARG_DIFF_BIAS, diff_bias},
-                       {DNNL_ARG_SCRATCHPAD, scratch}});
-    if (reorder) dnnl::reorder(diff_w, user_dw).execute(s, diff_w, user_dw);
-    s.wait();
+    KernelGradient(c, g, x.typed_data(), dy.typed_data(), dw->typed_data(), db->typed_data());
   });
 }
 
