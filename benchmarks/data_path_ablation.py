@@ -1,0 +1,193 @@
+"""Issue 43's ablation of the device data path: the device path's own draws, with chosen operations
+computed on the host by the host path's functions (OpenCV, PIL, numpy) instead of their JAX
+versions. Which operation, if any, carries the device path's lower figures on the built-in data
+(docs/research/2026-12-07-device-data-path.md)?
+
+GTA_ABLATION_HOST_OPS names the operations the host computes (comma-separated, or `all`):
+blur, crop, jpeg, noise (the perturbations), soften, jitter (the widenings). Everything else,
+including every draw, the epoch's order and the training step, is the device path's.
+
+  # a phase on the device path with every operation on the host
+  GTA_ABLATION_HOST_OPS=all python benchmarks/data_path_ablation.py \\
+      --config=configs/phase2_synthetic.py --config.data.augment_on=device ...   (launch.py's flags)
+  # the operations alone: device and host versions on the same draws, per kind
+  python benchmarks/data_path_ablation.py --check --images 1024 --seed 5
+
+Not part of the package: an experiment's instrument (its note keeps the evidence).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.getcwd())  # run from the repository root: launch.py and configs/
+
+from gta_jax.data import augment  # noqa: E402
+from gta_jax.data import augment_jax  # noqa: E402
+from gta_jax.data import jpeg_jax  # noqa: E402
+
+OPS = ('blur', 'crop', 'jpeg', 'noise', 'soften', 'jitter')
+
+
+def _callback(host_fn, images, *params):
+  """images uint8 [N, H, W, C] and per-image parameters -> host_fn(image, *its parameters), image
+  by image, on the host."""
+  def run(images, *params):
+    images = np.asarray(images)
+    n = images.shape[0]
+    params = [np.asarray(p) if np.ndim(p) and np.shape(p)[0] == n
+              else np.broadcast_to(np.asarray(p), (n,) + np.shape(p)) for p in params]
+    return np.stack([np.asarray(host_fn(images[i], *(p[i] for p in params)), np.uint8)
+                     for i in range(n)])
+  return jax.pure_callback(run, jax.ShapeDtypeStruct(images.shape, jnp.uint8), images, *params,
+                           vmap_method='sequential')
+
+
+def _host_blur(images, kernel, sigma=None):
+  return _callback(lambda im, k: augment.blur(im, int(k), sigma), images, kernel)
+
+
+def _host_crop(images, fraction, split_y, split_x):
+  return _callback(lambda im, f, y, x: augment.crop(im, float(f), float(y), float(x)),
+                   images, fraction, split_y, split_x)
+
+
+def _host_jpeg(images, quality):
+  return _callback(lambda im, q: augment.jpeg(im, int(q)), images, quality)
+
+
+def _host_noise(images, std, key):
+  data = jax.random.key_data(key) if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+  data = data.reshape((-1, data.shape[-1]))
+  return _callback(lambda im, s, k: augment.noise(im, float(s), np.random.default_rng(
+      [int(v) for v in k])), images, std, data)
+
+
+def _host_soften(images, sigma):
+  return _callback(lambda im, s: augment.gaussian_blur(im, float(s)), images, sigma)
+
+
+def _host_jitter(images, saturation, contrast, brightness, gamma):
+  return _callback(lambda im, s, c, b, g: augment.apply_photometric_jitter(
+      im, float(s), float(c), float(b), float(g)), images, saturation, contrast, brightness, gamma)
+
+
+_PATCHES = {
+    'blur': (augment_jax, 'gaussian_blur', _host_blur),
+    'crop': (augment_jax, 'crop_resize', _host_crop),
+    'jpeg': (jpeg_jax, 'jpeg_roundtrip', _host_jpeg),
+    'noise': (augment_jax, 'gaussian_noise', _host_noise),
+    'soften': (augment_jax, 'soften', _host_soften),
+    'jitter': (augment_jax, 'photometric_jitter', _host_jitter),
+}
+
+
+def parse(names: str) -> tuple[str, ...]:
+  names = tuple(n for n in names.replace(' ', '').split(',') if n)
+  if names == ('all',):
+    return OPS
+  unknown = [n for n in names if n not in OPS]
+  if unknown:
+    raise SystemExit(f'GTA_ABLATION_HOST_OPS: unknown {unknown}; choose from {", ".join(OPS)} '
+                     'or all')
+  return names
+
+
+@contextlib.contextmanager
+def host_ops(names):
+  """Within: device_path's operations `names` run on the host (device_path looks them up on their
+  modules when it traces)."""
+  saved = []
+  for name in names:
+    module, attribute, replacement = _PATCHES[name]
+    saved.append((module, attribute, getattr(module, attribute)))
+    setattr(module, attribute, replacement)
+  try:
+    yield
+  finally:
+    for module, attribute, original in saved:
+      setattr(module, attribute, original)
+
+
+def check(images: int, seed: int, data_dir: str) -> dict:
+  """Device and host operations on the same draws (phase II's: `one`, softening and jitter 0.5)
+  over the first `images` training images, per operation alone: the share of pixels that differ
+  and by how much, and the checkerboard (Nyquist) energy each leaves, which is tconv's
+  fingerprint."""
+  from gta_jax.data import device_path
+  from gta_jax.data import pipeline
+  builder = pipeline.load_builder(pipeline.BUILTIN, 'default', data_dir)
+  source = pipeline.data_source(builder, 'train')
+  split = np.stack([np.asarray(source[i]['image']) for i in range(images)])
+  labels = np.array([int(source[i]['label']) for i in range(images)], np.int32)
+  sources = np.array([int(source[i]['source_id']) for i in range(images)], np.int32)
+  groups = np.array([int(source[i]['index']) for i in range(images)], np.int32)
+  widening = augment.Widening(0.5, 0.5)
+  index = jnp.arange(images, dtype=jnp.int32)
+  d = device_path.draws(seed, 0, index, jnp.asarray(groups), jnp.asarray(labels), mode='one',
+                        options=augment.Options(), widening=widening)
+  calls = {
+      'blur': lambda x: augment_jax.gaussian_blur(x, d['kernel']),
+      'crop': lambda x: augment_jax.crop_resize(x, d['fraction'], d['split_y'], d['split_x']),
+      'jpeg': lambda x: jpeg_jax.jpeg_roundtrip(x, d['quality']),
+      'noise': lambda x: augment_jax.gaussian_noise(x, d['std'], d['noise_key']),
+      'soften': lambda x: augment_jax.soften(x, d['sigma']),
+      'jitter': lambda x: augment_jax.photometric_jitter(
+          x, d['saturation'], d['contrast'], d['brightness'], d['gamma']),
+  }
+
+  def nyquist(x):  # per image: mean |checkerboard component| of the luma-like channel mean
+    y = np.asarray(x, np.float64).mean(-1)
+    sign = (-1.0) ** (np.arange(y.shape[1])[:, None] + np.arange(y.shape[2])[None, :])
+    return np.abs((y * sign).mean((1, 2)))
+
+  report = {'images': images, 'seed': seed}
+  for name, call in calls.items():
+    device = np.asarray(call(jnp.asarray(split)))
+    with host_ops([name]):
+      host = np.asarray(call(jnp.asarray(split)))
+    diff = np.abs(device.astype(np.int32) - host.astype(np.int32))
+    entry = {'pixels_differing': float((diff > 0).mean()), 'max_level': int(diff.max()),
+             'mean_signed_level': float((device.astype(np.float64) - host).mean())}
+    if name != 'noise':  # noise: different generators, compare in distribution
+      nd, nh = nyquist(device), nyquist(host)
+      for cls, mask in (('real', sources == 0), ('tconv', sources == 1)):
+        entry[f'nyquist_{cls}_device_over_host'] = float(nd[mask].mean() / nh[mask].mean())
+    else:
+      entry['noise_std_device'] = float((device.astype(np.float64) - split).std())
+      entry['noise_std_host'] = float((host.astype(np.float64) - split).std())
+    report[name] = entry
+    print(name, json.dumps(entry), flush=True)
+  return report
+
+
+def main():
+  if '--check' in sys.argv:
+    import argparse
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--check', action='store_true')
+    parser.add_argument('--images', type=int, default=512)
+    parser.add_argument('--seed', type=int, default=5)
+    parser.add_argument('--data_dir', default=os.path.expanduser('~/tensorflow_datasets'))
+    parser.add_argument('--out', default=None)
+    args = parser.parse_args()
+    report = check(args.images, args.seed, args.data_dir)
+    if args.out:
+      with open(args.out, 'w') as f:
+        json.dump(report, f, indent=1)
+    return
+  names = parse(os.environ.get('GTA_ABLATION_HOST_OPS', ''))
+  print(f'data_path_ablation: host computes {", ".join(names) or "nothing"}', flush=True)
+  import launch
+  with host_ops(names):
+    launch.run()
+
+
+if __name__ == '__main__':
+  main()
