@@ -8,9 +8,9 @@ function that applies what the host path applies (augment.py: the widenings of c
 the mode's perturbations) with the JAX versions of each operation (augment_jax.py, jpeg_jax.py),
 so the host only indexes arrays.
 
-Draws. Every draw of an image comes from a key folded from (seed, epoch, index in the split)
-(softening and perturbations) or (seed, epoch, content group) (photometric jitter, shared by a
-crop and its fakes as on the host), so an image's augmentation does not depend on its batch, its
+Draws. Every draw of an image comes from a key folded from (seed, the data path's branch, epoch,
+index in the split) (softening and perturbations) or (seed, branch, epoch, content group)
+(photometric jitter, shared by a crop and its fakes as on the host), so an image's augmentation does not depend on its batch, its
 position or the process that reads it, and a resumed run sees exactly the same batches. The draws
 follow the host's distributions (augment.py); they are not the host's numbers (another
 generator). The epoch's order is the host path's own (`pipeline.epoch_order`), so with nothing to draw
@@ -49,6 +49,12 @@ STRATEGIES = ('select', 'switch')
 # Streams folded into an example's key after (seed, epoch, index or group): each kind of draw has
 # its own, so turning a widening on leaves the perturbations' draws unchanged (as on the host).
 _PERTURB, _SOFTEN, _JITTER = 0, 1, 2
+# The data path's own branch of the seed's key, folded in before the epoch. Without it, epoch 1's
+# keys were fold_in(fold_in(key(seed), 1), index), the very keys the training steps fold from the
+# seed for step number `index` (the heads' patch windows, DNA-Det's crops and dropout: fold_in(
+# key(seed), 1) then the step; jax's split(k)[i] is fold_in(k, i)), so an image's draws and a
+# step's windows came from one key.
+_DATA_BRANCH = 0x61756764  # 'augd'
 
 
 def resolve(augment_on: str, backend: str | None = None) -> str:
@@ -124,11 +130,18 @@ def draws(seed, epoch, index, group, label, *, mode: str, options: augment.Optio
           widening: augment.Widening) -> dict:
   """Per-image draws [N] for the images at `index` (in the split) of content `group` (the jitter's
   key, as augment.jitter_rng) and `label` in epoch `epoch` of a run with `seed` (traced)."""
-  epoch_key = jax.random.fold_in(jax.random.key(seed), epoch)
+  return jax.vmap(functools.partial(_draw_one, mode=mode, options=options, widening=widening))(
+      *image_keys(seed, epoch, index, group), label)
+
+
+def image_keys(seed, epoch, index, group):
+  """The keys of the images at `index` (content `group`) in epoch `epoch` of a run with `seed`:
+  (perturbations, softening, jitter), each [N]."""
+  epoch_key = jax.random.fold_in(
+      jax.random.fold_in(jax.random.key(seed), _DATA_BRANCH), epoch)
   stream = lambda ids, tag: jax.vmap(
       lambda i: jax.random.fold_in(jax.random.fold_in(epoch_key, i), tag))(ids)
-  return jax.vmap(functools.partial(_draw_one, mode=mode, options=options, widening=widening))(
-      stream(index, _PERTURB), stream(index, _SOFTEN), stream(group, _JITTER), label)
+  return stream(index, _PERTURB), stream(index, _SOFTEN), stream(group, _JITTER)
 
 
 # ---------------------------------------------------------------------------------------- apply

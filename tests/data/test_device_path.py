@@ -1,5 +1,7 @@
 """The device data path: the host path's order and batches, draws keyed by (seed, epoch, index),
 the same images whichever way they are applied, and the host's distributions."""
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -98,6 +100,24 @@ def test_an_images_draws_depend_on_seed_epoch_and_index_only():
   assert not np.array_equal(np.asarray(whole[0]), np.asarray(other_epoch[0]))
   assert not np.array_equal(np.asarray(whole[0]), np.asarray(other_seed[0]))
   assert len(split) == 40
+
+
+def test_the_draws_keys_are_none_of_the_training_steps_keys():
+  """The training steps fold their keys from fold_in(key(seed), 1) and the step number (the heads'
+  patch windows, DNA-Det's crops and dropout; split(k)[i] is fold_in(k, i)). No image's key, nor
+  any key its draws split from it, is one of them."""
+  seed = 3
+  steps = jax.vmap(lambda s: jax.random.fold_in(
+      jax.random.fold_in(jax.random.key(seed), 1), s))(jnp.arange(64))
+  step_keys = {tuple(k) for k in np.asarray(jax.random.key_data(jnp.concatenate(
+      [steps, jax.vmap(jax.random.split)(steps).reshape(-1)])))}
+  index = jnp.arange(64, dtype=jnp.int32)
+  for epoch in range(3):
+    perturb, soften, jitter = device_path.image_keys(seed, epoch, index, index)
+    children = [jax.vmap(lambda k, n=n: jax.random.split(k, n))(keys).reshape(-1)
+                for keys, n in ((perturb, 10), (soften, 2), (jitter, 6))]
+    drawn = np.asarray(jax.random.key_data(jnp.concatenate([perturb, soften, jitter] + children)))
+    assert not step_keys & {tuple(k) for k in drawn}, epoch
 
 
 def test_each_drawn_perturbation_is_the_jax_operation_with_its_drawn_parameters():
