@@ -12,6 +12,8 @@ including every draw, the epoch's order and the training step, is the device pat
       --config=configs/phase2_synthetic.py --config.data.augment_on=device ...   (launch.py's flags)
   # the operations alone: device and host versions on the same draws, per kind
   python benchmarks/data_path_ablation.py --check --images 1024 --seed 5
+  # one epoch of training batches on both paths: same records, draws aligned with their images
+  python benchmarks/data_path_ablation.py --align --seed 5 --epoch 2
 
 Not part of the package: an experiment's instrument (its note keeps the evidence).
 """
@@ -167,17 +169,65 @@ def check(images: int, seed: int, data_dir: str) -> dict:
   return report
 
 
+def align(seed: int, epoch: int, batch_size: int, data_dir: str) -> dict:
+  """One epoch of training batches on both paths (phase II's settings): the same records in the
+  same order; on the device path every image without a draw unchanged and every image with one
+  changed (draws aligned with their images); how often each kind was applied on each path."""
+  import ml_collections
+  from gta_jax.data import device_path
+  from gta_jax.data import loader
+  from gta_jax.data import pipeline
+  data = ml_collections.ConfigDict(dict(
+      name=pipeline.BUILTIN, config='default', data_dir=data_dir, release_blur_sigma=False,
+      noise_variance=False, real_softening=0.5, photometric_jitter=0.5, augment_on='host'))
+  dataset = loader.open_dataset(data, 'pixel')
+  source, groups = dataset.source('train'), dataset.content_groups('train')
+  split = device_path.load_split(source, 1e12)
+  widening = augment.Widening(0.5, 0.5)
+  order = pipeline.epoch_order(len(split), seed, epoch, groups)
+  device = device_path.batches(split, batch_size, seed=seed, epoch=epoch, mode='one',
+                               label_view=lambda b: b['label'], groups=groups, widening=widening)
+  host = dataset.batches('train', batch_size, mode='one', seed=seed, epoch=epoch, shuffle=True,
+                         drop_remainder=True)
+  report = dict(seed=seed, epoch=epoch, batches=0, images=0, same_records=True, misaligned=0,
+                kinds_device=[0] * 4, kinds_host=[0] * 4)
+  for b, ((on_device, _), on_host) in enumerate(zip(device, host)):
+    index = order[b * batch_size:(b + 1) * batch_size]
+    report['same_records'] &= bool(
+        (np.asarray(on_device['source_id']) == on_host['source_id']).all()
+        and (np.asarray(on_device['label']) == on_host['label']).all())
+    d = device_path.draws(seed, epoch, jnp.asarray(index, jnp.int32),
+                          jnp.asarray(split.group[index]), jnp.asarray(split.label[index]),
+                          mode='one', options=augment.Options(), widening=widening)
+    drawn = np.zeros(len(index), bool)
+    for name in ('soften', 'jitter') + augment.KINDS:
+      drawn |= np.asarray(d[name])
+    unchanged = (np.asarray(on_device['image']) == np.asarray(split.images[index])).all((1, 2, 3))
+    report['misaligned'] += int((unchanged == drawn).sum())
+    for k in range(len(augment.KINDS)):
+      report['kinds_device'][k] += int((np.asarray(on_device['perturbations']) >> k & 1).sum())
+      report['kinds_host'][k] += int((on_host['perturbations'] >> k & 1).sum())
+    report['batches'] += 1
+    report['images'] += len(index)
+  print(json.dumps(report), flush=True)
+  return report
+
+
 def main():
-  if '--check' in sys.argv:
+  if '--check' in sys.argv or '--align' in sys.argv:
     import argparse
     parser = argparse.ArgumentParser()
     parser.add_argument('--check', action='store_true')
+    parser.add_argument('--align', action='store_true')
+    parser.add_argument('--epoch', type=int, default=2)
+    parser.add_argument('--batch_size', type=int, default=32)
     parser.add_argument('--images', type=int, default=512)
     parser.add_argument('--seed', type=int, default=5)
     parser.add_argument('--data_dir', default=os.path.expanduser('~/tensorflow_datasets'))
     parser.add_argument('--out', default=None)
     args = parser.parse_args()
-    report = check(args.images, args.seed, args.data_dir)
+    report = (align(args.seed, args.epoch, args.batch_size, args.data_dir) if args.align
+              else check(args.images, args.seed, args.data_dir))
     if args.out:
       with open(args.out, 'w') as f:
         json.dump(report, f, indent=1)
