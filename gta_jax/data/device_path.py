@@ -217,11 +217,32 @@ class Split:
     return len(self.label)
 
 
+def available_memory_bytes() -> int | None:
+  """The host memory available now (Linux's MemAvailable), None where it cannot be read."""
+  try:
+    with open('/proc/meminfo') as f:
+      for line in f:
+        if line.startswith('MemAvailable:'):
+          return int(line.split()[1]) * 1024
+  except (OSError, ValueError, IndexError):
+    pass
+  return None
+
+
 def load_split(source, budget_bytes: float, name: str = 'train') -> Split:
   """Reads every record of `source` (a split's random-access source) once -> Split, on the devices
-  when its images take at most `budget_bytes`, else in host memory."""
+  when its images take at most `budget_bytes`, else in host memory. A split that would not fit in
+  the host memory available (it is read there first) is refused before reading, naming the
+  config key."""
   size = len(source)
   first = np.asarray(source[0]['image'])
+  needed, available = size * first.size, available_memory_bytes()
+  if available is not None and needed > 0.8 * available:
+    raise errors.ConfigError(
+        f'config.data.augment_on=device: the {name} split\'s {size} images take '
+        f'{needed / 2**30:.1f} GiB decoded, more than this machine can hold beside training '
+        f'({available / 2**30:.1f} GiB of memory available); the device path reads the whole split '
+        'into memory. Use --config.data.augment_on=host (it reads records as it goes).')
   images = np.empty((size,) + first.shape, np.uint8)
   label, source_id, group = (np.empty(size, np.int32) for _ in range(3))
   for i in range(size):

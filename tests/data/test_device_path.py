@@ -207,3 +207,12 @@ def test_a_split_of_mixed_sizes_is_refused_naming_the_record():
   source[2] = dict(source[2], image=np.zeros((16, 16, 3), np.uint8))
   with pytest.raises(errors.ConfigError, match='record 2.*augment_on=host'):
     device_path.load_split(source, budget_bytes=1e9)
+
+
+def test_a_split_larger_than_the_memory_available_is_refused_before_reading(monkeypatch):
+  source = _source(count=4)
+  monkeypatch.setattr(device_path, 'available_memory_bytes', lambda: 4 * source[0]['image'].size)
+  with pytest.raises(errors.ConfigError, match='train split.*augment_on=host'):
+    device_path.load_split(source, budget_bytes=1e9)
+  monkeypatch.setattr(device_path, 'available_memory_bytes', lambda: None)  # unknown: reads it
+  assert len(device_path.load_split(source, budget_bytes=1e9)) == 4
