@@ -117,6 +117,163 @@ def host_ops(names):
       setattr(module, attribute, original)
 
 
+_EPOCH = {}  # the split's size and content groups, for a position from an index
+
+
+def _inverse_order(size, seed, epoch, groups):
+  key = (size, seed, epoch)
+  if key not in _EPOCH:
+    from gta_jax.data import pipeline
+    order = pipeline.epoch_order(size, seed, epoch, groups)
+    inverse = np.empty(size, np.int64)
+    inverse[order] = np.arange(size)
+    _EPOCH[key] = inverse
+  return _EPOCH[key]
+
+
+@contextlib.contextmanager
+def host_augmentation():
+  """Within: the device path's batches are augmented by the host path's own per-image function
+  (augment.Widening.apply, then augment.augment_recorded with the host's generator of (seed,
+  epoch, position in the epoch)), called back from its jitted function. Everything else is the
+  device path's: the split in memory, the order, the batching, the prefetch, the step's inputs. If
+  the device path's machinery is the host path's, a run then trains exactly as on the host."""
+  from gta_jax.data import device_path
+  original_batches, original_augment = device_path.batches, device_path.augment_batch
+  context = {}
+
+  def batches(split, batch_size, **kwargs):
+    context['size'], context['groups'] = len(split), kwargs.get('groups')
+    return original_batches(split, batch_size, **kwargs)
+
+  def augment_batch(images, index, group, label, seed, epoch, *, mode, options, widening,
+                    strategy='select'):
+    del strategy
+
+    def run(images, index, group, label, seed, epoch):
+      # the arguments as numpy (jax arrays here would dispatch from XLA's callback thread: a hang)
+      images, index, group, label = (np.asarray(a) for a in (images, index, group, label))
+      seed, epoch = int(np.asarray(seed)), int(np.asarray(epoch))
+      inverse = _inverse_order(context['size'], seed, epoch, context['groups'])
+      out, bits = np.empty_like(images), np.zeros(len(index), np.uint8)
+      for i, (image, at) in enumerate(zip(images, index)):
+        position = int(inverse[int(at)])
+        image = widening.apply(image, int(label[i]), seed=seed, epoch=epoch, position=position,
+                               group=int(group[i]))
+        if mode != 'clean':
+          image, bits[i] = augment.augment_recorded(
+              image, mode, augment.example_rng(seed, epoch, position), options)
+        out[i] = image
+      return out, bits
+    return jax.pure_callback(
+        run, (jax.ShapeDtypeStruct(images.shape, jnp.uint8),
+              jax.ShapeDtypeStruct(images.shape[:1], jnp.uint8)),
+        images, index, group, label, seed, epoch, vmap_method='sequential')
+
+  device_path.batches, device_path.augment_batch = batches, augment_batch
+  device_path._augment_fn.cache_clear()
+  try:
+    yield
+  finally:
+    device_path.batches, device_path.augment_batch = original_batches, original_augment
+    device_path._augment_fn.cache_clear()
+
+
+@contextlib.contextmanager
+def host_draws():
+  """Within: the device path's draws are the host path's own numbers (augment.py's generators of
+  (seed, epoch, position in the epoch) and (seed, epoch, content group), drawn in the host's
+  order), called back from its jitted function; the operations stay the JAX ones, except the
+  noise, which the host draws from the same generator as its other parameters (so the noise, too,
+  is the host's). `one` and `clean` only (the built-in recipe's phases)."""
+  from gta_jax.data import device_path
+  original_batches, original_draws = device_path.batches, device_path.draws
+  original_noise = augment_jax.gaussian_noise
+  context = {}
+
+  def batches(split, batch_size, **kwargs):
+    context['size'], context['groups'] = len(split), kwargs.get('groups')
+    return original_batches(split, batch_size, **kwargs)
+
+  def draws(seed, epoch, index, group, label, *, mode, options, widening):
+    if mode not in ('one', 'clean'):
+      raise ValueError(f'host_draws: mode {mode!r} (one or clean only)')
+    context['variance'] = options.noise_variance
+    template = jax.eval_shape(lambda: original_draws(
+        seed, epoch, index, group, label, mode=mode, options=options, widening=widening))
+    template.pop('noise_key', None)
+    names = sorted(template)
+    n = index.shape[0]
+
+    def run(seed, epoch, index, group, label):
+      seed, epoch = int(np.asarray(seed)), int(np.asarray(epoch))
+      index, group, label = np.asarray(index), np.asarray(group), np.asarray(label)
+      inverse = _inverse_order(context['size'], seed, epoch, context['groups'])
+      out = {name: np.zeros(template[name].shape, template[name].dtype) for name in names}
+      noise_key = np.zeros((n, 3), np.uint32)
+      low, high = np.log(augment.SOFTENING_SIGMA[0]), np.log(augment.SOFTENING_SIGMA[1])
+      for i in range(n):
+        position = int(inverse[int(index[i])])
+        if widening.real_softening and label[i] == 0:
+          rng = augment.softening_rng(seed, epoch, position)
+          if rng.uniform() < widening.real_softening:
+            out['soften'][i], out['sigma'][i] = True, np.exp(rng.uniform(low, high))
+        if widening.photometric_jitter:
+          rng = augment.jitter_rng(seed, epoch, int(group[i]))
+          if rng.uniform() < widening.photometric_jitter:
+            out['jitter'][i] = True
+            (out['saturation'][i], out['contrast'][i], out['brightness'][i],
+             out['gamma'][i]) = augment.jitter_factors(rng)
+        if mode == 'one':
+          rng = augment.example_rng(seed, epoch, position)
+          choice = int(rng.integers(len(augment.KINDS) + 1))
+          kind = augment.KINDS[choice] if choice < len(augment.KINDS) else None
+          if kind:
+            out[kind][i] = True
+          if kind == 'blur':
+            out['kernel'][i] = int(rng.choice(augment.BLUR_KERNELS))
+          elif kind == 'crop':
+            out['fraction'][i] = rng.uniform(0.05, 0.2)
+            out['split_y'][i], out['split_x'][i] = rng.uniform(), rng.uniform()
+          elif kind == 'jpeg':
+            out['quality'][i] = int(rng.integers(10, 76))
+          elif kind == 'noise':
+            drawn = rng.uniform(5, 20)
+            out['std'][i] = np.sqrt(drawn) if options.noise_variance else drawn
+          noise_key[i] = (seed, epoch, position)
+      return [out[name] for name in names] + [noise_key]
+    values = jax.pure_callback(
+        run, [jax.ShapeDtypeStruct(template[name].shape, template[name].dtype) for name in names]
+        + [jax.ShapeDtypeStruct((n, 3), jnp.uint32)], seed, epoch, index, group, label,
+        vmap_method='sequential')
+    return dict(zip(names, values[:-1])) | ({'noise_key': values[-1]} if mode == 'one' else {})
+
+  def noise(images, std, key):
+    def run(images, std, key):
+      images, std, key = np.asarray(images), np.asarray(std), np.asarray(key)
+      out = np.empty_like(images)
+      del std  # float32 here; the host's is the float64 it draws
+      for i in range(len(images)):
+        rng = augment.example_rng(*(int(v) for v in key[i]))
+        rng.integers(len(augment.KINDS) + 1)  # the draws before the noise, as the host's
+        drawn = rng.uniform(5, 20)
+        out[i] = augment.noise(images[i], np.sqrt(drawn) if context['variance'] else drawn, rng)
+      return out
+    std = jnp.broadcast_to(jnp.asarray(std, jnp.float32), images.shape[:1])
+    return jax.pure_callback(run, jax.ShapeDtypeStruct(images.shape, jnp.uint8), images, std,
+                             key, vmap_method='sequential')
+
+  device_path.batches, device_path.draws = batches, draws
+  augment_jax.gaussian_noise = noise
+  device_path._augment_fn.cache_clear()
+  try:
+    yield
+  finally:
+    device_path.batches, device_path.draws = original_batches, original_draws
+    augment_jax.gaussian_noise = original_noise
+    device_path._augment_fn.cache_clear()
+
+
 def check(images: int, seed: int, data_dir: str) -> dict:
   """Device and host operations on the same draws (phase II's: `one`, softening and jitter 0.5)
   over the first `images` training images, per operation alone: the share of pixels that differ
@@ -232,9 +389,19 @@ def main():
       with open(args.out, 'w') as f:
         json.dump(report, f, indent=1)
     return
+  import launch
+  if os.environ.get('GTA_ABLATION_HOST_AUGMENTATION') == '1':
+    print('data_path_ablation: the device path with the host path\'s augmentation', flush=True)
+    with host_augmentation():
+      launch.run()
+    return
+  if os.environ.get('GTA_ABLATION_HOST_DRAWS') == '1':
+    print('data_path_ablation: the device path with the host path\'s draws', flush=True)
+    with host_draws():
+      launch.run()
+    return
   names = parse(os.environ.get('GTA_ABLATION_HOST_OPS', ''))
   print(f'data_path_ablation: host computes {", ".join(names) or "nothing"}', flush=True)
-  import launch
   with host_ops(names):
     launch.run()
 
