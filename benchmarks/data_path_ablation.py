@@ -180,12 +180,13 @@ def host_augmentation():
 
 
 @contextlib.contextmanager
-def host_draws():
+def host_draws(jax_noise: bool = False):
   """Within: the device path's draws are the host path's own numbers (augment.py's generators of
   (seed, epoch, position in the epoch) and (seed, epoch, content group), drawn in the host's
   order), called back from its jitted function; the operations stay the JAX ones, except the
   noise, which the host draws from the same generator as its other parameters (so the noise, too,
-  is the host's). `one` and `clean` only (the built-in recipe's phases)."""
+  is the host's; `jax_noise`: the noise field drawn by JAX instead, from a key of (seed, epoch,
+  position)). `one` and `clean` only (the built-in recipe's phases)."""
   from gta_jax.data import device_path
   original_batches, original_draws = device_path.batches, device_path.draws
   original_noise = augment_jax.gaussian_noise
@@ -210,7 +211,7 @@ def host_draws():
       index, group, label = np.asarray(index), np.asarray(group), np.asarray(label)
       inverse = _inverse_order(context['size'], seed, epoch, context['groups'])
       out = {name: np.zeros(template[name].shape, template[name].dtype) for name in names}
-      noise_key = np.zeros((n, 3), np.uint32)
+      noise_key = np.zeros((n, 2 if jax_noise else 3), np.uint32)
       low, high = np.log(augment.SOFTENING_SIGMA[0]), np.log(augment.SOFTENING_SIGMA[1])
       for i in range(n):
         position = int(inverse[int(index[i])])
@@ -240,11 +241,12 @@ def host_draws():
           elif kind == 'noise':
             drawn = rng.uniform(5, 20)
             out['std'][i] = np.sqrt(drawn) if options.noise_variance else drawn
-          noise_key[i] = (seed, epoch, position)
+          noise_key[i] = ((seed << 16) + epoch, position) if jax_noise else (seed, epoch, position)
       return [out[name] for name in names] + [noise_key]
     values = jax.pure_callback(
         run, [jax.ShapeDtypeStruct(template[name].shape, template[name].dtype) for name in names]
-        + [jax.ShapeDtypeStruct((n, 3), jnp.uint32)], seed, epoch, index, group, label,
+        + [jax.ShapeDtypeStruct((n, 2 if jax_noise else 3), jnp.uint32)], seed, epoch, index,
+        group, label,
         vmap_method='sequential')
     return dict(zip(names, values[:-1])) | ({'noise_key': values[-1]} if mode == 'one' else {})
 
@@ -264,7 +266,8 @@ def host_draws():
                              key, vmap_method='sequential')
 
   device_path.batches, device_path.draws = batches, draws
-  augment_jax.gaussian_noise = noise
+  if not jax_noise:
+    augment_jax.gaussian_noise = noise
   device_path._augment_fn.cache_clear()
   try:
     yield
@@ -396,8 +399,10 @@ def main():
       launch.run()
     return
   if os.environ.get('GTA_ABLATION_HOST_DRAWS') == '1':
-    print('data_path_ablation: the device path with the host path\'s draws', flush=True)
-    with host_draws():
+    jax_noise = os.environ.get('GTA_ABLATION_JAX_NOISE') == '1'
+    print('data_path_ablation: the device path with the host path\'s draws'
+          + (' (the noise field drawn by JAX)' if jax_noise else ''), flush=True)
+    with host_draws(jax_noise):
       launch.run()
     return
   names = parse(os.environ.get('GTA_ABLATION_HOST_OPS', ''))
