@@ -28,11 +28,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.getcwd())  # run from the repository root: launch.py and configs/
-
-from gta_jax.data import augment  # noqa: E402
-from gta_jax.data import augment_jax  # noqa: E402
-from gta_jax.data import jpeg_jax  # noqa: E402
+from gta_jax.data import augment
+from gta_jax.data import augment_jax
+from gta_jax.data import jpeg_jax
 
 OPS = ('blur', 'crop', 'jpeg', 'noise', 'soften', 'jitter')
 
@@ -392,23 +390,27 @@ def main():
       with open(args.out, 'w') as f:
         json.dump(report, f, indent=1)
     return
-  import launch
+  import pathlib
+  import runpy
+  # launch.py as its own command line, in this process, so the patches below apply to it
+  launch = lambda: runpy.run_path(str(pathlib.Path(__file__).resolve().parents[1] / 'launch.py'),
+                                  run_name='__main__')
   if os.environ.get('GTA_ABLATION_HOST_AUGMENTATION') == '1':
     print('data_path_ablation: the device path with the host path\'s augmentation', flush=True)
     with host_augmentation():
-      launch.run()
+      launch()
     return
   if os.environ.get('GTA_ABLATION_HOST_DRAWS') == '1':
     jax_noise = os.environ.get('GTA_ABLATION_JAX_NOISE') == '1'
     print('data_path_ablation: the device path with the host path\'s draws'
           + (' (the noise field drawn by JAX)' if jax_noise else ''), flush=True)
     with host_draws(jax_noise):
-      launch.run()
+      launch()
     return
   names = parse(os.environ.get('GTA_ABLATION_HOST_OPS', ''))
   print(f'data_path_ablation: host computes {", ".join(names) or "nothing"}', flush=True)
   with host_ops(names):
-    launch.run()
+    launch()
 
 
 if __name__ == '__main__':
