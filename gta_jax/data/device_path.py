@@ -10,8 +10,9 @@ so the host only indexes arrays.
 
 Draws. Every draw of an image comes from a key folded from (seed, the data path's branch, epoch,
 index in the split) (softening and perturbations) or (seed, branch, epoch, content group)
-(photometric jitter, shared by a crop and its fakes as on the host), so an image's augmentation does not depend on its batch, its
-position or the process that reads it, and a resumed run sees exactly the same batches. The draws
+(photometric jitter, shared by a crop and its fakes as on the host), so an image's augmentation
+does not depend on its batch, its position or the process that reads it, and a resumed run sees
+exactly the same batches. The draws
 follow the host's distributions (augment.py); they are not the host's numbers (another
 generator). The epoch's order is the host path's own (`pipeline.epoch_order`), so with nothing to draw
 both paths give identical batches (tested).
