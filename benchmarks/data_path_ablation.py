@@ -100,36 +100,50 @@ def parse(names: str) -> tuple[str, ...]:
 
 
 @contextlib.contextmanager
-def host_ops(names):
-  """Within: device_path's operations `names` run on the host (device_path looks them up on their
-  modules when it traces)."""
-  saved = []
-  for name in names:
-    module, attribute, replacement = _PATCHES[name]
-    saved.append((module, attribute, getattr(module, attribute)))
+def _patched(replacements):
+  """Within: each (module, attribute, replacement) set, and device_path's traced augmentation
+  dropped (device_path looks the functions up on their modules when it traces); restored after."""
+  from gta_jax.data import device_path
+  saved = [(module, attribute, getattr(module, attribute))
+           for module, attribute, _ in replacements]
+  for module, attribute, replacement in replacements:
     setattr(module, attribute, replacement)
+  device_path._augment_fn.cache_clear()
   try:
     yield
   finally:
     for module, attribute, original in saved:
       setattr(module, attribute, original)
+    device_path._augment_fn.cache_clear()
 
 
-_EPOCH = {}  # the split's size and content groups, for a position from an index
+def host_ops(names):
+  """Within: device_path's operations `names` run on the host."""
+  return _patched([_PATCHES[name] for name in names])
 
 
-def _inverse_order(size, seed, epoch, groups):
-  key = (size, seed, epoch)
-  if key not in _EPOCH:
-    from gta_jax.data import pipeline
-    order = pipeline.epoch_order(size, seed, epoch, groups)
-    inverse = np.empty(size, np.int64)
-    inverse[order] = np.arange(size)
-    _EPOCH[key] = inverse
-  return _EPOCH[key]
+class _Positions:
+  """An image's position in its epoch from its index in the split, as the host path keys its
+  draws: `remember` wraps device_path.batches to note the split's size and content groups."""
+
+  def __init__(self):
+    from gta_jax.data import device_path
+    self._batches, self._inverse = device_path.batches, {}
+    self.size = self.groups = None
+
+  def remember(self, split, batch_size, **kwargs):
+    self.size, self.groups = len(split), kwargs.get('groups')
+    return self._batches(split, batch_size, **kwargs)
+
+  def __call__(self, seed: int, epoch: int, index: int) -> int:
+    if (seed, epoch) not in self._inverse:
+      from gta_jax.data import pipeline
+      order = pipeline.epoch_order(self.size, seed, epoch, self.groups)
+      self._inverse[seed, epoch] = np.empty(self.size, np.int64)
+      self._inverse[seed, epoch][order] = np.arange(self.size)
+    return int(self._inverse[seed, epoch][int(index)])
 
 
-@contextlib.contextmanager
 def host_augmentation():
   """Within: the device path's batches are augmented by the host path's own per-image function
   (augment.Widening.apply, then augment.augment_recorded with the host's generator of (seed,
@@ -137,12 +151,7 @@ def host_augmentation():
   device path's: the split in memory, the order, the batching, the prefetch, the step's inputs. If
   the device path's machinery is the host path's, a run then trains exactly as on the host."""
   from gta_jax.data import device_path
-  original_batches, original_augment = device_path.batches, device_path.augment_batch
-  context = {}
-
-  def batches(split, batch_size, **kwargs):
-    context['size'], context['groups'] = len(split), kwargs.get('groups')
-    return original_batches(split, batch_size, **kwargs)
+  position_of = _Positions()
 
   def augment_batch(images, index, group, label, seed, epoch, *, mode, options, widening,
                     strategy='select'):
@@ -152,10 +161,9 @@ def host_augmentation():
       # the arguments as numpy (jax arrays here would dispatch from XLA's callback thread: a hang)
       images, index, group, label = (np.asarray(a) for a in (images, index, group, label))
       seed, epoch = int(np.asarray(seed)), int(np.asarray(epoch))
-      inverse = _inverse_order(context['size'], seed, epoch, context['groups'])
       out, bits = np.empty_like(images), np.zeros(len(index), np.uint8)
       for i, (image, at) in enumerate(zip(images, index)):
-        position = int(inverse[int(at)])
+        position = position_of(seed, epoch, at)
         image = widening.apply(image, int(label[i]), seed=seed, epoch=epoch, position=position,
                                group=int(group[i]))
         if mode != 'clean':
@@ -168,16 +176,10 @@ def host_augmentation():
               jax.ShapeDtypeStruct(images.shape[:1], jnp.uint8)),
         images, index, group, label, seed, epoch, vmap_method='sequential')
 
-  device_path.batches, device_path.augment_batch = batches, augment_batch
-  device_path._augment_fn.cache_clear()
-  try:
-    yield
-  finally:
-    device_path.batches, device_path.augment_batch = original_batches, original_augment
-    device_path._augment_fn.cache_clear()
+  return _patched([(device_path, 'batches', position_of.remember),
+                   (device_path, 'augment_batch', augment_batch)])
 
 
-@contextlib.contextmanager
 def host_draws(jax_noise: bool = False):
   """Within: the device path's draws are the host path's own numbers (augment.py's generators of
   (seed, epoch, position in the epoch) and (seed, epoch, content group), drawn in the host's
@@ -186,18 +188,13 @@ def host_draws(jax_noise: bool = False):
   is the host's; `jax_noise`: the noise field drawn by JAX instead, from a key of (seed, epoch,
   position)). `one` and `clean` only (the built-in recipe's phases)."""
   from gta_jax.data import device_path
-  original_batches, original_draws = device_path.batches, device_path.draws
-  original_noise = augment_jax.gaussian_noise
-  context = {}
-
-  def batches(split, batch_size, **kwargs):
-    context['size'], context['groups'] = len(split), kwargs.get('groups')
-    return original_batches(split, batch_size, **kwargs)
+  original_draws, position_of = device_path.draws, _Positions()
+  noise_variance = []  # the run's options.noise_variance, for the noise callback
 
   def draws(seed, epoch, index, group, label, *, mode, options, widening):
     if mode not in ('one', 'clean'):
       raise ValueError(f'host_draws: mode {mode!r} (one or clean only)')
-    context['variance'] = options.noise_variance
+    noise_variance[:] = [options.noise_variance]
     template = jax.eval_shape(lambda: original_draws(
         seed, epoch, index, group, label, mode=mode, options=options, widening=widening))
     template.pop('noise_key', None)
@@ -207,12 +204,11 @@ def host_draws(jax_noise: bool = False):
     def run(seed, epoch, index, group, label):
       seed, epoch = int(np.asarray(seed)), int(np.asarray(epoch))
       index, group, label = np.asarray(index), np.asarray(group), np.asarray(label)
-      inverse = _inverse_order(context['size'], seed, epoch, context['groups'])
       out = {name: np.zeros(template[name].shape, template[name].dtype) for name in names}
       noise_key = np.zeros((n, 2 if jax_noise else 3), np.uint32)
       low, high = np.log(augment.SOFTENING_SIGMA[0]), np.log(augment.SOFTENING_SIGMA[1])
       for i in range(n):
-        position = int(inverse[int(index[i])])
+        position = position_of(seed, epoch, index[i])
         if widening.real_softening and label[i] == 0:
           rng = augment.softening_rng(seed, epoch, position)
           if rng.uniform() < widening.real_softening:
@@ -244,35 +240,27 @@ def host_draws(jax_noise: bool = False):
     values = jax.pure_callback(
         run, [jax.ShapeDtypeStruct(template[name].shape, template[name].dtype) for name in names]
         + [jax.ShapeDtypeStruct((n, 2 if jax_noise else 3), jnp.uint32)], seed, epoch, index,
-        group, label,
-        vmap_method='sequential')
+        group, label, vmap_method='sequential')
     return dict(zip(names, values[:-1])) | ({'noise_key': values[-1]} if mode == 'one' else {})
 
   def noise(images, std, key):
-    def run(images, std, key):
-      images, std, key = np.asarray(images), np.asarray(std), np.asarray(key)
+    del std  # float32; the host's is the float64 it draws, drawn again below
+
+    def run(images, key):
+      images, key = np.asarray(images), np.asarray(key)
       out = np.empty_like(images)
-      del std  # float32 here; the host's is the float64 it draws
       for i in range(len(images)):
         rng = augment.example_rng(*(int(v) for v in key[i]))
         rng.integers(len(augment.KINDS) + 1)  # the draws before the noise, as the host's
         drawn = rng.uniform(5, 20)
-        out[i] = augment.noise(images[i], np.sqrt(drawn) if context['variance'] else drawn, rng)
+        out[i] = augment.noise(images[i], np.sqrt(drawn) if noise_variance[0] else drawn, rng)
       return out
-    std = jnp.broadcast_to(jnp.asarray(std, jnp.float32), images.shape[:1])
-    return jax.pure_callback(run, jax.ShapeDtypeStruct(images.shape, jnp.uint8), images, std,
-                             key, vmap_method='sequential')
+    return jax.pure_callback(run, jax.ShapeDtypeStruct(images.shape, jnp.uint8), images, key,
+                             vmap_method='sequential')
 
-  device_path.batches, device_path.draws = batches, draws
-  if not jax_noise:
-    augment_jax.gaussian_noise = noise
-  device_path._augment_fn.cache_clear()
-  try:
-    yield
-  finally:
-    device_path.batches, device_path.draws = original_batches, original_draws
-    augment_jax.gaussian_noise = original_noise
-    device_path._augment_fn.cache_clear()
+  return _patched([(device_path, 'batches', position_of.remember),
+                   (device_path, 'draws', draws)]
+                  + ([] if jax_noise else [(augment_jax, 'gaussian_noise', noise)]))
 
 
 def check(images: int, seed: int, data_dir: str) -> dict:
